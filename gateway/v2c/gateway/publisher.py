@@ -1,0 +1,214 @@
+"""Cloud → vehicle publishes (OTA notifications, rollbacks, commands).
+
+QoS 2 with message expiry, correlation data, content type and user
+properties; up to 3 attempts with exponential backoff; when all fail, the
+message becomes an outbound dead-letter record that `v2c dlq replay` sends
+again. paho-mqtt is used here (not gmqtt) because its `wait_for_publish`
+tells us when the QoS 2 flow completed, which is what "published" means.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aws_lambda_powertools import Logger
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from v2c.contract.errors import TransientError
+from v2c.gateway.connection import MqttEndpoint
+from v2c.gateway.metrics import GatewayMetrics
+from v2c.handlers.dlq.record import DeadLetterRecord, Direction
+from v2c.handlers.dlq.store import DeadLetterStore
+
+logger = Logger(service="v2c-publisher")
+
+JsonDict = dict[str, Any]
+
+
+def properties_json(
+    *,
+    expiry_s: int | None,
+    content_type: str | None,
+    correlation_data: bytes | None,
+    user_properties: Sequence[tuple[str, str]] = (),
+) -> JsonDict:
+    """The JSON form of publish properties, the same shape the gateway records."""
+    out: JsonDict = {}
+    if expiry_s is not None:
+        out["message_expiry_interval"] = expiry_s
+    if content_type is not None:
+        out["content_type"] = content_type
+    if correlation_data is not None:
+        out["correlation_data_b64"] = base64.b64encode(correlation_data).decode("ascii")
+    if user_properties:
+        out["user_properties"] = [[k, v] for k, v in user_properties]
+    return out
+
+
+def paho_properties(props: JsonDict) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if "message_expiry_interval" in props:
+        p.MessageExpiryInterval = int(props["message_expiry_interval"])
+    if "content_type" in props:
+        p.ContentType = str(props["content_type"])
+    if "correlation_data_b64" in props:
+        p.CorrelationData = base64.b64decode(props["correlation_data_b64"])
+    if props.get("user_properties"):
+        p.UserProperty = [(str(k), str(v)) for k, v in props["user_properties"]]
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    delivered: bool
+    attempts: int
+    dead_letter_id: str | None = None
+    error: str = ""
+
+
+class OutboundPublisher:
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        dead_letters: DeadLetterStore | None,
+        *,
+        metrics: GatewayMetrics | None = None,
+        attempts: int = 3,
+        backoff_s: float = 0.5,
+        ack_timeout_s: float = 5.0,
+    ) -> None:
+        self._endpoint = endpoint
+        self._dead_letters = dead_letters
+        self._metrics = metrics or GatewayMetrics()
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._ack_timeout_s = ack_timeout_s
+        self._connected = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        context = endpoint.ssl_context()
+        if context is not None:
+            client.tls_set_context(context)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client = client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if not rc.is_failure:
+            self._connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connected.clear()
+
+    def start(self, wait_s: float = 10.0) -> None:
+        """Connect in the background; returns once connected or after `wait_s`
+        (publishing while the broker is down retries, then dead-letters)."""
+        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
+        self._client.loop_start()
+        self._connected.wait(wait_s)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _attempt(self, topic: str, payload: bytes, qos: int, props: JsonDict) -> None:
+        if not self._connected.is_set():
+            raise TransientError("not connected to the broker")
+        info = self._client.publish(topic, payload, qos=qos, properties=paho_properties(props))
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise TransientError(f"publish refused: {mqtt.error_string(info.rc)}")
+        try:
+            info.wait_for_publish(self._ack_timeout_s)
+        except RuntimeError as exc:  # paho raises when the connection drops meanwhile
+            raise TransientError(f"publish interrupted: {exc}") from exc
+        if not info.is_published():
+            raise TransientError(f"no acknowledgement within {self._ack_timeout_s}s")
+
+    def try_publish(self, topic: str, payload: bytes, *, qos: int, props: JsonDict) -> int:
+        """Publish with retries; returns the attempts used or raises the last error."""
+        used = 0
+        for attempt in Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=self._backoff_s, max=10),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+        ):
+            with attempt:
+                used = attempt.retry_state.attempt_number
+                self._attempt(topic, payload, qos, props)
+        return used
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 2,
+        expiry_s: int | None = 86_400,
+        content_type: str | None = "application/x-protobuf",
+        correlation_data: bytes | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+        source: str = "outbound",
+        context: JsonDict | None = None,
+    ) -> PublishResult:
+        props = properties_json(
+            expiry_s=expiry_s,
+            content_type=content_type,
+            correlation_data=correlation_data,
+            user_properties=user_properties,
+        )
+        try:
+            attempts = self.try_publish(topic, payload, qos=qos, props=props)
+        except TransientError as exc:
+            self._metrics.publish_failures.labels(source).inc()
+            record_id = self._dead_letter(topic, payload, props, exc, source, context)
+            return PublishResult(False, self._attempts, record_id, str(exc))
+        self._metrics.published.labels(source).inc()
+        return PublishResult(True, attempts)
+
+    def _dead_letter(
+        self,
+        topic: str,
+        payload: bytes,
+        props: JsonDict,
+        exc: Exception,
+        source: str,
+        context: JsonDict | None,
+    ) -> str | None:
+        if self._dead_letters is None:
+            return None
+        parts = topic.split("/")
+        record = DeadLetterRecord.from_error(
+            queue=self._dead_letters.name,
+            direction=Direction.OUTBOUND,
+            source=source,
+            topic=topic,
+            payload=payload,
+            error=exc,
+            attempts=self._attempts,
+            properties=props,
+            vehicle_id=parts[3] if len(parts) > 3 else "",
+            context={"qos": 2, **(context or {})},
+            now_ms=int(time.time() * 1000),
+        )
+        self._dead_letters.put(record)
+        self._metrics.dlq_messages.labels(self._dead_letters.name, record.reason).inc()
+        logger.warning(
+            "publish failed; dead-lettered",
+            extra={"topic": topic, "record_id": record.record_id, "error": str(exc)},
+        )
+        return record.record_id

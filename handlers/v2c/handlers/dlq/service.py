@@ -1,0 +1,126 @@
+"""Inspect, replay and purge dead-letter records: the logic behind `v2c dlq`
+and the `dlq_admin` Lambda, with the redrive paths injected.
+
+Replay sends a record back through the path it failed on (an inbound record to
+its rule's handler, an outbound record to the publisher) and deletes it only
+after that succeeded, so a crash mid-replay loses nothing; handlers are
+idempotent, so a record replayed twice is stored once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from v2c.contract.errors import InvalidInput, NotFound
+from v2c.handlers.dlq.record import DeadLetterRecord, Direction
+from v2c.handlers.dlq.store import DeadLetterStore
+
+Redrive = Callable[[DeadLetterRecord], None]
+
+
+class ReplayStatus(StrEnum):
+    REPLAYED = "replayed"
+    FAILED = "failed"
+    WOULD_REPLAY = "would_replay"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    record_id: str
+    queue: str
+    source: str
+    status: ReplayStatus
+    detail: str = ""
+
+
+class DeadLetterService:
+    def __init__(
+        self,
+        stores: Mapping[str, DeadLetterStore],
+        redrivers: Mapping[Direction, Redrive],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stores = stores
+        self._redrivers = redrivers
+        self._clock = clock
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted(self._stores)
+
+    def _selected(self, queue: str | None) -> list[DeadLetterStore]:
+        if queue is None:
+            return [self._stores[name] for name in self.queues]
+        if queue not in self._stores:
+            raise InvalidInput(f"unknown queue {queue!r}: expected one of {self.queues}")
+        return [self._stores[queue]]
+
+    def records(
+        self, queue: str | None = None, since_ms: int | None = None, reason: str | None = None
+    ) -> Iterator[DeadLetterRecord]:
+        for store in self._selected(queue):
+            for record in store.list():
+                if since_ms is not None and record.last_failed_at < since_ms:
+                    continue
+                if reason is not None and record.reason != reason:
+                    continue
+                yield record
+
+    def show(self, record_id: str, queue: str | None = None) -> DeadLetterRecord:
+        for store in self._selected(queue):
+            try:
+                return store.get(record_id)
+            except NotFound:
+                continue
+        raise NotFound(f"no dead-letter record {record_id}")
+
+    def depths(self) -> dict[str, int]:
+        return {name: self._stores[name].depth() for name in self.queues}
+
+    def replay(
+        self,
+        *,
+        queue: str | None = None,
+        record_id: str | None = None,
+        replay_all: bool = False,
+        dry_run: bool = False,
+    ) -> list[ReplayOutcome]:
+        if (record_id is None) == (not replay_all):
+            raise InvalidInput("replay needs exactly one of a record id or --all")
+        if record_id is not None:
+            records = [self.show(record_id, queue)]
+        else:
+            records = list(self.records(queue))
+        return [self._replay_one(record, dry_run) for record in records]
+
+    def _replay_one(self, record: DeadLetterRecord, dry_run: bool) -> ReplayOutcome:
+        def outcome(status: ReplayStatus, detail: str = "") -> ReplayOutcome:
+            return ReplayOutcome(record.record_id, record.queue, record.source, status, detail)
+
+        redrive = self._redrivers.get(record.direction)
+        if redrive is None:
+            return outcome(ReplayStatus.FAILED, f"no redrive path for {record.direction} records")
+        if dry_run:
+            return outcome(ReplayStatus.WOULD_REPLAY, f"{record.direction} via {record.source}")
+        store = self._stores[record.queue]
+        try:
+            redrive(record)
+        except Exception as exc:
+            store.delete(record.record_id)
+            store.put(record.with_attempt(exc, int(self._clock() * 1000)))
+            return outcome(ReplayStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        store.delete(record.record_id)
+        return outcome(ReplayStatus.REPLAYED)
+
+    def purge(self, older_than_ms: int, queue: str | None = None) -> int:
+        """Delete records whose last failure is older than `older_than_ms` (epoch ms)."""
+        removed = 0
+        for store in self._selected(queue):
+            for record in list(store.list()):
+                if record.last_failed_at < older_than_ms:
+                    store.delete(record.record_id)
+                    removed += 1
+        return removed

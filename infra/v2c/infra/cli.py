@@ -1,0 +1,55 @@
+"""The `v2c` command line: one typer app; each command group lives in its own
+module under `v2c.infra.commands` and is registered here."""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="v2c",
+    help="MQTT 5 vehicle-to-cloud platform: OTA campaigns, telemetry, a vehicle simulator.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold key material
+    add_completion=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"v2c {package_version('v2c')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """v2c: the cloud side of OTA updates and vehicle telemetry, and a fleet to test it with."""
+
+
+def _register() -> None:
+    from v2c.infra.commands import pki
+
+    app.add_typer(pki.app, name="pki")
+    from v2c.infra.commands import gateway, selftest
+
+    app.command(name="selftest")(selftest.selftest)
+    app.add_typer(gateway.app, name="gateway")
+    from v2c.infra.commands import aws
+
+    app.add_typer(aws.app, name="aws")
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,111 @@
+"""`v2c pki`: make the local CA and issue vehicle certificates from the shell.
+
+The stack keeps its PKI under `<state dir>/pki`, so `--stack DIR` finds the CA
+of a running stack; `--pki DIR` names a PKI directory directly. Output lists
+file paths and fingerprints only: key material is never printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives import hashes
+from rich.console import Console
+from rich.text import Text
+
+from v2c.contract.errors import InvalidInput, V2CError
+from v2c.infra import pki
+
+DEFAULT_STACK_DIR = Path(".stack")
+
+app = typer.Typer(
+    name="pki",
+    help="The local certificate authority: broker, service and vehicle certificates.",
+    no_args_is_help=True,
+)
+
+# soft_wrap: a long path stays on one line, so it can be copied (and grepped in tests).
+_out = Console(soft_wrap=True, highlight=False)
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def _fail(error: V2CError) -> typer.Exit:
+    _err.print(Text.assemble(("error: ", "bold red"), error.detail))
+    return typer.Exit(code=2 if isinstance(error, InvalidInput) else 1)
+
+
+def _show(label: str, path: Path) -> None:
+    _out.print(Text.assemble((f"{label:<20}", "bold"), str(path)))
+
+
+def _pki_dir(pki_dir: Path | None, stack: Path | None) -> Path:
+    if pki_dir is not None and stack is not None:
+        raise typer.BadParameter("give --pki or --stack, not both")
+    if pki_dir is not None:
+        return pki_dir
+    return (stack if stack is not None else DEFAULT_STACK_DIR) / "pki"
+
+
+@app.command("init")
+def init(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The PKI directory to create or complete.")
+    ] = DEFAULT_STACK_DIR / "pki",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing CA (its certificates stop working)."),
+    ] = False,
+    service_name: Annotated[
+        str, typer.Option("--service-name", help="CN (broker user) of the service identity.")
+    ] = pki.SERVICE_COMMON_NAME,
+) -> None:
+    """Create a CA, the broker's server certificate and the gateway's identity; keep what exists."""
+    had_ca = pki.PkiPaths.for_dir(directory).ca_cert.exists()
+    try:
+        paths = pki.init_pki(directory, force=force, service_name=service_name)
+        ca = pki.load_ca(directory)
+    except V2CError as error:
+        raise _fail(error) from None
+    state = "replaced" if had_ca and force else "kept existing" if had_ca else "created"
+    _out.print(f"CA {state}: {pki.common_name(ca.certificate)}")
+    _out.print(f"CA SHA-256 fingerprint: {ca.certificate.fingerprint(hashes.SHA256()).hex(':')}")
+    _show("CA certificate", paths.ca_cert)
+    _show("CA key", paths.ca_key)
+    _show("broker certificate", paths.server.cert)
+    _show("broker key", paths.server.key)
+    _show("service certificate", paths.service.cert)
+    _show("service key", paths.service.key)
+    _show("vehicles", paths.vehicles_dir)
+
+
+@app.command("issue")
+def issue(
+    vin: Annotated[
+        str, typer.Option("--vin", help="Vehicle id, the certificate CN: VIN-1HGBH41JXMN109186.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write <VIN>.pem and <VIN>.key [<pki>/vehicles]."),
+    ] = None,
+    stack: Annotated[
+        Path | None,
+        typer.Option("--stack", help="Use the CA of the stack whose state dir this is (DIR/pki)."),
+    ] = None,
+    pki_dir: Annotated[
+        Path | None, typer.Option("--pki", help="Use the CA in this PKI directory.")
+    ] = None,
+    days: Annotated[
+        int, typer.Option("--days", min=1, help="Validity in days, from now.")
+    ] = pki.LEAF_VALID_DAYS,
+) -> None:
+    """Issue a vehicle client certificate (ECC P-256, CN = vehicle id, clientAuth)."""
+    source = _pki_dir(pki_dir, stack)
+    try:
+        paths = pki.issue_vehicle_cert(source, vin, out, valid_days=days)
+    except V2CError as error:
+        raise _fail(error) from None
+    _show("certificate", paths.cert)
+    _show("key", paths.key)
+    _show("CA certificate", paths.ca)

@@ -1,0 +1,40 @@
+"""Builds the cloud-side objects from a stack description: the one place that
+knows which resource backs which dead-letter queue and how services reach the
+broker. Commands and the stack call these; nothing else reads settings."""
+
+from __future__ import annotations
+
+from v2c.gateway.connection import MqttEndpoint
+from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
+from v2c.infra.settings import StackSettings
+
+TELEMETRY_DLQ = "telemetry"
+OTA_DLQ = "ota"
+
+
+def service_endpoint(settings: StackSettings) -> MqttEndpoint:
+    """The broker as the gateway and publisher see it: the TLS listener with the
+    service identity when the stack has one, else the plain listener."""
+    mqtt = settings.require_mqtt()
+    if mqtt.tls_port is not None and mqtt.ca_file and mqtt.service_cert and mqtt.service_key:
+        return MqttEndpoint(
+            mqtt.host,
+            mqtt.tls_port,
+            ca_file=str(mqtt.ca_file),
+            cert_file=str(mqtt.service_cert),
+            key_file=str(mqtt.service_key),
+        )
+    return MqttEndpoint(mqtt.host, mqtt.port)
+
+
+def dead_letter_stores(settings: StackSettings) -> dict[str, DeadLetterStore]:
+    """Telemetry failures to the S3 DLQ bucket, OTA failures to the SQS DLQ."""
+    names = settings.resources
+    sqs = settings.aws.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=names.ota_dlq_queue)["QueueUrl"]
+    return {
+        TELEMETRY_DLQ: S3DeadLetterStore(
+            TELEMETRY_DLQ, settings.aws.client("s3"), names.telemetry_dlq_bucket
+        ),
+        OTA_DLQ: SqsDeadLetterStore(OTA_DLQ, sqs, queue_url),
+    }

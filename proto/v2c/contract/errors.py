@@ -1,0 +1,152 @@
+"""The one error hierarchy of v2c.
+
+Every error a v2c component raises on purpose derives from `V2CError` and
+carries three translations of itself, so each edge reports it in its own
+terms without a lookup table of its own:
+
+* `reason`: a stable machine-readable word, written into DLQ records and
+  metrics labels (`checksum_mismatch`, `invalid_topic`, ...);
+* `mqtt_reason_code`: the MQTT 5 reason code a broker-facing edge answers with;
+* `http_status`: the status the fleet-manager API answers with (the JSON
+  body's `detail` is the message).
+
+Two roots split the hierarchy the way python-tuf does: `InvalidInput` (the
+data is wrong; retrying the same bytes cannot help, so it goes to a DLQ) and
+`TransientError` (a dependency failed; retry, then DLQ for replay).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MqttReasonCode:
+    """The MQTT 5.0 reason codes v2c uses (OASIS MQTT 5.0, section 2.4)."""
+
+    SUCCESS = 0x00
+    NO_MATCHING_SUBSCRIBERS = 0x10
+    UNSPECIFIED_ERROR = 0x80
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+    NOT_AUTHORIZED = 0x87
+    SERVER_UNAVAILABLE = 0x88
+    SERVER_BUSY = 0x89
+    TOPIC_NAME_INVALID = 0x90
+    PACKET_TOO_LARGE = 0x95
+    QUOTA_EXCEEDED = 0x97
+    PAYLOAD_FORMAT_INVALID = 0x99
+
+
+class V2CError(Exception):
+    """Base of every deliberate v2c error."""
+
+    reason: ClassVar[str] = "internal_error"
+    mqtt_reason_code: ClassVar[int] = MqttReasonCode.UNSPECIFIED_ERROR
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    @property
+    def detail(self) -> str:
+        """The human-readable text, as an API `detail` or a DLQ `error` field."""
+        return str(self) or self.reason
+
+
+class InvalidInput(V2CError):
+    """The input itself is wrong: the same bytes will fail the same way again."""
+
+    reason = "invalid_input"
+    mqtt_reason_code = MqttReasonCode.PAYLOAD_FORMAT_INVALID
+    http_status = 400
+
+
+class InvalidTopic(InvalidInput):
+    reason = "invalid_topic"
+    mqtt_reason_code = MqttReasonCode.TOPIC_NAME_INVALID
+
+
+class CodecError(InvalidInput):
+    """A payload could not be turned into a message."""
+
+    reason = "corrupt_payload"
+
+
+class ChecksumMismatch(CodecError):
+    reason = "checksum_mismatch"
+
+
+class UnsupportedCompression(CodecError):
+    reason = "unsupported_compression"
+
+
+class UnknownDictionary(CodecError):
+    """A batch names a ZSTD dictionary this receiver does not hold."""
+
+    reason = "unknown_dictionary"
+
+
+class DecompressionLimitExceeded(CodecError):
+    """Declared or actual decompressed size above the cap: a decompression bomb."""
+
+    reason = "decompression_limit_exceeded"
+    mqtt_reason_code = MqttReasonCode.PACKET_TOO_LARGE
+    http_status = 413
+
+
+class PayloadTooLarge(InvalidInput):
+    reason = "payload_too_large"
+    mqtt_reason_code = MqttReasonCode.PACKET_TOO_LARGE
+    http_status = 413
+
+
+class ValidationFailed(InvalidInput):
+    """Parsed fine, but a field is missing or out of range."""
+
+    reason = "validation_failed"
+
+
+class NotAuthorized(V2CError):
+    reason = "not_authorized"
+    mqtt_reason_code = MqttReasonCode.NOT_AUTHORIZED
+    http_status = 401
+
+
+class Forbidden(NotAuthorized):
+    reason = "forbidden"
+    http_status = 403
+
+
+class NotFound(V2CError):
+    reason = "not_found"
+    http_status = 404
+
+
+class Conflict(V2CError):
+    reason = "conflict"
+    http_status = 409
+
+
+class ConfigurationError(V2CError):
+    """The deployment is wrong, not the request: no stack description, a bad
+    settings file, or an existing AWS resource of the wrong shape. An operator
+    must fix it; retrying cannot help."""
+
+    reason = "configuration_error"
+
+
+class TransientError(V2CError):
+    """A dependency failed; the same request may succeed later."""
+
+    reason = "dependency_unavailable"
+    mqtt_reason_code = MqttReasonCode.SERVER_UNAVAILABLE
+    http_status = 503
+    retryable = True
+
+
+class Throttled(TransientError):
+    reason = "throttled"
+    mqtt_reason_code = MqttReasonCode.QUOTA_EXCEEDED
+    http_status = 429
+
+
+class HandlerTimeout(TransientError):
+    reason = "handler_timeout"
+    mqtt_reason_code = MqttReasonCode.SERVER_BUSY

@@ -1,0 +1,70 @@
+"""Handlers and rules tables the gateway tests route to.
+
+They record into a file named by an environment variable, because the
+gateway under test may run in another process (the kill -9 tests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from v2c.contract.topics import Domain, TopicFilter
+from v2c.gateway.rules import Rule
+
+RECORD_ENV = "V2C_TEST_RECORD_FILE"
+FAIL_FLAG_ENV = "V2C_TEST_FAIL_FLAG"
+
+
+def _append(event: dict[str, Any], context: Any) -> None:
+    line = json.dumps(
+        {
+            "rule": event["rule"],
+            "region": event["region"],
+            "vehicle_id": event["vehicle_id"],
+            "payload": base64.b64decode(event["payload"]).decode(),
+            "properties": event["properties"],
+            "request_id": context.aws_request_id,
+            "remaining_ms": context.get_remaining_time_in_millis(),
+            "pid": os.getpid(),
+            "gateway": context.log_stream_name,
+        }
+    )
+    # One write with O_APPEND: lines from concurrent threads never interleave.
+    fd = os.open(os.environ[RECORD_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def record_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    _append(event, context)
+    return {"status": "ok"}
+
+
+def flaky_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """Fails while the flag file exists: the 'broken, then fixed' handler."""
+    flag = os.environ.get(FAIL_FLAG_ENV)
+    if flag and os.path.exists(flag):
+        raise RuntimeError("store unavailable (injected)")
+    _append(event, context)
+    return {"status": "ok"}
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+TELEMETRY = str(TopicFilter(domain=Domain.TELEMETRY, kind="vehicle"))
+OTA_STATUS = str(TopicFilter(domain=Domain.OTA, kind="status"))
+
+RECORDING_RULES = (
+    Rule("telemetry", TELEMETRY, f"{__name__}:record_handler", dlq="telemetry", qos=1),
+    Rule("ota_status", OTA_STATUS, f"{__name__}:record_handler", dlq="ota", qos=2),
+)
+FLAKY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:flaky_handler", dlq="telemetry", qos=1),)

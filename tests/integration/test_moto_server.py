@@ -1,0 +1,85 @@
+"""The moto server child process: start, reset, stop, and no orphans."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from v2c.infra.moto_server import MotoServer, MotoServerError, stop_pid, wait_ready
+from v2c.infra.net import port_accepts
+from v2c.infra.settings import AwsSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    """Poll /proc until `pid` has exited (or is a zombie nobody reaped)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reset_forgets_every_resource() -> None:
+    with MotoServer() as server:
+        sqs = AwsSettings(endpoint_url=server.endpoint_url).client("sqs")
+        sqs.create_queue(QueueName="doomed")
+
+        server.reset()
+
+        assert sqs.list_queues().get("QueueUrls", []) == []
+
+
+def test_stop_ends_the_child_and_closes_its_port() -> None:
+    server = MotoServer().start()
+    pid, port = server.pid, server.port
+
+    server.stop()
+    server.stop()  # a second stop is harmless
+
+    assert _gone(pid)
+    assert not port_accepts("127.0.0.1", port)
+    with pytest.raises(MotoServerError):
+        _ = server.endpoint_url
+
+
+def test_a_tied_server_exits_when_its_parent_dies_without_cleaning_up() -> None:
+    # Given: a parent process that starts moto and dies abruptly (no stop, no atexit)
+    script = (
+        "import os; from v2c.infra.moto_server import MotoServer\n"
+        "s = MotoServer().start(); print(s.pid, s.endpoint_url, flush=True); os._exit(0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    pid = int(out[0])
+
+    # Then: the orphaned server notices its stdin closing and exits on its own
+    assert _gone(pid)
+
+
+def test_stop_pid_stops_a_detached_server_but_not_an_unrelated_process(tmp_path: Path) -> None:
+    server = MotoServer(tie_to_parent=False, log_file=tmp_path / "moto.log").start()
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        assert stop_pid(bystander.pid) is False
+        assert bystander.poll() is None
+
+        assert stop_pid(server.pid) is True
+        assert _gone(server.pid)
+        with pytest.raises(MotoServerError):
+            wait_ready(f"http://127.0.0.1:{server.port}", timeout=0.2)
+    finally:
+        bystander.kill()
+        bystander.wait()
+        server.stop()
