@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
+import time
 from typing import Any
 
 from v2c.contract.topics import Domain, TopicFilter
@@ -23,7 +25,9 @@ def _append(event: dict[str, Any], context: Any) -> None:
             "rule": event["rule"],
             "region": event["region"],
             "vehicle_id": event["vehicle_id"],
-            "payload": base64.b64decode(event["payload"]).decode(),
+            # Text for the tests that send text; base64 for those that prove bytes survive.
+            "payload": base64.b64decode(event["payload"]).decode(errors="backslashreplace"),
+            "payload_b64": event["payload"],
             "properties": event["properties"],
             "request_id": context.aws_request_id,
             "remaining_ms": context.get_remaining_time_in_millis(),
@@ -53,6 +57,38 @@ def flaky_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"status": "ok"}
 
 
+SLOW_HANDLER_S = 0.05
+
+
+class Concurrency:
+    """How many calls of a handler overlap, counted by the handler itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.active -= 1
+
+
+SLOW_CALLS = Concurrency()  # meaningful when the gateway runs in the test's process
+
+
+def slow_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """A store that takes 50 ms per write: what flow control must absorb."""
+    with SLOW_CALLS:
+        time.sleep(SLOW_HANDLER_S)
+        _append(event, context)
+    return {"status": "ok"}
+
+
 def read_records(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
@@ -62,9 +98,12 @@ def read_records(path: str) -> list[dict[str, Any]]:
 
 TELEMETRY = str(TopicFilter(domain=Domain.TELEMETRY, kind="vehicle"))
 OTA_STATUS = str(TopicFilter(domain=Domain.OTA, kind="status"))
+TELEMETRY_BATCH = str(TopicFilter(domain=Domain.TELEMETRY, kind="batch"))
 
 RECORDING_RULES = (
     Rule("telemetry", TELEMETRY, f"{__name__}:record_handler", dlq="telemetry", qos=1),
     Rule("ota_status", OTA_STATUS, f"{__name__}:record_handler", dlq="ota", qos=2),
+    Rule("telemetry_batch", TELEMETRY_BATCH, f"{__name__}:record_handler", dlq="telemetry", qos=1),
 )
 FLAKY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:flaky_handler", dlq="telemetry", qos=1),)
+SLOW_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:slow_handler", dlq="telemetry", qos=1),)

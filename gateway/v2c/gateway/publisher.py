@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +86,10 @@ class OutboundPublisher:
         attempts: int = 3,
         backoff_s: float = 0.5,
         ack_timeout_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._endpoint = endpoint
+        self._sleep = sleep  # the backoff's clock: tests observe the waits through it
         self._dead_letters = dead_letters
         self._metrics = metrics or GatewayMetrics()
         self._attempts = attempts
@@ -146,6 +148,7 @@ class OutboundPublisher:
             wait=wait_exponential(multiplier=self._backoff_s, max=10),
             retry=retry_if_exception_type(TransientError),
             reraise=True,
+            sleep=self._sleep,
         ):
             with attempt:
                 used = attempt.retry_state.attempt_number

@@ -65,4 +65,18 @@ RULES: tuple[Rule, ...] = (
         dlq="ota",
         qos=2,
     ),
+    Rule(
+        name="telemetry",
+        topic_filter=_filter(Domain.TELEMETRY, "vehicle"),
+        handler="v2c.handlers.telemetry_ingest:lambda_handler",
+        dlq="telemetry",
+        qos=1,
+    ),
+    Rule(
+        name="telemetry_batch",
+        topic_filter=_filter(Domain.TELEMETRY, "batch"),
+        handler="v2c.handlers.telemetry_batch:lambda_handler",
+        dlq="telemetry",
+        qos=1,
+    ),
 )

@@ -21,13 +21,13 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from gmqtt import Client as MqttClient
 from gmqtt import Subscription
+from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from v2c.contract.errors import HandlerTimeout, TransientError
@@ -35,10 +35,15 @@ from v2c.gateway.connection import MqttEndpoint
 from v2c.gateway.event import LambdaContext, build_event, properties_to_json
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
+from v2c.gateway.workers import HandlerPool
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
 logger = Logger(service="v2c-gateway")
+
+# Topics seen are cached with the rules they match; past this many distinct
+# topics (vehicles x kinds) the cache starts over rather than grow unbounded.
+ROUTE_CACHE_SIZE = 65_536
 
 
 def default_client_id() -> str:
@@ -75,9 +80,24 @@ class Gateway:
         self.dead_letters = dead_letters
         self.metrics = metrics or GatewayMetrics()
         self._handlers: dict[str, Handler] = {r.name: load_handler(r.handler) for r in rules}
-        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="v2c-handler")
+        self._pool = HandlerPool(config.workers, name="v2c-handler")
         self._client: Any = None
-        self._in_flight = 0
+        # Per-message work is hoisted here: the metric children of each rule
+        # (a `labels()` lookup takes a lock and hashes the labels every call)
+        # and the rules each topic matches.
+        self._rule_metrics = {r.name: _RuleMetrics.of(self.metrics, r.name) for r in rules}
+        self._routes: dict[str, tuple[Rule, ...]] = {}
+        # Receive Maximum, enforced here as well: mosquitto 2.0.11 (Debian 12)
+        # overruns it once messages queue for a client: each PUBACK refills the
+        # window by more than one message (measured: 1,600+ unacknowledged
+        # messages delivered at a Receive Maximum of 64; docs/benchmarks.md).
+        # Messages past the window wait here, unacknowledged, before a handler
+        # (and its store) sees them.
+        self._window = asyncio.Semaphore(config.receive_maximum)
+        self._unacked = 0  # received, not yet acknowledged: in flight + waiting
+        self._in_flight = 0  # inside the window: being handled
+        self._max_in_flight = 0
+        self._max_waiting = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._connected = asyncio.Event()
@@ -126,10 +146,10 @@ class Gateway:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.config.drain_timeout_s)
         except TimeoutError:
-            logger.warning("drain timed out", extra={"in_flight": self._in_flight})
+            logger.warning("drain timed out", extra={"unacknowledged": self._unacked})
         if self._client is not None:
             await self._client.disconnect()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self.metrics.connected.set(0)
 
     async def wait_connected(self) -> None:
@@ -137,30 +157,59 @@ class Gateway:
 
     @property
     def in_flight(self) -> int:
+        """Messages being handled now: never more than Receive Maximum."""
         return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most messages ever handled at once (the high-water mark of `in_flight`)."""
+        return self._max_in_flight
+
+    @property
+    def max_waiting(self) -> int:
+        """The most messages ever received beyond Receive Maximum (a broker overrunning it)."""
+        return self._max_waiting
 
     # -- message path ------------------------------------------------------
     async def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> int:
-        self._in_flight += 1
+        self._unacked += 1
         self._idle.clear()
-        self.metrics.in_flight.inc()
         try:
-            rules = match_rules(self.rules, topic)
-            if not rules:
-                self.metrics.unrouted.inc()
-                logger.warning("no rule for topic", extra={"topic": topic})
-            props = properties_to_json(properties)
-            received = int(time.time() * 1000)
-            for rule in rules:
-                await self._dispatch(rule, topic, payload, qos, props, received)
+            if self._window.locked():
+                self._max_waiting = max(self._max_waiting, self._unacked - self._in_flight)
+            async with self._window:
+                self._in_flight += 1
+                if self._in_flight > self._max_in_flight:
+                    self._max_in_flight = self._in_flight
+                self.metrics.in_flight.inc()
+                try:
+                    await self._route(topic, payload, qos, properties)
+                finally:
+                    self._in_flight -= 1
+                    self.metrics.in_flight.dec()
             return 0  # PUBACK / PUBREC success, sent by gmqtt now
         finally:
-            self._in_flight -= 1
-            self.metrics.in_flight.dec()
-            if self._in_flight == 0:
+            self._unacked -= 1
+            if self._unacked == 0:
                 self._idle.set()
+
+    async def _route(
+        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> None:
+        rules = self._routes.get(topic)
+        if rules is None:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            rules = self._routes[topic] = tuple(match_rules(self.rules, topic))
+        if not rules:
+            self.metrics.unrouted.inc()
+            logger.warning("no rule for topic", extra={"topic": topic})
+        props = properties_to_json(properties)
+        received = int(time.time() * 1000)
+        for rule in rules:
+            await self._dispatch(rule, topic, payload, qos, props, received)
 
     async def _dispatch(
         self,
@@ -171,8 +220,8 @@ class Gateway:
         props: dict[str, Any],
         received: int,
     ) -> None:
-        self.metrics.received.labels(rule.name).inc()
-        loop = asyncio.get_running_loop()
+        metrics = self._rule_metrics[rule.name]
+        metrics.received.inc()
         started = time.perf_counter()
         try:
             event = build_event(
@@ -188,17 +237,18 @@ class Gateway:
                 timeout_s=rule.timeout_s,
                 log_stream_name=self.config.client_id,
             )
-            call = loop.run_in_executor(self._pool, self._handlers[rule.name], event, context)
             try:
-                await asyncio.wait_for(call, timeout=rule.timeout_s)
+                # asyncio.timeout: one timer, no extra future or callbacks as in wait_for.
+                async with asyncio.timeout(rule.timeout_s):
+                    await self._pool.submit(self._handlers[rule.name], event, context)
             except TimeoutError:
                 raise HandlerTimeout(f"handler {rule.handler} exceeded {rule.timeout_s}s") from None
         except Exception as exc:
             await self._dead_letter(rule, topic, payload, props, exc)
         else:
-            self.metrics.handled.labels(rule.name).inc()
+            metrics.handled.inc()
         finally:
-            self.metrics.latency.labels(rule.name).observe(time.perf_counter() - started)
+            metrics.latency.observe(time.perf_counter() - started)
 
     async def _dead_letter(
         self, rule: Rule, topic: str, payload: bytes, props: dict[str, Any], exc: Exception
@@ -221,7 +271,6 @@ class Gateway:
             extra={"rule": rule.name, "topic": topic, "reason": record.reason, "error": str(exc)},
         )
         store = self.dead_letters[rule.dlq]
-        loop = asyncio.get_running_loop()
         # Not acknowledged until this succeeds: retry for as long as it takes.
         async for attempt in AsyncRetrying(
             wait=wait_exponential(multiplier=0.2, max=30),
@@ -230,11 +279,26 @@ class Gateway:
         ):
             with attempt:
                 try:
-                    await loop.run_in_executor(self._pool, store.put, record)
+                    await self._pool.submit(store.put, record)
                 except TransientError:
                     self.metrics.dlq_write_failures.labels(rule.dlq).inc()
                     raise
         self.metrics.dlq_messages.labels(rule.dlq, record.reason).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleMetrics:
+    received: Counter
+    handled: Counter
+    latency: Histogram
+
+    @classmethod
+    def of(cls, metrics: GatewayMetrics, rule: str) -> _RuleMetrics:
+        return cls(
+            received=metrics.received.labels(rule),
+            handled=metrics.handled.labels(rule),
+            latency=metrics.latency.labels(rule),
+        )
 
 
 async def run_gateway(gateway: Gateway, stop: asyncio.Event) -> None:

@@ -46,6 +46,15 @@ def _register() -> None:
     from v2c.infra.commands import aws
 
     app.add_typer(aws.app, name="aws")
+    from v2c.infra.commands import dlq
+
+    app.add_typer(dlq.app, name="dlq")
+    from v2c.infra.commands import bench
+
+    app.add_typer(bench.app, name="bench")
+    from v2c.infra.commands import stack
+
+    app.add_typer(stack.app, name="stack")
 
 
 _register()

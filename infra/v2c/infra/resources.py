@@ -58,7 +58,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import ReadTimeoutError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from v2c.contract.errors import TransientError
@@ -214,7 +215,7 @@ def ensure_resources(aws: AwsSettings, names: ResourceNames | None = None) -> Re
                     names.timestream_table,
                 )
             )
-    except EndpointConnectionError as exc:
+    except (BotocoreConnectionError, ReadTimeoutError) as exc:
         where = aws.endpoint_url or f"AWS {aws.region}"
         raise TransientError(f"cannot reach {where} (is the moto server running?)") from exc
     return report

@@ -226,7 +226,8 @@ def read_settings(path: Path) -> StackSettings:
         settings = StackSettings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid stack description {path}: {exc}") from exc
-    return _map_mqtt_paths(settings, lambda p: p if p.is_absolute() else path.parent / p)
+    base = path.parent.absolute()  # absolute: a daemon that changes directory still finds them
+    return _map_mqtt_paths(settings, lambda p: p if p.is_absolute() else base / p)
 
 
 def write_settings(settings: StackSettings, stack_dir: Path) -> Path:

@@ -103,6 +103,49 @@ class ValidationFailed(InvalidInput):
     reason = "validation_failed"
 
 
+class InvalidField(ValidationFailed):
+    """One named field is missing, malformed or out of range. `field` is the
+    field's path in the message (`speed_kmh`, `header.schema_version`,
+    `gps.latitude`), so a DLQ record says which field, not only why."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class FilterSyntaxError(InvalidInput):
+    """A campaign target filter is not in the filter grammar. It carries the
+    1-based character position and what was expected there, so the 400 answer
+    points at the mistake instead of merely rejecting the text."""
+
+    reason = "invalid_target_filter"
+
+    def __init__(self, message: str, *, position: int, expected: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.expected = expected
+
+
+class SignatureInvalid(InvalidInput):
+    """A signed OTA manifest does not verify: its bytes, its signature or its
+    key id were altered. A vehicle reports SIGNATURE_VERIFICATION_FAILED."""
+
+    reason = "signature_invalid"
+
+
+class UnknownSigningKey(SignatureInvalid):
+    """The key id names no key of the trusted key set."""
+
+    reason = "unknown_signing_key"
+
+
+class SigningKeyNotValid(SignatureInvalid):
+    """The key is trusted, but not at this time: before its rotation-in or
+    after its retirement."""
+
+    reason = "signing_key_not_valid"
+
+
 class NotAuthorized(V2CError):
     reason = "not_authorized"
     mqtt_reason_code = MqttReasonCode.NOT_AUTHORIZED
@@ -150,3 +193,10 @@ class Throttled(TransientError):
 class HandlerTimeout(TransientError):
     reason = "handler_timeout"
     mqtt_reason_code = MqttReasonCode.SERVER_BUSY
+
+
+class SigningUnavailable(TransientError):
+    """The signing backend (HSM, KMS) failed or timed out on every attempt:
+    creating a campaign answers 503 and leaves nothing half-made."""
+
+    reason = "signing_unavailable"

@@ -4,7 +4,9 @@ and the `dlq_admin` Lambda, with the redrive paths injected.
 Replay sends a record back through the path it failed on (an inbound record to
 its rule's handler, an outbound record to the publisher) and deletes it only
 after that succeeded, so a crash mid-replay loses nothing; handlers are
-idempotent, so a record replayed twice is stored once.
+idempotent, so a record replayed twice is stored once. A replay that fails
+leaves the record in place with one more attempt and the new error; every
+record gets its own outcome, so one bad record never hides the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from v2c.contract.errors import InvalidInput, NotFound
+from v2c.contract.errors import InvalidInput, NotFound, V2CError
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
@@ -108,11 +110,19 @@ class DeadLetterService:
         store = self._stores[record.queue]
         try:
             redrive(record)
-        except Exception as exc:
+        except Exception as exc:  # any failure of the path is this record's outcome
+            detail = f"{type(exc).__name__}: {exc}"
+            try:
+                store.replace(record.with_attempt(exc, int(self._clock() * 1000)))
+            except V2CError as store_exc:
+                detail += f" (attempt count not updated: {store_exc.detail})"
+            return outcome(ReplayStatus.FAILED, detail)
+        try:
             store.delete(record.record_id)
-            store.put(record.with_attempt(exc, int(self._clock() * 1000)))
-            return outcome(ReplayStatus.FAILED, f"{type(exc).__name__}: {exc}")
-        store.delete(record.record_id)
+        except V2CError as exc:
+            # Handled, but still queued: a later replay repeats it, which the
+            # idempotent handlers absorb. Reported, so nobody believes it gone.
+            return outcome(ReplayStatus.FAILED, f"replayed, but not removed: {exc.detail}")
         return outcome(ReplayStatus.REPLAYED)
 
     def purge(self, older_than_ms: int, queue: str | None = None) -> int:

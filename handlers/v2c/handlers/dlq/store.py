@@ -9,18 +9,23 @@ Vendor errors are translated here into `TransientError`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import NotFound, TransientError
+from v2c.contract.errors import CodecError, NotFound, TransientError
 from v2c.handlers.dlq.record import DeadLetterRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
 
 
 class DeadLetterStore(Protocol):
@@ -34,7 +39,14 @@ class DeadLetterStore(Protocol):
 
     def get(self, record_id: str) -> DeadLetterRecord: ...
 
-    def delete(self, record_id: str) -> None: ...
+    def delete(self, record_id: str) -> None:
+        """Remove the record; a record that is not there is no error."""
+        ...
+
+    def replace(self, record: DeadLetterRecord) -> None:
+        """Store `record` in place of the stored record with the same id (a
+        failed replay's attempt count); never leaves the record absent."""
+        ...
 
     def depth(self) -> int: ...
 
@@ -66,6 +78,9 @@ class InMemoryDeadLetterStore:
         with self._lock:
             self._records.pop(record_id, None)
 
+    def replace(self, record: DeadLetterRecord) -> None:
+        self.put(record)
+
     def depth(self) -> int:
         with self._lock:
             return len(self._records)
@@ -76,7 +91,12 @@ def _transient(action: str, exc: Exception) -> TransientError:
 
 
 class S3DeadLetterStore:
-    """One JSON object per record under `prefix`, keyed by its time-ordered id."""
+    """One JSON object per record under `prefix`, keyed by its time-ordered id,
+    so a listing (1,000 keys a page, in key order) is oldest first. The bucket
+    is versioned: a delete leaves a noncurrent version that the lifecycle rule
+    expires later, which is what makes `purge` recoverable for a while."""
+
+    _SUFFIX = ".json"
 
     def __init__(self, name: str, client: S3Client, bucket: str, prefix: str = "") -> None:
         self.name = name
@@ -85,7 +105,7 @@ class S3DeadLetterStore:
         self._prefix = prefix or f"dlq/{name}/"
 
     def _key(self, record_id: str) -> str:
-        return f"{self._prefix}{record_id}.json"
+        return f"{self._prefix}{record_id}{self._SUFFIX}"
 
     def put(self, record: DeadLetterRecord) -> None:
         try:
@@ -103,17 +123,20 @@ class S3DeadLetterStore:
         try:
             for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
                 for obj in page.get("Contents", []):
-                    yield obj["Key"]
+                    if obj["Key"].endswith(self._SUFFIX):  # not ours otherwise
+                        yield obj["Key"]
         except (BotoCoreError, ClientError) as exc:
             raise _transient("list", exc) from exc
 
     def list(self) -> Iterator[DeadLetterRecord]:
         for key in self._keys():
-            record_id = key[len(self._prefix) : -len(".json")]
+            record_id = key[len(self._prefix) : -len(self._SUFFIX)]
             try:
                 yield self.get(record_id)
             except NotFound:
                 continue  # deleted between list and get
+            except CodecError as exc:
+                logger.warning("dead-letter bucket %s: %s is not a record: %s", self.name, key, exc)
 
     def get(self, record_id: str) -> DeadLetterRecord:
         try:
@@ -132,15 +155,68 @@ class S3DeadLetterStore:
         except (BotoCoreError, ClientError) as exc:
             raise _transient("delete", exc) from exc
 
+    def replace(self, record: DeadLetterRecord) -> None:
+        self.put(record)  # one PUT overwrites the object atomically
+
     def depth(self) -> int:
         return sum(1 for _ in self._keys())
 
 
+@dataclass(slots=True)
+class _Scan:
+    """The messages one pass over the queue holds invisible: readable copies
+    by record id (keyed by SQS message id, so a message received twice keeps
+    only its newest receipt handle) and unreadable bodies."""
+
+    copies: dict[str, dict[str, tuple[DeadLetterRecord, str]]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def add(self, message: Any) -> None:
+        handle, message_id = message["ReceiptHandle"], message["MessageId"]
+        try:
+            record = DeadLetterRecord.loads(message["Body"])
+        except CodecError:
+            self.unreadable[message_id] = handle
+            return
+        self.copies.setdefault(record.record_id, {})[message_id] = (record, handle)
+
+    def newest(self, record_id: str) -> DeadLetterRecord | None:
+        """Of several copies (a replace interrupted between send and delete),
+        the one with the most attempts is the current one."""
+        copies = self.copies.get(record_id)
+        if not copies:
+            return None
+        return max((r for r, _ in copies.values()), key=lambda r: (r.attempts, r.last_failed_at))
+
+    def records(self) -> list[DeadLetterRecord]:
+        found = (self.newest(record_id) for record_id in sorted(self.copies))
+        return [record for record in found if record is not None]
+
+    def take(self, record_id: str) -> list[str]:
+        """The handles of every copy of `record_id`, no longer ours to release."""
+        return [handle for _, handle in self.copies.pop(record_id, {}).values()]
+
+    def held(self) -> list[str]:
+        readable = [h for copies in self.copies.values() for _, h in copies.values()]
+        return readable + list(self.unreadable.values())
+
+
 class SqsDeadLetterStore:
-    """Records as SQS messages. SQS has no browse, so listing receives every
-    message with a short visibility timeout and makes them visible again."""
+    """Records as SQS messages (the OTA DLQ; 14 days is SQS's longest retention).
+
+    SQS has no browse: a scan receives messages with a visibility timeout,
+    which hides them from every other reader, and makes each one it does not
+    delete visible again when it ends, on error too. A scan stops early once
+    it holds the record it looks for, so deleting the record a replay has
+    just handled costs a receive or two instead of a pass over the queue, and
+    deletes always use the newest receipt handle (SQS silently ignores a
+    delete with an older one). Short polling samples a subset of SQS's
+    servers and may come back empty while messages remain, so a scan that
+    received fewer than the queue's visible count confirms with one long poll.
+    """
 
     _PEEK_VISIBILITY_S = 30
+    _CONFIRM_WAIT_S = 1
 
     def __init__(self, name: str, client: SQSClient, queue_url: str) -> None:
         self.name = name
@@ -160,74 +236,112 @@ class SqsDeadLetterStore:
         except (BotoCoreError, ClientError) as exc:
             raise _transient("put", exc) from exc
 
-    def _peek(self) -> list[tuple[DeadLetterRecord, str]]:
-        """Receive everything once; returns (record, receipt handle) pairs."""
-        seen: dict[str, tuple[DeadLetterRecord, str]] = {}
-        try:
-            while True:
-                answer: Any = self._sqs.receive_message(
-                    QueueUrl=self._url,
-                    MaxNumberOfMessages=10,
-                    VisibilityTimeout=self._PEEK_VISIBILITY_S,
-                    WaitTimeSeconds=0,
-                )
-                messages = answer.get("Messages", [])
+    def _receive(self, wait_s: int) -> list[Any]:
+        answer: Any = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=self._PEEK_VISIBILITY_S,
+            WaitTimeSeconds=wait_s,
+        )
+        return list(answer.get("Messages", []))
+
+    def _count(self, *names: str) -> int:
+        attrs: Any = self._sqs.get_queue_attributes(
+            QueueUrl=self._url,
+            AttributeNames=list(names),  # type: ignore[arg-type]
+        )["Attributes"]
+        return sum(int(attrs.get(name, 0)) for name in names)
+
+    def _fill(self, scan: _Scan, until: str | None) -> None:
+        expected = self._count("ApproximateNumberOfMessages")
+        received, confirmed = 0, False
+        while until is None or until not in scan.copies:
+            messages = self._receive(0)
+            if not messages:
+                if received >= expected or confirmed:
+                    return
+                confirmed = True
+                messages = self._receive(self._CONFIRM_WAIT_S)
                 if not messages:
-                    break
-                for msg in messages:
-                    record = DeadLetterRecord.loads(msg["Body"])
-                    seen[record.record_id] = (record, msg["ReceiptHandle"])
-        except (BotoCoreError, ClientError) as exc:
-            raise _transient("receive", exc) from exc
-        return sorted(seen.values(), key=lambda pair: pair[0].record_id)
+                    return
+            received += len(messages)
+            for message in messages:
+                scan.add(message)
+
+    @contextmanager
+    def _scan(self, until: str | None = None) -> Iterator[_Scan]:
+        scan = _Scan()
+        try:
+            try:
+                self._fill(scan, until)
+            except (BotoCoreError, ClientError) as exc:
+                raise _transient("receive", exc) from exc
+            if scan.unreadable:
+                logger.warning(
+                    "dead-letter queue %s holds %d messages that are not records: %s",
+                    self.name,
+                    len(scan.unreadable),
+                    sorted(scan.unreadable),
+                )
+            yield scan
+        finally:
+            self._release(scan.held())
 
     def _release(self, handles: list[str]) -> None:
+        """Best effort: a handle not released only hides its message until the
+        visibility timeout ends, so a failure here is logged, never raised."""
         for start in range(0, len(handles), 10):
             entries: Any = [
                 {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
                 for i, h in enumerate(handles[start : start + 10])
             ]
             try:
-                self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
+                answer = self._sqs.change_message_visibility_batch(
+                    QueueUrl=self._url, Entries=entries
+                )
             except (BotoCoreError, ClientError) as exc:
-                raise _transient("release", exc) from exc
+                logger.warning("dead-letter queue %s: release failed: %s", self.name, exc)
+                continue
+            for failure in answer.get("Failed", []):
+                logger.warning("dead-letter queue %s: release failed: %s", self.name, failure)
 
-    def list(self) -> Iterator[DeadLetterRecord]:
-        pairs = self._peek()
-        self._release([handle for _, handle in pairs])
-        yield from (record for record, _ in pairs)
-
-    def get(self, record_id: str) -> DeadLetterRecord:
-        for record in self.list():
-            if record.record_id == record_id:
-                return record
-        raise NotFound(f"no dead-letter record {record_id} in {self.name}")
-
-    def delete(self, record_id: str) -> None:
-        pairs = self._peek()
-        keep: list[str] = []
+    def _delete_handles(self, handles: list[str]) -> None:
         try:
-            for record, handle in pairs:
-                if record.record_id == record_id:
-                    self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=handle)
-                else:
-                    keep.append(handle)
+            for handle in handles:
+                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=handle)
         except (BotoCoreError, ClientError) as exc:
             raise _transient("delete", exc) from exc
-        finally:
-            self._release(keep)
+
+    def list(self) -> Iterator[DeadLetterRecord]:
+        with self._scan() as scan:
+            records = scan.records()
+        yield from records
+
+    def get(self, record_id: str) -> DeadLetterRecord:
+        with self._scan(until=record_id) as scan:
+            record = scan.newest(record_id)
+        if record is None:
+            raise NotFound(f"no dead-letter record {record_id} in {self.name}")
+        return record
+
+    def delete(self, record_id: str) -> None:
+        """Every copy of the record; a record that is not there is no error."""
+        with self._scan(until=record_id) as scan:
+            self._delete_handles(scan.take(record_id))
+
+    def replace(self, record: DeadLetterRecord) -> None:
+        """Send the new version first, then delete the old: an interruption
+        leaves two copies (list shows the newer), never none."""
+        with self._scan(until=record.record_id) as scan:
+            self.put(record)  # if this fails, the scan's end releases the old copies
+            self._delete_handles(scan.take(record.record_id))
 
     def depth(self) -> int:
         try:
-            attrs = self._sqs.get_queue_attributes(
-                QueueUrl=self._url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
+            return self._count(
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            )
         except (BotoCoreError, ClientError) as exc:
             raise _transient("depth", exc) from exc
-        return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
-            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )

@@ -1,0 +1,1 @@
+"""OTA cloud side: firmware registry, signing, campaigns, status tracking, the fleet-manager API."""

@@ -1,0 +1,17 @@
+"""The OTA domain as pure logic: no boto3, no MQTT, no clock, no randomness.
+
+Every function here is a function of its arguments (a seed where a choice must
+look random, `now` where time matters), so the handlers and repositories decide
+what to persist and when, and the rules are tested without any I/O:
+
+* `semver`: semantic versions (campaign version format, installed_version filters);
+* `target_filter` (+ `filter_lexer`): the safe target-filter grammar
+  (`model='Accord' AND year>=2023`);
+* `campaign_rules` (+ `maintenance_window`, `validation`): `CampaignSpec`, creation
+  input validated per BR-OTA-011..020, pydantic errors turned into `ValidationFailed`;
+* `canary`: stratified canary selection and the canary gate;
+* `counters`: campaign counters and the rates of BR-OTA-041;
+* `update_state`: the per-vehicle update state machine fed by `OTAStatus` reports;
+* `rollout`: staged waves, blue/green cohorts, batch sizing;
+* `campaign_health`: failure threshold, auto-pause / auto-rollback, stalled campaigns.
+"""

@@ -1,0 +1,169 @@
+"""The Lambda form's wiring: configuration from environment variables, AWS style.
+
+A Lambda function learns its resources from its environment (the SAM
+template sets these), and boto3 finds region, credentials and endpoint by
+itself: `AWS_ENDPOINT_URL` (honoured by botocore natively) points every
+client at moto locally, nothing points them at AWS in production. Handlers
+may not import `v2c.infra`, so this is the handlers' own small counterpart
+of its settings; the defaults equal `v2c.infra.resources.ResourceNames`'
+(a unit test keeps them equal).
+
+| variable | default | meaning |
+|---|---|---|
+| TELEMETRY_TABLE | v2c-telemetry | operational records |
+| VEHICLE_REGISTRY_TABLE | v2c-vehicle-registry | make, model, year |
+| TELEMETRY_DLQ_BUCKET | v2c-telemetry-dlq | dead letters (as `v2c.handlers.dlq_admin`) |
+| TIMESTREAM_DATABASE | v2c-telemetry | empty: no time-series writes |
+| TIMESTREAM_TABLE | vehicle-telemetry | |
+| TELEMETRY_DEDUP_WINDOW_S | 300 | in-process dedup window |
+| VEHICLE_REGISTRY_CACHE_TTL_S | 300 | registry cache |
+| TELEMETRY_RETENTION_DAYS | 90 | DynamoDB TTL of a record; 0: none |
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import boto3
+from botocore.config import Config
+
+from v2c.contract.errors import ConfigurationError
+from v2c.handlers.dlq.store import S3DeadLetterStore
+from v2c.handlers.telemetry.dead_letters import QUEUE
+from v2c.handlers.telemetry.dedup import DedupWindow
+from v2c.handlers.telemetry.registry import CachedRegistry, DynamoVehicleRegistry
+from v2c.handlers.telemetry.service import TelemetryService
+from v2c.handlers.telemetry.store import DynamoRecordStore
+from v2c.handlers.telemetry.timeseries import TimestreamSink
+
+ENV_TELEMETRY_TABLE: Final = "TELEMETRY_TABLE"
+ENV_REGISTRY_TABLE: Final = "VEHICLE_REGISTRY_TABLE"
+ENV_DLQ_BUCKET: Final = "TELEMETRY_DLQ_BUCKET"
+ENV_TIMESTREAM_DATABASE: Final = "TIMESTREAM_DATABASE"
+ENV_TIMESTREAM_TABLE: Final = "TIMESTREAM_TABLE"
+ENV_DEDUP_WINDOW: Final = "TELEMETRY_DEDUP_WINDOW_S"
+ENV_REGISTRY_TTL: Final = "VEHICLE_REGISTRY_CACHE_TTL_S"
+ENV_RETENTION_DAYS: Final = "TELEMETRY_RETENTION_DAYS"
+ENV_ENDPOINT: Final = "AWS_ENDPOINT_URL"
+
+# DynamoDB: no botocore retries. `store.RetryPolicy` is the one retry layer
+# (the spec's 3 attempts, then the DLQ); nested, 5 x 3 attempts would outlast
+# a Lambda timeout under sustained throttling.
+DYNAMODB_CLIENT_CONFIG: Final = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    connect_timeout=3,
+    read_timeout=10,
+    max_pool_connections=32,
+    tcp_keepalive=True,
+)
+
+
+def aws_client_config(*, local: bool) -> Config:
+    """S3 and Timestream: botocore's standard retries. Locally S3 addresses
+    buckets by path: `bucket.127.0.0.1` does not resolve."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=32,
+        tcp_keepalive=True,
+        s3={"addressing_style": "path"} if local else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    telemetry_table: str = "v2c-telemetry"
+    registry_table: str = "v2c-vehicle-registry"
+    dlq_bucket: str = "v2c-telemetry-dlq"
+    timestream_database: str | None = "v2c-telemetry"
+    timestream_table: str = "vehicle-telemetry"
+    dedup_window_s: float = 300.0
+    registry_ttl_s: float = 300.0
+    retention_days: int = 90
+    endpoint_url: str | None = None  # informational: botocore reads the variable itself
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetryConfig:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        try:
+            return cls(
+                telemetry_table=env.get(ENV_TELEMETRY_TABLE) or defaults.telemetry_table,
+                registry_table=env.get(ENV_REGISTRY_TABLE) or defaults.registry_table,
+                dlq_bucket=env.get(ENV_DLQ_BUCKET) or defaults.dlq_bucket,
+                timestream_database=(
+                    env.get(ENV_TIMESTREAM_DATABASE, defaults.timestream_database) or None
+                ),
+                timestream_table=env.get(ENV_TIMESTREAM_TABLE) or defaults.timestream_table,
+                dedup_window_s=float(env.get(ENV_DEDUP_WINDOW) or defaults.dedup_window_s),
+                registry_ttl_s=float(env.get(ENV_REGISTRY_TTL) or defaults.registry_ttl_s),
+                retention_days=int(env.get(ENV_RETENTION_DAYS) or defaults.retention_days),
+                endpoint_url=env.get(ENV_ENDPOINT) or None,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid telemetry handler setting: {exc}") from exc
+
+
+def build_service(
+    config: TelemetryConfig, session: boto3.Session | None = None, **service_kwargs: Any
+) -> TelemetryService:
+    """A service over real (or moto) AWS, clients made from `session`."""
+    session = session or boto3.Session()
+    local = config.endpoint_url is not None
+    ddb: Any = session.client("dynamodb", config=DYNAMODB_CLIENT_CONFIG)
+    s3: Any = session.client("s3", config=aws_client_config(local=local))
+    timeseries = None
+    if config.timestream_database:
+        # Timestream uses endpoint discovery, which an endpoint from the
+        # environment does not turn off (botocore would ask moto for an
+        # endpoint and get AWS's): only an explicit endpoint_url does.
+        ts: Any = session.client(
+            "timestream-write",
+            config=aws_client_config(local=local),
+            endpoint_url=config.endpoint_url,
+        )
+        timeseries = TimestreamSink(ts, config.timestream_database, config.timestream_table)
+    return TelemetryService(
+        records=DynamoRecordStore(
+            ddb,
+            config.telemetry_table,
+            retention_s=config.retention_days * 86400 if config.retention_days > 0 else None,
+        ),
+        dead_letters=S3DeadLetterStore(QUEUE, s3, config.dlq_bucket),
+        timeseries=timeseries,
+        registry=CachedRegistry(
+            DynamoVehicleRegistry(ddb, config.registry_table), ttl_s=config.registry_ttl_s
+        ),
+        window=DedupWindow(config.dedup_window_s),
+        **service_kwargs,
+    )
+
+
+_DEFAULT: TelemetryService | None = None
+_LOCK = threading.Lock()
+
+
+def default_service() -> TelemetryService:
+    """The process's service, built from the environment on first use (a
+    Lambda cold start) and shared by both telemetry handlers, so a sample
+    seen on one path is in the dedup window of the other."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = build_service(TelemetryConfig.from_env())
+        return _DEFAULT
+
+
+def set_default_service(service: TelemetryService | None) -> None:
+    """Install a service (tests, a gateway wired in code), or None to rebuild
+    from the environment on next use."""
+    global _DEFAULT
+    with _LOCK:
+        previous, _DEFAULT = _DEFAULT, service
+    if previous is not None and previous is not service:
+        previous.close()

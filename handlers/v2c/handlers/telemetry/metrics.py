@@ -1,0 +1,106 @@
+"""Prometheus metrics of the telemetry handlers, named as in spec 001.
+
+They live in prometheus_client's default REGISTRY unless a registry is
+injected (tests pass their own, so counters start at zero and two services in
+one process do not collide). The default instance is created once per
+process by `default_metrics()`: registering the same names twice raises.
+
+The Lambda form also emits CloudWatch EMF through Powertools, from the
+per-invocation `IngestReport` (see `v2c.handlers.telemetry_ingest`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+class TelemetryMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else REGISTRY
+        self.messages = Counter(
+            "v2c_telemetry_messages",
+            "Telemetry samples by outcome: stored, duplicate, invalid, failed (dead-lettered)",
+            ["region", "topic", "status"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "v2c_telemetry_duplicate",
+            "Samples discarded as duplicates (QoS 1 redelivery, batch resend)",
+            ["region", "topic"],
+            registry=r,
+        )
+        self.processing = Histogram(
+            "v2c_telemetry_processing_seconds",
+            "Handler time per message or batch",
+            ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_latency = Histogram(
+            "v2c_telemetry_store_latency_seconds",
+            "From the gateway's receipt to the stored record",
+            ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compression_ratio = Histogram(
+            "v2c_batch_compression_ratio",
+            "1 - batch payload bytes / bytes of the same samples sent individually",
+            ["region"],
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.decompression_errors = Counter(
+            "v2c_batch_decompression_errors",
+            "Batches that could not be checked or decompressed (alert: > 0.1 %)",
+            ["region", "reason"],
+            registry=r,
+        )
+        self.dynamodb_errors = Counter(
+            "v2c_dynamodb_write_errors",
+            "Failed DynamoDB attempts (retried or not), by error type",
+            ["region", "error_type"],
+            registry=r,
+        )
+        self.timestream_rejected = Counter(
+            "v2c_timestream_rejected_records",
+            "Time-series records the store rejected",
+            ["region", "reason"],
+            registry=r,
+        )
+        self.dlq_messages = Counter(
+            "v2c_dlq_messages",
+            "Dead-letter records the telemetry handlers wrote",
+            ["region", "message_type", "reason"],
+            registry=r,
+        )
+        self.enrichment_failures = Counter(
+            "v2c_telemetry_enrichment_failures",
+            "Registry lookups that failed (records stored without make/model/year)",
+            ["region"],
+            registry=r,
+        )
+        self.dedup_check_failures = Counter(
+            "v2c_telemetry_dedup_check_failures",
+            "Durable duplicate checks that failed (idempotent writes went ahead)",
+            ["region"],
+            registry=r,
+        )
+
+
+_DEFAULT: TelemetryMetrics | None = None
+_LOCK = threading.Lock()
+
+
+def default_metrics() -> TelemetryMetrics:
+    """The process-wide instance on prometheus_client's default REGISTRY."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = TelemetryMetrics()
+        return _DEFAULT

@@ -1,0 +1,239 @@
+"""Time-series writes behind a small interface: Timestream, or memory.
+
+AWS now steers new users of Timestream for LiveAnalytics to Timestream for
+InfluxDB (see the spec README), so the service sees only `TimeSeriesSink`:
+`TimestreamSink` is the backend the spec asks for (moto implements it),
+`InMemoryTimeSeriesSink` serves tests and a gateway run without AWS, and
+another store is one more class.
+
+A point is identified by (vehicle_id, region, time): the same sample always
+makes the same point, so a rewrite (a replay, a redelivery after a crash
+between the two writes) is idempotent: Timestream accepts an identical
+record again, the memory sink overwrites it. The time is the vehicle's,
+except when it lies further in the future than Timestream accepts: then the
+server's receive time stands in (the spec's "server-side timestamp override"
+for clock skew) and `time_source` says so. Times are in microseconds, the
+sub-millisecond digits being the sample's sequence modulo 1000: a
+deterministic tie-breaker, so two samples of one vehicle stamped in the same
+millisecond stay two points instead of one overwriting (or, in Timestream,
+rejecting) the other.
+
+Failures come back per point, never raised, as the service must dead-letter
+exactly the points that failed: rejected records (`ValidationFailed`: the
+store judged the record) and writes that failed as a whole after botocore's
+retries (`TransientError`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from v2c.contract.errors import Throttled, TransientError, V2CError, ValidationFailed
+from v2c.handlers.telemetry.model import OperationalRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_timestream_write import TimestreamWriteClient
+
+WRITE_LIMIT: Final = 100  # Timestream's WriteRecords maximum
+# Timestream refuses records more than 15 minutes ahead of its clock.
+MAX_FUTURE_SKEW_MS: Final = 15 * 60 * 1000
+MEASURE_NAME: Final = "telemetry"
+
+MeasureType = Literal["DOUBLE", "BIGINT", "BOOLEAN", "VARCHAR"]
+PointFailure = tuple["TimeSeriesPoint", V2CError]
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    name: str
+    value: float | int | bool | str
+    type: MeasureType
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSeriesPoint:
+    vehicle_id: str
+    region: str
+    time_us: int
+    measures: tuple[Measure, ...]
+    message_id: str  # to trace a failure back to its sample
+
+    @property
+    def identity(self) -> tuple[str, str, int]:
+        return (self.vehicle_id, self.region, self.time_us)
+
+
+class TimeSeriesSink(Protocol):
+    def write(self, points: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
+        """Write every point; return the ones that failed, with why."""
+        ...
+
+
+def point_time(timestamp_ms: int, received_ms: int, max_future_ms: int) -> tuple[int, str]:
+    """(the point's time, "vehicle" or "server"): see the module docstring."""
+    if timestamp_ms - received_ms > max_future_ms:
+        return received_ms, "server"
+    return timestamp_ms, "vehicle"
+
+
+def to_point(record: OperationalRecord, max_future_ms: int = MAX_FUTURE_SKEW_MS) -> TimeSeriesPoint:
+    s = record.sample
+    time_ms, source = point_time(s.timestamp_ms, record.arrival.received_at_ms, max_future_ms)
+    measures = [
+        Measure("rpm", s.rpm, "BIGINT"),
+        Measure("battery_voltage_v", s.battery_voltage_v, "DOUBLE"),
+        Measure("state_of_charge_pct", s.state_of_charge_pct, "DOUBLE"),
+        Measure("coolant_temp_c", s.coolant_temp_c, "DOUBLE"),
+        Measure("fuel_level_pct", s.fuel_level_pct, "DOUBLE"),
+        Measure("odometer_km", s.odometer_km, "DOUBLE"),
+        Measure("diagnostic_flags", s.diagnostic_flags, "BIGINT"),
+        Measure("ignition_on", s.ignition_on, "BOOLEAN"),
+        Measure("charging", s.charging, "BOOLEAN"),
+        Measure("sequence", s.sequence, "BIGINT"),
+        Measure("time_source", source, "VARCHAR"),
+    ]
+    if s.speed_kmh is not None:
+        measures.append(Measure("speed_kmh", s.speed_kmh, "DOUBLE"))
+    if s.gps is not None:
+        measures += [
+            Measure("latitude", s.gps.latitude, "DOUBLE"),
+            Measure("longitude", s.gps.longitude, "DOUBLE"),
+        ]
+    time_us = time_ms * 1000 + s.sequence % 1000
+    return TimeSeriesPoint(
+        s.vehicle_id, record.arrival.region, time_us, tuple(measures), s.message_id
+    )
+
+
+def rejection_kind(reason: str) -> str:
+    """A bounded metric label for Timestream's free-text rejection reason."""
+    text = reason.lower()
+    if "version" in text or "same" in text or "duplicate" in text:
+        return "duplicate"
+    if "time" in text:
+        return "timestamp"
+    if "dimension" in text:
+        return "dimension"
+    return "other"
+
+
+class InMemoryTimeSeriesSink:
+    """Points in a dict keyed by identity. `reject` (tests) returns a
+    rejection reason for a point, or None to accept it."""
+
+    def __init__(self, reject: Callable[[TimeSeriesPoint], str | None] | None = None) -> None:
+        self._points: dict[tuple[str, str, int], TimeSeriesPoint] = {}
+        self._reject = reject
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def write(self, points: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
+        failures: list[PointFailure] = []
+        with self._lock:
+            for start in range(0, len(points), WRITE_LIMIT):
+                self.requests += 1
+                for point in points[start : start + WRITE_LIMIT]:
+                    reason = self._reject(point) if self._reject else None
+                    if reason is not None:
+                        failures.append((point, _rejected(reason)))
+                    else:
+                        self._points[point.identity] = point
+        return failures
+
+    def points(self) -> list[TimeSeriesPoint]:
+        with self._lock:
+            return list(self._points.values())
+
+    def count_by_vehicle(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for point in self.points():
+            counts[point.vehicle_id] += 1
+        return dict(counts)
+
+
+class TimestreamSink:
+    """Multi-measure records, one per point, in WriteRecords calls of at most
+    100 grouped by series (the dimensions go once, in CommonAttributes).
+    Throttling is retried by botocore (the client's standard retry mode)."""
+
+    def __init__(self, client: TimestreamWriteClient, database: str, table: str) -> None:
+        self._ts = client
+        self._database = database
+        self._table = table
+
+    def write(self, points: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
+        series: dict[tuple[str, str], list[TimeSeriesPoint]] = defaultdict(list)
+        for point in points:
+            series[(point.vehicle_id, point.region)].append(point)
+        failures: list[PointFailure] = []
+        for (vehicle_id, region), members in series.items():
+            for start in range(0, len(members), WRITE_LIMIT):
+                chunk = members[start : start + WRITE_LIMIT]
+                failures += self._write_chunk(vehicle_id, region, chunk)
+        return failures
+
+    def _write_chunk(
+        self, vehicle_id: str, region: str, chunk: Sequence[TimeSeriesPoint]
+    ) -> list[PointFailure]:
+        records: Any = [
+            {
+                "Time": str(point.time_us),
+                "MeasureName": MEASURE_NAME,
+                "MeasureValueType": "MULTI",
+                "MeasureValues": [
+                    {"Name": m.name, "Value": _text(m.value), "Type": m.type}
+                    for m in point.measures
+                ],
+            }
+            for point in chunk
+        ]
+        common: Any = {
+            "Dimensions": [
+                {"Name": "vehicle_id", "Value": vehicle_id},
+                {"Name": "region", "Value": region},
+            ],
+            "TimeUnit": "MICROSECONDS",
+        }
+        try:
+            self._ts.write_records(
+                DatabaseName=self._database,
+                TableName=self._table,
+                CommonAttributes=common,
+                Records=records,
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "RejectedRecordsException":
+                # The records not listed were ingested (WriteRecords is per record).
+                rejected: Any = exc.response.get("RejectedRecords", [])
+                return [
+                    (chunk[int(r["RecordIndex"])], _rejected(str(r.get("Reason", ""))))
+                    for r in rejected
+                    if 0 <= int(r.get("RecordIndex", -1)) < len(chunk)
+                ]
+            error: V2CError = (
+                Throttled(f"Timestream throttled: {code}")
+                if code == "ThrottlingException"
+                else TransientError(f"Timestream WriteRecords failed: {code or exc}")
+            )
+            return [(point, error) for point in chunk]
+        except BotoCoreError as exc:
+            failure = TransientError(f"Timestream WriteRecords failed: {exc}")
+            return [(point, failure) for point in chunk]
+        return []
+
+
+def _rejected(reason: str) -> ValidationFailed:
+    return ValidationFailed(f"time-series store rejected the record: {reason}")
+
+
+def _text(value: float | int | bool | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)

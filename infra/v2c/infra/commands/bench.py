@@ -1,0 +1,63 @@
+"""`v2c bench ...`: one command per benchmark, each printing one JSON document
+on stdout (and a table on stderr).
+
+To add a bench: put its runner in `v2c.infra.bench.<name>` (reusing
+`v2c.infra.bench.common` for the broker, statistics and report), then add a
+`@app.command("<name>")` here that parses options, runs it and calls
+`emit_report`. Imports stay inside the commands: `v2c --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Benchmarks on a private broker, each with its baseline measured in the same run.",
+    no_args_is_help=True,
+)
+
+JsonOut = Annotated[
+    Path | None, typer.Option("--json-out", help="Also write the JSON report to this file.")
+]
+
+
+@app.command("gateway")
+def gateway(
+    messages: Annotated[int, typer.Option(min=1, help="Messages per throughput phase.")] = 20_000,
+    publishers: Annotated[
+        int, typer.Option(min=1, max=64, help="Publisher processes (paho-mqtt).")
+    ] = 2,
+    qos: Annotated[int, typer.Option(min=0, max=2, help="Publish and subscribe QoS.")] = 1,
+    payload_bytes: Annotated[int, typer.Option(min=12, max=128 * 1024)] = 250,
+    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="Gateway handler threads.")] = 16,
+    rate: Annotated[float, typer.Option(min=1, help="Paced latency phase: msg/s.")] = 1000.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Paced latency phase: seconds.")] = 5.0,
+    json_out: JsonOut = None,
+) -> None:
+    """Broker → Gateway → no-op handler at QoS 1, beside raw broker → bare gmqtt subscriber."""
+    from v2c.infra.bench.common import BenchError, emit_report
+    from v2c.infra.bench.gateway import GatewayBenchParams, run_gateway_bench, table_rows
+
+    try:
+        params = GatewayBenchParams(
+            messages=messages,
+            publishers=publishers,
+            qos=qos,
+            payload_bytes=payload_bytes,
+            receive_maximum=receive_maximum,
+            workers=workers,
+            paced_rate=rate,
+            paced_seconds=duration,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        report = run_gateway_bench(params)
+    except BenchError as exc:
+        typer.echo(f"bench failed: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    emit_report(report, table_rows(report), json_out=json_out)

@@ -1,0 +1,60 @@
+"""`v2c bench gateway` end to end at a small size: it spawns its own broker,
+runs every phase, and prints one JSON document (and nothing else) on stdout.
+Only the shape and the counts are checked, never a rate: the machine is shared."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = 500
+PACED = 100  # --rate 200 x --duration 0.5
+
+
+def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
+    tmp_path: Path,
+) -> None:
+    json_out = tmp_path / "bench.json"
+    cli = [sys.executable, "-c", "from v2c.infra.cli import main; main()"]
+    args = ["--messages", str(MESSAGES), "--publishers", "1", "--rate", "200", "--duration", "0.5"]
+    done = subprocess.run(
+        [*cli, "bench", "gateway", *args, "--json-out", str(json_out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads(done.stdout)  # stdout is the JSON document alone
+    assert json.loads(json_out.read_text()) == report
+    assert report["bench"] == "gateway"
+    assert {"machine", "parameters", "results", "ratios", "started_at"} <= report.keys()
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["machine"]["mosquitto"].startswith("2.")
+    assert report["parameters"]["messages"] == MESSAGES
+    assert report["parameters"]["qos"] == 1
+
+    baseline, gateway = report["results"]["baseline"], report["results"]["gateway"]
+    for phase in (baseline, gateway):
+        assert phase["messages"] == MESSAGES
+        assert phase["msgs_per_s"] > 0
+        assert set(phase["cpu_us_per_msg"]) == {"publishers", "broker", "sink"}
+        assert phase["puback_refused"] == 0
+    assert (gateway["handled"], gateway["failed"]) == (MESSAGES, 0)
+    assert 1 <= gateway["max_in_flight"] <= report["parameters"]["receive_maximum"]
+    assert gateway["handler_latency_ms"]["count"] == MESSAGES
+
+    latency = report["results"]["latency"]
+    for name in ("baseline_publish_to_received_ms", "gateway_publish_to_handler_ms"):
+        assert latency[name]["count"] == PACED
+        assert 0 < latency[name]["p50"] <= latency[name]["p99"]
+    assert latency["gateway_handler_latency_ms"]["count"] == PACED
+    assert report["ratios"]["gateway_vs_baseline_throughput"] > 0
+    assert "gateway / baseline" in done.stderr  # the human table went to stderr

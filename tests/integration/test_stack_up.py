@@ -1,0 +1,157 @@
+"""`v2c stack up` as a user runs it: a foreground process that starts mosquitto, moto and
+the gateway, prints where they are, carries a vehicle's traffic over mutual TLS,
+and on SIGTERM, Ctrl-C or `v2c stack down` leaves no process and no port behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from gateway_support import publish_all, vehicle_client, wait_until
+
+from v2c.gateway.connection import MqttEndpoint
+from v2c.infra import processes
+from v2c.infra.net import port_accepts
+from v2c.infra.settings import StackSettings, read_settings
+from v2c.infra.stack_control import addresses
+
+pytestmark = pytest.mark.integration
+
+V2C = Path(sys.executable).parent / "v2c"
+VIN = "VIN-1HGBH41JXMN109186"
+START_TIMEOUT = 120.0  # a bound, not an expectation: the machine is shared
+
+
+@contextmanager
+def stack_up(directory: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`v2c stack up --dir directory`, output to `log`; terminated if the test fails."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(V2C), "stack", "up", "--dir", str(directory)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(90)
+
+
+def wait_ready(directory: Path, process: subprocess.Popen[bytes], log: Path) -> StackSettings:
+    stack_file = directory / "stack.json"
+    wait_until(
+        lambda: stack_file.exists() or process.poll() is not None,
+        timeout=START_TIMEOUT,
+        what="stack.json",
+    )
+    assert process.poll() is None, log.read_text()
+    wait_until(lambda: "v2c stack status" in log.read_text(), what="the status table")
+    return read_settings(stack_file)
+
+
+def metric(url: str, line_start: str) -> str | None:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: str = response.read().decode()
+    return next((line for line in body.splitlines() if line.startswith(line_start)), None)
+
+
+def assert_nothing_left(settings: StackSettings) -> None:
+    alive = {name: pid for name, pid in settings.processes.items() if processes.alive(pid)}
+    listening = [address for address in addresses(settings) if port_accepts(*address)]
+    assert (alive, listening) == ({}, [])
+
+
+def open_files_limit(pid: int) -> int:
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    line = next(line for line in limits if line.startswith("Max open files"))
+    return int(line.split()[3])  # the soft limit
+
+
+def v2c(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(V2C), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    directory, log = tmp_path / "stack", tmp_path / "up.log"
+    with stack_up(directory, log) as up:
+        # Given a ready stack
+        settings = wait_ready(directory, up, log)
+        output = log.read_text()
+        for component in ("mosquitto mTLS", "mosquitto plain", "moto (AWS)", "gateway"):
+            assert component in output
+        assert str(directory / "stack.json") in output
+        assert f"v2c pki issue --vin {VIN} --stack {directory}" in output
+        assert set(settings.processes) == {"stack", "mosquitto", "moto", "gateway"}
+        assert settings.processes["stack"] == up.pid
+        assert v2c("stack", "status", "--dir", str(directory)).returncode == 0
+        assert open_files_limit(settings.processes["mosquitto"]) >= 10_240  # 10,000 vehicles
+
+        # When a vehicle with a certificate from `v2c pki issue --stack` publishes over mTLS
+        issued = v2c("pki", "issue", "--vin", VIN, "--stack", str(directory))
+        assert issued.returncode == 0, issued.stderr
+        mqtt, gateway = settings.require_mqtt(), settings.gateway
+        assert mqtt.tls_port is not None
+        assert mqtt.ca_file is not None
+        assert gateway is not None
+        assert gateway.metrics_url is not None
+        vehicles = directory / "pki" / "vehicles"
+        endpoint = MqttEndpoint(
+            mqtt.host,
+            mqtt.tls_port,
+            ca_file=str(mqtt.ca_file),
+            cert_file=str(vehicles / f"{VIN}.pem"),
+            key_file=str(vehicles / f"{VIN}.key"),
+        )
+        with vehicle_client(endpoint, VIN) as vehicle:
+            publish_all(vehicle, [(f"v2c/v1/eu-west-1/{VIN}/ota/status", b"status")], qos=2)
+
+        # Then the gateway, connected with the service identity, handled it
+        metrics = gateway.metrics_url
+        assert metric(metrics, "v2c_gateway_connected ") == "v2c_gateway_connected 1.0"
+        handled = 'v2c_gateway_messages_handled_total{rule="ota_status"} 1.0'
+        wait_until(lambda: metric(metrics, handled) is not None, what=handled)
+
+        # When SIGTERM arrives
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(90) == 0, log.read_text()
+
+    # Then it said so, and no process, port or stack.json is left
+    assert "stopped cleanly" in log.read_text()
+    assert_nothing_left(settings)
+    assert not (directory / "stack.json").exists()
+
+
+def test_stack_down_from_another_shell_stops_it_and_a_restart_keeps_its_ports(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "stack"
+    with stack_up(directory, tmp_path / "up1.log") as first:
+        before = wait_ready(directory, first, tmp_path / "up1.log")
+
+        # A second stack in the same directory is refused while the first runs
+        again = v2c("stack", "up", "--dir", str(directory))
+        assert again.returncode == 3
+        assert "already runs" in again.stderr
+
+        down = v2c("stack", "down", "--dir", str(directory))
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert first.wait(90) == 0
+    assert_nothing_left(before)
+    assert v2c("stack", "status", "--dir", str(directory)).returncode == 3
+
+    with stack_up(directory, tmp_path / "up2.log") as second:
+        after = wait_ready(directory, second, tmp_path / "up2.log")
+        second.send_signal(signal.SIGINT)  # Ctrl-C
+        assert second.wait(90) == 0
+    assert after.require_mqtt().tls_port == before.require_mqtt().tls_port
+    assert after.require_mqtt().port == before.require_mqtt().port
+    assert after.aws.endpoint_url == before.aws.endpoint_url
+    assert_nothing_left(after)

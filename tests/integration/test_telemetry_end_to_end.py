@@ -1,0 +1,90 @@
+"""Telemetry end to end: a vehicle publishes with paho to a real mosquitto, the
+gateway routes with the production rules table, the handlers build themselves
+from environment variables (AWS_ENDPOINT_URL → the moto server) and store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
+from prometheus_client import REGISTRY
+from telemetry_support import dlq_store, register_vehicles, stored_per_vehicle
+
+from v2c.contract.batch_codec import encode_envelope
+from v2c.gateway.connection import MqttEndpoint
+from v2c.gateway.rules import RULES
+from v2c.handlers.dlq.store import InMemoryDeadLetterStore
+from v2c.handlers.telemetry.config import set_default_service
+from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.vehicle_sim.sampler import TelemetrySampler
+
+if TYPE_CHECKING:
+    from moto_fixtures import AwsStack
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["moto_fixtures"]
+
+VIN = "VIN-1HGBH41JXMN109186"
+TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry"
+
+
+@pytest.fixture
+def handler_environment(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What the SAM template (or `v2c stack up`) gives a handler: names default."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_stack.aws.endpoint_url or "")
+    monkeypatch.setenv("AWS_REGION", aws_stack.aws.region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", aws_stack.aws.region)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    set_default_service(None)  # built from this environment on the first message
+    yield
+    set_default_service(None)
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[MqttEndpoint]:
+    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as broker:
+        yield MqttEndpoint(broker.host, broker.port)
+
+
+def _duplicates() -> float:
+    labels = {"region": "eu-west-1", "topic": "individual"}
+    return REGISTRY.get_sample_value("v2c_telemetry_duplicate_total", labels) or 0.0
+
+
+def test_a_vehicle_publishing_through_the_gateway_gets_each_sample_stored_once(
+    aws_stack: AwsStack, handler_environment: None, endpoint: MqttEndpoint
+) -> None:
+    register_vehicles(aws_stack, [VIN])
+    samples = TelemetrySampler(VIN, seed=4).samples(70)
+    batch_one, batch_two = encode_envelope(samples[20:45]), encode_envelope(samples[45:70])
+    corrupted = batch_two[:-30]
+    messages = [(f"{TOPIC}/vehicle", s.SerializeToString()) for s in samples[:20]]
+    messages += [(f"{TOPIC}/batch", batch_one), (f"{TOPIC}/batch", batch_two)]
+    messages += [(f"{TOPIC}/vehicle", samples[3].SerializeToString())]  # a duplicate
+    messages += [(f"{TOPIC}/batch", corrupted)]
+    duplicates_before = _duplicates()
+    dead_letters = {"telemetry": dlq_store(aws_stack), "ota": InMemoryDeadLetterStore("ota")}
+
+    with (
+        running_gateway(endpoint, RULES, dead_letters, client_id="gw-telemetry") as gateway,
+        vehicle_client(endpoint, VIN) as vehicle,
+    ):
+        publish_all(vehicle, messages)
+        wait_until(
+            lambda: (
+                stored_per_vehicle(aws_stack, [VIN]) == {VIN: 70}
+                and dead_letters["telemetry"].depth() == 1
+            ),
+            what="70 stored samples and one dead-lettered batch",
+        )
+        assert gateway.metrics.handled.labels("telemetry")._value.get() == 21
+        assert gateway.metrics.handled.labels("telemetry_batch")._value.get() == 3
+
+    (record,) = dead_letters["telemetry"].list()
+    assert (record.source, record.payload) == ("telemetry_batch", corrupted)
+    assert record.reason == "corrupt_payload"
+    assert _duplicates() - duplicates_before == 1
