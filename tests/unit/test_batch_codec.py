@@ -466,10 +466,9 @@ def test_25_sample_envelope_is_85_percent_smaller_than_single_messages(
 ) -> None:
     """25 one-minute samples, measured over ten vehicles' worth of seeds.
 
-    With a fleet-trained dictionary the envelope is >= 85 % smaller than the
-    25 single messages. Without one it lands near 84 % (per-minute samples
-    of a moving car carry ~30 bytes of real information each): a regression
-    guard at 80 % keeps that path honest without pretending.
+    The envelope is >= 85 % smaller than the 25 single messages, with or
+    without a fleet-trained dictionary, because the columns are quantized to
+    the bus signals' own resolutions (finer steps only add noise bits).
     """
     with_dict = [_reduction(25, seed=s, dictionary=fleet_dictionary) for s in SIZE_SEEDS]
     plain = [_reduction(25, seed=s) for s in SIZE_SEEDS]
@@ -480,7 +479,7 @@ def test_25_sample_envelope_is_85_percent_smaller_than_single_messages(
         f"repeated Telemetry+zstd {min(repeated):.1%}..{max(repeated):.1%}"
     )
     assert min(with_dict) >= 0.85
-    assert min(plain) >= 0.80
+    assert min(plain) >= 0.85
     assert min(plain) > max(repeated) + 0.2
 
 

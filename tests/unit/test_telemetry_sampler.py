@@ -60,7 +60,7 @@ def test_values_sit_on_their_sensor_resolution() -> None:
         assert _on_grid(s.battery_voltage_v, 0.01)
         assert _on_grid(s.odometer_km, 0.1)
         assert _on_grid(s.tire_pressures.rear_right_kpa, 1.0)
-        assert _on_grid(s.gps.latitude, 1e-7)
+        assert _on_grid(s.gps.latitude, 1e-6)
         assert _on_grid(s.gps.heading_deg, 0.1)
 
 

@@ -38,20 +38,20 @@ from v2c.v1 import telemetry_pb2
 # rather than float resolutions: `12.34 * 100` rounds right, `12.34 / 0.01` may not.
 SCALE: Final = MappingProxyType(
     {
-        "speed": 100,  # 0.01 km/h
-        "battery_voltage": 1000,  # 1 mV
-        "state_of_charge": 100,  # 0.01 %
-        "coolant_temp": 100,  # 0.01 degC
-        "fuel_level": 100,  # 0.01 %
-        "odometer": 1000,  # 1 m
+        "speed": 10,  # 0.1 km/h
+        "battery_voltage": 100,  # 10 mV
+        "state_of_charge": 10,  # 0.1 %
+        "coolant_temp": 10,  # 0.1 degC
+        "fuel_level": 10,  # 0.1 %
+        "odometer": 10,  # 0.1 km (OBD-II PID 0xA6)
         "tire_front_left": 10,  # 0.1 kPa
         "tire_front_right": 10,
         "tire_rear_left": 10,
         "tire_rear_right": 10,
-        "latitude": 10_000_000,  # 1e-7 degree
-        "longitude": 10_000_000,
-        "altitude": 10,  # 0.1 m
-        "heading": 100,  # 0.01 degree
+        "latitude": 1_000_000,  # 1e-6 degree
+        "longitude": 1_000_000,
+        "altitude": 1,  # 1 m
+        "heading": 10,  # 0.1 degree
     }
 )
 

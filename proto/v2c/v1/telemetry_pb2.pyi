@@ -247,14 +247,17 @@ class TelemetryBatch(_message.Message):
 
     Every column holds integers quantized to the signal's resolution and
     delta-encoded: element i is q[i] - q[i-1] with q[-1] = 0, so the first
-    element is the absolute value. Resolutions (value = integer * resolution):
+    element is the absolute value. Resolutions (value = integer * resolution)
+    are those of the vehicle-bus signals, no finer: finer steps only add noise
+    bits that compression cannot remove.
       timestamp            1 ms          sequence        1
-      speed_kmh            0.01 km/h     rpm             1 rpm
-      gear                 enum value    battery_voltage 1 mV
-      state_of_charge      0.01 %        coolant_temp    0.01 degC
-      fuel_level           0.01 %        odometer        1 m (0.001 km)
-      latitude/longitude   1e-7 degree   altitude        0.1 m
-      heading              0.01 degree   tire pressure   0.1 kPa
+      speed_kmh            0.1 km/h      rpm             1 rpm
+      gear                 enum value    battery_voltage 10 mV
+      state_of_charge      0.1 %         coolant_temp    0.1 degC
+      fuel_level           0.1 %         odometer        0.1 km
+      latitude/longitude   1e-6 degree   altitude        1 m
+      heading              0.1 degree    tire pressure   0.1 kPa
+    (1e-6 degree is 0.11 m, twenty times finer than automotive GNSS accuracy.)
     Message ids are not sent: they are derived from (vehicle_id, epoch, sequence).
     """
 

@@ -6,7 +6,7 @@ the way sensors do (speed random-walks around a road-type target, rpm
 follows speed through an automatic gearbox, coolant warms up with a time
 constant, the odometer integrates speed, GPS moves along the heading) and
 are reported at their sensor resolution (speed 0.1 km/h, voltage 0.01 V,
-GPS 1e-7 degree as a u-blox receiver gives...), never as full-precision
+GPS 1e-6 degree as NMEA sentences give...), never as full-precision
 float noise, which no vehicle bus carries and which would make any
 compression figure meaningless.
 
@@ -41,8 +41,8 @@ COOLANT_STEP: Final = 1.0  # degC, OBD-II PID 0x05
 FUEL_STEP: Final = 0.1  # %, filtered fuel gauge
 ODOMETER_STEP: Final = 0.1  # km
 TIRE_STEP: Final = 1.0  # kPa, TPMS
-GPS_STEP: Final = 1e-7  # degree
-ALTITUDE_STEP: Final = 0.1  # m
+GPS_STEP: Final = 1e-6  # degree (6 decimals, as NMEA receivers report)
+ALTITUDE_STEP: Final = 1.0  # m
 HEADING_STEP: Final = 0.1  # degree
 
 _KM_PER_DEG_LAT: Final = 111.32
