@@ -61,3 +61,45 @@ def gateway(
         typer.echo(f"bench failed: {exc.detail}", err=True)
         raise typer.Exit(1) from None
     emit_report(report, table_rows(report), json_out=json_out)
+
+
+@app.command("telemetry")
+def telemetry(
+    messages: Annotated[
+        int, typer.Option(min=1, help="Messages per store phase (baselines and handlers).")
+    ] = 2000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=500, help="Samples per envelope in the handlers' batch phase.")
+    ] = 25,
+    vehicles: Annotated[int, typer.Option(min=1, max=100)] = 8,
+    workers: Annotated[int, typer.Option(min=1, help="Threads, as the gateway's pool.")] = 16,
+    compression_batches: Annotated[
+        int, typer.Option(min=1, help="Batches per size in the compression figure.")
+    ] = 20,
+    training_batches: Annotated[
+        int, typer.Option(min=8, help="Batches per size the dictionary is trained on.")
+    ] = 64,
+    json_out: JsonOut = None,
+) -> None:
+    """Batch compression, and stored msg/s through the telemetry handlers beside raw moto writes."""
+    from v2c.contract.errors import V2CError
+    from v2c.infra.bench.common import emit_report
+    from v2c.infra.bench.telemetry import TelemetryBenchParams, run_telemetry_bench, table_rows
+
+    try:
+        params = TelemetryBenchParams(
+            messages=messages,
+            batch_size=batch_size,
+            vehicles=vehicles,
+            workers=workers,
+            compression_batches=compression_batches,
+            training_batches=training_batches,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        report = run_telemetry_bench(params)
+    except V2CError as exc:
+        typer.echo(f"bench failed: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    emit_report(report, table_rows(report), json_out=json_out)
