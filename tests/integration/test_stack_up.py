@@ -4,6 +4,7 @@ and on SIGTERM, Ctrl-C or `v2c stack down` leaves no process and no port behind.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from v2c.infra import processes
 from v2c.infra.net import port_accepts
 from v2c.infra.settings import StackSettings, read_settings
 from v2c.infra.stack_control import addresses
+from v2c.vehicle_sim.sampler import TelemetrySampler
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +77,17 @@ def open_files_limit(pid: int) -> int:
     return int(line.split()[3])  # the soft limit
 
 
+def stored_samples(settings: StackSettings, vin: str) -> int:
+    """Telemetry records of `vin` in the stack's own table, read through its moto."""
+    answer = settings.aws.client("dynamodb").query(
+        TableName=settings.resources.telemetry_table,
+        KeyConditionExpression="vehicle_id = :v",
+        ExpressionAttributeValues={":v": {"S": vin}},
+        Select="COUNT",
+    )
+    return answer["Count"]
+
+
 def v2c(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(V2C), *args], capture_output=True, text=True, timeout=120)
 
@@ -102,6 +115,9 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         assert mqtt.ca_file is not None
         assert gateway is not None
         assert gateway.metrics_url is not None
+        # on a secret shared-subscription group (mosquitto does not authorize SUBSCRIBE)
+        assert gateway.share_group is not None
+        assert re.fullmatch(r"v2c-[0-9a-f]{32}", gateway.share_group)
         vehicles = directory / "pki" / "vehicles"
         endpoint = MqttEndpoint(
             mqtt.host,
@@ -112,12 +128,17 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         )
         with vehicle_client(endpoint, VIN) as vehicle:
             publish_all(vehicle, [(f"v2c/v1/eu-west-1/{VIN}/ota/status", b"status")], qos=2)
+            (sample,) = TelemetrySampler(VIN, seed=7).samples(1)
+            telemetry = f"v2c/v1/eu-west-1/{VIN}/telemetry/vehicle"
+            publish_all(vehicle, [(telemetry, sample.SerializeToString())], qos=1)
 
         # Then the gateway, connected with the service identity, handled it
         metrics = gateway.metrics_url
         assert metric(metrics, "v2c_gateway_connected ") == "v2c_gateway_connected 1.0"
         handled = 'v2c_gateway_messages_handled_total{rule="ota_status"} 1.0'
         wait_until(lambda: metric(metrics, handled) is not None, what=handled)
+        # and its telemetry handlers, configured from the stack, stored the sample in its moto
+        wait_until(lambda: stored_samples(settings, VIN) == 1, what="the stored sample")
 
         # When SIGTERM arrives
         up.send_signal(signal.SIGTERM)
@@ -154,4 +175,7 @@ def test_stack_down_from_another_shell_stops_it_and_a_restart_keeps_its_ports(
     assert after.require_mqtt().tls_port == before.require_mqtt().tls_port
     assert after.require_mqtt().port == before.require_mqtt().port
     assert after.aws.endpoint_url == before.aws.endpoint_url
+    assert after.gateway is not None
+    assert before.gateway is not None
+    assert after.gateway.share_group == before.gateway.share_group
     assert_nothing_left(after)

@@ -193,6 +193,9 @@ class ApiSettings(_Model):
 
 class GatewaySettings(_Model):
     metrics_url: str | None = None
+    # The gateway's shared-subscription group: secret locally, because
+    # mosquitto does not authorize SUBSCRIBE (see `stack_layout.stack_share_group`).
+    share_group: str | None = None
 
 
 class StackSettings(_Model):

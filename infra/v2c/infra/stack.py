@@ -19,7 +19,9 @@ goes in reverse order: the gateway drains first, while moto still takes its
 dead letters and the broker still takes its acknowledgements.
 
 Ports are remembered in `DIR/ports.json` and reused when free, so a restarted
-stack keeps its addresses and a vehicle's configuration stays valid.
+stack keeps its addresses and a vehicle's configuration stays valid. The
+gateway's shared-subscription group is a random secret kept in
+`DIR/share_group` (why: `stack_layout.stack_share_group`).
 """
 
 from __future__ import annotations
@@ -63,7 +65,12 @@ from v2c.infra.stack_control import (
     process_markers,
     running_stack_pids,
 )
-from v2c.infra.stack_layout import StackLayout, broker_config, prepare_broker_files
+from v2c.infra.stack_layout import (
+    StackLayout,
+    broker_config,
+    prepare_broker_files,
+    stack_share_group,
+)
 
 GATEWAY_CLIENT_ID: Final = "v2c-gateway-1"
 
@@ -252,12 +259,14 @@ class LocalStack:
     def _start_gateway(self, settings: StackSettings) -> StackSettings:
         metrics_port = free_port()
         metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+        share_group = stack_share_group(self.layout)
         write_settings(settings, self.layout.run)
         command = [
             *_v2c_command(),
             "gateway", "run",
             "--stack", str(self.layout.run),
             "--client-id", self._gateway_client_id,
+            "--group", share_group,
             "--metrics-port", str(metrics_port),
         ]  # fmt: skip
         log_path = self.layout.logs / "gateway.log"
@@ -278,7 +287,7 @@ class LocalStack:
         )
         return settings.model_copy(
             update={
-                "gateway": GatewaySettings(metrics_url=metrics_url),
+                "gateway": GatewaySettings(metrics_url=metrics_url, share_group=share_group),
                 "processes": {**settings.processes, GATEWAY: self._gateway.pid},
             }
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from v2c.gateway.connection import MqttEndpoint
 from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
-from v2c.infra.settings import StackSettings
+from v2c.infra.settings import LOCAL_CREDENTIAL, StackSettings
 
 TELEMETRY_DLQ = "telemetry"
 OTA_DLQ = "ota"
@@ -38,3 +38,30 @@ def dead_letter_stores(settings: StackSettings) -> dict[str, DeadLetterStore]:
         ),
         OTA_DLQ: SqsDeadLetterStore(OTA_DLQ, sqs, queue_url),
     }
+
+
+def handler_environment(settings: StackSettings) -> dict[str, str]:
+    """The environment a Lambda-form handler expects, as the SAM template sets it.
+
+    Handlers configure themselves from environment variables only (they may
+    not import `v2c.infra`), so a gateway run against a stack exports these
+    before it loads its rules; otherwise the handlers would fall back to
+    their defaults and boto3 to real AWS. Endpoint and dummy credentials only
+    for a local stack: against real AWS boto3 resolves both as usual. An
+    empty `TIMESTREAM_DATABASE` means "no time-series writes", as in the handlers.
+    """
+    aws, names = settings.aws, settings.resources
+    environment = {
+        "AWS_REGION": aws.region,
+        "AWS_DEFAULT_REGION": aws.region,
+        "TELEMETRY_TABLE": names.telemetry_table,
+        "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
+        "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
+        "TIMESTREAM_DATABASE": names.timestream_database or "",
+        "TIMESTREAM_TABLE": names.timestream_table,
+    }
+    if aws.endpoint_url is not None:
+        environment["AWS_ENDPOINT_URL"] = aws.endpoint_url
+        environment["AWS_ACCESS_KEY_ID"] = LOCAL_CREDENTIAL
+        environment["AWS_SECRET_ACCESS_KEY"] = LOCAL_CREDENTIAL
+    return environment

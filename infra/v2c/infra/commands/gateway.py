@@ -1,9 +1,15 @@
 """`v2c gateway run`: the gateway as its own process (the stack starts it this
-way too), stopping cleanly on SIGTERM or Ctrl-C after draining in-flight work."""
+way too), stopping cleanly on SIGTERM or Ctrl-C after draining in-flight work.
+
+With a stack, the handlers' environment (`wiring.handler_environment`) is
+exported before the rules are loaded, since handlers read their resources
+from it; variables already set win, as they would in a Lambda's own config.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +25,10 @@ def run(
     host: Annotated[str | None, typer.Option(help="Broker host (without --stack).")] = None,
     port: Annotated[int | None, typer.Option(help="Broker port (without --stack).")] = None,
     client_id: Annotated[str, typer.Option(help="Stable id: resumes its session.")] = "",
-    group: Annotated[str, typer.Option(help="Shared-subscription group.")] = "v2c",
+    group: Annotated[
+        str | None,
+        typer.Option(help="Shared-subscription group [the stack's secret one, else v2c]."),
+    ] = None,
     rules: Annotated[str, typer.Option(help="Rules table, module:ATTR.")] = (
         "v2c.gateway.rules:RULES"
     ),
@@ -34,18 +43,22 @@ def run(
     from v2c.gateway.runtime import Gateway, GatewayConfig, default_client_id, run_gateway
     from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
 
-    table = load_rules(rules)
     stores: dict[str, DeadLetterStore]
     if stack is not None or host is None:
         from v2c.infra.settings import load_settings
-        from v2c.infra.wiring import dead_letter_stores, service_endpoint
+        from v2c.infra.wiring import dead_letter_stores, handler_environment, service_endpoint
 
         settings = load_settings(stack_dir=stack)
+        for name, value in handler_environment(settings).items():
+            os.environ.setdefault(name, value)
         endpoint = service_endpoint(settings)
         stores = dead_letter_stores(settings) if dlq == "aws" else {}
+        if group is None and settings.gateway is not None:
+            group = settings.gateway.share_group
     else:
         endpoint = MqttEndpoint(host, port or 1883)
         stores = {}
+    table = load_rules(rules)
     if not stores:
         stores = {r.dlq: InMemoryDeadLetterStore(r.dlq) for r in table}
     metrics = GatewayMetrics()
@@ -54,7 +67,7 @@ def run(
     config = GatewayConfig(
         endpoint=endpoint,
         client_id=client_id or default_client_id(),
-        share_group=group,
+        share_group=group or "v2c",
         receive_maximum=receive_maximum,
     )
     gateway = Gateway(config, table, stores, metrics)

@@ -1,0 +1,94 @@
+"""What the stack hands its gateway: a secret share group, and the handlers' environment."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+from v2c.handlers.telemetry.config import TelemetryConfig
+from v2c.infra.resources import ResourceNames
+from v2c.infra.settings import LOCAL_CREDENTIAL, AwsSettings, StackSettings
+from v2c.infra.stack_layout import StackLayout, new_share_group, stack_share_group
+from v2c.infra.wiring import handler_environment
+
+LOCAL = StackSettings(
+    aws=AwsSettings(endpoint_url="http://127.0.0.1:4566", region="eu-west-1"),
+    resources=ResourceNames.with_prefix("fleet7"),
+)
+
+
+def test_share_groups_are_random_128_bit_names_never_the_default() -> None:
+    groups = {new_share_group() for _ in range(50)}
+
+    assert len(groups) == 50
+    assert all(re.fullmatch(r"v2c-[0-9a-f]{32}", group) for group in groups)
+    assert "v2c" not in groups
+
+
+def test_a_stack_directory_keeps_its_share_group_across_restarts_and_only_its_owner_reads_it(
+    tmp_path: Path,
+) -> None:
+    layout = StackLayout.for_dir(tmp_path / "stack")
+
+    first = stack_share_group(layout)
+    again = stack_share_group(layout)
+
+    assert first == again
+    assert stat.S_IMODE(layout.share_group_file.stat().st_mode) == 0o600
+    other = StackLayout.for_dir(tmp_path / "other")
+    assert stack_share_group(other) != first
+
+
+def test_a_tampered_share_group_file_is_replaced_by_a_fresh_secret(tmp_path: Path) -> None:
+    layout = StackLayout.for_dir(tmp_path)
+    layout.share_group_file.write_text("v2c\n")
+
+    group = stack_share_group(layout)
+
+    assert re.fullmatch(r"v2c-[0-9a-f]{32}", group)
+    assert layout.share_group_file.read_text().strip() == group
+
+
+def test_handler_environment_of_a_local_stack_points_handlers_at_moto_and_its_resources() -> None:
+    environment = handler_environment(LOCAL)
+    names = LOCAL.resources
+
+    assert environment == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIAL,
+        "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIAL,
+        "TELEMETRY_TABLE": names.telemetry_table,
+        "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
+        "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
+        "TIMESTREAM_DATABASE": names.timestream_database,
+        "TIMESTREAM_TABLE": names.timestream_table,
+    }
+    # and the handlers read back exactly the stack's resources
+    config = TelemetryConfig.from_env(environment)
+    assert (config.telemetry_table, config.registry_table, config.dlq_bucket) == (
+        "fleet7-telemetry",
+        "fleet7-vehicle-registry",
+        "fleet7-telemetry-dlq",
+    )
+    assert config.timestream_database == names.timestream_database
+    assert config.endpoint_url == "http://127.0.0.1:4566"
+
+
+def test_handler_environment_for_real_aws_sets_no_endpoint_and_no_credentials() -> None:
+    real = StackSettings(aws=AwsSettings(region="eu-west-1"))
+
+    environment = handler_environment(real)
+
+    assert not {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(environment)
+    assert environment["AWS_REGION"] == "eu-west-1"
+
+
+def test_handler_environment_without_timestream_turns_time_series_writes_off() -> None:
+    settings = StackSettings(resources=ResourceNames(timestream_database=None))
+
+    config = TelemetryConfig.from_env(handler_environment(settings))
+
+    assert config.timestream_database is None
