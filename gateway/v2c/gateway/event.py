@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from v2c.contract.topics import Topic
+from v2c.contract.events import build_event, event_payload
 
 JsonDict = dict[str, Any]
+
+__all__ = ["LambdaContext", "build_event", "event_payload", "properties_to_json"]
 
 
 def properties_to_json(properties: Mapping[str, Any]) -> JsonDict:
@@ -45,37 +47,6 @@ def properties_to_json(properties: Mapping[str, Any]) -> JsonDict:
     if properties.get("dup"):
         out["dup"] = True
     return out
-
-
-def build_event(
-    *,
-    rule: str,
-    topic: str,
-    payload: bytes,
-    qos: int,
-    properties: JsonDict,
-    received_at_ms: int | None = None,
-) -> JsonDict:
-    """The event a handler receives. Region and vehicle id come from the topic,
-    never from the payload: the broker's ACL vouches for the topic."""
-    parsed = Topic.parse(topic)
-    return {
-        "rule": rule,
-        "topic": topic,
-        "region": parsed.region,
-        "vehicle_id": parsed.vehicle_id,
-        "domain": parsed.domain.value,
-        "kind": parsed.kind,
-        "qos": qos,
-        "payload": base64.b64encode(payload).decode("ascii"),
-        "properties": properties,
-        "received_at": received_at_ms if received_at_ms is not None else int(time.time() * 1000),
-    }
-
-
-def event_payload(event: Mapping[str, Any]) -> bytes:
-    """The raw payload bytes of an event (the inverse of `build_event`)."""
-    return base64.b64decode(event["payload"])
 
 
 @dataclass

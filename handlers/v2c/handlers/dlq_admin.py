@@ -25,7 +25,6 @@ it builds the IoT-rule event itself, in the gateway's shape.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -37,6 +36,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import ConfigurationError, InvalidInput, TransientError, V2CError
+from v2c.contract.events import build_event
 from v2c.contract.topics import Topic
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, Redrive, ReplayStatus
@@ -61,21 +61,15 @@ class RemoteHandlerFailed(V2CError):
 
 
 def iot_rule_event(record: DeadLetterRecord) -> JsonDict:
-    """The event the rule's function received the first time (as
-    `v2c.gateway.event.build_event` makes it), marked as a replay."""
-    topic = Topic.parse(record.topic)
-    return {
-        "rule": record.source,
-        "topic": record.topic,
-        "region": topic.region,
-        "vehicle_id": topic.vehicle_id,
-        "domain": topic.domain.value,
-        "kind": topic.kind,
-        "qos": topic.qos,
-        "payload": base64.b64encode(record.payload).decode("ascii"),
-        "properties": {**record.properties, "replayed_from": record.record_id},
-        "received_at": record.first_failed_at,
-    }
+    """The event the rule's function received the first time, marked as a replay."""
+    return build_event(
+        rule=record.source,
+        topic=record.topic,
+        payload=record.payload,
+        qos=Topic.parse(record.topic).qos,
+        properties={**record.properties, "replayed_from": record.record_id},
+        received_at_ms=record.first_failed_at,
+    )
 
 
 class LambdaRedriver:
