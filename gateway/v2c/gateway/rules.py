@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from v2c.contract.errors import InvalidInput
-from v2c.contract.topics import Domain, TopicFilter, filter_matches
+from v2c.contract.topics import Domain, TopicFilter, filter_matches, qos_for
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -52,31 +52,32 @@ def match_rules(rules: Sequence[Rule], topic: str) -> list[Rule]:
     return [rule for rule in rules if rule.matches(topic)]
 
 
-def _filter(domain: Domain, kind: str) -> str:
-    return str(TopicFilter(domain=domain, kind=kind))
+def _rule(name: str, domain: Domain, kind: str, handler: str, dlq: str) -> Rule:
+    """A production rule; its QoS comes from the one QoS table, never restated."""
+    return Rule(
+        name=name,
+        topic_filter=str(TopicFilter(domain=domain, kind=kind)),
+        handler=handler,
+        dlq=dlq,
+        qos=qos_for(domain),
+    )
 
 
 # The production table. Handlers are added here as the features land.
 RULES: tuple[Rule, ...] = (
-    Rule(
-        name="ota_status",
-        topic_filter=_filter(Domain.OTA, "status"),
-        handler="v2c.handlers.noop:lambda_handler",
-        dlq="ota",
-        qos=2,
+    _rule("ota_status", Domain.OTA, "status", "v2c.handlers.noop:lambda_handler", "ota"),
+    _rule(
+        "telemetry",
+        Domain.TELEMETRY,
+        "vehicle",
+        "v2c.handlers.telemetry_ingest:lambda_handler",
+        "telemetry",
     ),
-    Rule(
-        name="telemetry",
-        topic_filter=_filter(Domain.TELEMETRY, "vehicle"),
-        handler="v2c.handlers.telemetry_ingest:lambda_handler",
-        dlq="telemetry",
-        qos=1,
-    ),
-    Rule(
-        name="telemetry_batch",
-        topic_filter=_filter(Domain.TELEMETRY, "batch"),
-        handler="v2c.handlers.telemetry_batch:lambda_handler",
-        dlq="telemetry",
-        qos=1,
+    _rule(
+        "telemetry_batch",
+        Domain.TELEMETRY,
+        "batch",
+        "v2c.handlers.telemetry_batch:lambda_handler",
+        "telemetry",
     ),
 )
