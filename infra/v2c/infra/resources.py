@@ -18,7 +18,7 @@ key attributes are strings unless marked N):
 | v2c-firmware | firmware_id | - | by-device-model (device_model, version) | - |
 | v2c-campaigns | campaign_id | - | by-status (status, created_at) | - |
 | v2c-vehicle-updates | vehicle_id | update_id | by-campaign (campaign_id, vehicle_id) | - |
-|                     |            |           | by-update (update_id) |   |
+|                     |            |           | by-update (device_update_id) |   |
 | v2c-rollbacks | vehicle_id | rollback_id | by-campaign (campaign_id, vehicle_id) | - |
 | v2c-idempotency | id | - | - | expiration |
 
@@ -39,8 +39,9 @@ Why these keys:
 * campaigns: by-status lists the running campaigns for the monitors.
 * vehicle updates and rollbacks: keyed by vehicle so "one update in flight
   per vehicle" and `GET /devices/{id}/updates` are a single-partition Query;
-  by-campaign serves statistics and the canary gate; by-update serves
-  `GET /updates/{update_id}`.
+  by-campaign serves statistics and the canary gate; by-update maps the
+  API's per-vehicle `device_update_id` (`GET /updates/{update_id}`) to the
+  record, whose sort key is the signed release's id the vehicle reports.
 * idempotency: the attribute names aws-lambda-powertools' DynamoDB
   idempotency layer uses by default (`id`, `expiration`).
 
@@ -158,7 +159,7 @@ def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
             names.vehicle_updates_table,
             vehicle,
             Key("update_id"),
-            indexes=(by_campaign, Index("by-update", Key("update_id"))),
+            indexes=(by_campaign, Index("by-update", Key("device_update_id"))),
         ),
         TableSpec(names.rollbacks_table, vehicle, Key("rollback_id"), indexes=(by_campaign,)),
         TableSpec(names.idempotency_table, Key("id"), ttl_attribute="expiration"),

@@ -1,0 +1,191 @@
+"""The campaign as stored: one DynamoDB item, counters included.
+
+Counters live on the campaign item as top-level numbers (`c_completed`,
+and per wave `w0_completed`, ...) so that a status report moves them with
+`ADD` in the same transaction as the vehicle's record; they are never
+recomputed and written back, which concurrent reports would overwrite.
+
+Targets that were not notified yet exist only in the stored plan and in
+`c_pending`: per-vehicle records are written wave by wave as vehicles are
+notified, which keeps creation of a 100,000-vehicle campaign to one plan
+upload and one item write.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
+from v2c.handlers.ota.campaigns.plan import Wave
+from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
+from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
+
+
+def counter_attr(counter: Counter | str, wave: int | None = None) -> str:
+    name = counter.value if isinstance(counter, Counter) else counter
+    return f"c_{name}" if wave is None else f"w{wave}_{name}"
+
+
+def _counters(item: dict[str, Any], wave: int | None = None) -> CampaignCounters:
+    return CampaignCounters(
+        **{c.value: max(0, int(item.get(counter_attr(c, wave), 0))) for c in Counter}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The signed update every vehicle of the campaign receives."""
+
+    update_id: str
+    manifest: bytes
+    signature: bytes
+    key_id: str
+    expires_at_ms: int
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "update_id": self.update_id,
+            "manifest": base64.b64encode(self.manifest).decode(),
+            "signature": base64.b64encode(self.signature).decode(),
+            "key_id": self.key_id,
+            "expires_at_ms": self.expires_at_ms,
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Release:
+        return cls(
+            update_id=str(item["update_id"]),
+            manifest=base64.b64decode(item["manifest"]),
+            signature=base64.b64decode(item["signature"]),
+            key_id=str(item["key_id"]),
+            expires_at_ms=int(item["expires_at_ms"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    campaign_id: str
+    spec: CampaignSpec
+    status: CampaignStatus
+    firmware_id: str
+    version: str
+    device_model: str
+    release: Release
+    target_count: int
+    waves: tuple[Wave, ...]
+    created_at_ms: int
+    created_by: str = ""
+    current_wave: int = 0
+    cursor: int = 0  # targets notified so far, in plan order
+    counters: CampaignCounters = field(default_factory=CampaignCounters)
+    wave_counters: tuple[CampaignCounters, ...] = ()
+    updated_at_ms: int = 0
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    approved_by: str | None = None
+    approved_at_ms: int | None = None
+    status_reason: str = ""
+    last_progress_at_ms: int = 0
+    stalled: bool = False
+    gate: dict[str, Any] | None = None
+    lease_owner: str = ""
+    lease_until_ms: int = 0
+    revision: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_by is not None
+
+    @property
+    def remaining(self) -> int:
+        return self.target_count - self.cursor
+
+    def wave_start(self, wave: int) -> int:
+        return 0 if wave == 0 else self.waves[wave - 1].end
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "campaign_id": self.campaign_id,
+            "name": self.spec.name,
+            "spec": self.spec.model_dump_json(exclude_unset=True),
+            "status": self.status.value,
+            "firmware_id": self.firmware_id,
+            "version": self.version,
+            "device_model": self.device_model,
+            "release": self.release.to_item(),
+            "target_count": self.target_count,
+            "waves": json.dumps([[w.name, w.end, w.gated] for w in self.waves]),
+            "created_at": self.created_at_ms,
+            "created_by": self.created_by,
+            "current_wave": self.current_wave,
+            "cursor": self.cursor,
+            "updated_at": self.updated_at_ms,
+            "started_at": self.started_at_ms,
+            "finished_at": self.finished_at_ms,
+            "approved_by": self.approved_by,
+            "approved_at": self.approved_at_ms,
+            "status_reason": self.status_reason,
+            "last_progress_at": self.last_progress_at_ms,
+            "stalled": self.stalled,
+            "gate": json.dumps(self.gate) if self.gate is not None else None,
+            "lease_owner": self.lease_owner,
+            "lease_until": self.lease_until_ms,
+            "revision": self.revision,
+        }
+        for counter in Counter:
+            item[counter_attr(counter)] = self.counters.get(counter)
+            for number, wave_counters in enumerate(self.wave_counters):
+                item[counter_attr(counter, number)] = wave_counters.get(counter)
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Campaign:
+        waves = tuple(Wave(str(n), int(e), bool(g)) for n, e, g in json.loads(item["waves"]))
+        gate = item.get("gate")
+        return cls(
+            campaign_id=str(item["campaign_id"]),
+            spec=CampaignSpec.model_validate_json(item["spec"]),
+            status=CampaignStatus(item["status"]),
+            firmware_id=str(item["firmware_id"]),
+            version=str(item["version"]),
+            device_model=str(item["device_model"]),
+            release=Release.from_item(item["release"]),
+            target_count=int(item["target_count"]),
+            waves=waves,
+            created_at_ms=int(item["created_at"]),
+            created_by=str(item.get("created_by", "")),
+            current_wave=int(item.get("current_wave", 0)),
+            cursor=int(item.get("cursor", 0)),
+            counters=_counters(item),
+            wave_counters=tuple(_counters(item, n) for n in range(len(waves))),
+            updated_at_ms=int(item.get("updated_at", 0)),
+            started_at_ms=_opt_int(item.get("started_at")),
+            finished_at_ms=_opt_int(item.get("finished_at")),
+            approved_by=item.get("approved_by"),
+            approved_at_ms=_opt_int(item.get("approved_at")),
+            status_reason=str(item.get("status_reason", "")),
+            last_progress_at_ms=int(item.get("last_progress_at", 0)),
+            stalled=bool(item.get("stalled", False)),
+            gate=json.loads(gate) if gate else None,
+            lease_owner=str(item.get("lease_owner", "")),
+            lease_until_ms=int(item.get("lease_until", 0)),
+            revision=int(item.get("revision", 0)),
+        )
+
+    def evolve(self, **changes: Any) -> Campaign:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown campaign fields {sorted(unknown)}")
+        return replace(self, **changes)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,256 @@
+"""DynamoDB access for campaigns: conditional status changes, the dispatch
+lease and the cursor, and counter moves.
+
+Every write that depends on what was read carries a condition on it (the
+status, the cursor, the lease), so two gateways, a monitor and an API call
+working on one campaign at once cannot double-notify a vehicle or resurrect
+a cancelled campaign: the loser gets `Conflict` and re-reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from v2c.contract.errors import Conflict, InvalidField, NotFound
+from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
+from v2c.handlers.ota.campaigns.record import Campaign, counter_attr
+from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
+from v2c.handlers.ota.domain.counters import Counter
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+MAX_PAGE: Final = 100
+
+
+class CampaignRepository:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._ddb = client
+        self.table = table
+
+    # -- reads -------------------------------------------------------------
+
+    def get(self, campaign_id: str) -> Campaign:
+        try:
+            answer = self._ddb.get_item(
+                TableName=self.table, Key={"campaign_id": {"S": campaign_id}}, ConsistentRead=True
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise transient("reading a campaign", exc) from exc
+        item = answer.get("Item")
+        if not item:
+            raise NotFound(f"campaign {campaign_id!r} not found")
+        return Campaign.from_item(from_item(item))
+
+    def list(
+        self, status: CampaignStatus | None = None, *, limit: int = 50, start: str | None = None
+    ) -> tuple[list[Campaign], str | None]:
+        """One page of campaigns (newest first when filtered by status) and
+        the key to continue from."""
+        kwargs: dict[str, Any] = {"TableName": self.table, "Limit": max(1, min(limit, MAX_PAGE))}
+        if start:
+            kwargs["ExclusiveStartKey"] = _decode_start(start)
+        try:
+            if status is not None:
+                answer: Any = self._ddb.query(
+                    IndexName="by-status",
+                    KeyConditionExpression="#s = :s",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={":s": {"S": status.value}},
+                    ScanIndexForward=False,
+                    **kwargs,
+                )
+            else:
+                answer = self._ddb.scan(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise transient("listing campaigns", exc) from exc
+        campaigns = [Campaign.from_item(from_item(i)) for i in answer.get("Items", [])]
+        last = answer.get("LastEvaluatedKey")
+        return campaigns, _encode_start(last) if last else None
+
+    def iter_status(self, *statuses: CampaignStatus) -> Iterator[Campaign]:
+        for status in statuses:
+            start: str | None = None
+            while True:
+                page, start = self.list(status, limit=MAX_PAGE, start=start)
+                yield from page
+                if start is None:
+                    break
+
+    # -- writes ------------------------------------------------------------
+
+    def put_new(self, campaign: Campaign) -> None:
+        """Make a fully planned, signed campaign visible in one write."""
+        try:
+            self._ddb.put_item(
+                TableName=self.table,
+                Item=to_item(campaign.to_item()),
+                ConditionExpression="attribute_not_exists(campaign_id)",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise Conflict(f"campaign {campaign.campaign_id!r} already exists") from exc
+            raise transient("creating a campaign", exc) from exc
+        except BotoCoreError as exc:
+            raise transient("creating a campaign", exc) from exc
+
+    def update(
+        self,
+        campaign: Campaign,
+        *,
+        set_values: Mapping[str, Any] | None = None,
+        add: Mapping[str, int] | None = None,
+        remove: tuple[str, ...] = (),
+        expect_cursor: bool = False,
+        expect_wave: bool = False,
+        expect_lease: str | None = None,
+    ) -> Campaign:
+        """A conditional update of `campaign` as read: its status (and,
+        when asked, cursor, wave or lease holder) must still be what it was;
+        returns the campaign as stored afterwards."""
+        names: dict[str, str] = {"#status": "status", "#rev": "revision"}
+        values: dict[str, Any] = {
+            ":expected_status": to_value(campaign.status.value),
+            ":one": to_value(1),
+        }
+        sets: list[str] = []
+        for number, (attr, value) in enumerate((set_values or {}).items()):
+            names[f"#s{number}"] = attr
+            values[f":s{number}"] = to_value(value)
+            sets.append(f"#s{number} = :s{number}")
+        adds = ["#rev :one"]
+        for number, (attr, delta) in enumerate((add or {}).items()):
+            if delta:
+                names[f"#a{number}"] = attr
+                values[f":a{number}"] = to_value(delta)
+                adds.append(f"#a{number} :a{number}")
+        conditions = ["#status = :expected_status"]
+        if expect_cursor:
+            names["#cursor"] = "cursor"
+            values[":expected_cursor"] = to_value(campaign.cursor)
+            conditions.append("#cursor = :expected_cursor")
+        if expect_wave:
+            names["#wave"] = "current_wave"
+            values[":expected_wave"] = to_value(campaign.current_wave)
+            conditions.append("#wave = :expected_wave")
+        if expect_lease is not None:
+            names["#owner"] = "lease_owner"
+            values[":owner"] = to_value(expect_lease)
+            conditions.append("#owner = :owner")
+        expression = ""
+        if sets:
+            expression += "SET " + ", ".join(sets) + " "
+        expression += "ADD " + ", ".join(adds)
+        if remove:
+            for number, attr in enumerate(remove):
+                names[f"#r{number}"] = attr
+            expression += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(remove)))
+        try:
+            answer = self._ddb.update_item(
+                TableName=self.table,
+                Key={"campaign_id": {"S": campaign.campaign_id}},
+                UpdateExpression=expression,
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise Conflict(
+                    f"campaign {campaign.campaign_id} changed meanwhile; read it again"
+                ) from exc
+            raise transient("updating a campaign", exc) from exc
+        except BotoCoreError as exc:
+            raise transient("updating a campaign", exc) from exc
+        return Campaign.from_item(from_item(answer["Attributes"]))
+
+    def acquire_lease(
+        self, campaign: Campaign, owner: str, now_ms: int, ttl_ms: int
+    ) -> Campaign | None:
+        """Become the one dispatcher of `campaign` for `ttl_ms`, or None if
+        another holds an unexpired lease. A crashed holder's lease expires."""
+        try:
+            answer = self._ddb.update_item(
+                TableName=self.table,
+                Key={"campaign_id": {"S": campaign.campaign_id}},
+                UpdateExpression="SET lease_owner = :owner, lease_until = :until",
+                ConditionExpression="attribute_exists(campaign_id) AND "
+                "(lease_until < :now OR lease_owner = :owner)",
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":until": {"N": str(now_ms + ttl_ms)},
+                    ":now": {"N": str(now_ms)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return None
+            raise transient("leasing a campaign", exc) from exc
+        except BotoCoreError as exc:
+            raise transient("leasing a campaign", exc) from exc
+        return Campaign.from_item(from_item(answer["Attributes"]))
+
+    def release_lease(self, campaign_id: str, owner: str) -> None:
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key={"campaign_id": {"S": campaign_id}},
+                UpdateExpression="SET lease_until = :zero",
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues={":owner": {"S": owner}, ":zero": {"N": "0"}},
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise transient("releasing a campaign lease", exc) from exc
+        except BotoCoreError as exc:
+            raise transient("releasing a campaign lease", exc) from exc
+
+    def counter_update(
+        self, campaign_id: str, deltas: Mapping[str, int], wave: int | None, now_ms: int
+    ) -> dict[str, Any]:
+        """The transaction item that moves a campaign's counters (whole
+        campaign and the vehicle's wave) with a vehicle record's change."""
+        names: dict[str, str] = {"#lp": "last_progress_at", "#st": "stalled"}
+        values: dict[str, Any] = {":now": to_value(now_ms), ":false": to_value(False)}
+        adds: list[str] = []
+        for number, (counter, delta) in enumerate(deltas.items()):
+            values[f":d{number}"] = to_value(delta)
+            names[f"#c{number}"] = counter_attr(Counter(counter))
+            adds.append(f"#c{number} :d{number}")
+            if wave is not None:
+                names[f"#w{number}"] = counter_attr(Counter(counter), wave)
+                adds.append(f"#w{number} :d{number}")
+        expression = "SET #lp = :now, #st = :false"
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"campaign_id": {"S": campaign_id}},
+                "UpdateExpression": expression,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+
+def _encode_start(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(from_item(key)).encode()).decode()
+
+
+def _decode_start(token: str) -> dict[str, Any]:
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidField("cursor", "is not a cursor this API returned") from exc
+    if not isinstance(plain, dict) or not all(isinstance(v, str | int) for v in plain.values()):
+        raise InvalidField("cursor", "is not a cursor this API returned")
+    return to_item(plain)

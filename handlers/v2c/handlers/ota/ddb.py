@@ -1,0 +1,89 @@
+"""DynamoDB plumbing shared by the OTA repositories: item (de)serialization,
+error translation and the retry policy for conditional writes.
+
+Floats never reach DynamoDB (its numbers are decimals): the repositories
+store integers, strings, booleans, lists and maps only; a float is a bug and
+fails loudly in `to_item`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from v2c.contract.errors import Throttled, TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+Item = dict[str, "AttributeValueTypeDef"]
+
+_SERIALIZER: Final = TypeSerializer()
+_DESERIALIZER: Final = TypeDeserializer()
+THROTTLING_CODES: Final = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+    }
+)
+
+
+def to_value(value: Any) -> AttributeValueTypeDef:
+    if isinstance(value, float):
+        raise TypeError("floats are not stored; use an integer unit")
+    return _SERIALIZER.serialize(value)
+
+
+def to_item(values: Mapping[str, Any]) -> Item:
+    """A plain dict as a DynamoDB item; None values are left out."""
+    return {k: to_value(v) for k, v in values.items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return {_plain(v) for v in value}
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return value
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain Python (ints for integral numbers)."""
+    return {k: _plain(_DESERIALIZER.deserialize(v)) for k, v in item.items()}
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    """A conditional write lost (alone or inside a cancelled transaction)."""
+    code = error_code(exc)
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons", [])
+        codes = {str(r.get("Code", "")) for r in reasons}
+        if codes:
+            return "ConditionalCheckFailed" in codes
+        return "ConditionalCheckFailed" in str(exc)
+    return False
+
+
+def transient(action: str, exc: BotoCoreError | ClientError) -> TransientError:
+    """The error to raise when DynamoDB could not do `action` (retryable by the caller)."""
+    if isinstance(exc, ClientError) and error_code(exc) in THROTTLING_CODES:
+        return Throttled(f"{action}: throttled ({error_code(exc)})")
+    return TransientError(f"{action} failed: {exc}")

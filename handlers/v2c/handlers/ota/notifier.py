@@ -1,0 +1,91 @@
+"""Telling a vehicle about an update: `OTAUpdateAvailable` on `.../ota/available`.
+
+The signed manifest travels as the exact signed bytes; the download URL is
+presigned for an hour and sits outside the signature, so a re-sent
+notification gets a fresh URL without re-signing. The MQTT message carries
+a message expiry of 86,400 s (a vehicle offline longer gets the update from
+the next re-notification instead of a day-old URL), QoS 2, and the
+per-vehicle update id as correlation data so the status reports can be
+traced to it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from v2c.contract.topics import Domain, Topic
+from v2c.v1.common_pb2 import Header
+from v2c.v1.ota_pb2 import OTAUpdateAvailable
+
+SCHEMA_VERSION: Final = "1.0"
+URL_TTL_S: Final = 3600
+MESSAGE_EXPIRY_S: Final = 86_400
+NOTIFY_SOURCE: Final = "ota.notify"
+
+
+class NotificationSink(Protocol):
+    def send(
+        self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
+    ) -> bool:
+        """Publish at QoS 2 with retries; False once the message was dead-lettered."""
+        ...
+
+
+class PackageUrls(Protocol):
+    def download_url(self, firmware_id: str, expires_s: int = URL_TTL_S) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    vehicle_id: str
+    region: str
+    update_id: str
+    device_update_id: str
+    firmware_id: str
+    manifest: bytes
+    signature: bytes
+    key_id: str
+
+
+class Notifier:
+    def __init__(
+        self,
+        sink: NotificationSink,
+        urls: PackageUrls,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._urls = urls
+        self._clock = clock
+
+    def build(self, note: Notification) -> tuple[str, bytes]:
+        header = Header(
+            message_id=uuid.uuid4().bytes,
+            correlation_id=note.device_update_id,
+            timestamp=int(self._clock() * 1000),
+            schema_version=SCHEMA_VERSION,
+        )
+        message = OTAUpdateAvailable(
+            header=header,
+            manifest=note.manifest,
+            signature=note.signature,
+            key_id=note.key_id,
+            download_url=self._urls.download_url(note.firmware_id, URL_TTL_S),
+        )
+        topic = Topic(note.region, note.vehicle_id, Domain.OTA, "available")
+        return str(topic), message.SerializeToString()
+
+    def send(self, note: Notification) -> bool:
+        topic, payload = self.build(note)
+        context = {
+            "vehicle_id": note.vehicle_id,
+            "update_id": note.update_id,
+            "device_update_id": note.device_update_id,
+        }
+        return self._sink.send(
+            topic, payload, correlation_id=note.device_update_id, context=context
+        )

@@ -1,0 +1,222 @@
+"""Status ingest: a vehicle's `OTAStatus` applied to its update record.
+
+Exactly-once in effect on an at-least-once transport: the state machine
+(`update_state.apply_status`) accepts a report only above the last applied
+sequence, and the repository writes the new record and the campaign's
+counter move in one transaction conditioned on the record as read. A
+duplicate or stale report changes nothing; a lost race re-reads and applies
+again. After a report that moved the success or failure rates, the campaign
+reacts at once (pause, roll back, pass a gate, or refill the concurrency
+window): the PRD's 60 s is a ceiling, not a polling period.
+
+A report that cannot be applied because it is malformed, names another
+vehicle or an unknown update raises a typed error: the gateway (or IoT
+Core's error action) dead-letters it with the original payload and reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from v2c.contract.errors import CodecError, Conflict, InvalidInput, NotFound, TransientError
+from v2c.contract.events import event_payload
+from v2c.contract.topics import Domain, Topic
+from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
+from v2c.handlers.ota.campaigns.rollback import finish_rollback_if_done
+from v2c.handlers.ota.campaigns.service import CampaignService
+from v2c.handlers.ota.domain.update_state import (
+    TERMINAL,
+    Command,
+    Outcome,
+    Transition,
+    UpdateState,
+    apply_command,
+    apply_status,
+)
+from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
+from v2c.v1.ota_pb2 import OTAStatus
+
+logger = logging.getLogger(__name__)
+
+MAX_STATUS_BYTES: Final = 4096
+CONFLICT_RETRIES: Final = 8
+STARTED: Final = frozenset({UpdateState.ACCEPTED, UpdateState.DOWNLOADING})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    vehicle_id: str
+    update_id: str
+    outcome: Outcome
+    state: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vehicle_id": self.vehicle_id,
+            "update_id": self.update_id,
+            "outcome": self.outcome.value,
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
+def parse_status(topic: str, payload: bytes) -> OTAStatus:
+    """Decode and check a report against the topic it came on."""
+    parsed = Topic.parse(topic)
+    if parsed.domain is not Domain.OTA or parsed.kind != "status":
+        raise InvalidInput(f"{topic} is not an OTA status topic")
+    if len(payload) > MAX_STATUS_BYTES:
+        raise InvalidInput(f"status report of {len(payload)} bytes exceeds {MAX_STATUS_BYTES}")
+    status = OTAStatus()
+    try:
+        status.ParseFromString(payload)
+    except DecodeError as exc:
+        raise CodecError(f"not an OTAStatus message: {exc}") from exc
+    if status.vehicle_id != parsed.vehicle_id:
+        raise InvalidInput(
+            f"report names vehicle {status.vehicle_id!r} but came from {parsed.vehicle_id}"
+        )
+    if not status.update_id:
+        raise InvalidInput("report without update_id")
+    if status.sequence < 1:
+        raise InvalidInput("report sequence must start at 1")
+    return status
+
+
+def _record_fields(status: OTAStatus, now_ms: int, update: VehicleUpdate) -> dict[str, Any]:
+    reason = OTAStatus.Reason.Name(status.reason) if status.reason else ""
+    fields: dict[str, Any] = {
+        "updated_at_ms": now_ms,
+        "reason": reason,
+        "error_detail": status.error_detail[:500],
+        "progress_percent": min(100, status.progress_percent),
+        "bytes_downloaded": max(update.bytes_downloaded, status.bytes_downloaded),
+    }
+    for name in ("download_duration_ms", "install_duration_ms", "total_duration_ms"):
+        value = getattr(status, name)
+        if value:
+            fields[name] = value
+    if status.installed_version:
+        fields["installed_version"] = status.installed_version
+    return fields
+
+
+class StatusService:
+    def __init__(
+        self,
+        deps: CampaignServiceDeps,
+        campaigns: CampaignService,
+        *,
+        retry_wait_s: float = 0.2,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._d = deps
+        self._campaigns = campaigns
+        self._retry_wait_s = retry_wait_s
+        self._sleep = sleep
+
+    def ingest(self, event: Mapping[str, Any]) -> StatusReport:
+        topic = str(event.get("topic", ""))
+        status = parse_status(topic, event_payload(event))
+        kwargs: dict[str, Any] = {}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        for attempt in Retrying(
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=self._retry_wait_s, max=5),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+            **kwargs,
+        ):
+            with attempt:
+                return self.apply(status)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def apply(self, status: OTAStatus) -> StatusReport:
+        updates = self._d.updates
+        for _ in range(CONFLICT_RETRIES):
+            update = updates.find(status.vehicle_id, status.update_id)
+            if update is None:
+                raise NotFound(
+                    f"no update {status.update_id!r} for vehicle {status.vehicle_id}"
+                )
+            transition = apply_status(update.machine, status)
+            report = StatusReport(
+                status.vehicle_id,
+                status.update_id,
+                transition.outcome,
+                transition.after.state.value,
+                transition.reason,
+            )
+            if transition.outcome is not Outcome.APPLIED:
+                if transition.outcome is Outcome.INVALID:
+                    logger.warning("invalid status report", extra=report.to_json())
+                return report
+            now_ms = int(self._d.clock() * 1000)
+            changes = _record_fields(status, now_ms, update)
+            after_state = transition.after.state
+            if after_state in STARTED and not update.started_at_ms:
+                changes["started_at_ms"] = now_ms
+            if after_state in TERMINAL:
+                changes["completed_at_ms"] = now_ms
+            after = update.with_machine(transition.after, **changes)
+            counters = None
+            if update.kind is UpdateKind.CAMPAIGN and update.campaign_id:
+                counters = self._d.campaigns.counter_update(
+                    update.campaign_id, transition.deltas.nonzero(), update.wave, now_ms
+                )
+            try:
+                updates.save(update, after, counters)
+            except Conflict:
+                continue
+            self._after(update, after, transition)
+            return report
+        raise Conflict(f"update {status.update_id} of {status.vehicle_id} keeps changing")
+
+    def _after(self, before: VehicleUpdate, after: VehicleUpdate, transition: Transition) -> None:
+        """Consequences outside the record: the registry's installed version,
+        rollback bookkeeping, and the campaign's reaction."""
+        if after.state in TERMINAL and after.installed_version:
+            self._d.fleet.set_installed_version(after.vehicle_id, after.installed_version)
+        elif after.state is UpdateState.COMPLETED:
+            self._d.fleet.set_installed_version(after.vehicle_id, after.to_version)
+        if after.kind is UpdateKind.ROLLBACK and after.state in TERMINAL:
+            self._finish_rollback(after)
+        if after.kind is UpdateKind.CAMPAIGN and after.campaign_id:
+            if transition.affects_rates or (
+                before.state not in TERMINAL and after.state in TERMINAL
+            ):
+                self._campaigns.on_outcome(after.campaign_id)
+
+    def _finish_rollback(self, rollback: VehicleUpdate) -> None:
+        now_ms = int(self._d.clock() * 1000)
+        self._d.rollbacks.finish(rollback.vehicle_id, rollback.update_id, rollback.state.value, now_ms)
+        if rollback.state is not UpdateState.COMPLETED or not rollback.reverts_update_id:
+            return
+        original = self._d.updates.find(rollback.vehicle_id, rollback.reverts_update_id)
+        if original is None or not original.campaign_id:
+            return
+        campaign = self._d.campaigns.get(original.campaign_id)
+        for _ in range(CONFLICT_RETRIES):
+            transition = apply_command(original.machine, Command.REVERT)
+            if not transition.changed:
+                break
+            after = original.with_machine(
+                transition.after, updated_at_ms=now_ms, reason="campaign rollback"
+            )
+            counters = self._d.campaigns.counter_update(
+                campaign.campaign_id, transition.deltas.nonzero(), original.wave, now_ms
+            )
+            try:
+                self._d.updates.save(original, after, counters)
+                break
+            except Conflict:
+                original = self._d.updates.get(original.vehicle_id, original.update_id)
+        finish_rollback_if_done(self._d, campaign.campaign_id)
