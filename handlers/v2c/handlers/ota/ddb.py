@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import Throttled, TransientError
@@ -54,6 +54,9 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, set):
         return {_plain(v) for v in value}
+    if isinstance(value, Binary):
+        raw: bytes = value.value  # type: ignore[attr-defined]
+        return raw
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     return value

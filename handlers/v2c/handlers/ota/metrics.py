@@ -25,9 +25,7 @@ SIGNING_FAILURES: Final = Counter(
 STATUS_REPORTS: Final = Counter(
     "v2c_ota_status_reports", "OTA status reports by outcome", ["outcome"]
 )
-NOTIFICATIONS: Final = Counter(
-    "v2c_ota_notifications", "OTA notifications by result", ["result"]
-)
+NOTIFICATIONS: Final = Counter("v2c_ota_notifications", "OTA notifications by result", ["result"])
 
 
 class PrometheusAlerts:

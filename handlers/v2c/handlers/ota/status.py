@@ -144,9 +144,7 @@ class StatusService:
         for _ in range(CONFLICT_RETRIES):
             update = updates.find(status.vehicle_id, status.update_id)
             if update is None:
-                raise NotFound(
-                    f"no update {status.update_id!r} for vehicle {status.vehicle_id}"
-                )
+                raise NotFound(f"no update {status.update_id!r} for vehicle {status.vehicle_id}")
             transition = apply_status(update.machine, status)
             report = StatusReport(
                 status.vehicle_id,
@@ -189,15 +187,19 @@ class StatusService:
             self._d.fleet.set_installed_version(after.vehicle_id, after.to_version)
         if after.kind is UpdateKind.ROLLBACK and after.state in TERMINAL:
             self._finish_rollback(after)
-        if after.kind is UpdateKind.CAMPAIGN and after.campaign_id:
-            if transition.affects_rates or (
-                before.state not in TERMINAL and after.state in TERMINAL
-            ):
-                self._campaigns.on_outcome(after.campaign_id)
+        finished = before.state not in TERMINAL and after.state in TERMINAL
+        if (
+            after.kind is UpdateKind.CAMPAIGN
+            and after.campaign_id
+            and (transition.affects_rates or finished)
+        ):
+            self._campaigns.on_outcome(after.campaign_id)
 
     def _finish_rollback(self, rollback: VehicleUpdate) -> None:
         now_ms = int(self._d.clock() * 1000)
-        self._d.rollbacks.finish(rollback.vehicle_id, rollback.update_id, rollback.state.value, now_ms)
+        self._d.rollbacks.finish(
+            rollback.vehicle_id, rollback.update_id, rollback.state.value, now_ms
+        )
         if rollback.state is not UpdateState.COMPLETED or not rollback.reverts_update_id:
             return
         original = self._d.updates.find(rollback.vehicle_id, rollback.reverts_update_id)

@@ -52,7 +52,9 @@ def send_rollback(
     spec = (
         spec_source.spec
         if spec_source is not None
-        else CampaignSpec(name="device rollback", firmware_id=package.firmware_id)
+        else CampaignSpec(
+            name="device rollback", firmware_id=package.firmware_id, target_devices=(vehicle_id,)
+        )
     )
     campaign_id = spec_source.campaign_id if spec_source is not None else ""
     manifest = manifest_for(package, spec, release_update_id, campaign_id, now_ms, is_rollback=True)
@@ -73,6 +75,9 @@ def send_rollback(
         updated_at_ms=now_ms,
         notifications=1,
         reason=reason,
+        manifest=release.manifest,
+        signature=release.signature,
+        key_id=release.key_id,
     )
     if not deps.updates.create(update, None):
         existing = deps.updates.get(vehicle_id, release_update_id)

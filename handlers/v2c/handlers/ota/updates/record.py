@@ -59,6 +59,11 @@ class VehicleUpdate:
     completed_at_ms: int = 0
     updated_at_ms: int = 0
     notifications: int = 0
+    # The signed release of an update outside a campaign (a campaign's
+    # records share the release stored on the campaign item).
+    manifest: bytes = b""
+    signature: bytes = b""
+    key_id: str = ""
 
     @property
     def device_update_id(self) -> str:
@@ -86,6 +91,9 @@ class VehicleUpdate:
         item["device_update_id"] = self.device_update_id
         if not self.campaign_id:
             item.pop("campaign_id")  # GSI keys cannot be empty strings
+        for name in ("manifest", "signature", "key_id"):
+            if not item[name]:
+                item.pop(name)
         return item
 
     @classmethod
@@ -102,4 +110,6 @@ class VehicleUpdate:
         data["update_id"] = self.device_update_id
         data["release_id"] = self.update_id
         data.pop("device_update_id")
+        for name in ("manifest", "signature"):
+            data.pop(name, None)
         return data
