@@ -103,3 +103,34 @@ def telemetry(
         typer.echo(f"bench failed: {exc.detail}", err=True)
         raise typer.Exit(1) from None
     emit_report(report, table_rows(report), json_out=json_out)
+
+
+@app.command("campaign")
+def campaign(
+    fleet_sizes: Annotated[
+        str, typer.Option(help="Comma-separated targeted fleet sizes to time creation for.")
+    ] = "5000,100000",
+    fanout: Annotated[
+        int, typer.Option(min=1, max=1000, help="Notifications in the fan-out phase.")
+    ] = 1000,
+    baseline_messages: Annotated[int, typer.Option(min=1, help="Raw broker/moto writes.")] = 2000,
+    json_out: JsonOut = None,
+) -> None:
+    """Campaign creation time, QoS-2 fan-out and status ingest beside raw broker and moto rates."""
+    from v2c.contract.errors import V2CError
+    from v2c.infra.bench.campaign import CampaignBenchParams, run_campaign_bench, table_rows
+    from v2c.infra.bench.common import emit_report
+
+    try:
+        sizes = tuple(int(s) for s in fleet_sizes.split(",") if s.strip())
+        params = CampaignBenchParams(
+            fleet_sizes=sizes, fanout=fanout, baseline_messages=baseline_messages
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        report = run_campaign_bench(params)
+    except V2CError as exc:
+        typer.echo(f"bench failed: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    emit_report(report, table_rows(report), json_out=json_out)

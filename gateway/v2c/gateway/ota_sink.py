@@ -1,0 +1,36 @@
+"""OTA notifications over the gateway's own MQTT connection (local stack).
+
+In AWS the handlers publish through the IoT data plane
+(`v2c.handlers.ota.iot_sink`); locally the same handlers, running inside the
+gateway process, publish through an `OutboundPublisher`: QoS 2, message
+expiry 86,400 s, the per-vehicle update id as correlation data, three
+attempts with backoff, then the OTA DLQ (SQS) with vehicle, update and
+attempts, from where `v2c dlq replay` sends it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from v2c.gateway.publisher import OutboundPublisher
+from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE
+
+
+class MqttNotificationSink:
+    def __init__(self, publisher: OutboundPublisher) -> None:
+        self._publisher = publisher
+
+    def send(
+        self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
+    ) -> bool:
+        result = self._publisher.publish(
+            topic,
+            payload,
+            qos=2,
+            expiry_s=MESSAGE_EXPIRY_S,
+            correlation_data=correlation_id.encode(),
+            user_properties=(("update_id", str(context.get("update_id", ""))),),
+            source=NOTIFY_SOURCE,
+            context=context,
+        )
+        return result.delivered

@@ -1,0 +1,37 @@
+"""`v2c bench campaign` at toy sizes: the report's shape and its internal
+consistency (every notification arrived, counters exact); no timing asserts."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from v2c.infra.cli import app
+
+
+def test_bench_campaign_reports_every_figure_with_baselines() -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "campaign",
+            "--fleet-sizes",
+            "60,120",
+            "--fanout",
+            "40",
+            "--baseline-messages",
+            "50",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["bench"] == "campaign"
+    results = report["results"]
+    assert [c["targets"] for c in results["creation"]] == [60, 120]
+    assert results["fanout"]["notifications"] == 40
+    assert results["status_ingest"]["counters_exact"] is True
+    assert results["status_ingest"]["progress_reports"] == 40 * 6
+    for key in ("baseline_broker_qos2", "baseline_moto_put_item", "baseline_moto_transaction"):
+        assert key in results
+    assert set(report["ratios"]) >= {"fanout_vs_raw_qos2", "progress_ingest_vs_raw_put"}
