@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from v2c.infra.moto_server import MotoServer, MotoServerError, stop_pid, wait_ready
 from v2c.infra.net import port_accepts
 from v2c.infra.settings import AwsSettings
+
+if TYPE_CHECKING:
+    from moto_fixtures import AwsStack
+
+pytest_plugins = ["moto_fixtures"]
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +90,39 @@ def test_stop_pid_stops_a_detached_server_but_not_an_unrelated_process(tmp_path:
         bystander.kill()
         bystander.wait()
         server.stop()
+
+
+def test_conditional_writes_are_atomic_under_concurrency(aws_stack: AwsStack) -> None:
+    """Optimistic concurrency on moto means what it means on DynamoDB: of
+    racing writers conditioned on the same version, exactly one wins."""
+    ddb = aws_stack.aws.client("dynamodb")
+    table = aws_stack.names.campaigns_table
+    ddb.put_item(TableName=table, Item={"campaign_id": {"S": "race"}, "v": {"N": "0"}})
+    wins: list[int] = []
+
+    def bump(worker: int) -> None:
+        for _ in range(20):
+            current = ddb.get_item(TableName=table, Key={"campaign_id": {"S": "race"}})
+            version = int(current["Item"]["v"]["N"])
+            try:
+                ddb.update_item(
+                    TableName=table,
+                    Key={"campaign_id": {"S": "race"}},
+                    UpdateExpression="SET v = :next",
+                    ConditionExpression="v = :seen",
+                    ExpressionAttributeValues={
+                        ":next": {"N": str(version + 1)},
+                        ":seen": {"N": str(version)},
+                    },
+                )
+            except ddb.exceptions.ConditionalCheckFailedException:
+                continue
+            wins.append(worker)
+
+    threads = [threading.Thread(target=bump, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = ddb.get_item(TableName=table, Key={"campaign_id": {"S": "race"}})
+    assert int(final["Item"]["v"]["N"]) == len(wins)  # no lost update

@@ -135,8 +135,9 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         # Then the gateway, connected with the service identity, handled it
         metrics = gateway.metrics_url
         assert metric(metrics, "v2c_gateway_connected ") == "v2c_gateway_connected 1.0"
-        handled = 'v2c_gateway_messages_handled_total{rule="ota_status"} 1.0'
-        wait_until(lambda: metric(metrics, handled) is not None, what=handled)
+        # (a malformed status report: routed to the OTA handler, which refuses it)
+        routed = 'v2c_gateway_messages_received_total{rule="ota_status"} 1.0'
+        wait_until(lambda: metric(metrics, routed) is not None, what=routed)
         # and its telemetry handlers, configured from the stack, stored the sample in its moto
         wait_until(lambda: stored_samples(settings, VIN) == 1, what="the stored sample")
 

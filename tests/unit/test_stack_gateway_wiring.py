@@ -6,6 +6,7 @@ import re
 import stat
 from pathlib import Path
 
+from v2c.handlers.ota.config import OtaConfig
 from v2c.handlers.telemetry.config import TelemetryConfig
 from v2c.infra.resources import ResourceNames
 from v2c.infra.settings import LOCAL_CREDENTIAL, AwsSettings, StackSettings
@@ -65,7 +66,27 @@ def test_handler_environment_of_a_local_stack_points_handlers_at_moto_and_its_re
         "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
         "TIMESTREAM_DATABASE": names.timestream_database,
         "TIMESTREAM_TABLE": names.timestream_table,
+        "CAMPAIGNS_TABLE": names.campaigns_table,
+        "VEHICLE_UPDATES_TABLE": names.vehicle_updates_table,
+        "ROLLBACKS_TABLE": names.rollbacks_table,
+        "FIRMWARE_TABLE": names.firmware_table,
+        "FIRMWARE_BUCKET": names.firmware_bucket,
+        "OTA_DLQ_QUEUE": names.ota_dlq_queue,
+        "EVENT_BUS": names.event_bus,
+        "OTA_SIGNER": "kms",
+        "OTA_SIGNING_KEY": names.signing_key_alias,
+        **(
+            {"OTA_MQTT_URL": f"mqtt://{LOCAL.mqtt.host}:{LOCAL.mqtt.port}"}
+            if LOCAL.mqtt is not None
+            else {}
+        ),
     }
+    ota = OtaConfig.from_env(environment)
+    assert (ota.campaigns_table, ota.updates_table, ota.firmware_bucket) == (
+        "fleet7-campaigns",
+        "fleet7-vehicle-updates",
+        "fleet7-firmware",
+    )
     # and the handlers read back exactly the stack's resources
     config = TelemetryConfig.from_env(environment)
     assert (config.telemetry_table, config.registry_table, config.dlq_bucket) == (

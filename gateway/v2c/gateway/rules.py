@@ -65,7 +65,7 @@ def _rule(name: str, domain: Domain, kind: str, handler: str, dlq: str) -> Rule:
 
 # The production table. Handlers are added here as the features land.
 RULES: tuple[Rule, ...] = (
-    _rule("ota_status", Domain.OTA, "status", "v2c.handlers.noop:lambda_handler", "ota"),
+    _rule("ota_status", Domain.OTA, "status", "v2c.handlers.ota_status:lambda_handler", "ota"),
     _rule(
         "telemetry",
         Domain.TELEMETRY,

@@ -34,7 +34,7 @@ import urllib.request
 from http.client import HTTPResponse
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self, cast
+from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from v2c.contract.errors import TransientError
 from v2c.infra.net import LOOPBACK
@@ -249,7 +249,7 @@ def _serve(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server
 
-    app = DomainDispatcherApplication(create_backend_app)
+    app = atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
@@ -267,6 +267,27 @@ def _serve(argv: list[str] | None = None) -> None:
         server.serve_forever()
     finally:
         server.server_close()
+
+
+def atomic_dynamodb(app: Any) -> Any:
+    """Serialize DynamoDB requests, as DynamoDB's own atomicity does.
+
+    moto evaluates a condition and applies the write without a lock, so two
+    threads of its server can both pass `attribute = :before` and the later
+    write silently undoes the earlier (found by the OTA status test: a
+    VERIFYING report overwrote COMPLETED). In AWS a conditional write and a
+    transaction are atomic. One lock around DynamoDB calls restores that;
+    under the GIL it costs little, and S3 transfers are not held up.
+    """
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))
+
+    return serve
 
 
 def _shutdown_on_eof(server: BaseWSGIServer) -> None:

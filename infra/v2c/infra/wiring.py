@@ -59,7 +59,19 @@ def handler_environment(settings: StackSettings) -> dict[str, str]:
         "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
         "TIMESTREAM_DATABASE": names.timestream_database or "",
         "TIMESTREAM_TABLE": names.timestream_table,
+        "CAMPAIGNS_TABLE": names.campaigns_table,
+        "VEHICLE_UPDATES_TABLE": names.vehicle_updates_table,
+        "ROLLBACKS_TABLE": names.rollbacks_table,
+        "FIRMWARE_TABLE": names.firmware_table,
+        "FIRMWARE_BUCKET": names.firmware_bucket,
+        "OTA_DLQ_QUEUE": names.ota_dlq_queue,
+        "EVENT_BUS": names.event_bus,
+        "OTA_SIGNER": "kms",
+        "OTA_SIGNING_KEY": names.signing_key_alias,
     }
+    if settings.mqtt is not None:
+        # Notifications leave through the broker's loopback listener.
+        environment["OTA_MQTT_URL"] = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
     if aws.endpoint_url is not None:
         environment["AWS_ENDPOINT_URL"] = aws.endpoint_url
         environment["AWS_ACCESS_KEY_ID"] = LOCAL_CREDENTIAL

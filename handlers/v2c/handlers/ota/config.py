@@ -1,0 +1,202 @@
+"""The OTA handlers' wiring from environment variables (the Lambda form).
+
+Like `telemetry.config`: resources by name from the environment (the SAM
+template sets them, the local stack exports them into the gateway), boto3
+finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
+
+| variable | default | meaning |
+|---|---|---|
+| CAMPAIGNS_TABLE | v2c-campaigns | |
+| VEHICLE_UPDATES_TABLE | v2c-vehicle-updates | |
+| VEHICLE_REGISTRY_TABLE | v2c-vehicle-registry | |
+| ROLLBACKS_TABLE | v2c-rollbacks | |
+| FIRMWARE_TABLE | v2c-firmware | |
+| FIRMWARE_BUCKET | v2c-firmware | packages and campaign plans |
+| OTA_DLQ_QUEUE | v2c-ota-dlq | failed notifications |
+| EVENT_BUS | v2c-events | EventBridge bus; empty: no events |
+| OTA_SIGNER | kms | `kms`, or `software` (development only) |
+| OTA_SIGNING_KEY | alias/v2c-ota-signing | KMS key (alias, id, ARN); for `software` a PEM file |
+| OTA_SIGNING_KEY_ID | (fingerprint) | the key id vehicles know the key by |
+| OTA_MQTT_URL | (none) | `mqtt://host:port`: publish over MQTT (local stack); else IoT data plane |
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlparse
+
+import boto3
+
+from v2c.contract.errors import ConfigurationError
+from v2c.handlers.dlq.store import SqsDeadLetterStore
+from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
+from v2c.handlers.ota.campaigns.plan_store import PlanStore
+from v2c.handlers.ota.campaigns.repository import CampaignRepository
+from v2c.handlers.ota.campaigns.rollback_log import RollbackLog
+from v2c.handlers.ota.campaigns.service import CampaignService
+from v2c.handlers.ota.devices import DeviceService
+from v2c.handlers.ota.events import EventBridgePublisher
+from v2c.handlers.ota.firmware_catalog import FirmwareCatalog
+from v2c.handlers.ota.fleet import FleetRegistry
+from v2c.handlers.ota.iot_sink import IotDataSink
+from v2c.handlers.ota.metrics import PrometheusAlerts, signing_failed
+from v2c.handlers.ota.notifier import NotificationSink, Notifier
+from v2c.handlers.ota.stats import StatsService
+from v2c.handlers.ota.status import StatusService
+from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.signing.base import Signer
+from v2c.handlers.signing.kms import KmsSigner
+from v2c.handlers.signing.software import SoftwareSigner
+from v2c.handlers.telemetry.config import DYNAMODB_CLIENT_CONFIG, aws_client_config
+
+OTA_DLQ_NAME: Final = "ota"
+
+
+@dataclass(frozen=True, slots=True)
+class OtaConfig:
+    campaigns_table: str = "v2c-campaigns"
+    updates_table: str = "v2c-vehicle-updates"
+    registry_table: str = "v2c-vehicle-registry"
+    rollbacks_table: str = "v2c-rollbacks"
+    firmware_table: str = "v2c-firmware"
+    firmware_bucket: str = "v2c-firmware"
+    ota_dlq_queue: str = "v2c-ota-dlq"
+    event_bus: str = "v2c-events"
+    signer: str = "kms"
+    signing_key: str = "alias/v2c-ota-signing"
+    signing_key_id: str | None = None
+    mqtt_url: str | None = None
+    endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OtaConfig:
+        env = os.environ if environ is None else environ
+        d = cls()
+        config = cls(
+            campaigns_table=env.get("CAMPAIGNS_TABLE") or d.campaigns_table,
+            updates_table=env.get("VEHICLE_UPDATES_TABLE") or d.updates_table,
+            registry_table=env.get("VEHICLE_REGISTRY_TABLE") or d.registry_table,
+            rollbacks_table=env.get("ROLLBACKS_TABLE") or d.rollbacks_table,
+            firmware_table=env.get("FIRMWARE_TABLE") or d.firmware_table,
+            firmware_bucket=env.get("FIRMWARE_BUCKET") or d.firmware_bucket,
+            ota_dlq_queue=env.get("OTA_DLQ_QUEUE") or d.ota_dlq_queue,
+            event_bus=env.get("EVENT_BUS", d.event_bus),
+            signer=env.get("OTA_SIGNER") or d.signer,
+            signing_key=env.get("OTA_SIGNING_KEY") or d.signing_key,
+            signing_key_id=env.get("OTA_SIGNING_KEY_ID") or None,
+            mqtt_url=env.get("OTA_MQTT_URL") or None,
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        )
+        if config.signer not in ("kms", "software"):
+            raise ConfigurationError(f"OTA_SIGNER must be kms or software, not {config.signer!r}")
+        if config.mqtt_url is not None and urlparse(config.mqtt_url).scheme != "mqtt":
+            raise ConfigurationError(
+                f"OTA_MQTT_URL must look like mqtt://host:port, not {config.mqtt_url!r}"
+            )
+        return config
+
+
+@dataclass(frozen=True)
+class OtaServices:
+    deps: CampaignServiceDeps
+    campaigns: CampaignService
+    status: StatusService
+    devices: DeviceService
+    stats: StatsService
+    close: Callable[[], None]
+
+
+def _signer(config: OtaConfig, session: boto3.Session) -> Signer:
+    if config.signer == "software":
+        pem = Path(config.signing_key).read_bytes()
+        return SoftwareSigner.from_pem(pem, key_id=config.signing_key_id, on_failure=signing_failed)
+    kms: Any = session.client(
+        "kms", config=aws_client_config(local=config.endpoint_url is not None)
+    )
+    return KmsSigner(
+        kms, config.signing_key, key_id=config.signing_key_id, on_failure=signing_failed
+    )
+
+
+def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, Callable[[], None]]:
+    sqs: Any = session.client(
+        "sqs", config=aws_client_config(local=config.endpoint_url is not None)
+    )
+    queue_url = sqs.get_queue_url(QueueName=config.ota_dlq_queue)["QueueUrl"]
+    dead_letters = SqsDeadLetterStore(OTA_DLQ_NAME, sqs, queue_url)
+    if config.mqtt_url is None:
+        return IotDataSink(session.client("iot-data"), dead_letters), lambda: None
+    # The local stack: handlers run inside the gateway process and publish
+    # over its broker (imported here only: the Lambda form has no gateway).
+    from v2c.gateway.connection import MqttEndpoint
+    from v2c.gateway.ota_sink import MqttNotificationSink
+    from v2c.gateway.publisher import OutboundPublisher
+
+    url = urlparse(config.mqtt_url)
+    endpoint = MqttEndpoint(host=url.hostname or "127.0.0.1", port=url.port or 1883)
+    publisher = OutboundPublisher(endpoint, f"v2c-ota-{os.getpid()}", dead_letters)
+    publisher.start()
+    return MqttNotificationSink(publisher), publisher.stop
+
+
+def build_services(
+    config: OtaConfig,
+    session: boto3.Session | None = None,
+    *,
+    sink: NotificationSink | None = None,
+    signer: Signer | None = None,
+) -> OtaServices:
+    session = session or boto3.Session()
+    local = config.endpoint_url is not None
+    ddb: Any = session.client("dynamodb", config=DYNAMODB_CLIENT_CONFIG)
+    s3: Any = session.client("s3", config=aws_client_config(local=local))
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    if sink is None:
+        sink, close = _sink(config, session)
+    packages = FirmwareCatalog(ddb, s3, config.firmware_table, config.firmware_bucket)
+    events_client: Any = session.client("events", config=aws_client_config(local=local))
+    deps = CampaignServiceDeps(
+        campaigns=CampaignRepository(ddb, config.campaigns_table),
+        updates=UpdateRepository(ddb, config.updates_table),
+        plans=PlanStore(s3, config.firmware_bucket),
+        fleet=FleetRegistry(ddb, config.registry_table),
+        packages=packages,
+        signer=signer or _signer(config, session),
+        notifier=Notifier(sink, packages),
+        events=EventBridgePublisher(events_client, config.event_bus),
+        alerts=PrometheusAlerts(),
+        rollbacks=RollbackLog(ddb, config.rollbacks_table),
+    )
+    campaigns = CampaignService(deps)
+    return OtaServices(
+        deps,
+        campaigns,
+        StatusService(deps, campaigns),
+        DeviceService(deps, campaigns),
+        StatsService(deps.campaigns, deps.updates),
+        close,
+    )
+
+
+_LOCK = threading.Lock()
+_DEFAULT: OtaServices | None = None
+
+
+def default_services() -> OtaServices:
+    """Built on first use and kept for the life of the Lambda container."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = build_services(OtaConfig.from_env())
+        return _DEFAULT
+
+
+def set_default_services(services: OtaServices | None) -> None:
+    global _DEFAULT
+    with _LOCK:
+        _DEFAULT = services
