@@ -73,6 +73,14 @@ class ChecksumMismatch(CodecError):
     reason = "checksum_mismatch"
 
 
+class FirmwareChecksumMismatch(ChecksumMismatch):
+    """An uploaded firmware package does not hash to the checksum its uploader
+    gave. The request was well formed, so the API answers 422 (PRD), whereas a
+    corrupt MQTT payload stays a 400-class `ChecksumMismatch`."""
+
+    http_status = 422
+
+
 class UnsupportedCompression(CodecError):
     reason = "unsupported_compression"
 
@@ -165,6 +173,13 @@ class NotFound(V2CError):
 class Conflict(V2CError):
     reason = "conflict"
     http_status = 409
+
+
+class Unbootable(V2CError):
+    """A simulated vehicle found no slot that boots (both A/B slots broken):
+    the spec's "boot to recovery mode", which needs a workshop."""
+
+    reason = "unbootable"
 
 
 class ConfigurationError(V2CError):
