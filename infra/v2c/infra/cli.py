@@ -55,6 +55,11 @@ def _register() -> None:
     from v2c.infra.commands import stack
 
     app.add_typer(stack.app, name="stack")
+    from v2c.infra.commands import campaign
+
+    app.add_typer(campaign.app, name="campaign")
+    app.add_typer(campaign.device_app, name="device")
+    app.command(name="stats")(campaign.stats)
 
 
 _register()

@@ -189,6 +189,8 @@ _SESSIONS: dict[AwsSettings, boto3.Session] = {}
 
 class ApiSettings(_Model):
     url: str
+    # The file holding the stack's API key (0600, never the key itself here).
+    key_file: Path | None = None
 
 
 class GatewaySettings(_Model):

@@ -104,6 +104,75 @@ def _error_action(rule: Rule, names: ResourceNames) -> dict[str, Any]:
     }
 
 
+# What every v2c function may touch: its tables, the firmware bucket (plans,
+# presigned URLs), the DLQs, the signing key (sign only), the event bus and
+# the IoT data plane (notifications).
+FUNCTION_POLICIES: list[Any] = [
+    "AWSLambdaBasicExecutionRole",
+    "AmazonDynamoDBFullAccess",
+    {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:ListBucket",
+                    "s3:AbortMultipartUpload",
+                    "sqs:SendMessage",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes",
+                    "kms:Sign",
+                    "kms:GetPublicKey",
+                    "kms:DescribeKey",
+                    "events:PutEvents",
+                    "iot:Publish",
+                ],
+                "Resource": "*",
+            }
+        ]
+    },
+]
+
+
+def _scheduled_and_api_functions() -> dict[str, Any]:
+    """The functions no topic rule invokes: the fleet-manager API behind API
+    Gateway, and the OTA monitor on a one-minute schedule."""
+    return {
+        "OtaApiFunction": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "Handler": "v2c.handlers.ota_api.lambda_handler",
+                "Timeout": 29,  # API Gateway's integration limit
+                "Policies": FUNCTION_POLICIES,
+                "Events": {
+                    "Api": {
+                        "Type": "Api",
+                        "Properties": {"Path": "/{proxy+}", "Method": "ANY"},
+                    }
+                },
+            },
+        },
+        "OtaMonitorFunction": {
+            "Type": "AWS::Serverless::Function",
+            "Properties": {
+                "Handler": "v2c.handlers.ota_monitor.lambda_handler",
+                "Timeout": 60,
+                "Policies": FUNCTION_POLICIES,
+                "Events": {
+                    "EveryMinute": {
+                        "Type": "Schedule",
+                        "Properties": {"Schedule": "rate(1 minute)"},
+                    }
+                },
+            },
+        },
+    }
+
+
 def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) -> dict[str, Any]:
     names = names or ResourceNames()
     env = {
@@ -116,7 +185,9 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
         "FIRMWARE_BUCKET": names.firmware_bucket,
         "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
         "OTA_DLQ_QUEUE": names.ota_dlq_queue,
-        "SIGNING_KEY_ALIAS": names.signing_key_alias,
+        "ROLLBACKS_TABLE": names.rollbacks_table,
+        "OTA_SIGNER": "kms",
+        "OTA_SIGNING_KEY": names.signing_key_alias,
         "EVENT_BUS": names.event_bus,
         "POWERTOOLS_SERVICE_NAME": "v2c",
     }
@@ -215,7 +286,7 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
                 "Properties": {
                     "Handler": lambda_handler_path(rule),
                     "Timeout": int(rule.timeout_s),
-                    "Policies": ["AWSLambdaBasicExecutionRole", "AmazonDynamoDBFullAccess"],
+                    "Policies": FUNCTION_POLICIES,
                 },
             }
         target = handlers_seen[rule.handler]
@@ -239,6 +310,7 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
                 "Principal": "iot.amazonaws.com",
             },
         }
+    resources.update(_scheduled_and_api_functions())
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 import boto3
 
 from v2c.contract.errors import ConfigurationError
+from v2c.handlers.dlq.record import DeadLetterRecord
 from v2c.handlers.dlq.store import SqsDeadLetterStore
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
@@ -41,6 +42,7 @@ from v2c.handlers.ota.campaigns.rollback_log import RollbackLog
 from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.devices import DeviceService
 from v2c.handlers.ota.events import EventBridgePublisher
+from v2c.handlers.ota.firmware.service import FirmwareService
 from v2c.handlers.ota.firmware_catalog import FirmwareCatalog
 from v2c.handlers.ota.fleet import FleetRegistry
 from v2c.handlers.ota.iot_sink import IotDataSink
@@ -108,6 +110,7 @@ class OtaServices:
     status: StatusService
     devices: DeviceService
     stats: StatsService
+    firmware: FirmwareService
     close: Callable[[], None]
 
 
@@ -123,12 +126,50 @@ def _signer(config: OtaConfig, session: boto3.Session) -> Signer:
     )
 
 
+class LazySqsDeadLetters:
+    """The OTA DLQ, its queue URL looked up on first use: building the
+    services (a Lambda cold start, the API's OpenAPI generation, a unit test)
+    must not need SQS to answer."""
+
+    name = OTA_DLQ_NAME
+
+    def __init__(self, client: Any, queue: str) -> None:
+        self._client = client
+        self._queue = queue
+        self._store: SqsDeadLetterStore | None = None
+        self._lock = threading.Lock()
+
+    def _real(self) -> SqsDeadLetterStore:
+        with self._lock:
+            if self._store is None:
+                url = self._client.get_queue_url(QueueName=self._queue)["QueueUrl"]
+                self._store = SqsDeadLetterStore(OTA_DLQ_NAME, self._client, url)
+            return self._store
+
+    def put(self, record: DeadLetterRecord) -> None:
+        self._real().put(record)
+
+    def list(self) -> Iterator[DeadLetterRecord]:
+        return self._real().list()
+
+    def get(self, record_id: str) -> DeadLetterRecord:
+        return self._real().get(record_id)
+
+    def delete(self, record_id: str) -> None:
+        self._real().delete(record_id)
+
+    def replace(self, record: DeadLetterRecord) -> None:
+        self._real().replace(record)
+
+    def depth(self) -> int:
+        return self._real().depth()
+
+
 def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, Callable[[], None]]:
     sqs: Any = session.client(
         "sqs", config=aws_client_config(local=config.endpoint_url is not None)
     )
-    queue_url = sqs.get_queue_url(QueueName=config.ota_dlq_queue)["QueueUrl"]
-    dead_letters = SqsDeadLetterStore(OTA_DLQ_NAME, sqs, queue_url)
+    dead_letters = LazySqsDeadLetters(sqs, config.ota_dlq_queue)
     if config.mqtt_url is None:
         return IotDataSink(session.client("iot-data"), dead_letters), lambda: None
     # The local stack: handlers run inside the gateway process and publish
@@ -173,12 +214,21 @@ def build_services(
         rollbacks=RollbackLog(ddb, config.rollbacks_table),
     )
     campaigns = CampaignService(deps)
+    firmware = FirmwareService.from_clients(
+        ddb,
+        s3,
+        table=config.firmware_table,
+        bucket=config.firmware_bucket,
+        usage=deps.campaigns,
+        events=deps.events,
+    )
     return OtaServices(
         deps,
         campaigns,
         StatusService(deps, campaigns),
         DeviceService(deps, campaigns),
         StatsService(deps.campaigns, deps.updates),
+        firmware,
         close,
     )
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from v2c.contract.errors import Conflict, InvalidField, NotFound, V2CError
 from v2c.contract.topics import validate_vin
+from v2c.handlers.api.models import RequestModel
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.record import Release
 from v2c.handlers.ota.campaigns.release import manifest_for, release_id, sign_release
@@ -40,22 +41,25 @@ from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 MAX_BULK: Final = 100
 
 
-class DeviceUpdateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+VehicleIdText = Annotated[str, Field(pattern=r"^VIN-[A-HJ-NPR-Z0-9]{17}$")]
+
+
+class DeviceUpdateRequest(RequestModel):
+    model_config = ConfigDict(frozen=True)
 
     firmware_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    priority: Priority = Priority.NORMAL
+    priority: Priority = Field(default=Priority.NORMAL, strict=False)
     force: bool = False  # BR-OTA-026: also when the vehicle runs this version or newer
     min_battery_level: int = Field(default=30, ge=0, le=100)
     can_install_while_driving: bool = False
 
 
 class BulkUpdateRequest(DeviceUpdateRequest):
-    device_ids: tuple[str, ...] = Field(min_length=1, max_length=MAX_BULK)
+    device_ids: list[VehicleIdText] = Field(min_length=1, max_length=MAX_BULK)
 
     @field_validator("device_ids")
     @classmethod
-    def _vins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _vins(cls, value: list[str]) -> list[str]:
         for vehicle_id in value:
             validate_vin(vehicle_id)
         if len(set(value)) != len(value):
@@ -63,10 +67,11 @@ class BulkUpdateRequest(DeviceUpdateRequest):
         return value
 
 
-class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RollbackRequest(RequestModel):
+    model_config = ConfigDict(frozen=True)
 
-    version: str | None = None  # default: the version before the last update
+    # default: the version before the last completed update
+    version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
     reason: str = Field(default="manual rollback", min_length=1, max_length=500)
 
 
@@ -171,7 +176,7 @@ class DeviceService:
     def bulk_update(self, body: object) -> list[BulkResult]:
         request = validate(BulkUpdateRequest, body, subject="bulk update")
         package = self._package(request.firmware_id)
-        release = self._sign(package, self._spec(request, package, request.device_ids))  # once
+        release = self._sign(package, self._spec(request, package, tuple(request.device_ids)))
         results: list[BulkResult] = []
         for vehicle_id in request.device_ids:
             try:

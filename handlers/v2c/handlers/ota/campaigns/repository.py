@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import Conflict, InvalidField, NotFound
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
+from v2c.contract.errors import Conflict, NotFound
+from v2c.handlers.ota.campaigns.lifecycle import ACTIVE, CampaignStatus
 from v2c.handlers.ota.campaigns.record import Campaign, counter_attr
 from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
 from v2c.handlers.ota.domain.counters import Counter
@@ -82,6 +83,34 @@ class CampaignRepository:
                 yield from page
                 if start is None:
                     break
+
+    def active_campaigns_using(self, firmware_id: str) -> builtins.list[str]:
+        """Campaigns not yet finished that deploy `firmware_id` (the firmware
+        registry refuses to deprecate, recall or delete under them)."""
+        found: builtins.list[str] = []
+        for status in sorted(ACTIVE):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": "by-status",
+                "KeyConditionExpression": "#s = :s",
+                "FilterExpression": "firmware_id = :f",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {
+                    ":s": {"S": status.value},
+                    ":f": {"S": firmware_id},
+                },
+                "ProjectionExpression": "campaign_id",
+            }
+            while True:
+                try:
+                    answer: Any = self._ddb.query(**kwargs)
+                except (BotoCoreError, ClientError) as exc:
+                    raise transient("finding campaigns using a firmware", exc) from exc
+                found.extend(str(i["campaign_id"]["S"]) for i in answer.get("Items", []))
+                if not answer.get("LastEvaluatedKey"):
+                    break
+                kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return sorted(found)
 
     # -- writes ------------------------------------------------------------
 
@@ -247,10 +276,12 @@ def _encode_start(key: Mapping[str, Any]) -> str:
 
 
 def _decode_start(token: str) -> dict[str, Any]:
+    """The key a cursor names. An unreadable cursor names no page: 404 (its
+    format is opaque, so no schema can call it malformed)."""
     try:
         plain = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidField("cursor", "is not a cursor this API returned") from exc
+        raise NotFound("the cursor names no page of this list") from exc
     if not isinstance(plain, dict) or not all(isinstance(v, str | int) for v in plain.values()):
-        raise InvalidField("cursor", "is not a cursor this API returned")
+        raise NotFound("the cursor names no page of this list")
     return to_item(plain)
