@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from gateway_support import publish_all, vehicle_client, wait_until
 
 from v2c.gateway.connection import MqttEndpoint
@@ -98,11 +100,11 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         # Given a ready stack
         settings = wait_ready(directory, up, log)
         output = log.read_text()
-        for component in ("mosquitto mTLS", "mosquitto plain", "moto (AWS)", "gateway"):
+        for component in ("mosquitto mTLS", "mosquitto plain", "moto (AWS)", "gateway", "API"):
             assert component in output
         assert str(directory / "stack.json") in output
         assert f"v2c pki issue --vin {VIN} --stack {directory}" in output
-        assert set(settings.processes) == {"stack", "mosquitto", "moto", "gateway"}
+        assert set(settings.processes) == {"stack", "mosquitto", "moto", "gateway", "api"}
         assert settings.processes["stack"] == up.pid
         assert v2c("stack", "status", "--dir", str(directory)).returncode == 0
         assert open_files_limit(settings.processes["mosquitto"]) >= 10_240  # 10,000 vehicles
@@ -140,6 +142,19 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         wait_until(lambda: metric(metrics, routed) is not None, what=routed)
         # and its telemetry handlers, configured from the stack, stored the sample in its moto
         wait_until(lambda: stored_samples(settings, VIN) == 1, what="the stored sample")
+
+        # And the fleet-manager API answers on loopback: public health, 401 without
+        # the stack's key, and the campaigns list with it
+        assert settings.api is not None
+        assert settings.api.key_file is not None
+        assert stat.S_IMODE(settings.api.key_file.stat().st_mode) == 0o600
+        api_key = settings.api.key_file.read_text().strip()
+        assert requests.get(f"{settings.api.url}/health", timeout=5).status_code == 200
+        campaigns = f"{settings.api.url}/api/v1/ota/campaigns"
+        assert requests.get(campaigns, timeout=5).status_code == 401
+        listed = requests.get(campaigns, headers={"X-API-Key": api_key}, timeout=10)
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["items"] == []
 
         # When SIGTERM arrives
         up.send_signal(signal.SIGTERM)

@@ -55,7 +55,9 @@ def _register() -> None:
     from v2c.infra.commands import stack
 
     app.add_typer(stack.app, name="stack")
-    from v2c.infra.commands import campaign
+    from v2c.infra.commands import api, campaign
+
+    app.add_typer(api.app, name="api")
 
     app.add_typer(campaign.app, name="campaign")
     app.add_typer(campaign.device_app, name="device")

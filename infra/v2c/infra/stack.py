@@ -50,6 +50,7 @@ from v2c.infra.resources import ResourceNames, ensure_resources
 from v2c.infra.settings import (
     DEFAULT_STACK_DIR,
     STACK_FILE,
+    ApiSettings,
     AwsSettings,
     GatewaySettings,
     MqttSettings,
@@ -57,10 +58,12 @@ from v2c.infra.settings import (
     write_settings,
 )
 from v2c.infra.stack_control import (
+    API,
     BROKER,
     GATEWAY,
     MOTO,
     STACK,
+    api_healthy,
     gateway_connected,
     process_markers,
     running_stack_pids,
@@ -73,6 +76,7 @@ from v2c.infra.stack_layout import (
 )
 
 GATEWAY_CLIENT_ID: Final = "v2c-gateway-1"
+API_KEY_FILE: Final = "api.key"
 
 
 class StackError(TransientError):
@@ -151,6 +155,7 @@ class LocalStack:
         self._broker: MosquittoBroker | None = None
         self._moto: MotoServer | None = None
         self._gateway: subprocess.Popen[bytes] | None = None
+        self._api: subprocess.Popen[bytes] | None = None
         self._settings: StackSettings | None = None
         self._finalizer: weakref.finalize[[list[tuple[int, bytes]]], LocalStack] | None = None
 
@@ -215,6 +220,7 @@ class LocalStack:
         )
         if self._with_gateway:
             settings = self._start_gateway(settings)
+            settings = self._start_api(settings)
         return settings
 
     def _start_broker(self, pki: PkiPaths, remembered: dict[str, object]) -> MosquittoBroker:
@@ -292,6 +298,48 @@ class LocalStack:
             }
         )
 
+    def _start_api(self, settings: StackSettings) -> StackSettings:
+        """The fleet-manager API (and the campaign monitor) on loopback."""
+        write_settings(settings, self.layout.run)
+        key_file = self.layout.run / API_KEY_FILE
+        ready_file = self.layout.run / "api.url"
+        ready_file.unlink(missing_ok=True)
+        port = _reusable(_read_ports(self.layout).get("api"))
+        command = [
+            *_v2c_command(),
+            "api", "serve",
+            "--stack", str(self.layout.run),
+            "--port", str(port),
+            "--key-file", str(key_file),
+            "--ready-file", str(ready_file),
+        ]  # fmt: skip
+        log_path = self.layout.logs / "api.log"
+        with log_path.open("ab") as log:
+            self._api = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._track()
+
+        def ready() -> bool:
+            return ready_file.exists() and api_healthy(ready_file.read_text().strip())
+
+        self._wait(ready, what=f"the API (log {log_path})", process=self._api, log=log_path)
+        url = ready_file.read_text().strip()
+        ports = _read_ports(self.layout)
+        self.layout.ports_file.write_text(
+            json.dumps({**ports, "api": int(url.rsplit(":", 1)[1])}) + "\n"
+        )
+        return settings.model_copy(
+            update={
+                "api": ApiSettings(url=url, key_file=key_file.absolute()),
+                "processes": {**settings.processes, API: self._api.pid},
+            }
+        )
+
     def _wait(
         self,
         ready: Callable[[], bool],
@@ -321,6 +369,8 @@ class LocalStack:
 
     def _pids(self) -> dict[str, int]:
         pids: dict[str, int] = {}
+        if self._api is not None:
+            pids[API] = self._api.pid
         if self._gateway is not None:
             pids[GATEWAY] = self._gateway.pid
         with contextlib.suppress(MotoServerError):
@@ -333,6 +383,8 @@ class LocalStack:
     def exited(self) -> list[str]:
         """Components whose process has ended although the stack was not stopped."""
         gone = []
+        if self._api is not None and self._api.poll() is not None:
+            gone.append(API)
         if self._gateway is not None and self._gateway.poll() is not None:
             gone.append(GATEWAY)
         with contextlib.suppress(MotoServerError):
@@ -343,7 +395,16 @@ class LocalStack:
         return gone
 
     def stop(self) -> None:
-        """Gateway (drains), then moto, then the broker; idempotent, no process left behind."""
+        """API, gateway (drains), then moto, then the broker; idempotent, no process left behind."""
+        api, self._api = self._api, None
+        if api is not None:
+            if api.poll() is None:
+                api.send_signal(signal.SIGTERM)
+            try:
+                api.wait(15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
         gateway, self._gateway = self._gateway, None
         if gateway is not None:
             if gateway.poll() is None:

@@ -25,8 +25,9 @@ CONNECTED_LINE: Final = "v2c_gateway_connected 1.0"
 MOTO_MARKER: Final = b"v2c.infra.moto_server"
 GATEWAY_MARKER: Final = b"gateway\x00run"
 STACK_MARKER: Final = b"stack\x00up"
+API_MARKER: Final = b"api\x00serve"
 # stack.json `processes` keys.
-STACK, BROKER, MOTO, GATEWAY = "stack", "mosquitto", "moto", "gateway"
+STACK, BROKER, MOTO, GATEWAY, API = "stack", "mosquitto", "moto", "gateway", "api"
 
 
 def gateway_connected(metrics_url: str, timeout: float = 1.0) -> bool:
@@ -58,6 +59,7 @@ def process_markers(layout: StackLayout) -> dict[str, bytes]:
         BROKER: layout.broker_marker,
         MOTO: MOTO_MARKER,
         GATEWAY: GATEWAY_MARKER,
+        API: API_MARKER,
     }
 
 
@@ -114,7 +116,22 @@ def component_statuses(settings: StackSettings, layout: StackLayout) -> list[Com
         if pid is not None and processes.is_ours(pid, GATEWAY_MARKER):
             state = "connected" if gateway_connected(url) else "disconnected"
         rows.append(ComponentStatus("gateway", pid, url, state))
+    if settings.api is not None:
+        pid, url = pids.get(API), settings.api.url
+        state = "stopped"
+        if pid is not None and processes.is_ours(pid, API_MARKER):
+            state = "running" if api_healthy(url) else "not listening"
+        rows.append(ComponentStatus("API", pid, url, state))
     return rows
+
+
+def api_healthy(base_url: str) -> bool:
+    """`GET /health` answers 200 (public: no key needed)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/health", timeout=2) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def stop_described(layout: StackLayout, timeout: float = 60.0) -> dict[str, str]:
@@ -130,7 +147,7 @@ def stop_described(layout: StackLayout, timeout: float = 60.0) -> dict[str, str]
     owner = running.pop(STACK, None)
     if owner is not None and owner != os.getpid():
         processes.terminate(owner, STACK_MARKER, timeout)
-    for name in (GATEWAY, MOTO, BROKER):
+    for name in (API, GATEWAY, MOTO, BROKER):
         pid = running.get(name)
         if pid is not None:
             processes.terminate(pid, markers[name], timeout / 3)
