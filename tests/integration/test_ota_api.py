@@ -109,7 +109,7 @@ def test_invalid_campaign_answers_400_with_every_field(api_server: ApiHttpServer
 
 
 def test_campaign_lifecycle_over_http(
-    api_server: ApiHttpServer, firmware_id: str, ota: OtaServices
+    api_server: ApiHttpServer, firmware_id: str, sink: RecordingSink
 ) -> None:
     spec = {
         "name": "spring",
@@ -123,13 +123,16 @@ def test_campaign_lifecycle_over_http(
     assert created.status_code == 201, created.text
     campaign = created.json()
     campaign_id = campaign["campaign_id"]
-    assert campaign["created"] is True and campaign["target_count"] == 12
+    assert campaign["created"] is True
+    assert campaign["target_count"] == 12
     assert campaign["created_by"]  # the authenticated principal
     again = _post(api_server, "/campaigns", spec, **{"Idempotency-Key": "spring-1"})
-    assert again.json()["campaign_id"] == campaign_id and again.json()["created"] is False
+    assert again.json()["campaign_id"] == campaign_id
+    assert again.json()["created"] is False
 
     refused = _post(api_server, f"/campaigns/{campaign_id}/start")
-    assert refused.status_code == 409 and "approval" in refused.json()["detail"]
+    assert refused.status_code == 409
+    assert "approval" in refused.json()["detail"]
     approved = _post(api_server, f"/campaigns/{campaign_id}/approve", {"approved_by": "alice"})
     assert approved.json()["approved_by"] == "alice"
     started = _post(api_server, f"/campaigns/{campaign_id}/start").json()
@@ -147,7 +150,8 @@ def test_campaign_lifecycle_over_http(
     assert stats["counters"]["total"] == 12
     cancelled = _post(api_server, f"/campaigns/{campaign_id}/cancel").json()
     assert cancelled["status"] == "cancelled"
-    assert cancelled["counters"]["cancelled"] == 12 and cancelled["counters"]["total"] == 12
+    assert cancelled["counters"]["cancelled"] == 12
+    assert cancelled["counters"]["total"] == 12
     assert _get(api_server, f"/campaigns/{'0' * 32}").status_code == 404
 
 
