@@ -116,12 +116,15 @@ class UpdateRepository:
     ) -> None:
         """Write `after` if the stored record still has `before`'s machine state."""
         item = after.to_item()
+        previous = before.to_item()
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         sets: list[str] = []
         for number, (attr, value) in enumerate(item.items()):
             if attr in ("vehicle_id", "update_id") or value is None:
                 continue
+            if attr in previous and previous[attr] == value and attr not in MACHINE_FIELDS:
+                continue  # unchanged: a smaller expression, the same item
             names[f"#n{number}"] = attr
             values[f":v{number}"] = to_value(value)
             sets.append(f"#n{number} = :v{number}")
