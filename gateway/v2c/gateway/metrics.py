@@ -1,16 +1,24 @@
-"""Prometheus metrics of the gateway. Each gateway owns its registry, so two
-gateways in one test process do not collide; `serve()` exposes it over HTTP."""
+"""Prometheus metrics of the gateway; `serve()` exposes its registry over HTTP.
+
+By default each gateway owns a registry, so two gateways in one test process
+do not collide. `v2c gateway run` passes prometheus_client's default REGISTRY
+instead, the one the handlers it runs count into (`v2c_telemetry_*`), so its
+endpoint serves both. The DLQ counter is the registry's one
+`v2c_dlq_messages_total` (`v2c.handlers.dlq.metrics`), shared with the
+handlers' own dead letters rather than a second family of the same name."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from v2c.handlers.dlq.metrics import dlq_messages
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.received = Counter(
             "v2c_gateway_messages_received", "Messages received per rule", ["rule"], registry=r
@@ -34,12 +42,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.dlq_messages = Counter(
-            "v2c_dlq_messages",
-            "Records written to a dead-letter queue",
-            ["queue", "reason"],
-            registry=r,
-        )
+        self.dlq_messages = dlq_messages(r)
         self.dlq_write_failures = Counter(
             "v2c_dlq_write_failures", "Failed attempts to write a DLQ record", ["queue"], registry=r
         )

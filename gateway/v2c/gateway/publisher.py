@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from v2c.contract.errors import TransientError
 from v2c.gateway.connection import MqttEndpoint
 from v2c.gateway.metrics import GatewayMetrics
+from v2c.handlers.dlq.metrics import topic_region
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
@@ -209,7 +210,12 @@ class OutboundPublisher:
             now_ms=int(time.time() * 1000),
         )
         self._dead_letters.put(record)
-        self._metrics.dlq_messages.labels(self._dead_letters.name, record.reason).inc()
+        self._metrics.dlq_messages.labels(
+            queue=self._dead_letters.name,
+            region=topic_region(topic),
+            message_type=source,
+            reason=record.reason,
+        ).inc()
         logger.warning(
             "publish failed; dead-lettered",
             extra={"topic": topic, "record_id": record.record_id, "error": str(exc)},

@@ -36,6 +36,7 @@ from v2c.gateway.event import LambdaContext, build_event, properties_to_json
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
 from v2c.gateway.workers import HandlerPool
+from v2c.handlers.dlq.metrics import topic_region
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
@@ -283,7 +284,12 @@ class Gateway:
                 except TransientError:
                     self.metrics.dlq_write_failures.labels(rule.dlq).inc()
                     raise
-        self.metrics.dlq_messages.labels(rule.dlq, record.reason).inc()
+        self.metrics.dlq_messages.labels(
+            queue=rule.dlq,
+            region=topic_region(topic),
+            message_type=rule.name,
+            reason=record.reason,
+        ).inc()
 
 
 @dataclass(frozen=True, slots=True)

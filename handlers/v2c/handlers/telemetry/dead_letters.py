@@ -118,7 +118,9 @@ class TelemetryDeadLetters:
 
     def _put(self, record: DeadLetterRecord, region: str, message_type: str) -> None:
         self._store.put(record)
-        self._metrics.dlq_messages.labels(region, message_type, record.reason).inc()
+        self._metrics.dlq_messages.labels(
+            queue=record.queue, region=region, message_type=message_type, reason=record.reason
+        ).inc()
 
 
 def _field(error: V2CError) -> JsonDict:

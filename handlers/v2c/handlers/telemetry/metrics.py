@@ -4,6 +4,9 @@ They live in prometheus_client's default REGISTRY unless a registry is
 injected (tests pass their own, so counters start at zero and two services in
 one process do not collide). The default instance is created once per
 process by `default_metrics()`: registering the same names twice raises.
+`v2c gateway run` keeps its own metrics in that REGISTRY too and serves it,
+so one endpoint shows both; `v2c_dlq_messages_total` is one counter for the
+gateway's and the handlers' dead letters (`v2c.handlers.dlq.metrics`).
 
 The Lambda form also emits CloudWatch EMF through Powertools, from the
 per-invocation `IngestReport` (see `v2c.handlers.telemetry_ingest`).
@@ -14,6 +17,8 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from v2c.handlers.dlq.metrics import dlq_messages
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
@@ -73,12 +78,8 @@ class TelemetryMetrics:
             ["region", "reason"],
             registry=r,
         )
-        self.dlq_messages = Counter(
-            "v2c_dlq_messages",
-            "Dead-letter records the telemetry handlers wrote",
-            ["region", "message_type", "reason"],
-            registry=r,
-        )
+        # Shared with the gateway's dead letters (one counter per registry).
+        self.dlq_messages = dlq_messages(r)
         self.enrichment_failures = Counter(
             "v2c_telemetry_enrichment_failures",
             "Registry lookups that failed (records stored without make/model/year)",

@@ -7,6 +7,11 @@ Each publisher keeps its own window of unacknowledged messages released on
 PUBACK (never a backlog inside paho, FIELD_NOTES) and stamps every payload
 with `time.monotonic_ns()`, which on Linux is one clock for all processes, so
 a receiver in another process can compute publish→receive latency.
+
+A publisher can also send fixed messages (`payloads`: real `Telemetry`
+samples or batch envelopes, which cannot carry a stamp) and report the
+moment it handed each one to paho instead (`record_times`), for a receiver
+that joins on its own identity of a message.
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ def read_stamp(payload: bytes) -> int:
 
 @dataclass(frozen=True)
 class PublisherSpec:
-    """One publisher process; `rate=None` publishes as fast as the window allows."""
+    """One publisher process; `rate=None` publishes as fast as the window allows.
+
+    With `payloads`, it sends those (topic, payload) pairs in order instead of
+    `messages` stamped payloads on `topic`; `messages` must equal their count.
+    """
 
     name: str
     host: str
@@ -65,12 +74,16 @@ class PublisherSpec:
     payload_bytes: int = 250
     window: int = 64
     rate: float | None = None
+    payloads: tuple[tuple[str, bytes], ...] = ()
+    record_times: bool = False
 
     def __post_init__(self) -> None:
         if self.payload_bytes < MIN_PAYLOAD_BYTES:
             raise ValueError(f"payload_bytes must be at least {MIN_PAYLOAD_BYTES}")
         if self.window < 1 or self.messages < 0:
             raise ValueError("window must be >= 1 and messages >= 0")
+        if self.payloads and len(self.payloads) != self.messages:
+            raise ValueError("messages must equal the number of fixed payloads")
 
 
 class _Window:
@@ -118,8 +131,11 @@ def _connect(spec: PublisherSpec, window: _Window) -> mqtt.Client:
     return client
 
 
-def _publish(spec: PublisherSpec, client: mqtt.Client, window: _Window) -> None:
+def _publish(spec: PublisherSpec, client: mqtt.Client, window: _Window) -> tuple[float, list[int]]:
+    """Publish everything; (the schedule's start, `time.monotonic()`, and the
+    publish times in monotonic ns when `record_times`)."""
     padding = os.urandom(spec.payload_bytes - MIN_PAYLOAD_BYTES)
+    times: list[int] = []
     started = time.monotonic()
     interval = 1.0 / spec.rate if spec.rate else 0.0
     for sequence in range(spec.messages):
@@ -128,8 +144,15 @@ def _publish(spec: PublisherSpec, client: mqtt.Client, window: _Window) -> None:
             if delay > 0:
                 time.sleep(delay)
         window.acquire()
-        client.publish(spec.topic, stamp_payload(sequence, padding), qos=spec.qos)
+        if spec.payloads:
+            topic, payload = spec.payloads[sequence]
+        else:
+            topic, payload = spec.topic, stamp_payload(sequence, padding)
+        if spec.record_times:
+            times.append(time.monotonic_ns())
+        client.publish(topic, payload, qos=spec.qos)
     window.drain()
+    return started, times
 
 
 def publisher_main(spec: PublisherSpec, go: Event, out: Queue[Any]) -> None:
@@ -146,7 +169,7 @@ def publisher_main(spec: PublisherSpec, go: Event, out: Queue[Any]) -> None:
             if not go.wait(120):
                 raise TimeoutError("never told to start")
             cpu0, t0 = time.process_time(), time.monotonic()
-            _publish(spec, client, window)
+            scheduled_from, publish_ns = _publish(spec, client, window)
             cpu1, t1 = time.process_time(), time.monotonic()
         finally:
             client.disconnect()
@@ -162,6 +185,8 @@ def publisher_main(spec: PublisherSpec, go: Event, out: Queue[Any]) -> None:
                     "cpu_s": cpu1 - cpu0,
                     "refused": window.refused,
                     "no_subscribers": window.no_subscribers,
+                    "scheduled_from": scheduled_from,
+                    "publish_ns": publish_ns,
                 },
             )
         )

@@ -24,13 +24,16 @@ import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import gmqtt
 from prometheus_client import CollectorRegistry, Histogram
 
 from v2c.infra.bench.common import BenchError, JsonDict, histogram_summary_ms
 from v2c.infra.bench.load import read_stamp
+
+if TYPE_CHECKING:
+    from v2c.gateway.metrics import GatewayMetrics
 
 NOOP_HANDLER: Final = "v2c.handlers.noop:lambda_handler"
 STAMP_HANDLER: Final = f"{__name__}:stamp_handler"
@@ -72,7 +75,7 @@ class SinkSpec:
         return f"$share/{self.share_group}/{topic_filter}"
 
 
-def _run(out: Queue[Any], sink: Callable[[], Coroutine[Any, Any, JsonDict]]) -> None:
+def run_sink(out: Queue[Any], sink: Callable[[], Coroutine[Any, Any, JsonDict]]) -> None:
     # stdout belongs to the bench's JSON document: anything a child prints
     # (the gateway logs JSON lines) goes to stderr instead.
     os.dup2(2, 1)
@@ -83,7 +86,7 @@ def _run(out: Queue[Any], sink: Callable[[], Coroutine[Any, Any, JsonDict]]) -> 
         raise
 
 
-async def _prove_subscribed(spec: SinkSpec, seen: Callable[[], bool]) -> None:
+async def prove_subscribed(spec: SinkSpec, seen: Callable[[], bool]) -> None:
     client: Any = gmqtt.Client(f"bench-probe-{os.getpid()}")
     await client.connect(spec.host, spec.port, keepalive=60)
     try:
@@ -98,7 +101,7 @@ async def _prove_subscribed(spec: SinkSpec, seen: Callable[[], bool]) -> None:
         await client.disconnect()
 
 
-async def _wait(done: Callable[[], bool], spec: SinkSpec, progress: Callable[[], str]) -> None:
+async def wait_for(done: Callable[[], bool], spec: SinkSpec, progress: Callable[[], str]) -> None:
     deadline = time.monotonic() + spec.timeout_s
     while not done():
         if time.monotonic() > deadline:
@@ -144,10 +147,10 @@ async def _raw_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
                 gmqtt.Subscription(spec.shared(spec.probe_filter), qos=spec.qos),
             ]
         )
-        await _prove_subscribed(spec, lambda: tally.probes > 0)
+        await prove_subscribed(spec, lambda: tally.probes > 0)
         out.put(("ready", SINK, {}))
         cpu0 = time.process_time()
-        await _wait(lambda: tally.done_at is not None, spec, lambda: f"{tally.count} received")
+        await wait_for(lambda: tally.done_at is not None, spec, lambda: f"{tally.count} received")
         cpu1 = time.process_time()
     finally:
         await client.disconnect()
@@ -161,11 +164,11 @@ async def _raw_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
 
 
 def raw_sink_main(spec: SinkSpec, out: Queue[Any]) -> None:
-    _run(out, lambda: _raw_sink(spec, out))
+    run_sink(out, lambda: _raw_sink(spec, out))
 
 
 # -- the gateway ------------------------------------------------------------
-def _counter_total(registry: CollectorRegistry, name: str, rule: str) -> float:
+def counter_total(registry: CollectorRegistry, name: str, rule: str) -> float:
     """A counter's value for `rule`, summed over its other labels (e.g. reason)."""
     return sum(
         sample.value
@@ -173,6 +176,18 @@ def _counter_total(registry: CollectorRegistry, name: str, rule: str) -> float:
         if metric.name == name
         for sample in metric.samples
         if sample.name == f"{name}_total" and sample.labels.get("rule") == rule
+    )
+
+
+def use_fine_latency_buckets(metrics: GatewayMetrics) -> None:
+    """The gateway's own handler histogram, with buckets fine enough for sub-ms values."""
+    metrics.registry.unregister(metrics.latency)
+    metrics.latency = Histogram(
+        "v2c_gateway_handler_latency_seconds",
+        "Handler latency per rule",
+        ["rule"],
+        buckets=FINE_LATENCY_BUCKETS,
+        registry=metrics.registry,
     )
 
 
@@ -193,15 +208,7 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
     metrics = GatewayMetrics()
     registry = metrics.registry
     if spec.record_latency:
-        # The gateway's own histogram, with buckets fine enough for sub-ms values.
-        registry.unregister(metrics.latency)
-        metrics.latency = Histogram(
-            "v2c_gateway_handler_latency_seconds",
-            "Handler latency per rule",
-            ["rule"],
-            buckets=FINE_LATENCY_BUCKETS,
-            registry=registry,
-        )
+        use_fine_latency_buckets(metrics)
     config = runtime.GatewayConfig(
         endpoint=MqttEndpoint(spec.host, spec.port),
         client_id=f"bench-gateway-{os.getpid()}",
@@ -217,9 +224,9 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
     task = asyncio.create_task(runtime.run_gateway(gateway, stop))
 
     def settled() -> float:
-        return _counter_total(
-            registry, "v2c_gateway_messages_handled", BENCH_RULE
-        ) + _counter_total(registry, "v2c_gateway_messages_failed", BENCH_RULE)
+        return counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE) + counter_total(
+            registry, "v2c_gateway_messages_failed", BENCH_RULE
+        )
 
     def done() -> bool:
         if task.done():
@@ -231,12 +238,12 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
         connected = asyncio.create_task(gateway.wait_connected())
         await asyncio.wait({task, connected}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
         connected.cancel()
-        await _prove_subscribed(
-            spec, lambda: _counter_total(registry, "v2c_gateway_messages_handled", PROBE_RULE) > 0
+        await prove_subscribed(
+            spec, lambda: counter_total(registry, "v2c_gateway_messages_handled", PROBE_RULE) > 0
         )
         out.put(("ready", SINK, {}))
         cpu0 = time.process_time()
-        await _wait(done, spec, lambda: f"{settled():.0f} handled or failed")
+        await wait_for(done, spec, lambda: f"{settled():.0f} handled or failed")
         done_at = time.monotonic()
         cpu1 = time.process_time()
     finally:
@@ -244,8 +251,8 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
         await task
     return {
         "received": int(settled()),
-        "handled": int(_counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE)),
-        "failed": int(_counter_total(registry, "v2c_gateway_messages_failed", BENCH_RULE)),
+        "handled": int(counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE)),
+        "failed": int(counter_total(registry, "v2c_gateway_messages_failed", BENCH_RULE)),
         "first_at": None,
         "done_at": done_at,
         "cpu_s": cpu1 - cpu0,
@@ -259,4 +266,4 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
 
 
 def gateway_sink_main(spec: SinkSpec, out: Queue[Any]) -> None:
-    _run(out, lambda: _gateway_sink(spec, out))
+    run_sink(out, lambda: _gateway_sink(spec, out))

@@ -2,7 +2,7 @@
 the real handlers, next to what the same moto server takes from bare
 DynamoDB calls in the same run, and what batching buys on the wire.
 
-Three parts, in one run:
+Four parts, in one run:
 1. compression (pure): 1 - envelope / sum of the individual `Telemetry`
    messages, for batches of each size, ZSTD without and with a dictionary
    trained on other vehicles' batches (the dictionary must not have seen
@@ -14,7 +14,11 @@ Three parts, in one run:
 3. the handlers: `TelemetryService.ingest` / `ingest_batch` called with the
    Lambda events `v2c.gateway.event.build_event` makes, on the same pool, as
    wired by `build_service` (registry lookups, dedup, the time-series sink
-   included). Their rate over the baseline is the pipeline's own share.
+   included). Their rate over the baseline is the pipeline's own share;
+4. end to end (`telemetry_e2e`): published to a private mosquitto, routed by
+   the real gateway to the real handlers, stored in the same moto; stored/s
+   for singles and batches, publish→stored latency at a paced rate, and the
+   raw broker pass-through on the same broker as the other ceiling.
 
 The moto server is reset and the resources recreated before every store
 phase, so no phase pays for a table the previous one filled.
@@ -22,25 +26,16 @@ phase, so no phase pays for a table the previous one filled.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
-
-from prometheus_client import CollectorRegistry
 
 from v2c.contract.batch_codec import CodecConfig, encode_envelope, train_dictionary
 from v2c.contract.topics import Domain, Topic
 from v2c.gateway.event import build_event
-from v2c.handlers.telemetry.config import TelemetryConfig, build_service
-from v2c.handlers.telemetry.metrics import TelemetryMetrics
-from v2c.handlers.telemetry.model import Arrival, OperationalRecord, Path
-from v2c.handlers.telemetry.service import TelemetryService
-from v2c.handlers.telemetry.store import DynamoRecordStore
-from v2c.handlers.telemetry.validation import validate
+from v2c.handlers.telemetry.model import OperationalRecord
 from v2c.infra.bench.common import (
     BenchError,
     JsonDict,
@@ -50,16 +45,19 @@ from v2c.infra.bench.common import (
     per_second,
     ratio,
 )
+from v2c.infra.bench.telemetry_e2e import (
+    PipelineBench,
+    PipelineParams,
+    pipeline_ratios,
+    pipeline_rows,
+)
+from v2c.infra.bench.telemetry_store import REGION, BenchStore, Workload, vin
 from v2c.infra.moto_server import MotoServer
-from v2c.infra.resources import ResourceNames, ensure_resources
-from v2c.infra.settings import AwsSettings
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 BENCH: Final = "telemetry"
-REGION: Final = "eu-west-1"
 BATCH_WRITE_SIZE: Final = 25  # DynamoDB's BatchWriteItem maximum
-_ENDPOINT_ENV: Final = "AWS_ENDPOINT_URL"
 _SINGLE_RULE: Final = "telemetry"
 _BATCH_RULE: Final = "telemetry_batch"
 
@@ -77,6 +75,7 @@ class TelemetryBenchParams:
     batch_size: int = 25  # samples per envelope in the end-to-end batch phase
     vehicles: int = 8
     workers: int = 16
+    pipeline: PipelineParams | None = field(default_factory=PipelineParams)  # None: skip
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -87,10 +86,6 @@ class TelemetryBenchParams:
             raise ValueError("vehicles must be 1-100 and workers positive")
         if self.compression_batches < 1 or self.training_batches < 8:
             raise ValueError("need a compression batch and at least 8 training batches")
-
-
-def vin(index: int) -> str:
-    return f"VIN-1HGBH41JXMN1091{index:02d}"
 
 
 # -- 1. compression -----------------------------------------------------------
@@ -136,102 +131,8 @@ def _ratio_entry(individual: int, envelope: int, batches: int, size: int) -> Jso
 
 
 # -- 2. and 3. the store ----------------------------------------------------
-@dataclass(frozen=True)
-class _Workload:
-    """One phase's messages: fresh vehicles' recent samples (Timestream refuses
-    records older than its memory retention, so no fixed 2025 start)."""
-
-    samples: list[Any]
-    received_at_ms: int
-
-    @classmethod
-    def make(cls, params: TelemetryBenchParams, seed: int) -> _Workload:
-        now_ms = int(time.time() * 1000)
-        per_vehicle = -(-params.messages // params.vehicles)
-        per_vehicle = -(-per_vehicle // params.batch_size) * params.batch_size
-        start = now_ms - per_vehicle * 1000 - 60_000
-        samplers = [
-            TelemetrySampler(
-                vin(v), epoch=seed, seed=seed * 100 + v, start_ms=start, interval_ms=1000
-            )
-            for v in range(params.vehicles)
-        ]
-        samples: list[Any] = []
-        while len(samples) < params.messages:
-            for sampler in samplers:
-                samples.extend(sampler.samples(params.batch_size))
-        return cls(samples[: params.messages], now_ms)
-
-    def batches(self, size: int) -> list[list[Any]]:
-        by_vehicle: dict[str, list[Any]] = {}
-        for sample in self.samples:
-            by_vehicle.setdefault(sample.vehicle_id, []).append(sample)
-        return [
-            chunk[i : i + size] for chunk in by_vehicle.values() for i in range(0, len(chunk), size)
-        ]
-
-    def records(self) -> list[OperationalRecord]:
-        arrival = Arrival(REGION, Path.INDIVIDUAL, self.received_at_ms)
-        return [
-            OperationalRecord(validate(s, topic_vehicle_id=s.vehicle_id), arrival, None)
-            for s in self.samples
-        ]
-
-
-class _Store:
-    """A fresh moto server with every resource, and the handlers' wiring onto it."""
-
-    def __init__(self, moto: MotoServer, vehicles: int) -> None:
-        self.aws = AwsSettings(endpoint_url=moto.endpoint_url, region=REGION)
-        self.names = ResourceNames()
-        self._moto = moto
-        self._vehicles = vehicles
-
-    def fresh(self) -> None:
-        self._moto.reset()
-        ensure_resources(self.aws, self.names)
-        ddb = self.aws.client("dynamodb")
-        for v in range(self._vehicles):
-            ddb.put_item(
-                TableName=self.names.vehicle_registry_table,
-                Item={
-                    "vehicle_id": {"S": vin(v)},
-                    "make": {"S": "Honda"},
-                    "model": {"S": "Civic"},
-                    "year": {"N": str(2020 + v % 5)},
-                },
-            )
-
-    def service(self) -> TelemetryService:
-        config = TelemetryConfig.from_env({_ENDPOINT_ENV: str(self.aws.endpoint_url)})
-        with _endpoint_env(str(self.aws.endpoint_url)):
-            return build_service(
-                config, self.aws.session(), metrics=TelemetryMetrics(CollectorRegistry())
-            )
-
-    def raw_store(self) -> tuple[Any, DynamoRecordStore]:
-        """The handlers' DynamoDB client (botocore retries off) and item shape."""
-        from v2c.handlers.telemetry.config import DYNAMODB_CLIENT_CONFIG
-
-        ddb = self.aws.session().client(
-            "dynamodb", endpoint_url=self.aws.endpoint_url, config=DYNAMODB_CLIENT_CONFIG
-        )
-        return ddb, DynamoRecordStore(ddb, self.names.telemetry_table)
-
-
-@contextmanager
-def _endpoint_env(url: str) -> Iterator[None]:
-    """botocore reads the endpoint from the environment, as in Lambda; only
-    while the clients are made, then the caller's environment is restored."""
-    previous = os.environ.get(_ENDPOINT_ENV)
-    os.environ[_ENDPOINT_ENV] = url
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(_ENDPOINT_ENV, None)
-        else:
-            os.environ[_ENDPOINT_ENV] = previous
+def _workload(params: TelemetryBenchParams, seed: int) -> Workload:
+    return Workload.make(params.messages, params.vehicles, params.batch_size, seed)
 
 
 def _timed(workers: int, calls: Sequence[Callable[[], int]]) -> tuple[int, float]:
@@ -253,7 +154,7 @@ def _rate(stored: int, seconds: float, expected: int) -> JsonDict:
     }
 
 
-def _raw_put(store: _Store, params: TelemetryBenchParams) -> JsonDict:
+def _raw_put(store: BenchStore, params: TelemetryBenchParams) -> JsonDict:
     store.fresh()
     ddb, items = store.raw_store()
     table = store.names.telemetry_table
@@ -269,11 +170,11 @@ def _raw_put(store: _Store, params: TelemetryBenchParams) -> JsonDict:
 
         return call
 
-    records = _Workload.make(params, seed=1).records()
+    records = _workload(params, seed=1).records()
     return _rate(*_timed(params.workers, [put(r) for r in records]), len(records))
 
 
-def _raw_batch_write(store: _Store, params: TelemetryBenchParams) -> JsonDict:
+def _raw_batch_write(store: BenchStore, params: TelemetryBenchParams) -> JsonDict:
     store.fresh()
     ddb, items = store.raw_store()
     table = store.names.telemetry_table
@@ -289,14 +190,14 @@ def _raw_batch_write(store: _Store, params: TelemetryBenchParams) -> JsonDict:
 
         return call
 
-    records = _Workload.make(params, seed=2).records()
+    records = _workload(params, seed=2).records()
     chunks = [records[i : i + BATCH_WRITE_SIZE] for i in range(0, len(records), BATCH_WRITE_SIZE)]
     return _rate(*_timed(params.workers, [write(c) for c in chunks]), len(records))
 
 
-def _handlers_singles(store: _Store, params: TelemetryBenchParams) -> JsonDict:
+def _handlers_singles(store: BenchStore, params: TelemetryBenchParams) -> JsonDict:
     store.fresh()
-    work = _Workload.make(params, seed=3)
+    work = _workload(params, seed=3)
     service = store.service()
     try:
         events = [
@@ -316,9 +217,9 @@ def _handlers_singles(store: _Store, params: TelemetryBenchParams) -> JsonDict:
         service.close()
 
 
-def _handlers_batches(store: _Store, params: TelemetryBenchParams) -> JsonDict:
+def _handlers_batches(store: BenchStore, params: TelemetryBenchParams) -> JsonDict:
     store.fresh()
-    work = _Workload.make(params, seed=4)
+    work = _workload(params, seed=4)
     service = store.service()
     try:
         batches = work.batches(params.batch_size)
@@ -357,23 +258,31 @@ def run_telemetry_bench(params: TelemetryBenchParams) -> JsonDict:
     machine = machine_info()
     compression = measure_compression(params)
     with MotoServer() as moto:
-        store = _Store(moto, params.vehicles)
-        raw_put = _raw_put(store, params)
-        raw_batch = _raw_batch_write(store, params)
-        singles = _handlers_singles(store, params)
-        batches = _handlers_batches(store, params)
-    results = {
-        "compression": compression,
-        "baseline_put_item": raw_put,
-        "baseline_batch_write": raw_batch,
-        "handlers_singles": singles,
-        "handlers_batches": batches,
-    }
+        store = BenchStore(moto, params.vehicles)
+        results: JsonDict = {
+            "compression": compression,
+            "baseline_put_item": _raw_put(store, params),
+            "baseline_batch_write": _raw_batch_write(store, params),
+            "handlers_singles": _handlers_singles(store, params),
+            "handlers_batches": _handlers_batches(store, params),
+        }
+        if params.pipeline is not None:
+            bench = PipelineBench(
+                params.pipeline, store, batch_size=params.batch_size, workers=params.workers
+            )
+            results["pipeline"] = bench.run(params.messages)
+    singles, batches = results["handlers_singles"], results["handlers_batches"]
     ratios = {
-        "singles_vs_put_item": ratio(singles["msgs_per_s"], raw_put["msgs_per_s"]),
-        "batches_vs_batch_write": ratio(batches["msgs_per_s"], raw_batch["msgs_per_s"]),
+        "singles_vs_put_item": ratio(
+            singles["msgs_per_s"], results["baseline_put_item"]["msgs_per_s"]
+        ),
+        "batches_vs_batch_write": ratio(
+            batches["msgs_per_s"], results["baseline_batch_write"]["msgs_per_s"]
+        ),
         "batches_vs_singles": ratio(batches["msgs_per_s"], singles["msgs_per_s"]),
     }
+    if "pipeline" in results:
+        ratios |= pipeline_ratios(results)
     parameters = asdict(params) | {"batch_sizes": list(params.batch_sizes)}
     return make_report(BENCH, parameters, results, ratios, started_at=started_at, machine=machine)
 
@@ -401,4 +310,6 @@ def table_rows(report: JsonDict) -> list[tuple[str, str]]:
     rows.append(("singles / PutItem", fmt(ratios["singles_vs_put_item"], digits=3)))
     rows.append(("batches / BatchWriteItem", fmt(ratios["batches_vs_batch_write"], digits=3)))
     rows.append(("batches / singles", fmt(ratios["batches_vs_singles"], digits=3)))
+    if "pipeline" in results:
+        rows += pipeline_rows(report)
     return rows

@@ -79,14 +79,51 @@ def telemetry(
     training_batches: Annotated[
         int, typer.Option(min=8, help="Batches per size the dictionary is trained on.")
     ] = 64,
+    end_to_end: Annotated[
+        bool, typer.Option(help="Also through mosquitto and the gateway (the pipeline phases).")
+    ] = True,
+    publishers: Annotated[
+        int, typer.Option(min=1, max=16, help="End to end: publisher processes (paho-mqtt).")
+    ] = 2,
+    broker_messages: Annotated[
+        int, typer.Option(min=1, help="End to end: messages in the raw broker baseline.")
+    ] = 20_000,
+    rate: Annotated[
+        float, typer.Option(min=1, help="End to end, paced phases: samples/s offered.")
+    ] = 1000.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Paced phases: seconds each.")] = 5.0,
+    steady_rate: Annotated[
+        float | None,
+        typer.Option(min=1, help="Paced singles/s kept up with [80/60/40 % of measured]."),
+    ] = None,
+    steady_batch_rate: Annotated[
+        float | None,
+        typer.Option(min=1, help="Paced batch samples/s kept up with [80/60/40 % of measured]."),
+    ] = None,
+    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
     json_out: JsonOut = None,
 ) -> None:
-    """Batch compression, and stored msg/s through the telemetry handlers beside raw moto writes."""
+    """Batch compression; stored msg/s through the telemetry handlers and end to end through
+    broker and gateway, with publish→stored latency, beside raw broker and moto rates."""
     from v2c.contract.errors import V2CError
     from v2c.infra.bench.common import emit_report
     from v2c.infra.bench.telemetry import TelemetryBenchParams, run_telemetry_bench, table_rows
+    from v2c.infra.bench.telemetry_e2e import PipelineParams
 
     try:
+        pipeline = (
+            PipelineParams(
+                publishers=publishers,
+                broker_messages=broker_messages,
+                paced_rate=rate,
+                paced_seconds=duration,
+                steady_rate=steady_rate,
+                steady_batch_rate=steady_batch_rate,
+                receive_maximum=receive_maximum,
+            )
+            if end_to_end
+            else None
+        )
         params = TelemetryBenchParams(
             messages=messages,
             batch_size=batch_size,
@@ -94,6 +131,7 @@ def telemetry(
             workers=workers,
             compression_batches=compression_batches,
             training_batches=training_batches,
+            pipeline=pipeline,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -37,6 +37,8 @@ def run(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port.")] = None,
 ) -> None:
     """Subscribe to every rule's topics and call its handler for each message."""
+    from prometheus_client import REGISTRY
+
     from v2c.gateway.connection import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import load_rules
@@ -61,7 +63,9 @@ def run(
     table = load_rules(rules)
     if not stores:
         stores = {r.dlq: InMemoryDeadLetterStore(r.dlq) for r in table}
-    metrics = GatewayMetrics()
+    # The default registry: the handlers' own metrics (v2c_telemetry_*) are
+    # there, so the one endpoint serves the gateway's and theirs.
+    metrics = GatewayMetrics(REGISTRY)
     if metrics_port is not None:
         metrics.serve(metrics_port)
     config = GatewayConfig(
