@@ -70,7 +70,7 @@ PROGRESS: Final = (
 @dataclass(frozen=True)
 class CampaignBenchParams:
     fleet_sizes: tuple[int, ...] = (5_000, 100_000)
-    fanout: int = 1_000  # notifications measured (at most max_concurrent_updates)
+    fanout: int = 200  # notifications measured (at most max_concurrent_updates)
     baseline_messages: int = 2_000
 
     def __post_init__(self) -> None:

@@ -150,7 +150,7 @@ def campaign(
     ] = "5000,100000",
     fanout: Annotated[
         int, typer.Option(min=1, max=1000, help="Notifications in the fan-out phase.")
-    ] = 1000,
+    ] = 200,
     baseline_messages: Annotated[int, typer.Option(min=1, help="Raw broker/moto writes.")] = 2000,
     json_out: JsonOut = None,
 ) -> None:
