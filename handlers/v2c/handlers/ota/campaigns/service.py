@@ -371,6 +371,11 @@ class CampaignService:
             return AdvanceReport(status=campaign.status.value)
         try:
             return self._dispatch(leased)
+        except Conflict:
+            # Another writer (a report passing the same gate, a pause, a
+            # cancel) moved the campaign between our read and our write:
+            # what it decided stands, and the next advance starts from it.
+            return AdvanceReport(status="changed")
         finally:
             self._d.campaigns.release_lease(campaign_id, owner)
 
