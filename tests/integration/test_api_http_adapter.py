@@ -212,7 +212,9 @@ def test_a_streaming_routes_error_answers_like_the_api(api_server: ApiHttpServer
 
 def test_other_methods_on_a_streaming_path_go_to_the_handler(api_server: ApiHttpServer) -> None:
     answer = requests.get(f"{api_server.base_url}{UPLOAD}", headers=AUTH_HEADERS, timeout=5)
-    assert answer.status_code == 404  # no firmware routes yet: the resolver's answer
+    # The resolver's answer: its firmware list route, with no firmware service wired here.
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == "service_not_configured"
 
 
 def test_a_failing_handler_is_502_and_a_huge_answer_too() -> None:

@@ -86,6 +86,8 @@ def api_services(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterat
 # them a schema-valid request may rightly get a 400, so the "valid data is
 # accepted" check does not apply; every other check does.
 STATEFUL = {
+    # A raw upload's body must match its checksums and its file name's format.
+    "POST /api/v1/ota/firmware",
     "POST /api/v1/ota/campaigns",
     "POST /api/v1/ota/devices/{device_id}/update",
     "POST /api/v1/ota/devices/{device_id}/rollback",

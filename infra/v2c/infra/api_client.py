@@ -13,6 +13,7 @@ key file next to it).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,37 @@ def _chunks(stream: IO[bytes], on_bytes: Callable[[int], None] | None) -> Iterat
         if on_bytes is not None:
             on_bytes(len(chunk))
         yield chunk
+
+
+class SizedBody:
+    """A stream sent in chunks with a `Content-Length`: the local adapter
+    (like S3's presigned PUT) refuses chunked transfer encoding, and a
+    length lets the server refuse an oversized file before reading it."""
+
+    def __init__(
+        self, stream: IO[bytes], size: int, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        self._stream = stream
+        self._size = size
+        self._on_bytes = on_bytes
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return _chunks(self._stream, self._on_bytes)
+
+
+def remaining_size(stream: IO[bytes]) -> int | None:
+    """Bytes left in a regular file from its position; None for a pipe."""
+    try:
+        info = os.fstat(stream.fileno())
+        position = stream.tell()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return max(0, info.st_size - position)
 
 
 class ApiClient:
@@ -125,11 +157,16 @@ class ApiClient:
         params: dict[str, Any],
         on_bytes: Callable[[int], None] | None = None,
     ) -> Any:
-        """Stream a file as the request body (chunked: never all in memory)."""
+        """Stream a file as the request body, never all in memory: with a
+        `Content-Length` when its size is known (a regular file), else chunked."""
+        size = remaining_size(stream)
+        body: Any = _chunks(stream, on_bytes) if size is None else SizedBody(stream, size, on_bytes)
+        if size == 0:
+            body = b""  # requests would send an empty sized body chunked
         return self.request(
             "POST",
             path,
             params=params,
-            data=_chunks(stream, on_bytes),
+            data=body,
             headers={"Content-Type": "application/octet-stream"},
         )

@@ -57,11 +57,15 @@ def _register() -> None:
     app.add_typer(stack.app, name="stack")
     from v2c.infra.commands import api, campaign
 
+
     app.add_typer(api.app, name="api")
 
     app.add_typer(campaign.app, name="campaign")
     app.add_typer(campaign.device_app, name="device")
     app.command(name="stats")(campaign.stats)
+    from v2c.infra.commands import firmware
+
+    app.add_typer(firmware.app, name="firmware")
 
 
 _register()
@@ -69,3 +73,7 @@ _register()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

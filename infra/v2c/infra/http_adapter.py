@@ -30,7 +30,9 @@ presigned URL instead. A streaming route is authenticated by
 `streaming_auth` (given the request's headers as an event; raising a
 `V2CError` refuses it; the `id` of what it returns reaches the route as the
 `X-V2C-Principal` header, which a client cannot set) and runs concurrently
-with other requests. Its `V2CError`s answer like the API's.
+with other requests. The request's query string (raw, percent-encoded)
+reaches it as the `X-V2C-Query` header, also set only by the adapter. Its
+`V2CError`s answer like the API's.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ StreamingRoute = Callable[[ByteStream, int, Mapping[str, str]], tuple[int, Any]]
 StreamingAuth = Callable[[Mapping[str, Any]], object]
 
 PRINCIPAL_HEADER: Final = "X-V2C-Principal"
+QUERY_HEADER: Final = "X-V2C-Query"
+_ADAPTER_HEADERS: Final = frozenset({PRINCIPAL_HEADER.lower(), QUERY_HEADER.lower()})
 API_GATEWAY_MAX_BODY: Final = 10 * 1024 * 1024
 LAMBDA_MAX_RESPONSE: Final = 6 * 1024 * 1024
 _CHUNK: Final = 1024 * 1024
@@ -308,8 +312,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         headers = {
             name: value
             for name, value in self.headers.items()
-            if name.lower() != PRINCIPAL_HEADER.lower()  # only the adapter sets it
+            if name.lower() not in _ADAPTER_HEADERS  # only the adapter sets them
         }
+        headers[QUERY_HEADER] = urlsplit(self.path).query
         reader = _BoundedReader(self.rfile, length)
         try:
             if owner.streaming_auth is not None:

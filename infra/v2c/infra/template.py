@@ -316,12 +316,15 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": "v2c: MQTT 5 vehicle-to-cloud platform (OTA and telemetry)",
         "Globals": {
+            # Raw firmware uploads arrive base64-encoded to the Lambda only if
+            # API Gateway treats the type as binary (`~1` is SAM's `/`).
+            "Api": {"BinaryMediaTypes": ["application~1octet-stream"]},
             "Function": {
                 "Runtime": RUNTIME,
                 "CodeUri": ".",
                 "MemorySize": 512,
                 "Environment": {"Variables": env},
-            }
+            },
         },
         "Resources": resources,
     }
