@@ -247,3 +247,11 @@ def test_streaming_routes_without_auth_are_refused_at_construction() -> None:
 
 def test_the_key_is_the_only_way_in(api_server: ApiHttpServer) -> None:
     assert API_KEY not in requests.get(f"{api_server.base_url}/nope", timeout=5).text
+
+
+def test_a_query_past_the_request_line_limit_is_a_400_in_the_api_shape(
+    api_server: ApiHttpServer,
+) -> None:
+    answer = requests.get(f"{api_server.base_url}/health", params={"q": "x" * 70_000}, timeout=10)
+    assert answer.status_code == 400
+    assert "request line too long" in answer.json()["detail"]

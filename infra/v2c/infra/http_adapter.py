@@ -217,6 +217,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """http.server's own refusals (bad request line, URI or headers too
         long) in the API's JSON shape instead of an HTML page."""
         self.close_connection = True
+        if code == HTTPStatus.REQUEST_URI_TOO_LONG:
+            # A query past http.server's 64 KiB line is invalid input like any
+            # other over-long parameter: the API answers those 400 (its OpenAPI
+            # document lists 400, and clients handle it), not a bare 414.
+            code, message = 400, "request line too long: the query exceeds 64 KiB"
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
