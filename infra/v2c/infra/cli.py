@@ -55,8 +55,9 @@ def _register() -> None:
     from v2c.infra.commands import stack
 
     app.add_typer(stack.app, name="stack")
-    from v2c.infra.commands import api, campaign
+    from v2c.infra.commands import api, campaign, demo
 
+    app.command(name="demo")(demo.demo)
 
     app.add_typer(api.app, name="api")
 

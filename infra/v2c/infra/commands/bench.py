@@ -172,3 +172,45 @@ def campaign(
         typer.echo(f"bench failed: {exc.detail}", err=True)
         raise typer.Exit(1) from None
     emit_report(report, table_rows(report), json_out=json_out)
+
+
+@app.command("fleet")
+def fleet(
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated fleet sizes to hold connected and idle.")
+    ] = "1000,10000",
+    downloads: Annotated[int, typer.Option(min=1, help="Concurrent downloads (K).")] = 100,
+    package_mib: Annotated[float, typer.Option(min=0.001, help="Package size in MiB.")] = 8.0,
+    idle_s: Annotated[
+        float, typer.Option(min=0, help="Seconds the fleet idles (keepalive is 60 s).")
+    ] = 65.0,
+    connect_concurrency: Annotated[
+        int, typer.Option(min=1, help="Vehicles connecting at once.")
+    ] = 64,
+    connect_timeout_s: Annotated[
+        float, typer.Option(min=1, help="Give up connecting a fleet after this long.")
+    ] = 300.0,
+    json_out: JsonOut = None,
+) -> None:
+    """Idle vehicles per process and memory per vehicle; downloader throughput beside plain GET."""
+    from v2c.contract.errors import V2CError
+    from v2c.infra.bench.common import emit_report
+    from v2c.infra.bench.fleet import FleetBenchParams, run_fleet_bench, table_rows
+
+    try:
+        params = FleetBenchParams(
+            sizes=tuple(int(s) for s in sizes.split(",") if s.strip()),
+            downloads=downloads,
+            package_bytes=max(1, int(package_mib * 1024 * 1024)),
+            idle_s=idle_s,
+            connect_concurrency=connect_concurrency,
+            connect_timeout_s=connect_timeout_s,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        report = run_fleet_bench(params)
+    except V2CError as exc:
+        typer.echo(f"bench failed: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    emit_report(report, table_rows(report), json_out=json_out)

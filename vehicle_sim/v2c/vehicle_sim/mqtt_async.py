@@ -1,0 +1,320 @@
+"""A vehicle's MQTT 5 session on asyncio (gmqtt): thousands of them on one event loop.
+
+`vehicle_sim.mqtt_client` (paho) runs a network thread per client, fine for
+one vehicle and wrong for a fleet: a thousand vehicles would be a thousand
+threads. This session is a gmqtt client, a protocol object on the shared
+event loop, as the gateway uses it. What a vehicle's OTA channel needs:
+
+* a persistent session: clean start false and a session expiry (one hour by
+  default), so notifications published while the vehicle was offline wait
+  at the broker, and subscriptions survive reconnects;
+* QoS 2 both ways. Inbound, `optimistic_acknowledgement=False`: the PUBREC
+  goes out only after the message handler returned, i.e. after the update
+  agent persisted its decision, so a crash before that makes the broker
+  deliver again. Outbound, `publish` returns a future that resolves when the
+  broker finished the exchange (PUBCOMP for QoS 2, PUBACK for QoS 1);
+* mutual TLS with the vehicle's own certificate (CN = vehicle id) when the
+  target has a CA, plain TCP otherwise (a test broker).
+
+gmqtt does not return packet ids from `publish`; `_Deliveries` is its
+in-flight store (the `persistent_storage` hook) and learns the id as the
+packet is stored, and the end of the exchange as it is removed. Messages
+published while offline wait in an ordered outbox and leave on the next
+CONNACK; if the broker lost the session (no session present), gmqtt drops
+its in-flight store, and those messages go back to the outbox.
+
+Connecting retries with the vehicle backoff (2, 4, ... s plus jitter) until
+it succeeds or the caller cancels; after a loss gmqtt reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from gmqtt import Client as GmqttClient
+from gmqtt import Subscription
+from gmqtt.storage import PersistentStorage
+
+from v2c.vehicle_sim.backoff import Backoff, BackoffPolicy
+
+logger = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+CONNECT_TIMEOUT_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    """Where the broker is, and (for mTLS) the vehicle's certificate."""
+
+    host: str
+    port: int
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 60
+    session_expiry_s: int = 3600
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.ca_file is not None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.ca_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None and self.key_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    done: asyncio.Future[bool]
+
+
+class _Deliveries(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's in-flight store, watched: which packet id carries which message."""
+
+    def __init__(self, on_lost: Callable[[list[_Outgoing]], None]) -> None:
+        super().__init__()
+        self._tracked: dict[int, _Outgoing] = {}
+        self._capturing = False
+        self._captured: int | None = None
+        self._on_lost = on_lost
+
+    def capture(self) -> None:
+        self._capturing, self._captured = True, None
+
+    def captured(self) -> int | None:
+        self._capturing = False
+        return self._captured
+
+    def track(self, mid: int, message: _Outgoing) -> None:
+        self._tracked[mid] = message
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        if self._capturing and mid not in self._tracked:
+            self._captured = mid
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        message = self._tracked.pop(mid, None)
+        if message is not None and not message.done.done():
+            message.done.set_result(True)
+
+    def clear(self) -> None:
+        super().clear()
+        lost = list(self._tracked.values())
+        self._tracked.clear()
+        if lost:
+            self._on_lost(lost)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tracked)
+
+
+class AsyncMqttSession:
+    """One vehicle's session. Create, `await connect()`, `publish(...)`, `await close()`."""
+
+    def __init__(
+        self,
+        client_id: str,
+        target: MqttTarget,
+        *,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: MessageHandler | None = None,
+        backoff: BackoffPolicy | None = None,
+        reconnect_delay_s: float = 2.0,
+    ) -> None:
+        self.client_id = client_id
+        self.target = target
+        self._subscriptions = tuple(subscriptions)
+        self._handler = on_message
+        self._backoff = Backoff(backoff or BackoffPolicy(initial_s=1.0, max_s=30.0))
+        self._reconnect_delay_s = reconnect_delay_s
+        self._outbox: deque[_Outgoing] = deque()
+        self._deliveries = _Deliveries(self._requeue)
+        self._client: Any = None
+        self._connected = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._closing = False
+        self.connects = 0
+        self.disconnects = 0
+        self.received = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def connect(self) -> None:
+        """Connect (retrying with backoff until it works or the caller cancels)."""
+        context = self.target.ssl_context() or False
+        while True:
+            client = GmqttClient(
+                self.client_id,
+                clean_session=False,
+                optimistic_acknowledgement=False,
+                persistent_storage=self._deliveries,
+                session_expiry_interval=self.target.session_expiry_s,
+                logger=logging.getLogger("gmqtt"),
+            )
+            client.set_config({"reconnect_retries": -1, "reconnect_delay": self._reconnect_delay_s})
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
+            self._client = client
+            try:
+                await asyncio.wait_for(
+                    client.connect(
+                        self.target.host,
+                        self.target.port,
+                        ssl=context,
+                        keepalive=self.target.keepalive_s,
+                    ),
+                    timeout=CONNECT_TIMEOUT_S,
+                )
+            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+                delay = self._backoff.failed()
+                logger.debug("%s: connect failed (%s); retry in %.1fs", self.client_id, exc, delay)
+                await self._drop(client)
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:  # gmqtt's MQTTConnectError: a refused CONNACK
+                delay = self._backoff.failed(getattr(exc, "_code", None))
+                logger.warning(
+                    "%s: connection refused (%s); retry in %.1fs", self.client_id, exc, delay
+                )
+                await self._drop(client)
+                await asyncio.sleep(delay)
+                continue
+            self._backoff.succeeded()
+            if self._subscriptions:
+                # "Connected" means able to receive: the SUBACK is back, so a
+                # notification published from now on reaches this vehicle.
+                try:
+                    await asyncio.wait_for(self._subscribed.wait(), timeout=CONNECT_TIMEOUT_S)
+                except TimeoutError:
+                    logger.warning("%s: no SUBACK within %ss", self.client_id, CONNECT_TIMEOUT_S)
+            return
+
+    async def close(self) -> None:
+        """Disconnect (the broker keeps the session for `session_expiry_s`)."""
+        self._closing = True
+        client, self._client = self._client, None
+        self._connected.clear()
+        if client is not None:
+            await self._drop(client)
+        for message in [*self._outbox]:
+            if not message.done.done():
+                message.done.cancel()
+        self._outbox.clear()
+
+    @staticmethod
+    async def _drop(client: Any) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=5)
+        except Exception as exc:  # already gone, or the broker is down: nothing to do
+            logger.debug("disconnect: %s", exc)
+
+    # -- publishing ----------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int = 2) -> asyncio.Future[bool]:
+        """Send now if connected, else at the next connection. The future
+        resolves True when the broker acknowledged (QoS 0: when written)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        message = _Outgoing(topic, payload, qos, done)
+        if self.connected and not self._outbox:
+            self._send(message)
+        else:
+            self._outbox.append(message)
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet acknowledged (outbox and in flight)."""
+        return len(self._outbox) + self._deliveries.in_flight
+
+    def _send(self, message: _Outgoing) -> bool:
+        client = self._client
+        if client is None or message.done.done():
+            return message.done.done()
+        self._deliveries.capture()
+        try:
+            client.publish(message.topic, message.payload, qos=message.qos)
+        except Exception as exc:  # the transport went away under us: keep it for later
+            self._deliveries.captured()
+            logger.debug("%s: publish failed (%s); queued", self.client_id, exc)
+            self._outbox.appendleft(message)
+            return False
+        mid = self._deliveries.captured()
+        if message.qos == 0 or mid is None:
+            message.done.set_result(True)
+        else:
+            self._deliveries.track(mid, message)
+        return True
+
+    def _flush(self) -> None:
+        while self._outbox and self.connected:
+            if not self._send(self._outbox.popleft()):
+                break
+
+    def _requeue(self, lost: list[_Outgoing]) -> None:
+        """The broker lost the session: send what it never acknowledged again, first."""
+        logger.info("%s: session lost; %d message(s) sent again", self.client_id, len(lost))
+        self._outbox.extendleft(reversed(lost))
+
+    # -- gmqtt callbacks -----------------------------------------------------
+
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        self.connects += 1
+        self._connected.set()
+        if self._subscriptions:
+            client.subscribe([Subscription(topic, qos=qos) for topic, qos in self._subscriptions])
+        # After gmqtt's replay of its in-flight store (scheduled before this
+        # callback), so a report never overtakes an older one.
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _on_subscribe(self, client: Any, mid: int, granted: Any, properties: Any) -> None:
+        codes = tuple(granted) if isinstance(granted, (tuple, list)) else (granted,)
+        if any(isinstance(code, int) and code >= 0x80 for code in codes):
+            logger.warning("%s: subscription refused %s", self.client_id, codes)
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: BaseException | None = None) -> None:
+        if client is not self._client:
+            return
+        self._connected.clear()
+        if not self._closing:
+            self.disconnects += 1
+            logger.debug("%s: disconnected (%s)", self.client_id, exc)
+
+    async def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        self.received += 1
+        if self._handler is not None:
+            try:
+                await self._handler(topic, bytes(payload))
+            except Exception:  # a bug must not turn into a redelivery loop
+                logger.exception("%s: handling a message on %s failed", self.client_id, topic)
+        return 0  # PUBACK / PUBREC success, sent by gmqtt now
