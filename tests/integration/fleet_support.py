@@ -14,18 +14,25 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from v2c.gateway.connection import MqttEndpoint
+from v2c.gateway.ota_sink import MqttNotificationSink
+from v2c.gateway.publisher import OutboundPublisher
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
 from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.infra.settings import StackSettings
-from v2c.infra.wiring import handler_environment
+from v2c.infra.wiring import dead_letter_stores, handler_environment
 from v2c.vehicle_sim.ota.package import build_package
+
+if TYPE_CHECKING:
+    from v2c.vehicle_sim.fleet.simulator import FleetSimulator
 
 T = TypeVar("T")
 
@@ -73,15 +80,31 @@ def loop_thread() -> Iterator[LoopThread]:
 
 @contextmanager
 def ota_cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    """The handlers' environment and the API's services over the stack."""
+    """The handlers' environment and the API's services over the stack.
+
+    The API's notifications leave through a publisher of their own, under a
+    client id of their own: `build_services` names its publisher
+    `v2c-ota-<pid>`, and the gateway's status handler, running in this same
+    process, builds one under the same id; two clients with one id make the
+    broker close each in turn (session takeover) and lose QoS 2 messages in
+    the handover.
+    """
     for name, value in handler_environment(stack).items():
         monkeypatch.setenv(name, value)
     set_default_services(None)
-    services = build_services(OtaConfig.from_env())
+    mqtt = stack.require_mqtt()
+    publisher = OutboundPublisher(
+        MqttEndpoint(mqtt.host, mqtt.port),
+        f"v2c-ota-api-{uuid.uuid4().hex[:8]}",
+        dead_letter_stores(stack)["ota"],
+    )
+    publisher.start()
+    services = build_services(OtaConfig.from_env(), sink=MqttNotificationSink(publisher))
     try:
         yield services
     finally:
         services.close()
+        publisher.stop()
         from v2c.handlers.ota.config import _DEFAULT
 
         if _DEFAULT is not None:
@@ -118,3 +141,39 @@ def trusted_keys(cloud: OtaServices) -> TrustedKeySet:
     signer = cloud.deps.signer
     since = datetime(2020, 1, 1, tzinfo=UTC)
     return TrustedKeySet([TrustedKey(signer.key_id, signer.public_key(), since)])
+
+
+def cloud_mismatches(
+    cloud: OtaServices, fleet: FleetSimulator, loop: LoopThread, update_id: str
+) -> list[str]:
+    """Every vehicle whose cloud record disagrees with what it reported last."""
+    seen: dict[str, tuple[str, str, str, int]] = loop.call(
+        lambda: {
+            vid: (
+                r.state[0],
+                r.installed_version,
+                r.last_status.update_id if r.last_status else "",
+                r.last_status.sequence if r.last_status else 0,
+            )
+            for vid, r in fleet.runtimes.items()
+        }
+    )
+    problems = []
+    for vid, (state, running, reported_update, sequence) in seen.items():
+        record = cloud.deps.updates.find(vid, update_id)
+        registered = cloud.deps.fleet.get(vid)
+        if state == "IDLE":
+            if record is not None:
+                problems.append(f"{vid}: never notified, but the cloud has {record.state}")
+            continue
+        if record is None or reported_update != update_id:
+            problems.append(f"{vid}: reported {state} for {reported_update}, cloud has no record")
+            continue
+        if record.state.value != state.lower() or record.last_sequence != sequence:
+            problems.append(
+                f"{vid}: reported {state} #{sequence}, cloud has "
+                f"{record.state.value} #{record.last_sequence}"
+            )
+        elif registered is None or registered.installed_version != running:
+            problems.append(f"{vid}: runs {running}, registry says {registered}")
+    return problems

@@ -114,7 +114,6 @@ def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_up
     # And the vehicle really runs 2.0.0 from its other slot, committed
     assert vehicle.installed_version == "2.0.0"
     states = [S.State.Name(r.state) for r in vehicle.reports]
-    print("REPORTS", [(S.State.Name(r.state), r.progress_percent) for r in vehicle.reports])
     assert states[0] == "ACCEPTED"
     assert states[-1] == "COMPLETED"
     for expected in ("DOWNLOADING", "DOWNLOADED", "INSTALLING", "REBOOTING", "VERIFYING"):

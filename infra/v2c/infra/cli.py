@@ -67,6 +67,9 @@ def _register() -> None:
     from v2c.infra.commands import firmware
 
     app.add_typer(firmware.app, name="firmware")
+    from v2c.infra.commands import sim
+
+    app.command(name="sim")(sim.sim)
 
 
 _register()

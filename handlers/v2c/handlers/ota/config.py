@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,9 @@ def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, 
 
     url = urlparse(config.mqtt_url)
     endpoint = MqttEndpoint(host=url.hostname or "127.0.0.1", port=url.port or 1883)
-    publisher = OutboundPublisher(endpoint, f"v2c-ota-{os.getpid()}", dead_letters)
+    publisher = OutboundPublisher(
+        endpoint, f"v2c-ota-{os.getpid()}-{uuid.uuid4().hex[:8]}", dead_letters
+    )
     publisher.start()
     return MqttNotificationSink(publisher), publisher.stop
 

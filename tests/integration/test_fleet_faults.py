@@ -1,0 +1,164 @@
+"""Every failure mode of a fault profile, one simulated vehicle each, over a real stack.
+
+One vehicle per mode (named by VIN in the profile) and one without faults
+take the same immediate campaign. Each ends where the FMEA says, through
+the real runtime: conditions that clear by themselves (a vehicle plugged in,
+a vehicle parked) defer and then complete; download faults are made on the
+wire by the fault proxy (503s, a cut and an outage, a flipped byte);
+installer faults happen on the modelled flash; a power cut mid-write
+reboots the runtime from disk and the installation starts again. The cloud's
+record of each vehicle ends in the state the vehicle reported last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import pytest
+from fleet_support import LoopThread, cloud_mismatches, loop_thread, ota_cloud, upload_firmware
+from gateway_support import running_gateway, wait_until
+
+from v2c.gateway.connection import MqttEndpoint
+from v2c.gateway.rules import RULES
+from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
+from v2c.handlers.ota.config import OtaServices
+from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.v1.ota_pb2 import OTAStatus
+from v2c.vehicle_sim.fleet.identity import vin_for
+from v2c.vehicle_sim.fleet.simulator import FleetSimulator
+from v2c.vehicle_sim.ota.faults import FaultProfile
+from v2c.vehicle_sim.ota.runtime import RuntimeConfig
+
+if TYPE_CHECKING:
+    from moto_fixtures import AwsStack
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["moto_fixtures"]
+
+# mode (with parameters) -> (final state, reason, a state seen on the way)
+CASES: Final[list[tuple[str, dict[str, object], tuple[str, str], str | None]]] = [
+    ("none", {}, ("COMPLETED", ""), None),
+    ("low_battery", {"battery_percent": 12}, ("COMPLETED", ""), "DEFERRED"),
+    ("in_use", {"duration_s": 600}, ("COMPLETED", ""), "DEFERRED"),
+    ("low_storage", {}, ("REJECTED", "INSUFFICIENT_STORAGE"), None),
+    ("s3_unavailable", {"failures": 3}, ("FAILED", "S3_UNAVAILABLE"), None),
+    ("connection_lost", {"at_percent": 40}, ("COMPLETED", ""), "PAUSED"),
+    ("checksum_mismatch", {}, ("FAILED", "CHECKSUM_MISMATCH"), None),
+    ("signature_invalid", {}, ("REJECTED", "SIGNATURE_VERIFICATION_FAILED"), None),
+    ("critical_dtc", {}, ("FAILED", "CRITICAL_DTC_PRESENT"), None),
+    ("extraction", {}, ("FAILED", "EXTRACTION_FAILED"), None),
+    ("flash_write", {}, ("FAILED", "FLASH_WRITE_FAILURE"), None),
+    ("partition_unavailable", {}, ("FAILED", "PARTITION_UNAVAILABLE"), None),
+    (
+        "verification_failure",
+        {},
+        ("ROLLED_BACK", "POST_INSTALL_VERIFICATION_FAILED"),
+        "VERIFYING",
+    ),
+    ("boot_failure", {}, ("ROLLED_BACK", "BOOT_FAILURE"), "REBOOTING"),
+    ("power_cut", {"at_step": "write", "torn": True}, ("COMPLETED", ""), "INSTALLING"),
+]
+
+
+def _profile() -> FaultProfile:
+    faults = {
+        mode: {"vins": [vin_for(i)], **params}
+        for i, (mode, params, _final, _seen) in enumerate(CASES)
+        if mode != "none"
+    }
+    return FaultProfile.parse({"name": "one of each", "seed": "one-of-each", "faults": faults})
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
+        yield running
+
+
+@pytest.fixture
+def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
+    return StackSettings(
+        mqtt=MqttSettings(host=broker.host, port=broker.port),
+        aws=aws_stack.aws,
+        resources=aws_stack.names,
+    )
+
+
+@pytest.fixture
+def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
+    with ota_cloud(stack, monkeypatch) as services:
+        yield services
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    with loop_thread() as runner:
+        yield runner
+
+
+def test_each_failure_mode_ends_where_the_fmea_says_and_the_cloud_agrees(
+    stack: StackSettings,
+    cloud: OtaServices,
+    broker: MosquittoBroker,
+    loop: LoopThread,
+    tmp_path: Path,
+) -> None:
+    fleet = FleetSimulator(
+        stack,
+        len(CASES),
+        models=("Accord",),
+        faults=_profile(),
+        time_scale=0.002,
+        base_dir=tmp_path / "fleet",
+        config=RuntimeConfig(keep_reports=True),
+    )
+    firmware_id = upload_firmware(cloud, "2.0.0", image_bytes=256 * 1024)
+    with running_gateway(MqttEndpoint(broker.host, broker.port), RULES, workers=4):
+        loop.run(fleet.start())
+        try:
+            campaign = cloud.campaigns.create(
+                {
+                    "name": "one of each",
+                    "firmware_id": firmware_id,
+                    "target_filter": "model = 'Accord'",
+                    "deployment_strategy": "immediate",
+                    "pause_threshold_percent": 100,
+                    "failure_threshold_percent": 100,
+                    "max_retries": 0,
+                    "max_concurrent_updates": 100,
+                }
+            ).campaign
+            cloud.campaigns.start(campaign.campaign_id)
+            wait_until(
+                lambda: (
+                    cloud.campaigns.get(campaign.campaign_id).status is CampaignStatus.COMPLETED
+                ),
+                timeout=60,
+                what="every vehicle finished",
+            )
+            update_id = campaign.release.update_id
+            wait_until(
+                lambda: not cloud_mismatches(cloud, fleet, loop, update_id),
+                timeout=30,
+                what="every cloud record matching its vehicle",
+            )
+        finally:
+            loop.run(fleet.stop())
+    runtimes = list(fleet.runtimes.values())
+    for (mode, _params, final, seen), runtime in zip(CASES, runtimes, strict=True):
+        assert runtime.state == final, f"{mode}: {runtime.state}"
+        states = {OTAStatus.State.Name(r.state) for r in runtime.reports}
+        if seen is not None:
+            assert seen in states, f"{mode}: never {seen} ({sorted(states)})"
+        expected_version = "2.0.0" if final[0] == "COMPLETED" else "1.0.0"
+        assert runtime.installed_version == expected_version, mode
+        assert runtime.errors == 0, mode
+    power_cut = runtimes[[c[0] for c in CASES].index("power_cut")]
+    assert power_cut.power_cuts == 1
+    assert fleet.proxy is not None
+    assert fleet.proxy.injected["s3_unavailable"] == 3
+    assert fleet.proxy.injected["cut"] == 1
+    assert fleet.proxy.injected["corrupt"] == 1

@@ -1,0 +1,72 @@
+"""A simulated vehicle's conditions over simulated time, driven by its faults."""
+
+from __future__ import annotations
+
+import pytest
+
+from v2c.vehicle_sim.ota.faults import (
+    CriticalDtc,
+    InUse,
+    LowBattery,
+    LowStorage,
+    VehicleFaults,
+)
+from v2c.vehicle_sim.ota.vehicle_model import ConditionsPlan, VehicleModel
+from v2c.vehicle_sim.ota.vehicle_state import Gear
+
+T0 = 1_800_000_000.0
+
+
+def model(*faults: object, plan: ConditionsPlan | None = None) -> VehicleModel:
+    return VehicleModel(
+        model="Accord",
+        installed_version="1.0.0",
+        faults=VehicleFaults.of(*faults),  # type: ignore[arg-type]
+        started_at_s=T0,
+        plan=plan,
+    )
+
+
+def test_a_healthy_vehicle_is_parked_charged_and_never_changes() -> None:
+    vehicle = model()
+    now = vehicle.at(T0)
+    assert (now.parked, now.in_use, now.charging) == (True, False, False)
+    assert now.battery_percent == 80.0
+    assert now.critical_dtcs == ()
+    assert vehicle.next_change(T0) is None
+
+
+def test_a_low_battery_vehicle_is_plugged_in_later_and_charges() -> None:
+    vehicle = model(LowBattery(battery_percent=12), plan=ConditionsPlan(plug_in_after_s=900))
+    assert vehicle.at(T0).battery_percent == 12
+    assert not vehicle.at(T0 + 899).charging
+    assert vehicle.next_change(T0) == T0 + 900
+    plugged = vehicle.at(T0 + 900 + 1800)  # half an hour at 40 %/h
+    assert plugged.charging
+    assert plugged.battery_percent == pytest.approx(32.0)
+    assert vehicle.next_change(T0 + 900) is None
+    assert vehicle.at(T0 + 10 * 3600).battery_percent == 100.0
+
+
+def test_a_vehicle_in_use_drives_for_the_faults_duration_then_parks() -> None:
+    vehicle = model(InUse(speed_kmh=45, duration_s=600))
+    driving = vehicle.at(T0 + 1)
+    assert driving.in_use
+    assert (driving.speed_kmh, driving.ignition_on, driving.gear) == (45, True, Gear.DRIVE)
+    assert vehicle.next_change(T0) == T0 + 600
+    parked = vehicle.at(T0 + 600)
+    assert parked.parked
+    assert not parked.in_use
+
+
+def test_storage_and_diagnostic_faults_are_there_from_the_start() -> None:
+    vehicle = model(LowStorage(free_bytes=1234), CriticalDtc(code="P0601"))
+    now = vehicle.at(T0)
+    assert now.free_storage_bytes == 1234
+    assert now.critical_dtcs == ("P0601",)
+
+
+def test_the_version_the_agent_sees_is_the_one_the_runtime_set_after_boot() -> None:
+    vehicle = model()
+    vehicle.installed_version = "2.0.0"
+    assert vehicle.at(T0).installed_version == "2.0.0"
