@@ -9,8 +9,10 @@ by overriding the `api_services` fixture, e.g. services over the moto stack:
         return build_services_over(aws_stack)   # firmware, campaigns, health checks
 
 `api_streaming_routes` (default: none) plugs streaming routes into the
-adapter, authenticated like the API; `api_extra_routes` (default: none)
-registers test-only routes next to the discovered route modules.
+adapter, authenticated and authorized like the API (`OtaApi.authorize`);
+`api_extra_routes` (default: none) registers test-only routes next to the
+discovered route modules; `api_limits` (default: `HttpLimits()`) sets the
+server's bounds on slow or oversized requests.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from api_support import API_KEY, TOKEN
+from api_support import API_KEYS, TOKENS
 
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
-from v2c.infra.http_adapter import ApiHttpServer, StreamingRoute
+from v2c.infra.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
 
 
 @pytest.fixture
 def api_auth() -> ApiAuth:
-    return ApiAuth([API_KEY], [TOKEN])
+    return ApiAuth(API_KEYS, TOKENS)
 
 
 @pytest.fixture
@@ -46,17 +48,24 @@ def api_extra_routes() -> Callable[[OtaApi], None] | None:
 
 
 @pytest.fixture
+def api_limits() -> HttpLimits:
+    return HttpLimits()
+
+
+@pytest.fixture
 def api_server(
     api_services: ApiServices,
     api_auth: ApiAuth,
     api_streaming_routes: Mapping[tuple[str, str], StreamingRoute],
     api_extra_routes: Callable[[OtaApi], None] | None,
+    api_limits: HttpLimits,
 ) -> Iterator[ApiHttpServer]:
     app = build_app(api_services, api_auth, extra=api_extra_routes)
     server = ApiHttpServer(
         app.resolve,
         streaming_routes=api_streaming_routes,
-        streaming_auth=api_auth.authenticate,
+        streaming_auth=app.authorize,
+        limits=api_limits,
     )
     with server:
         yield server

@@ -6,7 +6,11 @@
   `v2c stack up` exports it) and the API's services built from it;
 * `upload_firmware`: a real package (`package.build_package`) through the
   firmware registry's upload path, so S3 and the firmware table hold it;
-* `trusted_keys`: the key set a vehicle trusts, from the campaign signer.
+* `trusted_keys`: the key set a vehicle trusts, from the campaign signer;
+* `wait_progressing`: wait for an outcome for as long as the system moves,
+  so a loaded machine makes a test slower, never gives it another verdict;
+* `patient_rules`: the production rules with a handler timeout that a
+  loaded test machine cannot reach by slowness alone.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +31,7 @@ import pytest
 from v2c.gateway.connection import MqttEndpoint
 from v2c.gateway.ota_sink import MqttNotificationSink
 from v2c.gateway.publisher import OutboundPublisher
+from v2c.gateway.rules import RULES, Rule
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
 from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.infra.settings import StackSettings
@@ -153,7 +160,9 @@ def cloud_mismatches(
                 r.state[0],
                 r.installed_version,
                 r.last_status.update_id if r.last_status else "",
-                r.last_status.sequence if r.last_status else 0,
+                # the update's own numbering: a report about a notification the
+                # vehicle could not verify is numbered apart and never applied
+                r.agent.last_sequence(r.last_status.update_id) if r.last_status else 0,
             )
             for vid, r in fleet.runtimes.items()
         }
@@ -177,3 +186,60 @@ def cloud_mismatches(
         elif registered is None or registered.installed_version != running:
             problems.append(f"{vid}: runs {running}, registry says {registered}")
     return problems
+
+
+def wait_progressing(
+    done: Callable[[], bool],
+    progress: Callable[[], object],
+    *,
+    what: str,
+    stall_s: float = 60.0,
+    cap_s: float = 480.0,
+    every_s: float = 0.2,
+) -> None:
+    """Wait until `done()`, as long as `progress()` keeps changing.
+
+    A fixed deadline on a run of vehicles through one moto process measures
+    the machine, not the code: on a loaded 2-core machine the same run takes
+    three times as long. This fails only when nothing moved for `stall_s`
+    seconds (a stuck campaign, a lost report) or after `cap_s` in all (keep
+    it under the test's pytest timeout). `progress()` returns any comparable
+    snapshot: reports sent, counters, the list of mismatches.
+    """
+    started = time.monotonic()
+    last, moved = progress(), started
+    while not done():
+        now = time.monotonic()
+        current = progress()
+        if current != last:
+            last, moved = current, now
+        if now - moved > stall_s:
+            raise AssertionError(f"no progress for {stall_s:.0f} s waiting for {what}: {last}")
+        if now - started > cap_s:
+            raise AssertionError(f"still moving after {cap_s:.0f} s waiting for {what}: {last}")
+        time.sleep(every_s)
+
+
+def fleet_progress(fleet: FleetSimulator, loop: LoopThread) -> tuple[int, int, int]:
+    """What moves while a fleet works: reports made and delivered, notifications."""
+
+    def read() -> tuple[int, int, int]:
+        summary = fleet.summary()
+        return (summary.reports, summary.delivered, summary.notifications)
+
+    result: tuple[int, int, int] = loop.call(read)
+    return result
+
+
+def patient_rules(timeout_s: float = 240.0) -> tuple[Rule, ...]:
+    """The production rules, each handler given `timeout_s` instead of 30 s.
+
+    A status report's handler does a few moto transactions; on a 2-core
+    machine running other suites, moto (one process, serialised) can take
+    more than 30 s for one of them, the gateway then dead-letters the report
+    by design, and the campaign waits for a vehicle whose report the cloud
+    never applied. That is the gateway's timeout at work (tested in the
+    gateway's own tests), not what a fleet test checks, so fleet tests give
+    the handlers time and wait on progress instead (`wait_progressing`).
+    """
+    return tuple(replace(rule, timeout_s=timeout_s) for rule in RULES)

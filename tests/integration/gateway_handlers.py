@@ -89,6 +89,36 @@ def slow_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"status": "ok"}
 
 
+BUSY_HANDLER_S = 0.002  # a store round trip: what a flood costs per message
+
+
+def busy_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """Takes 2 ms (sleeping, as a handler waiting on its store does), then records."""
+    time.sleep(BUSY_HANDLER_S)
+    _append(event, context)
+    return {"status": "ok"}
+
+
+class Gate:
+    """Holds the calls of `hang_handler` until released; counts them."""
+
+    def __init__(self) -> None:
+        self.calls = Concurrency()
+        self.release = threading.Event()
+
+
+HANG = Gate()  # replaced per test (monkeypatch); the gateway runs in the test's process
+
+
+def hang_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """A handler stuck on a dependency that never answers, until the test lets it go."""
+    gate = HANG
+    with gate.calls:
+        gate.release.wait(120)
+    _append(event, context)  # the late completion of a call given up on
+    return {"status": "late"}
+
+
 def read_records(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
@@ -107,3 +137,4 @@ RECORDING_RULES = (
 )
 FLAKY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:flaky_handler", dlq="telemetry", qos=1),)
 SLOW_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:slow_handler", dlq="telemetry", qos=1),)
+BUSY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:busy_handler", dlq="telemetry", qos=1),)

@@ -10,6 +10,11 @@ Faults (set on `server.faults`, read per request, safe to change mid-test):
 * `fail_next = N` (with `fail_status`, default 503): the next N requests fail;
 * `always_status = 503`: every request fails until cleared;
 * `throttle_bps`: the body trickles at about this many bytes per second;
+* `trickle_bytes = N` (with `trickle_interval_s`, default 0.1 s): the body
+  comes N bytes at a time with a pause between (a server that never stalls
+  long enough for a stall timeout, yet never gets anywhere);
+* `hold`: a `threading.Event`; every request waits for it to be set before
+  answering (a download held open as long as a test needs);
 * `cut_after = X`: a response that would carry byte X or beyond sends the
   bytes before X and then closes the connection mid-body (a clean FIN, so
   every byte before X reaches the client); `cut_times` limits how often
@@ -50,6 +55,9 @@ class Faults:
     always_status: int | None = None
     retry_after: str | None = None
     throttle_bps: int | None = None
+    trickle_bytes: int = 0
+    trickle_interval_s: float = 0.1
+    hold: threading.Event | None = None
     cut_after: int | None = None
     cut_times: int | None = None
     corrupt_at: int | None = None
@@ -95,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         shared = self.server.shared
         range_header = self.headers.get("Range")
+        hold = shared.faults.hold
+        if hold is not None:
+            hold.wait()
         if self.path != shared.url_path:
             self._empty(404, range_header)
             return
@@ -137,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
                 stop = faults.cut_after or 0
         throttle = faults.throttle_bps
         piece = min(PIECE, max(1024, throttle // 20)) if throttle else PIECE
+        trickle, pause = faults.trickle_bytes, faults.trickle_interval_s
+        if trickle:
+            piece = trickle
         sent = 0
         try:
             with self.server.shared.path.open("rb") as f:
@@ -152,7 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(data)
                     position += len(data)
                     sent += len(data)
-                    if throttle:
+                    if trickle:
+                        self.wfile.flush()
+                        time.sleep(pause)
+                    elif throttle:
                         time.sleep(len(data) / throttle)
             if cut:
                 self._cut()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 from api_support import API_KEY, AUTH_HEADERS
+from api_support import PRINCIPAL as API_PRINCIPAL
 from ota_support import RecordingSink, fleet
 from typer.testing import CliRunner, Result
 
@@ -44,7 +45,7 @@ pytest_plugins = ["moto_fixtures", "api_fixtures"]
 MIB = 1024 * 1024
 FIRMWARE = "/api/v1/ota/firmware"
 UPLOADS = "/api/v1/ota/firmware-uploads"
-PRINCIPAL = f"api-key:{hashlib.sha256(API_KEY.encode()).hexdigest()[:12]}"
+PRINCIPAL = API_PRINCIPAL
 MODEL = "Accord"  # the model `ota_support.fleet` registers
 
 
@@ -294,7 +295,7 @@ def test_an_oversized_stream_is_refused_before_it_is_read(
     server = ApiHttpServer(
         app.resolve,
         streaming_routes=firmware_streaming_routes(small),
-        streaming_auth=api_auth.authenticate,
+        streaming_auth=app.authorize,
     )
     package = tmp_path / "big.bin"
     make_file(package, 2 * MIB)
@@ -501,12 +502,12 @@ def test_the_cli_uploads_lists_and_retires_firmware(
     deleted = v2c_firmware("delete", record["firmware_id"], "--reason", "test")
     assert deleted.exit_code == 0, deleted.output
     gone = v2c_firmware("show", record["firmware_id"])
-    assert gone.exit_code == 2
+    assert gone.exit_code == 3  # 404: refused (`v2c.infra.cli_errors`)
     assert "not found" in gone.stderr
 
-    # Bytes that differ from the checksum given: the registry refuses (422: exit 2).
+    # Bytes that differ from the checksum given: the registry refuses (422: exit 3).
     mismatch = v2c_firmware(
         "upload", str(package), "--version", "3.0.0", *common, "--sha256", "0" * 64
     )
-    assert mismatch.exit_code == 2
+    assert mismatch.exit_code == 3
     assert "SHA256 checksum mismatch" in mismatch.stderr

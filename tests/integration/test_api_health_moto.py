@@ -24,7 +24,7 @@ KEY = "moto-health-key"
 def lambda_env(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsStack]:
     for name, value in handler_environment(aws_stack.settings()).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("V2C_API_KEYS", KEY)
+    monkeypatch.setenv("V2C_API_KEYS", f"health-checker:viewer:{KEY}")
     ota_api.set_default_app(None)  # a cold start, from this environment
     yield aws_stack
     ota_api.set_default_app(None)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from api_support import API_KEY, AUTH_HEADERS, TOKEN
+from api_support import API_KEY, AUTH_HEADERS, PRINCIPAL, TOKEN
 
 from v2c.contract.errors import Conflict
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
@@ -178,7 +178,7 @@ def test_a_streaming_route_hashes_a_large_upload_without_the_event(
         f"{api_server.base_url}{UPLOAD}", data=payload, headers=headers, timeout=30
     )
     assert answer.status_code == 201, answer.text
-    expected_by = "api-key:" + hashlib.sha256(API_KEY.encode()).hexdigest()[:12]
+    expected_by = PRINCIPAL
     assert answer.json() == {
         "sha256": hashlib.sha256(payload).hexdigest(),
         "size": len(payload),

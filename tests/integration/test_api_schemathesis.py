@@ -27,11 +27,12 @@ from schemathesis.checks import positive_data_acceptance
 
 from v2c.handlers.api import ApiServices
 from v2c.handlers.api.openapi import default_app
+from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.ota.config import OtaConfig, build_services
 from v2c.handlers.ota_api import health_checks
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.http_adapter import ApiHttpServer
-from v2c.infra.wiring import handler_environment
+from v2c.infra.wiring import dead_letter_stores, handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -75,6 +76,8 @@ def api_services(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterat
         devices=ota.devices,
         stats=ota.stats,
         firmware=ota.firmware,
+        # the queues themselves; no redrive path, so a replay reports "failed"
+        dlq=DeadLetterService(dead_letter_stores(aws_stack.settings()), {}),
     )
     ota.close()
 

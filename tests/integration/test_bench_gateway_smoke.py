@@ -15,6 +15,8 @@ pytestmark = pytest.mark.integration
 
 MESSAGES = 500
 PACED = 100  # --rate 200 x --duration 0.5
+FLOOD = 200
+INNOCENT = 25  # --innocent-rate 50 x --innocent-duration 0.5
 
 
 def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
@@ -23,11 +25,12 @@ def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
     json_out = tmp_path / "bench.json"
     cli = [sys.executable, "-c", "from v2c.infra.cli import main; main()"]
     args = ["--messages", str(MESSAGES), "--publishers", "1", "--rate", "200", "--duration", "0.5"]
+    args += ["--flood", str(FLOOD), "--innocent-rate", "50", "--innocent-duration", "0.5"]
     done = subprocess.run(
         [*cli, "bench", "gateway", *args, "--json-out", str(json_out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,4 +60,15 @@ def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
         assert 0 < latency[name]["p50"] <= latency[name]["p99"]
     assert latency["gateway_handler_latency_ms"]["count"] == PACED
     assert report["ratios"]["gateway_vs_baseline_throughput"] > 0
+
+    fairness = report["results"]["fairness"]
+    assert set(fairness) == {"alone", "valid_flood", "sample_bomb_flood"}
+    for run, figures in fairness.items():
+        assert figures["innocent_publish_to_handled_ms"]["count"] == INNOCENT
+        assert figures["failed"] == 0
+        if run != "alone":
+            assert figures["flood"]["messages"] == FLOOD
+            assert f"{run}_all_p50_vs_alone" in report["ratios"]
+    assert fairness["sample_bomb_flood"]["dead_lettered"] == FLOOD  # one record per bomb
+    assert fairness["valid_flood"]["dead_lettered"] == 0
     assert "gateway / baseline" in done.stderr  # the human table went to stderr

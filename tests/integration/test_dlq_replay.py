@@ -220,13 +220,13 @@ def test_list_and_show_print_records_safely_and_json_is_lossless(
     assert DeadLetterRecord.from_json(json.loads(as_json.output)) == ota
 
 
-def test_show_or_replay_of_an_unknown_id_exits_2(stack_dir: Path) -> None:
+def test_show_or_replay_of_an_unknown_id_exits_3(stack_dir: Path) -> None:
     missing = "0000000000000-0000000000000000"
 
     shown = dlq("show", missing, stack=stack_dir)
     replayed = dlq("replay", "--id", missing, stack=stack_dir)
 
-    assert (shown.exit_code, replayed.exit_code) == (2, 2)
+    assert (shown.exit_code, replayed.exit_code) == (3, 3)  # not found: `cli_errors`
     assert f"no dead-letter record {missing}" in shown.output
 
 

@@ -51,6 +51,9 @@ def test_slow_handler_sees_at_most_receive_maximum_messages_and_all_are_handled(
             client_id="gw-flow",
             receive_maximum=RECEIVE_MAXIMUM,
             workers=4 * RECEIVE_MAXIMUM,
+            # One vehicle publishes here: let it use the whole window, which is
+            # what is tested (the per-vehicle cap: test_gateway_fairness.py).
+            per_vehicle_in_flight=RECEIVE_MAXIMUM,
         ) as gateway,
         vehicle_client(endpoint, VIN) as vehicle,
     ):

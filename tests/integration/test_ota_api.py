@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from api_support import API_KEY, AUTH_HEADERS
+from api_support import API_KEY, APPROVER, APPROVER_HEADERS, AUTH_HEADERS
 from ota_support import RecordingSink, S3Packages, fleet
 from typer.testing import CliRunner
 
@@ -133,8 +133,9 @@ def test_campaign_lifecycle_over_http(
     refused = _post(api_server, f"/campaigns/{campaign_id}/start")
     assert refused.status_code == 409
     assert "approval" in refused.json()["detail"]
-    approved = _post(api_server, f"/campaigns/{campaign_id}/approve", {"approved_by": "alice"})
-    assert approved.json()["approved_by"] == "alice"
+    approved = _post(api_server, f"/campaigns/{campaign_id}/approve", **APPROVER_HEADERS)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved_by"] == APPROVER
     started = _post(api_server, f"/campaigns/{campaign_id}/start").json()
     assert started["status"] == "in_progress"
     assert started["counters"]["in_progress"] == 3  # the canary only
@@ -173,6 +174,6 @@ def test_cli_creates_starts_and_shows_a_campaign(
     assert started.exit_code == 0, started.output
     assert "in_progress" in started.stdout
     bad = runner.invoke(cli, ["campaign", "start", campaign_id, *target])
-    assert bad.exit_code == 2  # 409: the request was wrong
+    assert bad.exit_code == 3  # 409: refused (`v2c.infra.cli_errors`)
     listed = runner.invoke(cli, ["campaign", "list", "--json", *target])
     assert campaign_id in listed.stdout

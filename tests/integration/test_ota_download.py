@@ -453,6 +453,57 @@ def test_the_timeout_also_bounds_the_backoff(
     assert sleeps.delays == [2.0]
 
 
+def test_a_trickling_server_fails_download_timeout_by_the_minimum_progress_rule(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    # 64 bytes every 20 ms: never silent long enough for the stall timeout
+    # (30 s), hopeless for the package. The overall deadline is far away
+    # (600 s); the minimum-progress rule asks 64 KiB per 0.5 s (real clock).
+    server.faults.trickle_bytes = 64
+    server.faults.trickle_interval_s = 0.02
+    rd = downloader(overall_timeout_s=600.0, min_progress_bytes=64 * KIB, min_progress_window_s=0.5)
+    result = fetch(rd, server.url, dest, small)
+    assert (result.outcome, result.reason) == (DownloadOutcome.FAILED, OTAStatus.DOWNLOAD_TIMEOUT)
+    assert "minimum progress" in result.detail  # the rule, not the overall deadline
+    assert 0 < result.bytes_fetched < 64 * KIB  # it did trickle; it never reached the minimum
+    assert result.requests == 1  # no retry: a trickle is not a lost link
+    assert result.bytes_downloaded == 0  # not one complete 64 KiB granule arrived
+
+
+def test_the_same_rule_lets_a_normal_download_through(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    rd = downloader(overall_timeout_s=600.0, min_progress_bytes=64 * KIB, min_progress_window_s=0.5)
+    result = fetch(rd, server.url, dest, small)
+    assert result.ok
+    assert result.path is not None
+    assert sha256_of(result.path) == small.sha256
+
+
+def test_retry_backoff_is_not_counted_as_slowness(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    # A clock that moves only while the downloader sleeps: two 503s cost
+    # 2 + 4 s of backoff, more than the 5 s window, and not a byte arrived in
+    # them; the transfer itself takes no time on this clock. The download
+    # must complete: waiting out the server's 503s is not a trickle.
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    server.faults.fail_next = 2
+    rd = RangeDownloader(
+        DownloadConfig(fsync=False, min_progress_bytes=1, min_progress_window_s=5.0),
+        clock=lambda: now[0],
+        sleep=sleep,
+        random=lambda: 0.0,
+    )
+    result = fetch(rd, server.url, dest, small)
+    assert now[0] == 6.0
+    assert result.ok, result.detail
+
+
 def test_a_stepped_clock_times_out_deterministically(
     big_server: FileServer, big: Package, dest: Path
 ) -> None:

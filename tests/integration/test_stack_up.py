@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from gateway_support import publish_all, vehicle_client, wait_until
 
 from v2c.gateway.connection import MqttEndpoint
 from v2c.infra import processes
+from v2c.infra.mqtt5 import MqttClientError, PahoV5Client
 from v2c.infra.net import port_accepts
 from v2c.infra.settings import StackSettings, read_settings
 from v2c.infra.stack_control import addresses
@@ -100,8 +102,12 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         # Given a ready stack
         settings = wait_ready(directory, up, log)
         output = log.read_text()
-        for component in ("mosquitto mTLS", "mosquitto plain", "moto (AWS)", "gateway", "API"):
+        for component in (
+            *("mosquitto vehicles (mTLS)", "mosquitto services (mTLS)"),
+            *("moto (AWS)", "gateway", "API"),
+        ):
             assert component in output
+        assert "mosquitto plain" not in output
         assert str(directory / "stack.json") in output
         assert f"v2c pki issue --vin {VIN} --stack {directory}" in output
         assert set(settings.processes) == {"stack", "mosquitto", "moto", "gateway", "api"}
@@ -109,15 +115,22 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         assert v2c("stack", "status", "--dir", str(directory)).returncode == 0
         assert open_files_limit(settings.processes["mosquitto"]) >= 10_240  # 10,000 vehicles
 
-        # When a vehicle with a certificate from `v2c pki issue --stack` publishes over mTLS
-        issued = v2c("pki", "issue", "--vin", VIN, "--stack", str(directory))
-        assert issued.returncode == 0, issued.stderr
+        # And no listener of the stack admits a client without a certificate
         mqtt, gateway = settings.require_mqtt(), settings.gateway
         assert mqtt.tls_port is not None
         assert mqtt.ca_file is not None
+        for port in (mqtt.tls_port, mqtt.port):
+            for tls in (None, ssl.create_default_context(cafile=str(mqtt.ca_file))):
+                with pytest.raises(MqttClientError):
+                    PahoV5Client(mqtt.host, port, tls_context=tls, timeout=30).connect()
+
+        # When a vehicle with a certificate from `v2c pki issue --stack` publishes over
+        # mTLS (issued while the broker runs: it is registered there at once)
+        issued = v2c("pki", "issue", "--vin", VIN, "--stack", str(directory))
+        assert issued.returncode == 0, issued.stderr
+        assert "registered in the running broker: new" in issued.stdout
         assert gateway is not None
         assert gateway.metrics_url is not None
-        # on a secret shared-subscription group (mosquitto does not authorize SUBSCRIBE)
         assert gateway.share_group is not None
         assert re.fullmatch(r"v2c-[0-9a-f]{32}", gateway.share_group)
         vehicles = directory / "pki" / "vehicles"
@@ -155,6 +168,27 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
         listed = requests.get(campaigns, headers={"X-API-Key": api_key}, timeout=10)
         assert listed.status_code == 200, listed.text
         assert listed.json()["items"] == []
+        # One credential per role, each its own 0600 file; the fleet manager's is the default,
+        # and a viewer's key reads but cannot write (403 in the API's shape)
+        assert sorted(settings.api.key_files) == [
+            "approver", "fleet_manager", "operator", "viewer"
+        ]  # fmt: skip
+        assert settings.api.key_files["fleet_manager"] == settings.api.key_file
+        keys = {}
+        for role, path in settings.api.key_files.items():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, role
+            keys[role] = path.read_text().strip()
+        assert len(set(keys.values())) == 4
+        viewer = {"X-API-Key": keys["viewer"]}
+        assert requests.get(campaigns, headers=viewer, timeout=10).status_code == 200
+        refused = requests.post(campaigns, json={}, headers=viewer, timeout=10)
+        assert (refused.status_code, refused.json()["reason"]) == (403, "forbidden")
+        dlq = requests.get(
+            f"{settings.api.url}/api/v1/dlq/ota",
+            headers={"X-API-Key": keys["operator"]},
+            timeout=10,
+        )
+        assert dlq.status_code == 200, dlq.text
 
         # When SIGTERM arrives
         up.send_signal(signal.SIGTERM)

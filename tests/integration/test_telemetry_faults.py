@@ -5,6 +5,7 @@ rest. Nothing lost, nothing stored twice."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,13 @@ from telemetry_support import (
     timestream_records,
 )
 
+from v2c.contract.batch_codec import decode_envelope
 from v2c.gateway.redrive import InboundRedriver
 from v2c.gateway.rules import RULES
-from v2c.handlers.dlq.record import Direction
+from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.telemetry.config import set_default_service
+from v2c.handlers.telemetry.dead_letters import failed_indices
 from v2c.handlers.telemetry.model import sample_key
 from v2c.handlers.telemetry.store import RetryPolicy
 from v2c.v1 import telemetry_pb2
@@ -57,6 +60,18 @@ def _samples(vehicle: int, count: int) -> list[Telemetry]:
 
 def _keys(samples: list[Telemetry]) -> set[tuple[str, str]]:
     return {(s.vehicle_id, sample_key(s.epoch, s.sequence)) for s in samples}
+
+
+def _dead_keys(dead: list[DeadLetterRecord]) -> set[tuple[str, str]]:
+    """The samples the records stand for: a single's sample, a batch's failed indices."""
+    keys: set[tuple[str, str]] = set()
+    for record in dead:
+        if record.source == "telemetry_batch":
+            samples = decode_envelope(record.payload).samples
+            keys |= _keys([samples[i] for i in failed_indices(record)])
+        else:
+            keys |= _keys([Telemetry.FromString(record.payload)])
+    return keys
 
 
 @pytest.fixture
@@ -98,13 +113,10 @@ def test_throttling_on_half_the_writes_loses_nothing_and_a_replay_stores_the_res
     stored = stored_keys(aws_stack)
     assert len(stored) == len(set(stored))
     dead = list(dlq_store(aws_stack).list())
-    dead_keys = {
-        (r.vehicle_id, sample_key(m.epoch, m.sequence))
-        for r in dead
-        for m in [Telemetry.FromString(r.payload)]
-    }
+    dead_keys = _dead_keys(dead)
     assert {r.reason for r in dead} <= {"throttled"}
-    assert len(dead) == sum(r.failed for r in reports) == len(dead_keys)
+    assert len(dead) == sum(r.dead_lettered for r in reports)  # one record per message
+    assert sum(r.failed for r in reports) == len(dead_keys)
     assert set(stored).isdisjoint(dead_keys)
     assert set(stored) | dead_keys == _keys(samples)
 
@@ -148,15 +160,21 @@ def test_items_left_unprocessed_are_retried_then_dead_lettered_then_replayed(
     )
     with AwsFaultProxy(aws_stack.aws.endpoint_url or "", policy) as proxy:
         service = build_service(aws_stack, dynamodb_url=proxy.endpoint_url, retry=FAST_RETRY)
-        report = service.ingest_batch(batch_event(samples))
+        batch = batch_event(samples)
+        envelope = base64.b64decode(batch["payload"])
+        report = service.ingest_batch(batch)
         service.close()
 
     # 25 → 12 written, 13 left → 6 written, 7 left → 3 written, 4 left after 3 attempts.
     assert proxy.seen["DynamoDB_20120810.BatchWriteItem"] == 3
     assert (report.stored, report.failed) == (21, 4)
-    dead = list(dlq_store(aws_stack).list())
-    assert sorted(r.context["index"] for r in dead) == [21, 22, 23, 24]
-    assert {(r.reason, r.context["sink"]) for r in dead} == {("throttled", "dynamodb")}
+    (record,) = dlq_store(aws_stack).list()  # one record for the batch, not one per sample
+    assert record.payload == envelope
+    assert failed_indices(record) == [21, 22, 23, 24]
+    assert record.reason == "throttled"
+    assert {(f["reason"], f["sink"]) for f in record.context["failures"]} == {
+        ("throttled", "dynamodb")
+    }
 
     _replay_all(aws_stack)
     assert sorted(stored_keys(aws_stack)) == sorted(_keys(samples))

@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from fleet_support import LoopThread, loop_thread, ota_cloud, trusted_keys, upload_firmware
-from gateway_support import running_gateway, wait_until
+from fleet_support import (
+    LoopThread,
+    loop_thread,
+    ota_cloud,
+    patient_rules,
+    trusted_keys,
+    upload_firmware,
+    wait_progressing,
+)
+from gateway_support import running_gateway
 
 from v2c.gateway.connection import MqttEndpoint
-from v2c.gateway.rules import RULES
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
 from v2c.handlers.ota.domain.update_state import UpdateState
@@ -41,6 +48,14 @@ pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus
 VIN = "VIN-5V2CRTM0000000001"
+
+
+def _progress(loop: LoopThread, vehicle: VehicleRuntime) -> tuple[int, int, int]:
+    """What moves while one vehicle updates: reports made, delivered, notifications."""
+    result: tuple[int, int, int] = loop.call(
+        lambda: (vehicle.report_count, vehicle.delivered, vehicle.notifications)
+    )
+    return result
 
 
 @pytest.fixture
@@ -82,7 +97,7 @@ def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_up
     cloud.deps.fleet.put([Vehicle(VIN, "Accord", "eu-west-1", 2024, "Honda", "", "1.0.0")])
     firmware_id = upload_firmware(cloud, "2.0.0")
     endpoint = MqttEndpoint(broker.host, broker.port)
-    with running_gateway(endpoint, RULES):
+    with running_gateway(endpoint, patient_rules()):
         # And the vehicle's runtime, connected over its own MQTT session
         sim = SimTime(0.002)
         vehicle = VehicleRuntime(
@@ -101,9 +116,9 @@ def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_up
         ).campaign
         cloud.campaigns.start(campaign.campaign_id)
         # Then the cloud's record ends COMPLETED with the version the vehicle runs
-        wait_until(
+        wait_progressing(
             lambda: cloud.campaigns.get(campaign.campaign_id).status is CampaignStatus.COMPLETED,
-            timeout=45,
+            lambda: _progress(loop, vehicle),
             what="the campaign completed",
         )
         loop.run(vehicle.stop())
@@ -152,7 +167,7 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
             config=RuntimeConfig(keep_reports=True),
         )
 
-    with running_gateway(endpoint, RULES):
+    with running_gateway(endpoint, patient_rules()):
         down = DownloadFaultProxy(outage_requests=1_000_000)
         loop.run(down.start())
         first = runtime(down)
@@ -162,8 +177,9 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
         ).campaign
         cloud.campaigns.start(campaign.campaign_id)
         update_id = campaign.release.update_id
-        wait_until(
+        wait_progressing(
             lambda: cloud.deps.updates.get(VIN, update_id).state is UpdateState.PAUSED,
+            lambda: _progress(loop, first),
             what="the cloud saw the download paused",
         )
         paused_at = cloud.deps.updates.get(VIN, update_id).bytes_downloaded
@@ -176,9 +192,9 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
         second = runtime(None)
         loop.run(second.start())
         # Then it resumes from the partial file and completes
-        wait_until(
+        wait_progressing(
             lambda: cloud.campaigns.get(campaign.campaign_id).status is CampaignStatus.COMPLETED,
-            timeout=45,
+            lambda: _progress(loop, second),
             what="the campaign completed after the restart",
         )
         loop.run(second.stop())

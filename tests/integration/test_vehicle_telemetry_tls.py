@@ -1,9 +1,10 @@
-"""The vehicle uplink over mutual TLS: client id = VIN = certificate CN, confined by the ACL."""
+"""The vehicle uplink over mutual TLS against a broker configured like the stack's:
+client id = VIN = certificate CN, confined by the broker's per-VIN policy."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import running_gateway, wait_until
 
 from v2c.gateway.connection import MqttEndpoint
-from v2c.infra.broker import BrokerTls, MosquittoBroker
+from v2c.infra.broker import MosquittoBroker
 from v2c.infra.pki import PkiPaths, init_pki, issue_vehicle_cert
+from v2c.infra.stack_layout import StackLayout, broker_config, prepare_broker_files
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import DeliveryConfig
@@ -22,27 +24,30 @@ from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, TelemetryPublis
 
 pytestmark = pytest.mark.integration
 
-BrokerFactory = Callable[..., MosquittoBroker]
 VIN = "VIN-1HGBH41JXMN109186"
 OTHER_VIN = "VIN-2HGBH41JXMN109187"
-ACL = """\
-pattern readwrite v2c/v1/+/%u/#
-user v2c-gateway
-topic readwrite v2c/#
-"""
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> PkiPaths:
-    return init_pki(tmp_path / "pki")
+def layout(tmp_path: Path) -> StackLayout:
+    return StackLayout.for_dir(tmp_path / "stack")
 
 
 @pytest.fixture
-def tls_broker(mosquitto_factory: BrokerFactory, pki: PkiPaths, tmp_path: Path) -> MosquittoBroker:
-    acl = tmp_path / "acl"
-    acl.write_text(ACL)
-    tls = BrokerTls(cafile=pki.ca_cert, certfile=pki.server.cert, keyfile=pki.server.key)
-    return mosquitto_factory(tls=tls, acl_file=acl)
+def pki(layout: StackLayout) -> PkiPaths:
+    paths = init_pki(layout.pki)
+    for vin in (VIN, OTHER_VIN):  # issued before the broker starts: admitted at start
+        issue_vehicle_cert(paths.root, vin)
+    return paths
+
+
+@pytest.fixture
+def tls_broker(
+    layout: StackLayout, pki: PkiPaths, mosquitto_executable: Path
+) -> Iterator[MosquittoBroker]:
+    config = broker_config(layout, prepare_broker_files(layout), executable=mosquitto_executable)
+    with MosquittoBroker(config) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -55,13 +60,12 @@ def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def publisher_with_certificate_of(
     vin: str, broker: MosquittoBroker, pki: PkiPaths, tmp_path: Path
 ) -> TelemetryPublisher:
-    cert = issue_vehicle_cert(pki.root, vin)
     connection = ConnectionConfig(
         broker.host,
         broker.port,
-        ca_file=cert.ca,
-        cert_file=cert.cert,
-        key_file=cert.key,
+        ca_file=pki.ca_cert,
+        cert_file=pki.vehicles_dir / f"{vin}.pem",
+        key_file=pki.vehicles_dir / f"{vin}.key",
         connect_timeout_s=5,
         backoff=BackoffPolicy(initial_s=0.05, max_s=0.5),
     )
@@ -74,9 +78,10 @@ def publisher_with_certificate_of(
 def test_vehicle_with_its_own_certificate_publishes_over_mutual_tls(
     tls_broker: MosquittoBroker, pki: PkiPaths, record_file: str, tmp_path: Path
 ) -> None:
+    assert tls_broker.service_port is not None
     endpoint = MqttEndpoint(
         tls_broker.host,
-        tls_broker.port,
+        tls_broker.service_port,
         ca_file=str(pki.ca_cert),
         cert_file=str(pki.service.cert),
         key_file=str(pki.service.key),
@@ -101,8 +106,8 @@ def test_vehicle_with_its_own_certificate_publishes_over_mutual_tls(
 def test_vehicle_holding_another_vins_certificate_is_refused_and_gives_up_the_samples(
     tls_broker: MosquittoBroker, pki: PkiPaths, tmp_path: Path
 ) -> None:
-    # Given a vehicle whose certificate names another VIN: the ACL confines it to
-    # that VIN's topics, so the broker answers its publishes with 0x87.
+    # Given a vehicle whose certificate names another VIN: the broker makes it that
+    # VIN and confines it to that VIN's topics, so it answers its publishes with 0x87.
     with publisher_with_certificate_of(OTHER_VIN, tls_broker, pki, tmp_path) as publisher:
         for sample in TelemetrySampler(VIN, seed=2).samples(5):
             publisher.publish(sample)

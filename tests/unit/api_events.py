@@ -13,6 +13,11 @@ from v2c.handlers.api.routes import health
 API_KEY = "test-key-0123456789"
 TOKEN = "test-token-abcdef"
 AUTH = {"X-API-Key": API_KEY}
+# Both credentials may do everything but approve (the approver's is separate).
+PRINCIPAL = "tester"
+ROLES = "viewer+fleet_manager+operator"
+KEY_ENTRY = f"{PRINCIPAL}:{ROLES}:{API_KEY}"
+TOKEN_ENTRY = f"{PRINCIPAL}-bearer:{ROLES}:{TOKEN}"
 
 
 def rest_event(
@@ -65,4 +70,4 @@ def make_app(services: ApiServices | None = None, **kwargs: Any) -> OtaApi:
     """The frame with the health routes only (not other route modules, which
     have their own tests), plus `extra=` test routes."""
     kwargs.setdefault("modules", [health])
-    return build_app(services or ApiServices(), ApiAuth([API_KEY], [TOKEN]), **kwargs)
+    return build_app(services or ApiServices(), ApiAuth([KEY_ENTRY], [TOKEN_ENTRY]), **kwargs)

@@ -7,6 +7,12 @@ as it is emitted, to the cloud's own state machine
 (notify, cancel, retry). `cloud_refusals` lists every report the cloud would
 refuse as illegal (INVALID) or out of order (STALE); the fixture in each
 test module asserts it is empty after every test.
+
+Reports about notifications that failed verification go the way the status
+ingest sends them: never applied, unless their `notification_sha256` is the
+digest of what this harness's cloud sent for the update (`notify`), in which
+case `apply_confirmed_rejection`. `forge` delivers a notification the cloud
+never sent.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 from signing_helpers import T0, make_manifest
 
+from v2c.contract.notification import signed_part_sha256
 from v2c.handlers.ota.domain.update_state import (
     Command,
     Outcome,
     UpdateRecord,
     UpdateState,
     apply_command,
+    apply_confirmed_rejection,
     apply_status,
 )
 from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
@@ -107,6 +115,9 @@ class Harness:
     cloud_refusals: list[Refusal] = field(default_factory=list)
     last_sequence: dict[str, int] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
+    sent_digests: dict[str, set[bytes]] = field(default_factory=dict)  # what the cloud sent
+    unverified: list[tuple[OTAStatus, Outcome]] = field(default_factory=list)
+    unverified_sequence: int = 0
 
     def __post_init__(self) -> None:
         self.agent = UpdateAgent(VIN, trusted_keys(), policy=self.policy)
@@ -142,12 +153,23 @@ class Harness:
 
     def notify(self, notification: OTAUpdateAvailable | None = None, **kw: Any) -> list[Effect]:
         n = notification if notification is not None else self.notification(**kw)
-        peek_id = _peek_update_id(n)
-        if peek_id:
-            self._command(peek_id, Command.NOTIFY, retry_first=True)
+        self.cloud_sends(n)
         return self._take(
             self.agent.on_notification(n.SerializeToString(), self.conditions, self.now)
         )
+
+    def cloud_sends(self, n: OTAUpdateAvailable) -> None:
+        """The cloud records `n` as sent (still on its way to the vehicle)."""
+        peek_id = _peek_update_id(n)
+        if peek_id:
+            self._command(peek_id, Command.NOTIFY, retry_first=True)
+            digest = signed_part_sha256(n.manifest, n.signature, n.key_id)
+            self.sent_digests.setdefault(peek_id, set()).add(digest)
+
+    def forge(self, notification: OTAUpdateAvailable) -> list[Effect]:
+        """A notification the cloud never sent reaches the vehicle (no cloud action)."""
+        payload = notification.SerializeToString()
+        return self._take(self.agent.on_notification(payload, self.conditions, self.now))
 
     def redeliver(self, notification: OTAUpdateAvailable) -> list[Effect]:
         """The transport delivers a notification again (no cloud action)."""
@@ -290,6 +312,9 @@ class Harness:
     def _to_cloud(self, report: Report) -> None:
         status = report.status
         uid = status.update_id
+        if status.notification_unverified:
+            self._unverified_to_cloud(report)
+            return
         previous = self.last_sequence.get(uid, 0)
         if report.redelivery:
             assert status.sequence <= previous
@@ -306,6 +331,26 @@ class Harness:
                     uid, state_name(status), status.sequence, transition.outcome, transition.reason
                 )
             )
+        self.cloud[uid] = transition.after
+
+    def _unverified_to_cloud(self, report: Report) -> None:
+        """As the status ingest: numbered apart, applied only when the cloud
+        recognises its own notification in `notification_sha256`."""
+        status = report.status
+        assert not report.redelivery
+        assert status.sequence == self.unverified_sequence + 1
+        self.unverified_sequence = status.sequence
+        uid = status.update_id
+        record = self.cloud.get(uid)
+        if record is None:
+            self.unverified.append((status, Outcome.UNVERIFIED))
+            return
+        if status.notification_sha256 in self.sent_digests.get(uid, set()):
+            transition = apply_confirmed_rejection(record)
+        else:
+            transition = apply_status(record, status)
+            assert transition.outcome is Outcome.UNVERIFIED
+        self.unverified.append((status, transition.outcome))
         self.cloud[uid] = transition.after
 
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 import pytest
-from api_events import AUTH, call
+from api_events import AUTH, KEY_ENTRY, call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -36,7 +36,7 @@ from v2c.handlers.ota.firmware.uploads import UploadResult
 from v2c.infra.firmware_streaming import firmware_streaming_routes, parse_upload_query
 from v2c.infra.http_adapter import PRINCIPAL_HEADER, QUERY_HEADER
 
-PRINCIPAL = f"api-key:{hashlib.sha256(AUTH['X-API-Key'].encode()).hexdigest()[:12]}"
+PRINCIPAL = "tester"
 T0 = datetime(2025, 12, 18, 10, 0, 0, 123456, tzinfo=UTC)
 QUERY = {
     "name": "Smart Frame Firmware",
@@ -78,7 +78,7 @@ class FakeFirmware:
 
 def lambda_app(fake: FakeFirmware) -> OtaApi:
     services = ApiServices(firmware=cast(FirmwareService, fake))
-    return build_app(services, ApiAuth([AUTH["X-API-Key"]]), modules=[firmware_routes])
+    return build_app(services, ApiAuth([KEY_ENTRY]), modules=[firmware_routes])
 
 
 def lambda_upload(

@@ -64,6 +64,31 @@ def _extra(app: OtaApi) -> None:
 def test_error_codes_follow_the_operation_and_extensions_add_more() -> None:
     operation = render(make_app(extra=_extra))["paths"]["/api/v1/test/things/{thing_id}"]["post"]
     assert sorted(operation["responses"]) == [
-        "200", "400", "401", "404", "409", "413", "415", "422", "429", "500", "503"
+        "200", "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503"
     ]  # fmt: skip
     assert "x-v2c-errors" not in operation
+    assert operation["x-v2c-roles"] == ["fleet_manager"]
+
+
+def test_every_operation_names_the_roles_of_the_documented_table() -> None:
+    """The role table of `v2c.handlers.api.roles` (and README), as the document states it."""
+    document = json.loads(OPENAPI_PATH.read_text())
+    every = ["approver", "fleet_manager", "operator", "viewer"]
+    seen: dict[str, list[str]] = {}
+    for path, method, operation in _operations(document):
+        if operation.get("security") == []:
+            assert "x-v2c-roles" not in operation, path  # public
+            continue
+        roles = operation["x-v2c-roles"]
+        seen[f"{method.upper()} {path}"] = roles
+        if path == "/api/v1/ota/campaigns/{campaign_id}/approve":
+            assert roles == ["approver"]
+        elif path.startswith("/api/v1/dlq/"):
+            assert roles == ["operator"], path
+        elif method == "get":
+            assert roles == every, path
+        else:
+            assert roles == ["fleet_manager"], path
+        assert "403" in operation["responses"], path
+    assert seen["POST /api/v1/dlq/{queue}/replay"] == ["operator"]
+    assert seen["POST /api/v1/ota/firmware"] == ["fleet_manager"]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 import zstandard
 
+from v2c.contract import batch_codec
 from v2c.contract.batch_codec import (
     DEFAULT_CONFIG,
     NONE,
@@ -22,12 +23,13 @@ from v2c.contract.batch_codec import (
     split_to_fit,
     train_dictionary,
 )
-from v2c.contract.batch_columns import SCALE, from_columns, to_columns
+from v2c.contract.batch_columns import PER_SAMPLE_COLUMNS, SCALE, from_columns, to_columns
 from v2c.contract.errors import (
     ChecksumMismatch,
     CodecError,
     DecompressionLimitExceeded,
     PayloadTooLarge,
+    TooManySamples,
     UnknownDictionary,
     UnsupportedCompression,
     ValidationFailed,
@@ -412,18 +414,22 @@ def test_bomb_that_hides_its_size_costs_at_most_the_declared_size() -> None:
 
 
 def test_bomb_declared_at_the_cap_costs_at_most_the_cap() -> None:
-    cap = DEFAULT_CONFIG.max_decompressed_bytes
+    most = DEFAULT_CONFIG.max_samples  # the largest declaration that passes the count check
+    cap = DEFAULT_CONFIG.max_batch_bytes(most)
     bomb = _zeros_frame(BOMB_BYTES)
-    peak = _peak_while_decoding(_forge(bomb, declared=cap), DecompressionLimitExceeded)
+    forged = _forge(bomb, declared=cap, message_count=most)
+    peak = _peak_while_decoding(forged, DecompressionLimitExceeded)
     print(f"\nbomb {BOMB_BYTES} B declared {cap} B, peak {peak} B")
     assert peak < 3 * cap < BOMB_BYTES // 10
 
 
 def test_frame_asking_for_a_huge_window_is_refused_before_decompressing() -> None:
-    frame = _zeros_frame(1 << 20, window_log=27)
+    most = DEFAULT_CONFIG.max_samples
+    size = DEFAULT_CONFIG.max_batch_bytes(most)
+    frame = _zeros_frame(size, window_log=27)
     assert zstandard.get_frame_parameters(frame).window_size > DEFAULT_CONFIG.max_window_bytes
     with pytest.raises(DecompressionLimitExceeded, match="window"):
-        decode_envelope(_forge(frame, declared=1 << 20))
+        decode_envelope(_forge(frame, declared=size, message_count=most))
 
 
 # -- sizes -------------------------------------------------------------------
@@ -553,3 +559,83 @@ def test_batch_above_the_receivers_cap_is_too_large_to_send() -> None:
     with pytest.raises(PayloadTooLarge, match="cap"):
         encode_envelope(_samples(50), config=config)
     assert len(split_to_fit(_samples(50), config)) > 1
+
+
+# -- sample bombs: the count, not the bytes, is the unit of work ----------------
+
+
+def _sample_bomb(declared: int, *, envelope_count: int | None = None) -> bytes:
+    """A few hundred bytes declaring `declared` samples: every column all zeros."""
+    batch = telemetry_pb2.TelemetryBatch(
+        vehicle_id=VIN, epoch=1, schema_version="1.0", sample_count=declared
+    )
+    for column in PER_SAMPLE_COLUMNS:
+        getattr(batch, column).extend([0] * declared)
+    raw = batch.SerializeToString()
+    payload = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(raw)
+    envelope = Envelope(
+        batch_id=BATCH_ID,
+        vehicle_id=VIN,
+        message_count=declared if envelope_count is None else envelope_count,
+        compression=ZSTD,
+        uncompressed_size=len(raw),
+        payload=payload,
+    )
+    return _reseal(envelope)
+
+
+def _never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("reached: the check should have refused the batch before this")
+
+
+def test_an_envelope_declaring_65000_samples_is_refused_before_anything_is_decompressed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bomb = _sample_bomb(65_000)
+    assert len(bomb) < 512  # the attack: a few hundred bytes on the wire
+    monkeypatch.setattr(batch_codec, "_decompress", _never)
+    monkeypatch.setattr(batch_codec, "from_columns", _never)
+    with pytest.raises(TooManySamples, match="65000 samples") as refused:
+        decode_envelope(bomb)
+    assert refused.value.reason == "too_many_samples"
+    assert isinstance(refused.value, PayloadTooLarge)  # the sender's split_to_fit halves it
+
+
+def test_a_batch_counting_more_samples_than_its_envelope_is_refused_before_expanding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bomb = _sample_bomb(1000, envelope_count=5)  # the envelope lies, the batch inside says 1,000
+    monkeypatch.setattr(batch_codec, "from_columns", _never)
+    with pytest.raises(CodecError):  # 5 samples cannot need ~16 KB: the expansion bound
+        decode_envelope(bomb)
+    lenient = CodecConfig(max_sample_bytes=64 * 1024)  # past the expansion bound, the count
+    with pytest.raises(CodecError, match="message_count 5, batch of 1000"):
+        decode_envelope(bomb, lenient)
+
+
+def test_an_envelope_declaring_more_bytes_than_its_samples_can_need_is_refused() -> None:
+    envelope = _envelope(encode_envelope(_samples(1)))
+    envelope.uncompressed_size = DEFAULT_CONFIG.max_batch_bytes(1) + 1
+    with pytest.raises(DecompressionLimitExceeded, match="for 1 samples"):
+        decode_envelope(envelope.SerializeToString())
+
+
+def test_a_batch_at_the_cap_is_accepted_and_one_above_is_split_by_the_sender() -> None:
+    config = CodecConfig(max_samples=20)
+    samples = _samples(50)
+    assert len(decode_envelope(encode_envelope(samples[:20], config=config), config).samples) == 20
+    with pytest.raises(TooManySamples):
+        encode_envelope(samples[:21], config=config)
+    envelopes = split_to_fit(samples, config)
+    counts = [len(decode_envelope(e, config).samples) for e in envelopes]
+    assert sum(counts) == 50
+    assert max(counts) <= 20
+    with pytest.raises(TooManySamples):  # the receiver's cap holds whatever the sender used
+        decode_envelope(encode_envelope(samples), config)
+
+
+def test_the_default_cap_holds_the_vehicles_whole_offline_buffer_in_one_packet() -> None:
+    cap = DEFAULT_CONFIG.max_samples
+    envelope = encode_envelope(_samples(cap))  # raises if it did not fit the packet
+    assert len(envelope) <= DEFAULT_CONFIG.max_envelope_bytes
+    assert len(decode_envelope(envelope).samples) == cap

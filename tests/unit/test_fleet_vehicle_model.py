@@ -70,3 +70,29 @@ def test_the_version_the_agent_sees_is_the_one_the_runtime_set_after_boot() -> N
     vehicle = model()
     vehicle.installed_version = "2.0.0"
     assert vehicle.at(T0).installed_version == "2.0.0"
+
+
+def test_without_a_start_the_faults_story_waits_for_the_first_offered_update() -> None:
+    # However much (simulated) time passes before an update is offered, a
+    # vehicle in use is still driving and a low one still unplugged: the
+    # offer starts the story, so what the agent sees does not depend on how
+    # long connecting and creating the campaign took in real time.
+    vehicle = VehicleModel(
+        model="Accord",
+        installed_version="1.0.0",
+        faults=VehicleFaults.of(InUse(duration_s=600), LowBattery(battery_percent=12)),
+    )
+    later = T0 + 10 * 86_400
+    assert not vehicle.started
+    assert vehicle.at(later).in_use
+    assert vehicle.at(later).battery_percent == 12
+    assert not vehicle.at(later).charging
+    assert vehicle.next_change(later) is None
+
+    assert vehicle.begin(later)
+    assert not vehicle.begin(later + 5)  # only the first offer starts it
+    assert vehicle.at(later + 599).in_use
+    assert vehicle.next_change(later) == later + 600
+    assert vehicle.at(later + 600).parked
+    assert vehicle.at(later + 900).charging
+    assert vehicle.next_change(later + 600) == later + 900

@@ -95,3 +95,79 @@ def test_submit_after_shutdown_is_refused_and_pending_calls_are_cancelled() -> N
             pool.submit(len, "x")
 
     asyncio.run(main())
+
+
+def test_a_call_abandoned_while_running_gets_its_worker_replaced_and_its_result_dropped() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def hang() -> str:
+        started.set()
+        release.wait(30)
+        return "late"
+
+    async def main() -> None:
+        pool = HandlerPool(1)
+        try:
+            stuck = pool.submit(hang)
+            assert await asyncio.to_thread(started.wait, 10)
+            stuck.cancel()  # what the gateway's timeout does
+            assert pool.abandon(stuck) is True
+            assert (pool.abandoned, pool.replacements) == (1, 1)
+            # The only worker is still inside `hang`, yet the pool serves calls.
+            assert await pool.submit(sum, [1, 2, 3]) == 6
+            release.set()
+            for _ in range(3000):  # until the stuck call returns (a bound, not a verdict)
+                if not pool.abandoned:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.abandoned == 0
+            assert stuck.cancelled()  # the late result went nowhere
+            assert await pool.submit(len, "ok") == 2
+        finally:
+            release.set()
+            pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_replacements_are_bounded_so_a_handler_that_never_returns_cannot_grow_threads() -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hang() -> None:
+        started.release()
+        release.wait(30)
+
+    async def main() -> None:
+        pool = HandlerPool(1, max_abandoned=1)
+        try:
+            first = pool.submit(hang)
+            assert await asyncio.to_thread(started.acquire, True, 10)
+            first.cancel()
+            assert pool.abandon(first) is True  # one replacement allowed
+            second = pool.submit(hang)
+            assert await asyncio.to_thread(started.acquire, True, 10)
+            second.cancel()
+            assert pool.abandon(second) is False  # budget spent: the pool shrinks instead
+            assert (pool.abandoned, pool.replacements, pool.busy) == (2, 1, 2)
+            release.set()
+            assert await pool.submit(len, "back") == 4  # the kept thread serves again
+        finally:
+            release.set()
+            pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_abandoning_a_call_that_never_started_or_already_finished_replaces_nothing() -> None:
+    async def main() -> None:
+        pool = HandlerPool(1)
+        try:
+            done = pool.submit(len, "x")
+            await done
+            assert pool.abandon(done) is False
+            assert pool.replacements == 0
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from v2c.infra.http_adapter import build_event, parse_result
+from v2c.infra.http_adapter import build_event, header_name, parse_result
 
 
 def test_the_event_has_api_gateway_rest_shape() -> None:
@@ -63,3 +63,9 @@ def test_the_answer_merges_header_forms_and_decodes_base64() -> None:
     ]
     assert body == b"\x00\xff"
     assert parse_result({"statusCode": 204}) == (204, [], b"")
+
+
+def test_header_names_come_back_in_their_usual_case() -> None:
+    assert header_name("content-type") == "Content-Type"
+    assert header_name("x-api-key") == "X-Api-Key"
+    assert header_name("idempotency-key") == "Idempotency-Key"

@@ -73,6 +73,44 @@ def test_mutual_tls_takes_the_username_from_the_certificate_and_refuses_anonymou
     assert "acl_file /acl" in lines
 
 
+def test_a_listener_can_bind_the_client_id_to_the_certificate_name() -> None:
+    tls = BrokerTls(
+        cafile=Path("/ca"), certfile=Path("/c"), keyfile=Path("/k"), use_username_as_clientid=True
+    )
+
+    lines = lines_of(MosquittoConfig(data_dir=Path("/d"), port=8883, tls=tls))
+
+    assert lines[-2:] == ["use_identity_as_username true", "use_username_as_clientid true"]
+
+
+def test_dynamic_security_loads_the_plugin_with_its_state_file() -> None:
+    config = MosquittoConfig(
+        data_dir=Path("/d"),
+        port=1,
+        dynsec_file=Path("/d/dynamic-security.json"),
+        dynsec_plugin=Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"),
+    )
+
+    lines = lines_of(config)
+
+    plugin = lines.index("plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+    assert lines[plugin + 1] == "plugin_opt_config_file /d/dynamic-security.json"
+    assert plugin < lines.index("listener 1 127.0.0.1")
+
+
+def test_rendering_dynamic_security_needs_the_plugin_chosen() -> None:
+    config = MosquittoConfig(data_dir=Path("/d"), port=1, dynsec_file=Path("/d/ds.json"))
+
+    with pytest.raises(ValueError, match="plugin"):
+        render_config(config)
+
+
+def test_retained_messages_are_available_unless_turned_off() -> None:
+    assert "retain_available true" in lines_of(MosquittoConfig(data_dir=Path("/d"), port=1))
+    off = MosquittoConfig(data_dir=Path("/d"), port=1, retain_available=False)
+    assert "retain_available false" in lines_of(off)
+
+
 def test_tls_without_identity_usernames_still_admits_certificate_holders() -> None:
     tls = BrokerTls(
         cafile=Path("/ca"), certfile=Path("/c"), keyfile=Path("/k"), use_identity_as_username=False
@@ -101,6 +139,7 @@ def test_rendering_needs_a_chosen_port() -> None:
         {"max_queued_messages": -1},
         {"data_dir": Path("/d\nlistener 1883 0.0.0.0")},
         {"acl_file": Path("/acl\nallow_anonymous true")},
+        {"dynsec_file": Path("/ds\nallow_anonymous true")},
     ],
 )
 def test_values_that_would_corrupt_or_widen_the_config_are_refused(

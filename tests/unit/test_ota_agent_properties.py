@@ -2,7 +2,8 @@
 cloud and the power supply do, in any order,
 
 * every report's sequence is exactly one above the last for its update
-  (strictly increasing, no gaps, across restarts), re-sends excepted;
+  (strictly increasing, no gaps, across restarts), re-sends excepted; reports
+  of unverified notifications are numbered apart, the same way;
 * the cloud's state machine accepts every report (never INVALID, STALE or an
   unexpected DUPLICATE);
 * the agent's snapshot survives JSON and an update is never active twice.
@@ -204,8 +205,12 @@ def test_any_event_sequence_yields_numbered_reports_the_cloud_accepts(data: st.D
     h = run.h
     assert h.cloud_refusals == []  # the harness also checked every sequence on the way
     for uid, last in h.last_sequence.items():
-        sequences = [s.sequence for s in h.reports(uid)]
+        sequences = [s.sequence for s in h.reports(uid) if not s.notification_unverified]
         assert sequences == list(range(1, last + 1))
+    # reports of unverified notifications: numbered apart, never applied unless
+    # the cloud recognised its own notification in them
+    unverified = [s.sequence for s in h.reports() if s.notification_unverified]
+    assert unverified == list(range(1, len(unverified) + 1))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,7 +26,7 @@ def test_the_handler_resolves_with_the_installed_app() -> None:
 
 
 def test_the_app_is_built_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("V2C_API_KEYS", "env-key")
+    monkeypatch.setenv("V2C_API_KEYS", "ops:viewer:env-key")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
     first = ota_api.default_app()
     assert ota_api.default_app() is first
@@ -37,7 +37,7 @@ def test_the_app_is_built_from_the_environment_once(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_broken_configuration_answers_500_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("V2C_API_KEYS", "sha256:not-hex")
+    monkeypatch.setenv("V2C_API_KEYS", "ops:viewer:sha256:not-hex")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
     answer = ota_api.lambda_handler(rest_event("GET", "/health"), None)
     assert answer["statusCode"] == 500

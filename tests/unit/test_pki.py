@@ -240,12 +240,46 @@ def test_init_pki_writes_the_documented_layout(tmp_path: Path) -> None:
     paths = pki.init_pki(tmp_path / "pki", now=NOW)
 
     assert paths == pki.PkiPaths.for_dir(tmp_path / "pki")
-    for name in ("ca.pem", "ca.key", "server.pem", "server.key", "service.pem", "service.key"):
+    for name in (
+        *("ca.pem", "ca.key", "service-ca.pem", "service-ca.key", "server.pem", "server.key"),
+        *("service.pem", "service.key", "admin.pem", "admin.key"),
+    ):
         assert (tmp_path / "pki" / name).is_file()
     assert paths.vehicles_dir.is_dir()
-    ca_cert = _load_cert(paths.ca_cert)
-    _client_verifier(ca_cert).verify(_load_cert(paths.service.cert), [])
+    service_ca = _load_cert(paths.service_ca_cert)
+    for identity, name in ((paths.service, "v2c-gateway"), (paths.admin, "v2c-admin")):
+        assert identity.ca == paths.service_ca_cert
+        _client_verifier(service_ca).verify(_load_cert(identity.cert), [])
+        assert pki.common_name(_load_cert(identity.cert)) == name
+        # the fleet CA (the vehicle listener's) does not vouch for a service
+        with pytest.raises(VerificationError):
+            _client_verifier(_load_cert(paths.ca_cert)).verify(_load_cert(identity.cert), [])
+    _load_cert(paths.server.cert).verify_directly_issued_by(_load_cert(paths.ca_cert))
     assert not list((tmp_path / "pki").glob(".*.tmp"))
+
+
+def test_init_pki_upgrades_a_directory_from_before_the_service_ca_in_place(
+    tmp_path: Path,
+) -> None:
+    # Given a PKI directory as older versions made it: one CA for everything
+    root = tmp_path / "pki"
+    ca = pki.init_ca(root, now=NOW)
+    layout = pki.PkiPaths.for_dir(root)
+    old_service = pki.build_service_certificate(ca, now=NOW)
+    pki.write_identity(old_service, layout.service.cert, layout.service.key)
+    vehicle = pki.issue_vehicle_cert(root, VIN, now=NOW)
+    kept = [p.read_bytes() for p in (layout.ca_cert, layout.ca_key, vehicle.cert)]
+
+    # When it is initialised again
+    paths = pki.init_pki(root, now=NOW + timedelta(days=1))
+
+    # Then the fleet CA and the vehicles stay, and the service identity moved CA
+    assert [p.read_bytes() for p in (paths.ca_cert, paths.ca_key, vehicle.cert)] == kept
+    service = _load_cert(paths.service.cert)
+    service.verify_directly_issued_by(_load_cert(paths.service_ca_cert))
+    assert pki.common_name(service) == "v2c-gateway"
+    assert paths.admin.cert.is_file()
+    assert paths.vehicle_ids() == [VIN]
 
 
 def test_key_files_are_0600_and_certs_0644_even_with_an_open_umask(tmp_path: Path) -> None:
@@ -256,9 +290,15 @@ def test_key_files_are_0600_and_certs_0644_even_with_an_open_umask(tmp_path: Pat
     finally:
         os.umask(previous)
 
-    for key in (paths.ca_key, paths.server.key, paths.service.key, vehicle.key):
+    for key in (
+        *(paths.ca_key, paths.service_ca_key, paths.server.key, paths.service.key),
+        *(paths.admin.key, vehicle.key),
+    ):
         assert _mode(key) == 0o600, key
-    for cert in (paths.ca_cert, paths.server.cert, paths.service.cert, vehicle.cert):
+    for cert in (
+        *(paths.ca_cert, paths.service_ca_cert, paths.server.cert, paths.service.cert),
+        *(paths.admin.cert, vehicle.cert),
+    ):
         assert _mode(cert) == 0o644, cert
 
 
@@ -280,7 +320,10 @@ def test_key_file_replaced_over_a_world_readable_one_is_0600(tmp_path: Path) -> 
 
 def test_init_pki_twice_keeps_the_ca_and_the_certificates(tmp_path: Path) -> None:
     paths = pki.init_pki(tmp_path / "pki", now=NOW)
-    files = (paths.ca_cert, paths.ca_key, paths.server.cert, paths.service.key)
+    files = (
+        *(paths.ca_cert, paths.ca_key, paths.service_ca_cert, paths.server.cert),
+        *(paths.service.key, paths.admin.cert),
+    )
     before = [p.read_bytes() for p in files]
 
     pki.init_pki(tmp_path / "pki", now=NOW + timedelta(days=1))
@@ -384,6 +427,8 @@ def test_issue_service_cert_writes_under_services(tmp_path: Path) -> None:
 
     assert paths.cert == tmp_path / "pki" / "services" / "fleet-api.pem"
     assert pki.common_name(_load_cert(paths.cert)) == "fleet-api"
+    assert paths.ca == tmp_path / "pki" / "service-ca.pem"
+    _load_cert(paths.cert).verify_directly_issued_by(_load_cert(paths.ca))
 
 
 # --- what mosquitto's OpenSSL does with them ------------------------------------------
@@ -412,11 +457,12 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, host: str
     raise AssertionError("handshake did not complete")
 
 
-def _broker_context(paths: pki.PkiPaths) -> ssl.SSLContext:
-    """Like mosquitto with cafile/certfile/keyfile and `require_certificate true`."""
+def _broker_context(paths: pki.PkiPaths, *, services: bool = False) -> ssl.SSLContext:
+    """Like mosquitto with cafile/certfile/keyfile and `require_certificate true`: the
+    vehicle listener (fleet CA) or, with `services`, the service listener (service CA)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(paths.server.cert, paths.server.key)
-    ctx.load_verify_locations(paths.ca_cert)
+    ctx.load_verify_locations(paths.service_ca_cert if services else paths.ca_cert)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     return ctx
@@ -448,10 +494,30 @@ def test_openssl_accepts_service_cert_with_its_name_as_identity(tmp_path: Path) 
     paths = pki.init_pki(tmp_path / "pki")
 
     peer = _handshake(
-        _broker_context(paths), _vehicle_context(paths.ca_cert, paths.service), "localhost"
+        _broker_context(paths, services=True),
+        _vehicle_context(paths.ca_cert, paths.service),
+        "localhost",
     )
 
     assert _subject_cn(peer) == "v2c-gateway"
+
+
+def test_each_listener_refuses_the_other_kind_of_client_certificate(tmp_path: Path) -> None:
+    paths = pki.init_pki(tmp_path / "pki")
+    vehicle = pki.issue_vehicle_cert(paths.root, VIN, tmp_path / "car")
+
+    # (OpenSSL sends the client's chain up to the CA it trusts: the other CA is
+    # then "self-signed in the chain", not "unknown issuer"; refused either way.)
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        _handshake(
+            _broker_context(paths, services=True),
+            _vehicle_context(paths.ca_cert, vehicle),
+            "localhost",
+        )
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        _handshake(
+            _broker_context(paths), _vehicle_context(paths.ca_cert, paths.service), "localhost"
+        )
 
 
 @pytest.mark.parametrize(

@@ -112,10 +112,10 @@ def test_issue_invalid_vin_exits_2_and_writes_nothing(runner: CliRunner, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_issue_without_a_ca_exits_1_and_says_to_init(runner: CliRunner, tmp_path: Path) -> None:
+def test_issue_without_a_ca_exits_3_and_says_to_init(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["issue", "--vin", VIN, "--stack", str(tmp_path / "empty")])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not found (`v2c.infra.cli_errors`)
     assert "pki init" in result.output
 
 
@@ -125,3 +125,23 @@ def test_issue_refuses_both_pki_and_stack(runner: CliRunner, tmp_path: Path) -> 
     )
 
     assert result.exit_code == 2
+
+
+def test_issue_for_a_stack_whose_broker_is_gone_says_the_vehicle_is_not_registered(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # Given a stack directory whose stack.json names a broker that no longer listens
+    from v2c.infra.net import free_port
+    from v2c.infra.settings import StackSettings, write_settings
+    from v2c.infra.stack_layout import broker_settings
+
+    stack = tmp_path / "stack"
+    paths = pki.init_pki(stack / "pki")
+    write_settings(StackSettings(mqtt=broker_settings("127.0.0.1", 1, free_port(), paths)), stack)
+
+    result = runner.invoke(app, ["issue", "--vin", VIN, "--stack", str(stack)])
+
+    # Then the certificate is issued, and the command fails saying it is not registered
+    assert result.exit_code == 1, result.output
+    assert (stack / "pki" / "vehicles" / f"{VIN}.pem").is_file()
+    assert "issued, but not registered" in result.output

@@ -1,4 +1,5 @@
-"""What the stack hands its gateway: a secret share group, and the handlers' environment."""
+"""What the stack hands its gateway: a share group kept per stack directory, and the
+handlers' environment (the OTA publisher reaches the broker as a service, over mTLS)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import re
 import stat
 from pathlib import Path
 
+import pytest
+
+from v2c.contract.errors import ConfigurationError
 from v2c.handlers.ota.config import OtaConfig
 from v2c.handlers.telemetry.config import TelemetryConfig
 from v2c.infra.resources import ResourceNames
-from v2c.infra.settings import LOCAL_CREDENTIAL, AwsSettings, StackSettings
+from v2c.infra.settings import LOCAL_CREDENTIAL, AwsSettings, MqttSettings, StackSettings
 from v2c.infra.stack_layout import StackLayout, new_share_group, stack_share_group
 from v2c.infra.wiring import handler_environment
 
@@ -113,3 +117,58 @@ def test_handler_environment_without_timestream_turns_time_series_writes_off() -
     config = TelemetryConfig.from_env(handler_environment(settings))
 
     assert config.timestream_database is None
+
+
+def test_the_ota_publisher_reaches_the_stacks_service_listener_with_the_service_identity() -> None:
+    pki = Path("/srv/stack/pki")
+    stack = LOCAL.model_copy(
+        update={
+            "mqtt": MqttSettings(
+                port=8884,
+                tls_port=8883,
+                ca_file=pki / "ca.pem",
+                service_cert=pki / "service.pem",
+                service_key=pki / "service.key",
+            )
+        }
+    )
+
+    environment = handler_environment(stack)
+
+    assert {k: v for k, v in environment.items() if k.startswith("OTA_MQTT")} == {
+        "OTA_MQTT_URL": "mqtts://127.0.0.1:8884",
+        "OTA_MQTT_CA_FILE": "/srv/stack/pki/ca.pem",
+        "OTA_MQTT_CERT_FILE": "/srv/stack/pki/service.pem",
+        "OTA_MQTT_KEY_FILE": "/srv/stack/pki/service.key",
+    }
+    ota = OtaConfig.from_env(environment)
+    assert (ota.mqtt_url, ota.mqtt_ca_file, ota.mqtt_cert_file, ota.mqtt_key_file) == (
+        "mqtts://127.0.0.1:8884",
+        "/srv/stack/pki/ca.pem",
+        "/srv/stack/pki/service.pem",
+        "/srv/stack/pki/service.key",
+    )
+
+
+def test_a_private_plain_broker_is_still_reached_without_tls() -> None:
+    plain = LOCAL.model_copy(update={"mqtt": MqttSettings(port=1883)})
+
+    environment = handler_environment(plain)
+
+    assert environment["OTA_MQTT_URL"] == "mqtt://127.0.0.1:1883"
+    assert not any(k.startswith("OTA_MQTT_") and k.endswith("_FILE") for k in environment)
+
+
+def test_an_mqtts_url_without_its_files_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="OTA_MQTT_CA_FILE"):
+        OtaConfig.from_env({"OTA_MQTT_URL": "mqtts://127.0.0.1:8884"})
+    with pytest.raises(ConfigurationError, match="together"):
+        OtaConfig.from_env(
+            {
+                "OTA_MQTT_URL": "mqtts://127.0.0.1:8884",
+                "OTA_MQTT_CA_FILE": "/ca.pem",
+                "OTA_MQTT_CERT_FILE": "/service.pem",
+            }
+        )
+    with pytest.raises(ConfigurationError, match="mqtts://"):
+        OtaConfig.from_env({"OTA_MQTT_URL": "http://127.0.0.1:8884"})

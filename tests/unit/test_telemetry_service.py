@@ -15,6 +15,7 @@ from v2c.contract.errors import Throttled, TransientError
 from v2c.contract.ids import id_text
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
+from v2c.handlers.telemetry.dead_letters import MAX_LISTED_FAILURES, failed_indices
 from v2c.handlers.telemetry.dedup import DedupWindow
 from v2c.handlers.telemetry.model import OperationalRecord, VehicleInfo
 from v2c.handlers.telemetry.registry import StaticRegistry
@@ -221,23 +222,59 @@ def test_an_event_without_a_topic_is_dead_lettered_with_what_there_is(harness: H
     assert (record.reason, record.payload) == ("invalid_input", b"abc")
 
 
-def test_invalid_samples_of_a_batch_go_to_the_dlq_with_batch_id_and_index(
+def test_invalid_samples_of_a_batch_go_to_the_dlq_as_one_record_with_every_reason(
     harness: Harness,
 ) -> None:
     messages = _samples(25)
     messages[7].state_of_charge_pct = 150.0
     messages[19].coolant_temp_c = 400.0
+    envelope = encode_envelope(messages)
+
+    report = harness.service().ingest_batch(event("batch", envelope))
+
+    assert (report.stored, report.invalid, report.dead_lettered) == (23, 2, 1)
+    (record,) = harness.dlq.list()  # one record for the message, never one per sample
+    assert (record.source, record.payload, record.reason) == (
+        "telemetry_batch",
+        envelope,  # the envelope byte for byte: a replay goes through the batch handler
+        "validation_failed",
+    )
+    assert record.topic.endswith("/telemetry/batch")
+    context = record.context
+    assert (context["batch_id"], context["samples"], context["failed_samples"]) == (
+        report.batch_id,
+        25,
+        2,
+    )
+    assert [(f["index"], f["field"]) for f in context["failures"]] == [
+        (7, "state_of_charge_pct"),
+        (19, "coolant_temp_c"),
+    ]
+    assert context["failed_indices"] == [[7, 7], [19, 19]]
+    assert (context["reasons"], context["failures_not_listed"]) == ({"validation_failed": 2}, 0)
+    assert failed_indices(record) == [7, 19]
+    assert record.error.startswith("2 of 25 samples not stored; sample 7: ")
+    assert counter(harness.metrics, "v2c_dlq_messages_total", queue="telemetry",
+                   region="eu-west-1", message_type="batch_samples",
+                   reason="validation_failed") == 1  # fmt: skip
+
+
+def test_a_batch_of_1000_invalid_samples_is_one_record_listing_20_reasons_and_counting_the_rest(
+    harness: Harness,
+) -> None:
+    messages = _samples(1000)
+    for message in messages:
+        message.rpm = 20_000
 
     report = harness.service().ingest_batch(_batch(messages))
 
-    assert (report.stored, report.invalid, report.dead_lettered) == (23, 2, 2)
-    records = sorted(harness.dlq.list(), key=lambda r: r.context["index"])
-    assert [r.context["index"] for r in records] == [7, 19]
-    assert [r.context["field"] for r in records] == ["state_of_charge_pct", "coolant_temp_c"]
-    assert {r.context["batch_id"] for r in records} == {report.batch_id}
-    # Each is the sample alone, replayable through the individual path.
-    assert all(r.source == "telemetry" and r.topic.endswith("/telemetry/vehicle") for r in records)
-    assert Telemetry.FromString(records[0].payload).sequence == messages[7].sequence
+    assert (report.stored, report.invalid, report.dead_lettered) == (0, 1000, 1)
+    (record,) = harness.dlq.list()
+    assert len(record.context["failures"]) == MAX_LISTED_FAILURES
+    assert record.context["failures_not_listed"] == 1000 - MAX_LISTED_FAILURES
+    assert record.context["failed_indices"] == [[0, 999]]
+    assert record.context["reasons"] == {"validation_failed": 1000}
+    assert len(json.dumps(record.context)) < 5_000  # bounded, whatever the batch declared
 
 
 def test_a_batch_sample_far_outside_the_batch_time_range_is_dead_lettered(
@@ -250,7 +287,8 @@ def test_a_batch_sample_far_outside_the_batch_time_range_is_dead_lettered(
 
     assert report.stored == 9
     (record,) = harness.dlq.list()
-    assert (record.context["index"], record.context["field"]) == (4, "header.timestamp")
+    ((failure),) = record.context["failures"]
+    assert (failure["index"], failure["field"]) == (4, "header.timestamp")
 
 
 def _corrupt(payload: bytes) -> bytes:
@@ -347,9 +385,12 @@ def test_a_throttled_write_is_dead_lettered_and_a_replay_stores_it_once() -> Non
     records.failing = True
     service.ingest(_single(messages[0]))
     report = service.ingest_batch(_batch(messages[1:26]))
-    assert (report.failed, report.dead_lettered) == (25, 25)
+    assert (report.failed, report.dead_lettered) == (25, 1)
     assert {r.reason for r in harness.dlq.list()} == {"throttled"}
-    assert {r.context.get("sink") for r in harness.dlq.list()} == {"dynamodb"}
+    single, batch = sorted(harness.dlq.list(), key=lambda r: r.source)
+    assert single.context.get("sink") == "dynamodb"
+    assert {f["sink"] for f in batch.context["failures"]} == {"dynamodb"}
+    assert failed_indices(batch) == list(range(25))
 
     # The redelivery of the failed single message is not a duplicate: it was never stored.
     records.failing = False
@@ -387,7 +428,8 @@ def test_a_rejected_time_series_record_is_dead_lettered_while_the_record_is_stor
 
     assert (report.stored, report.dead_lettered) == (10, 1)
     (record,) = harness.dlq.list()
-    assert (record.context["index"], record.context["sink"]) == (2, "timeseries")
+    ((failure),) = record.context["failures"]
+    assert (failure["index"], failure["sink"]) == (2, "timeseries")
     assert record.reason == "validation_failed"
     assert counter(harness.metrics, "v2c_timestream_rejected_records_total",
                    region="eu-west-1", reason="timestamp") == 1  # fmt: skip

@@ -47,7 +47,18 @@ class GatewayMetrics:
             "v2c_dlq_write_failures", "Failed attempts to write a DLQ record", ["queue"], registry=r
         )
         self.in_flight = Gauge(
-            "v2c_gateway_in_flight", "Messages received and not yet acknowledged", registry=r
+            "v2c_gateway_in_flight", "Messages being handled now (inside the window)", registry=r
+        )
+        # Read when scraped (`set_function`), never written per message.
+        self.waiting = Gauge(
+            "v2c_gateway_waiting",
+            "Messages received, waiting for a slot (window or per-vehicle cap), not acknowledged",
+            registry=r,
+        )
+        self.abandoned = Gauge(
+            "v2c_gateway_abandoned_handler_calls",
+            "Handler calls still running after their timeout (their threads were replaced)",
+            registry=r,
         )
         self.connected = Gauge(
             "v2c_gateway_connected", "1 while connected to the broker", registry=r

@@ -12,6 +12,20 @@ Delivery contract (at-least-once, nothing lost):
   so a slow store or DLQ slows the vehicles down instead of growing memory.
 * A handler exception, a malformed payload or a timeout is dead-lettered and
   never stops the gateway.
+
+Bounded work and fairness between vehicles (docs/architecture.md):
+* `FairScheduler` admits at most `receive_maximum` messages to handling, at
+  most `per_vehicle_in_flight` of one vehicle, and hands freed slots round
+  robin to the vehicles with waiting messages, each vehicle's in arrival
+  order. One vehicle's flood waits in its own queue (unacknowledged: never
+  lost) instead of in front of everyone else's messages.
+* A handler that outlives its rule's timeout is given up: its message is
+  dead-lettered once as `handler_timeout` (payload kept) and acknowledged,
+  its slot is freed, and the pool puts a new worker in place of the thread
+  the call still holds (`HandlerPool.abandon`). A late result is dropped.
+* Dead-letter writes run on their own small pool, so handlers that hang
+  (or a full handler pool) never keep a failure from being recorded and
+  acknowledged.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from v2c.gateway.connection import MqttEndpoint
 from v2c.gateway.event import LambdaContext, build_event, properties_to_json
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
+from v2c.gateway.scheduler import FairScheduler
 from v2c.gateway.workers import HandlerPool
 from v2c.handlers.dlq.metrics import topic_region
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
@@ -60,9 +75,25 @@ class GatewayConfig:
     share_group: str = "v2c"
     receive_maximum: int = 64
     workers: int = 16
+    # Messages of one vehicle handled at once: the rest of the window stays
+    # free for the fleet while one vehicle floods. A vehicle sends ~1 message
+    # a second (a flush of its 1,000-sample buffer: 20-40 batches), so 4 is
+    # room to spare; 1 would handle each vehicle's messages strictly in order.
+    per_vehicle_in_flight: int = 4
+    # Threads for dead-letter writes alone: a hung or full handler pool
+    # cannot keep a failure from being recorded and acknowledged.
+    dlq_workers: int = 4
+    # Handler calls past their timeout whose threads may be replaced; None: `workers`.
+    max_abandoned_workers: int | None = None
     session_expiry_s: int = 3600
     keepalive_s: int = 30
     drain_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if min(self.receive_maximum, self.workers, self.per_vehicle_in_flight) < 1:
+            raise ValueError("receive_maximum, workers and per_vehicle_in_flight must be >= 1")
+        if self.dlq_workers < 1:
+            raise ValueError("dlq_workers must be >= 1")
 
 
 class Gateway:
@@ -81,7 +112,10 @@ class Gateway:
         self.dead_letters = dead_letters
         self.metrics = metrics or GatewayMetrics()
         self._handlers: dict[str, Handler] = {r.name: load_handler(r.handler) for r in rules}
-        self._pool = HandlerPool(config.workers, name="v2c-handler")
+        self._pool = HandlerPool(
+            config.workers, name="v2c-handler", max_abandoned=config.max_abandoned_workers
+        )
+        self._dlq_pool = HandlerPool(config.dlq_workers, name="v2c-dlq")
         self._client: Any = None
         # Per-message work is hoisted here: the metric children of each rule
         # (a `labels()` lookup takes a lock and hashes the labels every call)
@@ -93,12 +127,14 @@ class Gateway:
         # window by more than one message (measured: 1,600+ unacknowledged
         # messages delivered at a Receive Maximum of 64; docs/benchmarks.md).
         # Messages past the window wait here, unacknowledged, before a handler
-        # (and its store) sees them.
-        self._window = asyncio.Semaphore(config.receive_maximum)
+        # (and its store) sees them: in their vehicle's queue, taken round robin.
+        self._scheduler = FairScheduler(config.receive_maximum, config.per_vehicle_in_flight)
         self._unacked = 0  # received, not yet acknowledged: in flight + waiting
         self._in_flight = 0  # inside the window: being handled
         self._max_in_flight = 0
         self._max_waiting = 0
+        self.metrics.waiting.set_function(lambda: self._scheduler.waiting)
+        self.metrics.abandoned.set_function(lambda: self._pool.abandoned)
         self._idle = asyncio.Event()
         self._idle.set()
         self._connected = asyncio.Event()
@@ -151,6 +187,7 @@ class Gateway:
         if self._client is not None:
             await self._client.disconnect()
         self._pool.shutdown()
+        self._dlq_pool.shutdown()
         self.metrics.connected.set(0)
 
     async def wait_connected(self) -> None:
@@ -168,8 +205,19 @@ class Gateway:
 
     @property
     def max_waiting(self) -> int:
-        """The most messages ever received beyond Receive Maximum (a broker overrunning it)."""
+        """The most messages ever waiting for a slot: beyond Receive Maximum (a broker
+        overrunning it) or beyond their vehicle's `per_vehicle_in_flight`."""
         return self._max_waiting
+
+    @property
+    def scheduler(self) -> FairScheduler:
+        """Who is handled next (read-only use: counts per vehicle, for tests and benches)."""
+        return self._scheduler
+
+    @property
+    def pool(self) -> HandlerPool:
+        """The handlers' worker pool (read-only use: abandoned calls, replacements)."""
+        return self._pool
 
     # -- message path ------------------------------------------------------
     async def _on_message(
@@ -177,10 +225,15 @@ class Gateway:
     ) -> int:
         self._unacked += 1
         self._idle.clear()
+        key = vehicle_key(topic)
+        scheduler = self._scheduler
         try:
-            if self._window.locked():
-                self._max_waiting = max(self._max_waiting, self._unacked - self._in_flight)
-            async with self._window:
+            if not scheduler.try_acquire(key):
+                waiting = scheduler.waiting + 1
+                if waiting > self._max_waiting:
+                    self._max_waiting = waiting
+                await scheduler.acquire(key)
+            try:
                 self._in_flight += 1
                 if self._in_flight > self._max_in_flight:
                     self._max_in_flight = self._in_flight
@@ -190,6 +243,8 @@ class Gateway:
                 finally:
                     self._in_flight -= 1
                     self.metrics.in_flight.dec()
+            finally:
+                scheduler.release(key)
             return 0  # PUBACK / PUBREC success, sent by gmqtt now
         finally:
             self._unacked -= 1
@@ -238,11 +293,15 @@ class Gateway:
                 timeout_s=rule.timeout_s,
                 log_stream_name=self.config.client_id,
             )
+            call = self._pool.submit(self._handlers[rule.name], event, context)
             try:
                 # asyncio.timeout: one timer, no extra future or callbacks as in wait_for.
                 async with asyncio.timeout(rule.timeout_s):
-                    await self._pool.submit(self._handlers[rule.name], event, context)
+                    await call
             except TimeoutError:
+                # Given up: the thread it holds is replaced, the message dead-lettered
+                # and acknowledged below; whatever the call returns later is dropped.
+                self._pool.abandon(call)
                 raise HandlerTimeout(f"handler {rule.handler} exceeded {rule.timeout_s}s") from None
         except Exception as exc:
             await self._dead_letter(rule, topic, payload, props, exc)
@@ -280,7 +339,8 @@ class Gateway:
         ):
             with attempt:
                 try:
-                    await self._pool.submit(store.put, record)
+                    # Its own pool: never queued behind (or starved by) handler calls.
+                    await self._dlq_pool.submit(store.put, record)
                 except TransientError:
                     self.metrics.dlq_write_failures.labels(rule.dlq).inc()
                     raise
@@ -290,6 +350,14 @@ class Gateway:
             message_type=rule.name,
             reason=record.reason,
         ).inc()
+
+
+def vehicle_key(topic: str) -> str:
+    """The vehicle a message is scheduled under: the topic's vehicle segment
+    (`v2c/v1/{region}/{vehicle}/...`, vouched for by the broker's ACL), or the
+    whole topic when it has none (such a message is unrouted anyway)."""
+    parts = topic.split("/", 4)
+    return parts[3] if len(parts) > 4 else topic
 
 
 @dataclass(frozen=True, slots=True)

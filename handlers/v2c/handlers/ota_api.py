@@ -10,7 +10,9 @@ local HTTP adapter calls the same `lambda_handler`.
 | CAMPAIGNS_TABLE | v2c-campaigns | probed by /health/detailed |
 | FIRMWARE_BUCKET | v2c-firmware | probed by /health/detailed |
 | V2C_HEALTH_TIMEOUT_S | 2 | budget of one /health/detailed |
-| V2C_API_KEYS, V2C_API_TOKENS, V2C_API_TRUST_AUTHORIZER | - | see `v2c.handlers.api.auth` |
+| V2C_API_KEYS, V2C_API_TOKENS | - | credentials and roles: `v2c.handlers.api.auth` |
+| V2C_API_TRUST_AUTHORIZER | - | see `v2c.handlers.api.auth` |
+| TELEMETRY_DLQ_BUCKET, OTA_DLQ_QUEUE_URL | - | the queues of `/api/v1/dlq` (else 503) |
 
 `AWS_ENDPOINT_URL` points the clients at moto locally, as for every handler.
 """
@@ -87,6 +89,11 @@ def build_services(
     from v2c.handlers.ota.config import build_services as build_ota
 
     ota = build_ota(OtaConfig.from_env(env), session)
+    dlq = None
+    if env.get("TELEMETRY_DLQ_BUCKET") and env.get("OTA_DLQ_QUEUE_URL"):
+        from v2c.handlers.dlq_admin import build_service as build_dlq
+
+        dlq = build_dlq(env)
     return ApiServices(
         health_checks=health_checks(env, session),
         health_timeout_s=timeout,
@@ -94,6 +101,7 @@ def build_services(
         devices=ota.devices,
         stats=ota.stats,
         firmware=ota.firmware,
+        dlq=dlq,
     )
 
 
@@ -118,7 +126,9 @@ def set_default_app(app: OtaApi | None) -> None:
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    logger.set_correlation_id((event.get("requestContext") or {}).get("requestId"))
+    # Per thread: the local HTTP server calls this from many threads at once.
+    request_id = (event.get("requestContext") or {}).get("requestId")
+    logger.thread_safe_append_keys(correlation_id=request_id)
     try:
         app = default_app()
     except Exception:

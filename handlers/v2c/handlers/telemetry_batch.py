@@ -1,11 +1,13 @@
 """Lambda function `telemetry_batch`: one ZSTD batch envelope from `.../telemetry/batch`.
 
-The envelope is checked before it is decompressed (size, checksum, declared
-size, frame header; `v2c.contract.batch_codec`), then every sample is
-validated and deduplicated on its own: an invalid sample goes to the DLQ with
-the batch id and its index, the rest are written with BatchWriteItem (25) and
-time-series writes (100). A batch that cannot be opened goes to the DLQ whole,
-with the precise reason, and counts `v2c_batch_decompression_errors_total`.
+The envelope is checked before it is decompressed (size, declared sample
+count against the cap, checksum, declared size, frame header;
+`v2c.contract.batch_codec`), then every sample is validated and deduplicated
+on its own: the valid ones are written with BatchWriteItem (25) and
+time-series writes (100), and the samples not stored (invalid, or a write
+that failed) make one DLQ record for the batch, with every index and reason.
+A batch that cannot be opened (a sample bomb included) goes to the DLQ
+whole, with the precise reason, and counts `v2c_batch_decompression_errors_total`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ so the CLI exercises (and documents) the API. Errors come back as the API's
 
 Where the URL and key come from, first found wins: `--api-url`/`--api-key`,
 `V2C_API_URL`/`V2C_API_KEY`, the stack (`stack.json`'s `api.url`, and the
-key file next to it).
+key file of the chosen role next to it). The role is `--as ROLE`, else
+`V2C_API_ROLE`, else the command's own default: `fleet_manager` for every
+command but `v2c campaign approve` (`approver`). The local stack has one
+credential per role (`v2c.infra.api_credentials`), so `--as viewer` reads
+with the viewer's key and `--as operator` is the DLQ operator.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import requests
 from v2c.contract.errors import ConfigurationError, V2CError
 
 DEFAULT_TIMEOUT_S: Final = 30.0
+ENV_API_ROLE: Final = "V2C_API_ROLE"
+DEFAULT_ROLE: Final = "fleet_manager"
+ROLES: Final = ("viewer", "fleet_manager", "approver", "operator")
 UPLOAD_CHUNK: Final = 1024 * 1024
 
 
@@ -45,10 +52,19 @@ class ApiTarget:
 
 
 def resolve_target(
-    url: str | None = None, key: str | None = None, stack_dir: Path | None = None
+    url: str | None = None,
+    key: str | None = None,
+    stack_dir: Path | None = None,
+    role: str | None = None,
+    *,
+    default_role: str = DEFAULT_ROLE,
 ) -> ApiTarget:
+    """The API and the credential to call it with (see the module docstring)."""
     url = url or os.environ.get("V2C_API_URL")
     key = key or os.environ.get("V2C_API_KEY")
+    role = role or os.environ.get(ENV_API_ROLE) or default_role
+    if role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     if url is None or key is None:
         from v2c.infra.settings import load_settings
 
@@ -56,9 +72,13 @@ def resolve_target(
         if settings.api is None:
             raise ConfigurationError("the stack has no API (is `v2c stack up` running?)")
         url = url or settings.api.url
-        key_file = settings.api.key_file
+        key_file = settings.api.key_files.get(role)
+        if key_file is None and role == DEFAULT_ROLE:
+            key_file = settings.api.key_file
         if key is None and key_file is not None and key_file.exists():
             key = key_file.read_text().strip()
+        elif key is None and settings.api.key_files:
+            raise ConfigurationError(f"the stack has no {role} credential")
     return ApiTarget(url.rstrip("/"), key)
 
 

@@ -32,11 +32,15 @@ from v2c.infra.net import LOOPBACK, free_port, port_accepts
 MAX_PACKET_SIZE: Final = 128 * 1024  # AWS IoT Core's message limit, enforced locally too
 WANTED_OPEN_FILES: Final = 65_536  # room for 10,000 vehicle connections and then some
 _SEARCH_DIRS: Final = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/sbin"))
+DYNSEC_PLUGIN_NAME: Final = "mosquitto_dynamic_security.so"
+# Debian puts it in the multiarch folder (/usr/lib/x86_64-linux-gnu); a source build in lib.
+_PLUGIN_GLOBS: Final = ("/usr/lib/*/", "/usr/lib/", "/usr/local/lib/*/", "/usr/local/lib/")
 _READY_LINE: Final = re.compile(r"mosquitto version \S+ running")
 _PORT_TAKEN: Final = "Address already in use"
 _PORT_ATTEMPTS: Final = 5
 
 CONFIG_NAME: Final = "mosquitto.conf"
+DYNSEC_NAME: Final = "dynamic-security.json"
 LOG_NAME: Final = "mosquitto.log"
 DB_NAME: Final = "mosquitto.db"
 
@@ -65,9 +69,15 @@ def _current_user() -> str:
 class BrokerTls:
     """A TLS listener; with the defaults, mutual TLS where the certificate CN is the username.
 
-    The CN then drives the ACL's `%u` patterns, which is how a vehicle (CN =
-    VIN) is confined to its own topics. `tls_version` is the minimum accepted
-    (mosquitto 2.0 semantics), so TLS 1.3 clients still connect.
+    The CN is then the identity the broker's policy (ACL file or the
+    dynamic-security plugin) is written against, which is how a vehicle (CN =
+    VIN) is confined to its own topics. No password check runs for such a
+    client (mosquitto's `handle_connect.c`). `use_username_as_clientid` also
+    replaces the client id with that CN, so a certificate can only ever be
+    its own session: nobody takes over another client id. `cafile` is the
+    CA that verifies client certificates on this listener. `tls_version` is
+    the minimum accepted (mosquitto 2.0 semantics), so TLS 1.3 clients still
+    connect.
     """
 
     cafile: Path
@@ -75,7 +85,21 @@ class BrokerTls:
     keyfile: Path
     require_certificate: bool = True
     use_identity_as_username: bool = True
+    use_username_as_clientid: bool = False
     tls_version: Literal["tlsv1.2", "tlsv1.3"] = "tlsv1.2"
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"cafile {self.cafile}",
+            f"certfile {self.certfile}",
+            f"keyfile {self.keyfile}",
+            f"tls_version {self.tls_version}",
+            f"require_certificate {_flag(self.require_certificate)}",
+            f"use_identity_as_username {_flag(self.use_identity_as_username)}",
+        ]
+        if self.use_username_as_clientid:
+            lines.append("use_username_as_clientid true")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -87,10 +111,17 @@ class MosquittoConfig:
     plain listener allows anonymous clients; a TLS listener that takes the
     username from the certificate does not need to.
 
-    `plain_port` adds a second listener beside a TLS one (0: pick a free
-    port): plain TCP, anonymous and outside the ACL, for trusted tools on the
-    same host (tests, benchmarks). Security settings then become per listener
-    (`per_listener_settings true`), so the TLS listener keeps its ACL.
+    `service_port` with `service_tls` adds a second TLS listener beside the
+    first (0: pick a free port), with a CA and options of its own: the stack
+    gives vehicles one listener and cloud services the other. Security
+    settings (anonymous access, the ACL file, the dynamic-security plugin)
+    are global and apply to both.
+
+    `dynsec_file` loads mosquitto's dynamic-security plugin with that state
+    file (`v2c.infra.device_policy` renders it); `dynsec_plugin` is the
+    plugin library, found at start when None. `retain_available=False` makes
+    the broker refuse every retained publish (MQTT 5 clients are
+    disconnected with reason 0x9A), so no client can park messages in it.
     """
 
     data_dir: Path
@@ -106,8 +137,12 @@ class MosquittoConfig:
     max_inflight_messages: int = 100
     max_queued_messages: int = 100_000
     tls: BrokerTls | None = None
-    plain_port: int | None = None
+    service_port: int | None = None
+    service_tls: BrokerTls | None = None
     acl_file: Path | None = None
+    dynsec_file: Path | None = None
+    dynsec_plugin: Path | None = None
+    retain_available: bool = True
     allow_anonymous: bool | None = None
     # As root, mosquitto otherwise switches to the `mosquitto` user and can no
     # longer read keys or the data folder the caller created (FIELD_NOTES).
@@ -119,13 +154,15 @@ class MosquittoConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65_535:
             raise ValueError(f"port {self.port} is outside 0-65535")
-        if self.plain_port is not None:
-            if not 0 <= self.plain_port <= 65_535:
-                raise ValueError(f"plain_port {self.plain_port} is outside 0-65535")
+        if (self.service_port is None) != (self.service_tls is None):
+            raise ValueError("service_port and service_tls go together")
+        if self.service_port is not None:
+            if not 0 <= self.service_port <= 65_535:
+                raise ValueError(f"service_port {self.service_port} is outside 0-65535")
             if self.tls is None:
-                raise ValueError("plain_port is a second listener beside a TLS one: set tls")
-            if self.plain_port == self.port != 0:
-                raise ValueError(f"port and plain_port are both {self.port}")
+                raise ValueError("service_port is a second listener beside a TLS one: set tls")
+            if self.service_port == self.port != 0:
+                raise ValueError(f"port and service_port are both {self.port}")
         if self.max_packet_size < 20:  # mosquitto refuses smaller values
             raise ValueError(f"max_packet_size {self.max_packet_size} is below 20 bytes")
         for name in ("max_inflight_messages", "max_queued_messages", "autosave_interval"):
@@ -136,9 +173,11 @@ class MosquittoConfig:
                 raise ValueError(f"{value!r} cannot be written into a mosquitto config line")
 
     def _paths(self) -> list[str]:
-        paths = [] if self.acl_file is None else [str(self.acl_file)]
-        if self.tls is not None:
-            paths += [str(self.tls.cafile), str(self.tls.certfile), str(self.tls.keyfile)]
+        files = (self.acl_file, self.dynsec_file, self.dynsec_plugin)
+        paths = [str(p) for p in files if p is not None]
+        for tls in (self.tls, self.service_tls):
+            if tls is not None:
+                paths += [str(tls.cafile), str(tls.certfile), str(tls.keyfile)]
         return paths
 
     @property
@@ -153,18 +192,27 @@ def _flag(value: bool) -> str:
 
 
 def render_config(config: MosquittoConfig) -> str:
-    """The text of mosquitto.conf for `config`, whose port must already be chosen."""
-    if config.port == 0 or config.plain_port == 0:
+    """The text of mosquitto.conf for `config`, whose ports (and plugin) must be chosen."""
+    if config.port == 0 or config.service_port == 0:
         raise ValueError("choose a port before rendering (MosquittoBroker does)")
-    per_listener = config.plain_port is not None
-    security = [f"allow_anonymous {_flag(config.anonymous_allowed)}"]
+    security = []
     if config.acl_file is not None:
         security.append(f"acl_file {config.acl_file}")
+    if config.dynsec_file is not None:
+        if config.dynsec_plugin is None:
+            raise ValueError(
+                "choose the dynamic-security plugin before rendering (MosquittoBroker does)"
+            )
+        security += [
+            f"plugin {config.dynsec_plugin}",
+            f"plugin_opt_config_file {config.dynsec_file}",
+        ]
     lines = [
         "# Generated by v2c.infra.broker: edits are overwritten at the next start.",
         f"user {config.user}",
-        f"per_listener_settings {_flag(per_listener)}",
-        *([] if per_listener else security[:1]),
+        "per_listener_settings false",
+        f"allow_anonymous {_flag(config.anonymous_allowed)}",
+        f"retain_available {_flag(config.retain_available)}",
         f"max_packet_size {config.max_packet_size}",
         f"max_inflight_messages {config.max_inflight_messages}",
         f"max_queued_messages {config.max_queued_messages}",
@@ -188,23 +236,13 @@ def render_config(config: MosquittoConfig) -> str:
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         f"connection_messages {_flag(config.connection_messages)}",
     ]
-    if not per_listener:
-        lines += security[1:]
+    lines += security
     lines.append(f"listener {config.port} {config.host}")
     if config.tls is not None:
-        tls = config.tls
-        lines += [
-            f"cafile {tls.cafile}",
-            f"certfile {tls.certfile}",
-            f"keyfile {tls.keyfile}",
-            f"tls_version {tls.tls_version}",
-            f"require_certificate {_flag(tls.require_certificate)}",
-            f"use_identity_as_username {_flag(tls.use_identity_as_username)}",
-        ]
-    if per_listener:
-        # The TLS listener's own security, then the loopback one: anonymous, no ACL.
-        lines += [*security, f"listener {config.plain_port} {config.host}"]
-        lines.append("allow_anonymous true")
+        lines += config.tls.lines()
+    if config.service_tls is not None:
+        lines.append(f"listener {config.service_port} {config.host}")
+        lines += config.service_tls.lines()
     return "\n".join(lines) + "\n"
 
 
@@ -223,6 +261,22 @@ def find_mosquitto(explicit: Path | None = None) -> Path:
             return candidate
     raise BrokerNotInstalled(
         "mosquitto 2.x is not installed (not on PATH nor in /usr/sbin): run scripts/setup.sh"
+    )
+
+
+def find_dynsec_plugin(explicit: Path | None = None) -> Path:
+    """mosquitto's dynamic-security plugin library (shipped in Debian's mosquitto package)."""
+    if explicit is not None:
+        if explicit.is_file():
+            return explicit
+        raise BrokerNotInstalled(f"{explicit} is not the dynamic-security plugin library")
+    for pattern in _PLUGIN_GLOBS:
+        for candidate in sorted(Path("/").glob(pattern.lstrip("/") + DYNSEC_PLUGIN_NAME)):
+            if candidate.is_file():
+                return candidate
+    raise BrokerNotInstalled(
+        f"{DYNSEC_PLUGIN_NAME} not found under /usr/lib or /usr/local/lib: "
+        "install Debian's mosquitto package (scripts/setup.sh)"
     )
 
 
@@ -265,6 +319,8 @@ class MosquittoBroker:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
     ) -> None:
+        if config.dynsec_file is not None:
+            config = replace(config, dynsec_plugin=find_dynsec_plugin(config.dynsec_plugin))
         self._config = config
         self._executable = find_mosquitto(config.executable)
         self._start_timeout = start_timeout
@@ -290,11 +346,11 @@ class MosquittoBroker:
         return self._config.port
 
     @property
-    def plain_port(self) -> int | None:
-        """The second, plain listener's port (None without one); chosen at start()."""
-        if self._config.plain_port == 0:
+    def service_port(self) -> int | None:
+        """The second (service) listener's port (None without one); chosen at start()."""
+        if self._config.service_port == 0:
             raise BrokerError("the port is chosen at start(); the broker has not started yet")
-        return self._config.plain_port
+        return self._config.service_port
 
     @property
     def pid(self) -> int | None:
@@ -337,24 +393,24 @@ class MosquittoBroker:
         if self.running:
             raise BrokerError(f"mosquitto is already running (pid {self.pid})")
         pick_port = self._config.port == 0
-        pick_plain = self._config.plain_port == 0
+        pick_service = self._config.service_port == 0
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             if pick_port:
                 self._config = replace(self._config, port=self._free_port_besides())
-            if pick_plain:
+            if pick_service:
                 self._config = replace(
-                    self._config, plain_port=self._free_port_besides(self._config.port)
+                    self._config, service_port=self._free_port_besides(self._config.port)
                 )
             try:
                 self._launch()
                 return
             except BrokerStartError:
                 port_taken = _PORT_TAKEN in self._log_since_start()
-                if (pick_port or pick_plain) and port_taken and attempt < _PORT_ATTEMPTS:
+                if (pick_port or pick_service) and port_taken and attempt < _PORT_ATTEMPTS:
                     self._config = replace(
                         self._config,
                         port=0 if pick_port else self._config.port,
-                        plain_port=0 if pick_plain else self._config.plain_port,
+                        service_port=0 if pick_service else self._config.service_port,
                     )
                     continue
                 raise
@@ -398,11 +454,11 @@ class MosquittoBroker:
                     f"(config {self.config_path}); log tail:\n{self.log_tail()}"
                 )
             ready = _READY_LINE.search(self._log_since_start()) is not None
-            plain = self._config.plain_port
+            service = self._config.service_port
             if (
                 ready
                 and port_accepts(self.host, self.port)
-                and (plain is None or port_accepts(self.host, plain))
+                and (service is None or port_accepts(self.host, service))
             ):
                 return
             time.sleep(0.02)

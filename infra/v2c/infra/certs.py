@@ -2,8 +2,11 @@
 
 Vehicles authenticate to the broker with client certificates (ECC P-256,
 CN = vehicle id), the way AWS IoT Core does; the broker (mosquitto with
-`require_certificate true` and `use_identity_as_username true`) takes the CN as
-the user name its per-VIN ACL is written against. Each client certificate also
+`require_certificate true`, `use_identity_as_username true` and, for vehicles,
+`use_username_as_clientid true`) takes the CN as the user name (and the
+vehicle's client id) its per-VIN policy is written against. Cloud services
+get their certificates from a second CA (`SERVICE_CA_COMMON_NAME`), the only
+one the broker's service listener trusts. Each client certificate also
 carries its name as a URI SAN, because RFC 5280 verifiers (cryptography's
 `build_client_verifier`) want one.
 
@@ -30,8 +33,12 @@ from v2c.contract.errors import InvalidInput, ValidationFailed
 from v2c.contract.topics import validate_vin
 
 CA_COMMON_NAME: Final = "v2c local CA"
+# Issues the cloud side's client certificates only: the broker's service listener
+# trusts this CA alone, so a vehicle certificate cannot even complete a handshake there.
+SERVICE_CA_COMMON_NAME: Final = "v2c local service CA"
 FOREIGN_CA_COMMON_NAME: Final = "v2c foreign CA (not trusted by the stack)"
 SERVICE_COMMON_NAME: Final = "v2c-gateway"
+ADMIN_COMMON_NAME: Final = "v2c-admin"  # registers vehicles in a running broker
 BROKER_COMMON_NAME: Final = "v2c-broker"
 BROKER_DNS_NAMES: Final = ("localhost",)
 BROKER_IP_ADDRESSES: Final = ("127.0.0.1",)

@@ -1,5 +1,9 @@
 """The `v2c` command line: one typer app; each command group lives in its own
-module under `v2c.infra.commands` and is registered here."""
+module under `v2c.infra.commands` and is registered here.
+
+Errors end every command the same way, in the root group (`V2CGroup`): one
+line on stderr and a documented exit code (0 done, 1 failed, 2 usage,
+3 refused or not found, 130 interrupted; see `v2c.infra.cli_errors`)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ from typing import Annotated
 
 import typer
 
+from v2c.infra.cli_errors import V2CGroup
+
 app = typer.Typer(
     name="v2c",
+    cls=V2CGroup,
     help="MQTT 5 vehicle-to-cloud platform: OTA campaigns, telemetry, a vehicle simulator.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold key material

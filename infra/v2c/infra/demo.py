@@ -15,10 +15,18 @@ The exit code says whether each campaign behaved as the gate rules say:
 the canary's own counters are evaluated again here with the campaign's
 thresholds, and a passing gate must have released the next wave, a failing
 one must have paused the campaign.
+
+Every run starts fresh (`fresh_directory`): what an earlier run left in the
+directory (the vehicles' flash and agent state, the packages, the broker's
+sessions and the logs) is removed first, so the fleet runs 1.0.0 again and
+the same campaigns to 2.0.0 can be made; only the stack's PKI (CA and
+certificates, still valid) is kept, which saves issuing them again. The AWS
+side (moto) lives in memory and is new with each stack anyway.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +38,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from v2c.contract.errors import Conflict, InvalidInput
 from v2c.handlers.ota.domain.canary import GateThresholds, GateVerdict, evaluate_gate
 from v2c.handlers.ota.domain.counters import CampaignCounters
 from v2c.infra.api_client import ApiClient, ApiTarget
@@ -40,6 +49,52 @@ OLD_VERSION: Final = "1.0.0"
 NEW_VERSION: Final = "2.0.0"
 COUNTERS: Final = STATES  # the campaign counters, in the order `v2c campaign watch` shows
 SETTLED: Final = frozenset({"completed", "cancelled", "rolled_back", "paused"})
+# What a run makes in its directory; `stack/pki` survives a new run.
+RUN_PARTS: Final = frozenset({"stack", "fleet", "packages"})
+KEPT_IN_STACK: Final = frozenset({"pki"})
+
+
+def fresh_directory(directory: Path) -> list[str]:
+    """Make `directory` what a first run finds; returns what was removed.
+
+    Refuses (without removing anything) a directory that holds anything a
+    run does not make, since `--dir` may point anywhere, and one whose stack
+    still runs (`--keep-running` in another shell).
+    """
+    from v2c.infra.stack_control import running_stack_pids
+    from v2c.infra.stack_layout import StackLayout
+
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        return []
+    if not directory.is_dir():
+        raise InvalidInput(f"--dir {directory} is not a directory")
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in RUN_PARTS)
+    if foreign:
+        raise InvalidInput(
+            f"--dir {directory} holds files a demo run did not make "
+            f"({', '.join(foreign[:5])}); give an empty or new directory"
+        )
+    layout = StackLayout.for_dir(directory / "stack")
+    running = running_stack_pids(layout)
+    if running:
+        raise Conflict(
+            f"a demo stack still runs in {layout.root} (pids {sorted(running.values())}): "
+            f"stop it (Ctrl-C, or `v2c stack down --dir {layout.root}`) first"
+        )
+    removed = []
+    for part in sorted(directory.iterdir()):
+        stack = part.name == "stack" and part.is_dir() and not part.is_symlink()
+        children = list(part.iterdir()) if stack else [part]
+        for child in sorted(children):
+            if stack and child.name in KEPT_IN_STACK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+            removed.append(str(child.relative_to(directory)))
+    return removed
 
 
 @dataclass

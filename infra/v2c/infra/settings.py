@@ -84,9 +84,12 @@ class _Model(BaseModel):
 
 
 class MqttSettings(_Model):
-    """How services reach the broker: `port` is the plain listener (loopback
-    only), `tls_port` the TLS listener that vehicles use, where services
-    present `service_cert`/`service_key` and trust `ca_file`."""
+    """How services reach the broker: `port` is the listener for cloud processes
+    (the stack's service mTLS listener, where they present `service_cert`/
+    `service_key`; plain TCP for a private test broker without them),
+    `tls_port` the mTLS listener vehicles use. Every client trusts `ca_file`
+    for the broker. `admin_cert`/`admin_key`: the identity that registers
+    vehicles in the running broker (`v2c.infra.broker_admin`)."""
 
     host: str = LOOPBACK
     port: Port
@@ -94,11 +97,15 @@ class MqttSettings(_Model):
     ca_file: Path | None = None
     service_cert: Path | None = None
     service_key: Path | None = None
+    admin_cert: Path | None = None
+    admin_key: Path | None = None
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> MqttSettings:
         if (self.service_cert is None) != (self.service_key is None):
             raise ValueError("service_cert and service_key must be given together")
+        if (self.admin_cert is None) != (self.admin_key is None):
+            raise ValueError("admin_cert and admin_key must be given together")
         return self
 
 
@@ -189,14 +196,18 @@ _SESSIONS: dict[AwsSettings, boto3.Session] = {}
 
 class ApiSettings(_Model):
     url: str
-    # The file holding the stack's API key (0600, never the key itself here).
+    # The file holding the fleet manager's API key, the CLI's default credential
+    # (0600, never the key itself here).
     key_file: Path | None = None
+    # One key file per role (viewer, fleet_manager, approver, operator), each
+    # 0600: `v2c.infra.api_credentials`; the CLI picks one with `--as ROLE`.
+    key_files: dict[str, Path] = Field(default_factory=dict)
 
 
 class GatewaySettings(_Model):
     metrics_url: str | None = None
-    # The gateway's shared-subscription group: secret locally, because
-    # mosquitto does not authorize SUBSCRIBE (see `stack_layout.stack_share_group`).
+    # The gateway's shared-subscription group; not a secret: the broker lets
+    # only services subscribe to `$share/...` (see `stack_layout.stack_share_group`).
     share_group: str | None = None
 
 
@@ -327,6 +338,6 @@ def _map_mqtt_paths(settings: StackSettings, fn: Callable[[Path], Path]) -> Stac
     mqtt = settings.mqtt
     if mqtt is None:
         return settings
-    fields = ("ca_file", "service_cert", "service_key")
+    fields = ("ca_file", "service_cert", "service_key", "admin_cert", "admin_key")
     changed = {f: fn(getattr(mqtt, f)) for f in fields if getattr(mqtt, f) is not None}
     return settings.model_copy(update={"mqtt": mqtt.model_copy(update=changed)})

@@ -1,13 +1,14 @@
-"""The local stack: mosquitto (mTLS + per-vehicle ACL), moto, the gateway, in one directory.
+"""The local stack: mosquitto (mTLS + per-VIN policy), moto, the gateway, in one directory.
 
 `LocalStack(DIR).start()` brings up, in this order, each step waiting for the
 previous one to be ready:
 
-1. the PKI in `DIR/pki` (kept when it exists and is still valid) and the ACL;
-2. mosquitto in `DIR/broker`: a TLS listener that requires a client
-   certificate and takes its CN as the username the ACL is written against,
-   plus a plain listener for trusted tools on loopback; persistence on, the
-   128 KB packet limit, the open-files limit raised (see `v2c.infra.broker`);
+1. the PKI in `DIR/pki` (kept when it exists and is still valid) and the
+   broker's policy, with every vehicle that has a certificate there;
+2. mosquitto in `DIR/broker`: a vehicle and a service mTLS listener, no
+   anonymous access, the dynamic-security policy (`stack_layout`,
+   `device_policy`); persistence on, the 128 KB packet limit, the open-files
+   limit raised (see `v2c.infra.broker`);
 3. moto in server mode, then every AWS resource (`ensure_resources`);
 4. the gateway as its own process (`v2c gateway run`), with the service
    identity, until its metrics say it is connected.
@@ -20,8 +21,8 @@ dead letters and the broker still takes its acknowledgements.
 
 Ports are remembered in `DIR/ports.json` and reused when free, so a restarted
 stack keeps its addresses and a vehicle's configuration stays valid. The
-gateway's shared-subscription group is a random secret kept in
-`DIR/share_group` (why: `stack_layout.stack_share_group`).
+gateway's shared-subscription group is kept in `DIR/share_group` (not a
+secret: `stack_layout.stack_share_group`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Final, Self
 
 from v2c.contract.errors import Conflict, TransientError
 from v2c.infra import processes
+from v2c.infra.api_credentials import api_settings
 from v2c.infra.broker import BrokerStartError, MosquittoBroker
 from v2c.infra.moto_server import MotoServer, MotoServerError
 from v2c.infra.net import LOOPBACK, free_port
@@ -50,10 +52,8 @@ from v2c.infra.resources import ResourceNames, ensure_resources
 from v2c.infra.settings import (
     DEFAULT_STACK_DIR,
     STACK_FILE,
-    ApiSettings,
     AwsSettings,
     GatewaySettings,
-    MqttSettings,
     StackSettings,
     write_settings,
 )
@@ -71,12 +71,12 @@ from v2c.infra.stack_control import (
 from v2c.infra.stack_layout import (
     StackLayout,
     broker_config,
+    broker_settings,
     prepare_broker_files,
     stack_share_group,
 )
 
 GATEWAY_CLIENT_ID: Final = "v2c-gateway-1"
-API_KEY_FILE: Final = "api.key"
 
 
 class StackError(TransientError):
@@ -199,24 +199,18 @@ class LocalStack:
         aws = AwsSettings(endpoint_url=moto.endpoint_url)
         names = ResourceNames()
         ensure_resources(aws, names)
-        tls_port, plain_port = broker.port, broker.plain_port
-        if plain_port is None or broker.pid is None:
-            raise StackError("mosquitto started without its plain listener")
+        tls_port, service_port = broker.port, broker.service_port
+        if service_port is None or broker.pid is None:
+            raise StackError("mosquitto started without its service listener")
         settings = StackSettings(
-            mqtt=MqttSettings(
-                host=broker.host,
-                port=plain_port,
-                tls_port=tls_port,
-                ca_file=pki.ca_cert,
-                service_cert=pki.service.cert,
-                service_key=pki.service.key,
-            ),
+            mqtt=broker_settings(broker.host, tls_port, service_port, pki),
             aws=aws,
             resources=names,
             processes={STACK: os.getpid(), BROKER: broker.pid, MOTO: moto.pid},
         )
         self.layout.ports_file.write_text(
-            json.dumps({"mqtts": tls_port, "mqtt": plain_port, "moto": moto.port}) + "\n"
+            json.dumps({"mqtts": tls_port, "mqtts-services": service_port, "moto": moto.port})
+            + "\n"
         )
         if self._with_gateway:
             settings = self._start_gateway(settings)
@@ -225,23 +219,23 @@ class LocalStack:
 
     def _start_broker(self, pki: PkiPaths, remembered: dict[str, object]) -> MosquittoBroker:
         tls_port = self._mqtt_port or _reusable(remembered.get("mqtts"))
-        plain_port = _reusable(remembered.get("mqtt"))
-        if plain_port == tls_port:
-            plain_port = 0
+        service_port = _reusable(remembered.get("mqtts-services"))
+        if service_port == tls_port:
+            service_port = 0
         try:
-            return self._launch_broker(pki, tls_port, plain_port)
+            return self._launch_broker(pki, tls_port, service_port)
         except BrokerStartError:
-            if (tls_port == 0 or self._mqtt_port) and plain_port == 0:
+            if (tls_port == 0 or self._mqtt_port) and service_port == 0:
                 raise
         # A remembered port was taken between the check and the bind: pick new ones.
         return self._launch_broker(pki, self._mqtt_port or 0, 0)
 
-    def _launch_broker(self, pki: PkiPaths, tls_port: int, plain_port: int) -> MosquittoBroker:
+    def _launch_broker(self, pki: PkiPaths, tls_port: int, service_port: int) -> MosquittoBroker:
         config = broker_config(
             self.layout,
             pki,
             tls_port=tls_port,
-            plain_port=plain_port,
+            service_port=service_port,
             executable=self._mosquitto_executable,
         )
         self._broker = MosquittoBroker(config)
@@ -301,7 +295,7 @@ class LocalStack:
     def _start_api(self, settings: StackSettings) -> StackSettings:
         """The fleet-manager API (and the campaign monitor) on loopback."""
         write_settings(settings, self.layout.run)
-        key_file = self.layout.run / API_KEY_FILE
+        key_dir = self.layout.run  # one 0600 key file per role (v2c.infra.api_credentials)
         ready_file = self.layout.run / "api.url"
         ready_file.unlink(missing_ok=True)
         port = _reusable(_read_ports(self.layout).get("api"))
@@ -310,7 +304,7 @@ class LocalStack:
             "api", "serve",
             "--stack", str(self.layout.run),
             "--port", str(port),
-            "--key-file", str(key_file),
+            "--key-dir", str(key_dir),
             "--ready-file", str(ready_file),
         ]  # fmt: skip
         log_path = self.layout.logs / "api.log"
@@ -335,7 +329,7 @@ class LocalStack:
         )
         return settings.model_copy(
             update={
-                "api": ApiSettings(url=url, key_file=key_file.absolute()),
+                "api": api_settings(url, key_dir.absolute()),
                 "processes": {**settings.processes, API: self._api.pid},
             }
         )

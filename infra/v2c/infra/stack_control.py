@@ -92,15 +92,16 @@ def component_statuses(settings: StackSettings, layout: StackLayout) -> list[Com
             address = f"mqtts://{mqtt.host}:{mqtt.tls_port}"
             rows.append(
                 ComponentStatus(
-                    "mosquitto mTLS",
+                    "mosquitto vehicles (mTLS)",
                     pid,
                     address,
                     _listening(pid, marker, mqtt.host, mqtt.tls_port),
                 )
             )
         state = _listening(pid, marker, mqtt.host, mqtt.port)
+        name, scheme = ("services (mTLS)", "mqtts") if mqtt.service_cert else ("plain", "mqtt")
         rows.append(
-            ComponentStatus("mosquitto plain", pid, f"mqtt://{mqtt.host}:{mqtt.port}", state)
+            ComponentStatus(f"mosquitto {name}", pid, f"{scheme}://{mqtt.host}:{mqtt.port}", state)
         )
     endpoint = settings.aws.endpoint_url
     if endpoint is not None:

@@ -9,26 +9,38 @@ Layout of `DIR` (default `./.stack`)::
 
     stack.json        written once every component is ready; removed at stop
     ports.json        the last ports, reused when free
-    share_group       the gateway's secret shared-subscription group (see below)
-    pki/              CA, broker and service identities, vehicles/ (`v2c pki`)
-    broker/           mosquitto.conf, acl, mosquitto.db, mosquitto.log
+    share_group       the gateway's shared-subscription group (kept across restarts)
+    pki/              fleet and service CAs, broker, service and admin identities,
+                      vehicles/ (`v2c pki`)
+    broker/           mosquitto.conf, dynamic-security.json, mosquitto.db, mosquitto.log
+
+The broker (`broker_config`): two mutual-TLS listeners on loopback and no
+anonymous access anywhere. Vehicles connect to one that trusts the fleet CA
+and makes the certificate CN both the username and the client id (a vehicle
+is always its own VIN); cloud processes to one that trusts the service CA
+only and lets them choose their client ids. What each identity may do is
+`v2c.infra.device_policy`, enforced by mosquitto's dynamic-security plugin
+(SUBSCRIBE included); retained publishes are refused.
     logs/             moto.log, gateway.log
     run/stack.json    what the gateway starts from (the stack before it is ready)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from v2c.infra.acl import ACL_NAME, write_acl
-from v2c.infra.broker import CONFIG_NAME, BrokerTls, MosquittoConfig
+from v2c.infra.broker import CONFIG_NAME, DYNSEC_NAME, BrokerTls, MosquittoConfig
+from v2c.infra.device_policy import dynsec_config
 from v2c.infra.pki import PkiPaths, init_pki
-from v2c.infra.settings import STACK_FILE
+from v2c.infra.settings import STACK_FILE, MqttSettings
 
 SHARE_GROUP_PREFIX: Final = "v2c-"
 _SHARE_GROUP = re.compile(r"v2c-[0-9a-f]{32}")
@@ -53,8 +65,8 @@ class StackLayout:
         return self.root / "broker"
 
     @property
-    def acl(self) -> Path:
-        return self.broker / ACL_NAME
+    def dynsec(self) -> Path:
+        return self.broker / DYNSEC_NAME
 
     @property
     def broker_marker(self) -> bytes:
@@ -81,31 +93,54 @@ class StackLayout:
         return self.root / "share_group"
 
 
+def write_dynsec(path: Path, vehicle_ids: Iterable[str]) -> Path:
+    """Write the dynamic-security state: services, admin and `vehicle_ids` (atomically).
+
+    Rendered whole at every `v2c stack up`, so the policy in force is always
+    `device_policy`'s current one; vehicles issued while the broker runs are
+    added through its control topic (`v2c.infra.broker_admin`), which the
+    plugin saves here too.
+    """
+    text = json.dumps(dynsec_config(vehicle_ids), separators=(",", ":"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # nothing secret: names and topics
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def prepare_broker_files(layout: StackLayout) -> PkiPaths:
-    """The PKI (idempotent) and the ACL the stack's broker needs."""
+    """The PKI (idempotent; older directories upgraded) and the broker's policy.
+
+    Every vehicle with a certificate in `pki/vehicles` is admitted from the start.
+    """
     paths = init_pki(layout.pki)
-    write_acl(layout.acl)
+    write_dynsec(layout.dynsec, paths.vehicle_ids())
+    # The ACL file of stacks made before the plugin: no longer read, so not left to mislead.
+    (layout.broker / "acl").unlink(missing_ok=True)
     return paths
 
 
 def new_share_group() -> str:
-    """An unguessable shared-subscription group name: `v2c-` and 128 random bits."""
+    """A shared-subscription group name: `v2c-` and 128 random bits."""
     return SHARE_GROUP_PREFIX + secrets.token_hex(16)
 
 
 def stack_share_group(layout: StackLayout) -> str:
     """The stack's gateway share group: created once per stack directory, then reused.
 
-    Why a secret: mosquitto 2.0.11's `acl_file` never checks SUBSCRIBE, so any
-    vehicle may join a shared group. One that joins the gateway's group is
-    handed a share of every message matching the filter, which the read ACL
-    then refuses to deliver to it, and mosquitto drops them: the vehicle
-    silently diverts other vehicles' traffic. A group nobody can guess keeps
-    vehicles out. The residual risk is a leaked name (it lives in this file,
-    in stack.json and on the gateway's command line: anyone who can read the
-    stack directory or the process list can divert traffic). AWS IoT Core
-    authorizes subscriptions (`iot:Subscribe` on the `$share/...` filter), so
-    there the name need not be secret.
+    Not a secret and no security boundary: it shows in stack.json and on the
+    gateway's command line. The broker's policy (`device_policy`) grants
+    `$share/...` subscriptions to services only and refuses every vehicle
+    subscription but its own literal topics (SUBACK 0x87), so knowing the
+    name lets no vehicle join the group; AWS IoT Core does the same with
+    `iot:Subscribe`.
 
     Persisted like ports.json, so a restarted stack keeps its group and a
     gateway resuming its persistent session stays in the same group.
@@ -125,22 +160,43 @@ def stack_share_group(layout: StackLayout) -> str:
     return group
 
 
+def broker_settings(host: str, tls_port: int, service_port: int, pki: PkiPaths) -> MqttSettings:
+    """How clients reach a broker configured by `broker_config`: services and the admin
+    on the service listener, vehicles on `tls_port`; everybody trusts the fleet CA."""
+    return MqttSettings(
+        host=host,
+        port=service_port,
+        tls_port=tls_port,
+        ca_file=pki.ca_cert,
+        service_cert=pki.service.cert,
+        service_key=pki.service.key,
+        admin_cert=pki.admin.cert,
+        admin_key=pki.admin.key,
+    )
+
+
 def broker_config(
     layout: StackLayout,
     pki: PkiPaths,
     *,
     tls_port: int = 0,
-    plain_port: int | None = 0,
+    service_port: int = 0,
     executable: Path | None = None,
 ) -> MosquittoConfig:
-    """The stack's mosquitto: mutual TLS with CN usernames and the ACL, persistence on."""
-    tls = BrokerTls(cafile=pki.ca_cert, certfile=pki.server.cert, keyfile=pki.server.key)
+    """The stack's mosquitto: a vehicle and a service mTLS listener, the dynamic-security
+    policy, no anonymous access, no retained messages, persistence on."""
+    cert, key = pki.server.cert, pki.server.key
+    vehicles = BrokerTls(pki.ca_cert, cert, key, use_username_as_clientid=True)
+    services = BrokerTls(pki.service_ca_cert, cert, key)
     return MosquittoConfig(
         data_dir=layout.broker,
         port=tls_port,
-        tls=tls,
-        plain_port=plain_port,
-        acl_file=layout.acl,
+        tls=vehicles,
+        service_port=service_port,
+        service_tls=services,
+        dynsec_file=layout.dynsec,
+        retain_available=False,
+        allow_anonymous=False,
         persistence=True,
         executable=executable,
     )

@@ -13,13 +13,14 @@ OTA_DLQ = "ota"
 
 
 def service_endpoint(settings: StackSettings) -> MqttEndpoint:
-    """The broker as the gateway and publisher see it: the TLS listener with the
-    service identity when the stack has one, else the plain listener."""
+    """The broker as the gateway, the publishers and the tools see it: the service
+    listener with the service identity when the stack has one (every stack
+    does), else plain TCP to `port` (a private test broker)."""
     mqtt = settings.require_mqtt()
-    if mqtt.tls_port is not None and mqtt.ca_file and mqtt.service_cert and mqtt.service_key:
+    if mqtt.ca_file and mqtt.service_cert and mqtt.service_key:
         return MqttEndpoint(
             mqtt.host,
-            mqtt.tls_port,
+            mqtt.port,
             ca_file=str(mqtt.ca_file),
             cert_file=str(mqtt.service_cert),
             key_file=str(mqtt.service_key),
@@ -70,8 +71,16 @@ def handler_environment(settings: StackSettings) -> dict[str, str]:
         "OTA_SIGNING_KEY": names.signing_key_alias,
     }
     if settings.mqtt is not None:
-        # Notifications leave through the broker's loopback listener.
-        environment["OTA_MQTT_URL"] = f"mqtt://{settings.mqtt.host}:{settings.mqtt.port}"
+        # Notifications leave through the broker's service listener, as a service.
+        endpoint = service_endpoint(settings)
+        scheme = "mqtts" if endpoint.uses_tls else "mqtt"
+        environment["OTA_MQTT_URL"] = f"{scheme}://{endpoint.host}:{endpoint.port}"
+        tls_files = {
+            "OTA_MQTT_CA_FILE": endpoint.ca_file,
+            "OTA_MQTT_CERT_FILE": endpoint.cert_file,
+            "OTA_MQTT_KEY_FILE": endpoint.key_file,
+        }
+        environment.update({k: v for k, v in tls_files.items() if v is not None})
     if aws.endpoint_url is not None:
         environment["AWS_ENDPOINT_URL"] = aws.endpoint_url
         environment["AWS_ACCESS_KEY_ID"] = LOCAL_CREDENTIAL

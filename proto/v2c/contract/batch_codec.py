@@ -9,14 +9,21 @@ The receiver treats every envelope as hostile until proven otherwise, and
 the checks run in the order that spends the least on a bad payload:
 
 1. envelope size against the broker's packet limit, then protobuf parse;
-2. compression and dictionary known;
-3. SHA-256 of the payload as sent (cheap; before any decompression);
-4. declared size against the cap, and the ZSTD frame header (content size,
-   window size, dictionary id) against the declaration: a bomb is refused
-   before a single byte is decompressed when the frame admits what it is;
-5. streaming decompression that never produces more than declared + 1 bytes,
+2. declared sample count against `max_samples` (a sample bomb: a few hundred
+   bytes that declare 65,000 samples, each then validated and dead-lettered,
+   cost minutes of a handler's time; the count is the unit of work);
+3. compression and dictionary known;
+4. SHA-256 of the payload as sent (cheap; before any decompression);
+5. declared size against the cap and against what the declared samples can
+   need (`max_batch_bytes`: an expansion bound per sample, so a 1-sample
+   envelope cannot inflate to a megabyte), and the ZSTD frame header
+   (content size, window size, dictionary id) against the declaration: a
+   bomb is refused before a single byte is decompressed when the frame
+   admits what it is;
+6. streaming decompression that never produces more than declared + 1 bytes,
    so a frame lying about its size costs at most the declared size in memory;
-6. batch parse, column consistency, message count.
+7. batch parse, then the batch's own sample count against the envelope's
+   (before a single column is expanded), then column consistency.
 
 Pure: bytes in, samples out or a typed error from `v2c.contract.errors`.
 """
@@ -39,6 +46,7 @@ from v2c.contract.errors import (
     CodecError,
     DecompressionLimitExceeded,
     PayloadTooLarge,
+    TooManySamples,
     UnknownDictionary,
     UnsupportedCompression,
     ValidationFailed,
@@ -67,17 +75,35 @@ class CodecConfig:
 
     `dictionaries` maps a trained ZSTD dictionary's own id (as written in
     its header, see `train_dictionary`) to its bytes; both sides need it.
+
+    `max_samples` caps the samples of one batch. The design sends 25-50;
+    1,000 is the vehicle's whole offline buffer (a vehicle flushing it in one
+    envelope is still accepted) and, at ~27 bytes per columnar sample, about
+    a fifth of what a 128 KB packet could carry compressed, so the cap, not
+    the packet, bounds the work one message can ask for (validation,
+    writes, dead-letter reasons grow with the count).
+
+    `max_sample_bytes` bounds expansion: a batch may inflate to at most
+    `batch_overhead_bytes` + `max_sample_bytes` per declared sample (and
+    never past `max_decompressed_bytes`). A real sample takes ~30 bytes in
+    a batch of 25, ~420 with 32 DTCs (the validation limit); 1 KiB is room
+    to spare, and a 25-sample envelope can no longer inflate to a megabyte.
     """
 
     zstd_level: int = 3
     max_decompressed_bytes: int = 1024 * 1024
     max_packet_bytes: int = 128 * 1024
     mqtt_overhead_bytes: int = 1024
+    max_samples: int = 1000
+    max_sample_bytes: int = 1024
+    batch_overhead_bytes: int = 1024
     dictionaries: Mapping[int, bytes] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.max_decompressed_bytes < 1:
             raise ValueError("max_decompressed_bytes must be positive")
+        if self.max_samples < 1 or self.max_sample_bytes < 1 or self.batch_overhead_bytes < 0:
+            raise ValueError("max_samples and max_sample_bytes must be positive")
         if self.max_packet_bytes <= self.mqtt_overhead_bytes:
             raise ValueError("max_packet_bytes must exceed mqtt_overhead_bytes")
         for dict_id, data in self.dictionaries.items():
@@ -98,6 +124,20 @@ class CodecConfig:
         the window is memory the decompressor allocates up front.
         """
         return 1 << max(10, self.max_decompressed_bytes.bit_length())
+
+    def max_batch_bytes(self, samples: int) -> int:
+        """The most a serialized batch of `samples` samples may take: the expansion bound."""
+        return min(
+            self.max_decompressed_bytes,
+            self.batch_overhead_bytes + samples * self.max_sample_bytes,
+        )
+
+    def check_sample_count(self, count: int, what: str = "batch") -> None:
+        """Raise TooManySamples above `max_samples`: before any work per sample."""
+        if count > self.max_samples:
+            raise TooManySamples(
+                f"{what} declares {count} samples, above the cap of {self.max_samples}"
+            )
 
 
 DEFAULT_CONFIG = CodecConfig()
@@ -123,19 +163,20 @@ def encode_envelope(
 ) -> bytes:
     """Serialize samples of one vehicle as a batch envelope.
 
-    Raises PayloadTooLarge when the receiver would refuse the result (batch
-    above `max_decompressed_bytes`, envelope above `max_envelope_bytes`):
-    `split_to_fit` catches it and halves the batch. `batch_id` defaults to
+    Raises PayloadTooLarge when the receiver would refuse the result (more
+    than `max_samples` samples, batch above `max_batch_bytes`, envelope above
+    `max_envelope_bytes`): `split_to_fit` catches it and halves the batch. `batch_id` defaults to
     a fresh UUIDv4. The envelope header holds only `created_ms` (default:
     now) and the schema version: repeating the batch id, trace id and
     correlation id there would cost ~90 bytes, 10 % of a 25-sample envelope.
     """
+    config.check_sample_count(len(samples))
     batch = to_columns(samples)
     raw = batch.SerializeToString()
-    if len(raw) > config.max_decompressed_bytes:
+    if len(raw) > config.max_batch_bytes(len(samples)):
         raise PayloadTooLarge(
             f"batch of {len(samples)} samples is {len(raw)} bytes, "
-            f"above the {config.max_decompressed_bytes}-byte cap"
+            f"above the {config.max_batch_bytes(len(samples))}-byte cap"
         )
     payload = _compress(raw, compression, dictionary_id, config)
     batch_id = new_message_id() if batch_id is None else batch_id
@@ -174,15 +215,20 @@ def decode_envelope(payload: bytes, config: CodecConfig = DEFAULT_CONFIG) -> Dec
     except DecodeError as exc:
         raise CodecError(f"corrupt envelope: {exc}") from exc
     batch_id = id_text(envelope.batch_id)
+    count = envelope.message_count
+    config.check_sample_count(count, f"batch {batch_id}")
+    if count == 0:
+        raise CodecError(f"batch {batch_id}: declares no samples")
     dictionary = _dictionary(envelope.compression, envelope.dictionary_id, config)
     if len(envelope.payload_sha256) != _SHA256_BYTES or not hmac.compare_digest(
         hashlib.sha256(envelope.payload).digest(), envelope.payload_sha256
     ):
         raise ChecksumMismatch(f"batch {batch_id}: payload SHA-256 mismatch")
     declared = envelope.uncompressed_size
-    if declared > config.max_decompressed_bytes:
+    if declared > config.max_batch_bytes(count):
         raise DecompressionLimitExceeded(
-            f"batch {batch_id} declares {declared} bytes, cap {config.max_decompressed_bytes}"
+            f"batch {batch_id} declares {declared} bytes for {count} samples, "
+            f"cap {config.max_batch_bytes(count)}"
         )
     if envelope.compression == ZSTD:
         raw = _decompress(envelope.payload, declared, envelope.dictionary_id, dictionary, config)
@@ -201,11 +247,12 @@ def decode_envelope(payload: bytes, config: CodecConfig = DEFAULT_CONFIG) -> Dec
             f"batch {batch_id}: envelope vehicle {envelope.vehicle_id!r}, "
             f"batch vehicle {batch.vehicle_id!r}"
         )
-    samples = from_columns(batch)
-    if envelope.message_count != len(samples):
+    # The batch's own count, checked before from_columns allocates anything per sample.
+    if batch.sample_count != count:
         raise CodecError(
-            f"batch {batch_id}: message_count {envelope.message_count}, {len(samples)} samples"
+            f"batch {batch_id}: message_count {count}, batch of {batch.sample_count} samples"
         )
+    samples = from_columns(batch)
     return DecodedBatch(
         batch_id=batch_id,
         vehicle_id=batch.vehicle_id,

@@ -105,6 +105,16 @@ class PayloadTooLarge(InvalidInput):
     http_status = 413
 
 
+class TooManySamples(PayloadTooLarge):
+    """A telemetry batch declares more samples than the codec's cap
+    (`CodecConfig.max_samples`). Refused from the declaration, before any
+    column is expanded: the work a batch causes grows with its sample count,
+    not with its size on the wire (a 300-byte envelope can declare 65,000).
+    A `PayloadTooLarge`, so the sender's `split_to_fit` halves such a batch."""
+
+    reason = "too_many_samples"
+
+
 class ValidationFailed(InvalidInput):
     """Parsed fine, but a field is missing or out of range."""
 

@@ -20,6 +20,9 @@ PREFIX: Final = ("v2c", "v1")
 VIN_PATTERN: Final = re.compile(r"^VIN-[A-HJ-NPR-Z0-9]{17}$")
 # AWS region names: us-east-1, eu-central-2, us-gov-west-1, ap-southeast-4 ...
 REGION_PATTERN: Final = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+# The regions the fleet operates in: the broker lets a vehicle publish only there
+# (`v2c.infra.device_policy`); the simulated fleet spreads its vehicles over them.
+KNOWN_REGIONS: Final = ("us-east-1", "eu-west-1", "ap-southeast-2")
 SHARE_GROUP_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SINGLE_LEVEL: Final = "+"
 MULTI_LEVEL: Final = "#"

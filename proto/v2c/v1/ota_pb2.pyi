@@ -289,6 +289,8 @@ class OTAStatus(_message.Message):
     INSTALLED_VERSION_FIELD_NUMBER: _builtins.int
     ERROR_DETAIL_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_UNVERIFIED_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_SHA256_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     update_id: _builtins.str
     state: Global___OTAStatus.State.ValueType
@@ -308,6 +310,25 @@ class OTAStatus(_message.Message):
     """the version the vehicle actually runs"""
     error_detail: _builtins.str
     campaign_id: _builtins.str
+    notification_unverified: _builtins.bool
+    """True on the REJECTED report (reason SIGNATURE_VERIFICATION_FAILED) that
+    answers a notification the vehicle could not verify: bad or unknown
+    signature, or signed bytes that do not parse. Its update_id and
+    campaign_id were read from bytes nobody vouches for and may name a real
+    update. Such a report is numbered apart: `sequence` counts the vehicle's
+    unverified notifications (never an update's own numbering) and the
+    header's message id is derived in a namespace of its own, so it cannot
+    collide with a genuine report. The cloud never applies it to an update
+    record on the vehicle's word; it counts and audits it, and applies the
+    rejection only when notification_sha256 proves the vehicle received
+    exactly what the cloud signed for that update (the vehicle's key store,
+    not the message, is at fault).
+    """
+    notification_sha256: _builtins.bytes
+    """SHA-256 of the notification's signed part: an OTAUpdateAvailable holding
+    only manifest, signature and key_id, deterministically serialized
+    (`v2c.contract.notification.signed_part_sha256`).
+    """
     @_builtins.property
     def header(self) -> _common_pb2.Header: ...
     def __init__(
@@ -329,10 +350,12 @@ class OTAStatus(_message.Message):
         installed_version: _builtins.str = ...,
         error_detail: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
+        notification_unverified: _builtins.bool = ...,
+        notification_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes_downloaded", b"bytes_downloaded", "campaign_id", b"campaign_id", "download_duration_ms", b"download_duration_ms", "error_detail", b"error_detail", "header", b"header", "install_duration_ms", b"install_duration_ms", "installed_version", b"installed_version", "progress_percent", b"progress_percent", "reason", b"reason", "retry_after_sec", b"retry_after_sec", "sequence", b"sequence", "state", b"state", "total_duration_ms", b"total_duration_ms", "update_id", b"update_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "bytes_downloaded", b"bytes_downloaded", "campaign_id", b"campaign_id", "download_duration_ms", b"download_duration_ms", "error_detail", b"error_detail", "header", b"header", "install_duration_ms", b"install_duration_ms", "installed_version", b"installed_version", "notification_sha256", b"notification_sha256", "notification_unverified", b"notification_unverified", "progress_percent", b"progress_percent", "reason", b"reason", "retry_after_sec", b"retry_after_sec", "sequence", b"sequence", "state", b"state", "total_duration_ms", b"total_duration_ms", "update_id", b"update_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,12 +16,20 @@ What the subclass adds to Powertools, and why there:
   tell an anonymous caller about the routes);
 * a path served under another method answers 405 with `Allow`, not 404;
 * `public_paths`, the paths served without a credential;
+* authorization right after: the route the request names needs one of the
+  roles `v2c.handlers.api.roles` assigns it (403 otherwise), also before
+  validation, so a viewer learns nothing from a write route's 400s;
+* JSON bodies are parsed within `v2c.handlers.api.json_limits` (depth 32,
+  4 MiB): too deep is 400, never a `RecursionError` 500;
 * path parameters arrive percent-decoded (Powertools routes on the encoded
-  `path` of a REST event and would pass `a%20b` on).
-
-Powertools keeps the current event on the class (`BaseRouter.current_event`),
-so one resolver serves one request at a time, as a Lambda container does:
-callers that serve threads must serialize `resolve` (the HTTP adapter does).
+  `path` of a REST event and would pass `a%20b` on);
+* one resolver serves many threads at once. Powertools keeps the current
+  event and context on the class (`BaseRouter.current_event`) and the
+  routing context on the instance, which suits a Lambda container (one
+  invocation at a time) but would mix concurrent requests in the local HTTP
+  server: `OtaApi` keeps all three per thread, and builds every route's
+  middleware stack once, before serving (Powertools builds it lazily, which
+  two first requests racing would do twice).
 """
 
 from __future__ import annotations
@@ -30,18 +38,22 @@ import importlib
 import json
 import pkgutil
 import re
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Route
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from v2c.contract.errors import NotAuthorized
 from v2c.handlers.api import routes
-from v2c.handlers.api.auth import ApiAuth, Principal, challenge, header
+from v2c.handlers.api.auth import ApiAuth, MissingRole, Principal, authorize, challenge, header
 from v2c.handlers.api.errors import error_response, install_error_handlers
+from v2c.handlers.api.json_limits import body_deserializer
 from v2c.handlers.api.services import ApiServices
 
 API_PREFIX: Final = "/api/v1"
@@ -53,35 +65,116 @@ class RouteModule(Protocol):
     def register(self, app: OtaApi, services: ApiServices) -> None: ...
 
 
+class _RequestState(threading.local):
+    """What Powertools keeps per invocation, kept per thread instead."""
+
+    def __init__(self) -> None:
+        self.event: APIGatewayProxyEvent | None = None
+        self.lambda_context: Any = None
+        self.context: dict[str, Any] = {}
+
+
 class OtaApi(APIGatewayRestResolver):
-    """`APIGatewayRestResolver` with authentication before routing and 405s."""
+    """`APIGatewayRestResolver` with authentication and authorization before
+    routing, 405s, JSON limits, and per-thread request state."""
 
     def __init__(self, auth: ApiAuth, services: ApiServices) -> None:
+        self._state = _RequestState()  # before Powertools assigns `self.context`
         super().__init__(
             enable_validation=True,
             # A route answering outside its model is our bug: 500, not the
             # caller's 422 (Powertools' default would blame the request).
             response_validation_error_http_code=500,
             debug=False,  # never a traceback in an answer, whatever POWERTOOLS_DEV says
+            json_body_deserializer=body_deserializer,
         )
         self.auth = auth
         self.services = services
         self.public_paths: set[str] = set()
         self._openapi_text: str | None = None
 
+    # -- per-thread request state (see the module docstring) -----------------
+
+    @property  # type: ignore[override]
+    def current_event(self) -> APIGatewayProxyEvent:
+        event = self._state.event
+        if event is None:
+            raise RuntimeError("no request is being resolved on this thread")
+        return event
+
+    @current_event.setter
+    def current_event(self, value: APIGatewayProxyEvent) -> None:
+        self._state.event = value
+
+    @property
+    def lambda_context(self) -> LambdaContext:
+        context: LambdaContext = self._state.lambda_context
+        return context
+
+    @lambda_context.setter
+    def lambda_context(self, value: LambdaContext) -> None:
+        self._state.lambda_context = value
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self._state.context
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        self._state.context = value
+
+    def _to_proxy_event(self, event: dict[str, Any]) -> APIGatewayProxyEvent:
+        # Powertools stores the result on the class; this thread keeps its own.
+        proxy = cast(APIGatewayProxyEvent, super()._to_proxy_event(event))
+        self._state.event = proxy
+        return proxy
+
+    def prepare(self) -> None:
+        """Build every route's middleware stack now, not racing on first use."""
+        for route in self._routes():
+            if not route._middleware_stack_built:
+                route._build_middleware_stack(router_middlewares=self._router_middlewares, app=self)
+
+    def _routes(self) -> list[Route]:
+        return self._static_routes + self._dynamic_routes  # Powertools' route table
+
+    # ------------------------------------------------------------------------
+
     def mark_public(self, *paths: str) -> None:
         """Serve `paths` (exact, any method) without a credential."""
         self.public_paths.update(paths)
 
+    def route_template(self, method: str, path: str) -> str | None:
+        """The template of the route serving `method` on `path`, if any."""
+        method = method.upper()
+        for route in self._routes():
+            if route.method == method and route.rule.match(path):
+                return route.path
+        return None
+
+    def authorize(self, event: Mapping[str, Any]) -> Principal | None:
+        """The caller of `event` if it may call the route it names: raises
+        `NotAuthorized` (401) or `MissingRole` (403). None on public paths.
+        The local HTTP adapter authorizes its streaming routes with this."""
+        path = str(event.get("path") or "/")
+        if path in self.public_paths:
+            return None
+        principal = self.auth.authenticate(event)
+        template = self.route_template(str(event.get("httpMethod") or "GET"), path)
+        if template is not None:  # no route: 404/405 come from routing
+            authorize(principal, str(event.get("httpMethod")), template)
+        return principal
+
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        principal: Principal | None = None
-        if event.get("path") not in self.public_paths:
-            try:
-                principal = self.auth.authenticate(event)
-            except NotAuthorized as error:
-                return _direct_answer(
-                    401, error.detail, error.reason, {"WWW-Authenticate": challenge(error)}
-                )
+        self._state.lambda_context = context
+        try:
+            principal = self.authorize(event)
+        except MissingRole as error:
+            return _direct_answer(403, error.detail, error.reason)
+        except NotAuthorized as error:
+            return _direct_answer(
+                401, error.detail, error.reason, {"WWW-Authenticate": challenge(error)}
+            )
         content_type = header(event, "Content-Type") or ""
         if content_type.lower().startswith("multipart/") and "boundary=" not in content_type:
             # Powertools' multipart parser raises a bare ValueError (a 500) here.
@@ -89,7 +182,11 @@ class OtaApi(APIGatewayRestResolver):
         # Set only now: `super().resolve` clears the context when it ends.
         append: Any = self.append_context  # untyped in Powertools
         append(principal=principal)
-        return super().resolve(event, context)
+        try:
+            return super().resolve(event, context)
+        finally:
+            self._state.event = None
+            self._state.lambda_context = None
 
     def _convert_matches_into_route_keys(self, match: re.Match[str]) -> dict[str, str]:
         # API Gateway REST keeps `path` percent-encoded and Powertools routes
@@ -99,8 +196,7 @@ class OtaApi(APIGatewayRestResolver):
 
     def allowed_methods(self, path: str) -> list[str]:
         """The methods some route serves `path` with."""
-        routes_ = self._static_routes + self._dynamic_routes  # Powertools' route table
-        return sorted({route.method.upper() for route in routes_ if route.rule.match(path)})
+        return sorted({route.method.upper() for route in self._routes() if route.rule.match(path)})
 
     def no_route_response(self, error: NotFoundError) -> Response[str]:
         """404, or 405 when the path exists under other methods."""
@@ -168,4 +264,5 @@ def build_app(
         module.register(app, services)
     if extra is not None:
         extra(app)
+    app.prepare()
     return app

@@ -26,7 +26,6 @@ strips whitespace first, so it accepts a little more than the document).
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Final
@@ -34,6 +33,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from v2c.contract.errors import InvalidField
+from v2c.handlers.api import json_limits
 from v2c.handlers.api.app import OTA_PREFIX
 from v2c.handlers.api.models import RequestModel
 from v2c.handlers.ota.firmware.formats import FirmwareFormat
@@ -196,7 +196,7 @@ def _json_object(text: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
+        value = json_limits.loads(text, what="metadata")  # depth-limited: never a RecursionError
     except ValueError as exc:
         raise InvalidField("metadata", f"must be a JSON object: {exc}") from None
     if not isinstance(value, dict):

@@ -5,9 +5,11 @@ routes' type hints. This module adds what it cannot know:
 
 * the security schemes (`X-API-Key`, bearer) required everywhere except the
   public paths (`security: []` there), so clients and schemathesis send them;
+* the roles that may call each authenticated operation, as `x-v2c-roles`
+  (from `v2c.handlers.api.roles`), named in its description too;
 * the error answers, all with the one `Error` schema of
   `v2c.handlers.api.errors`: 500 and 503 everywhere, 400 where there is
-  anything to validate, 401 on authenticated operations, 404 where the path
+  anything to validate, 401 and 403 on authenticated operations, 404 where the path
   names a resource, 409 on writes, 413/415/422 where there is a request
   body. Powertools' own 422 (`HTTPValidationError`, a shape this API never
   sends) is replaced. A route declares more with
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from v2c.handlers.api.auth import API_KEY_HEADER
 from v2c.handlers.api.errors import ErrorBody
+from v2c.handlers.api.roles import Role, allowed_roles
 
 if TYPE_CHECKING:
     from v2c.handlers.api.app import OtaApi
@@ -36,11 +39,14 @@ TITLE: Final = "v2c OTA API"
 DESCRIPTION: Final = (
     "Fleet-manager API of the v2c OTA service: firmware, campaigns, device updates, "
     "rollbacks, statistics and health. Authenticate with `X-API-Key: <key>` or "
-    "`Authorization: Bearer <token>`. Every error answer is JSON with a `detail` (for a "
+    "`Authorization: Bearer <token>`; each credential carries roles (viewer, fleet_manager, "
+    "approver, operator), and each operation lists the roles that may call it in "
+    "`x-v2c-roles` (403 otherwise). Every error answer is JSON with a `detail` (for a "
     "person) and a `reason` (a stable word)."
 )
 ERROR_SCHEMA: Final = "Error"
 EXTENSION: Final = "x-v2c-errors"
+ROLES_EXTENSION: Final = "x-v2c-roles"
 SECURITY_SCHEMES: Final = {
     "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
     "BearerAuth": {"type": "http", "scheme": "bearer"},
@@ -50,6 +56,7 @@ WRITE_METHODS: Final = frozenset({"post", "put", "patch", "delete"})
 ERROR_DESCRIPTIONS: Final = {
     400: "Invalid request: a field is missing, malformed or out of range",
     401: "Missing or invalid credentials",
+    403: "The credential lacks a role this operation needs",
     404: "No such resource",
     409: "Conflicts with the resource's state",
     413: "Request body too large",
@@ -67,7 +74,7 @@ def _error_codes(path: str, method: str, operation: dict[str, Any], public: bool
     if operation.get("parameters") or "requestBody" in operation:
         codes.add(400)
     if not public:
-        codes.add(401)
+        codes |= {401, 403}
     if re.search(r"\{[^}]+\}", path):
         codes.add(404)
     if method in WRITE_METHODS:
@@ -98,6 +105,14 @@ def _finish_operation(path: str, method: str, operation: dict[str, Any], public:
     operation["responses"] = dict(sorted(responses.items()))
     if public:
         operation["security"] = []
+        return
+    template = re.sub(r"\{([^}]+)\}", r"<\1>", path)
+    roles = sorted(allowed_roles(method, template))
+    operation[ROLES_EXTENSION] = roles
+    who = "any role" if set(roles) == set(Role) else " or ".join(roles)
+    note = f"Roles: {who}."
+    text = operation.get("description")
+    operation["description"] = f"{text}\n\n{note}" if text else note
 
 
 def render(app: OtaApi) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 from v2c.contract.errors import V2CError
 
 if TYPE_CHECKING:
+    from v2c.handlers.dlq.service import DeadLetterService
     from v2c.handlers.ota.campaigns.service import CampaignService
     from v2c.handlers.ota.devices import DeviceService
     from v2c.handlers.ota.firmware.service import FirmwareService
@@ -64,6 +65,7 @@ class ApiServices:
     devices: DeviceService | None = None
     stats: StatsService | None = None
     firmware: FirmwareService | None = None
+    dlq: DeadLetterService | None = None
 
 
 def require(service: T | None, name: str) -> T:

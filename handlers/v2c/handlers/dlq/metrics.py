@@ -12,7 +12,8 @@ Labels:
 * `queue`: the dead-letter queue (`telemetry`: S3, `ota`: SQS);
 * `region`: from the topic (`unknown` when there is none to read);
 * `message_type`: what was dead-lettered. The telemetry handlers write
-  `individual`, `batch`, `batch_sample` or `unparsed`; the gateway writes the
+  `individual`, `batch`, `batch_samples` (one record for the failed samples of
+  a batch) or `unparsed`; the gateway writes the
   rule whose handler failed, or the source of a failed outbound publish;
 * `reason`: the record's reason (the error's `reason`).
 """

@@ -17,7 +17,10 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | OTA_SIGNER | kms | `kms`, or `software` (development only) |
 | OTA_SIGNING_KEY | alias/v2c-ota-signing | KMS key (alias, id, ARN); for `software` a PEM file |
 | OTA_SIGNING_KEY_ID | (fingerprint) | the key id vehicles know the key by |
-| OTA_MQTT_URL | (none) | `mqtt://host:port`: publish over MQTT (local stack); else IoT data plane |
+| OTA_MQTT_URL | (none) | `mqtts://host:port` (local stack; `mqtt://`: no TLS); else IoT data API |
+| OTA_MQTT_CA_FILE | (none) | with `mqtts`: the CA (PEM) that verifies the broker |
+| OTA_MQTT_CERT_FILE | (none) | with `mqtts`: the service client certificate (PEM) |
+| OTA_MQTT_KEY_FILE | (none) | with `mqtts`: its private key (PEM) |
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class OtaConfig:
     signing_key: str = "alias/v2c-ota-signing"
     signing_key_id: str | None = None
     mqtt_url: str | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
     endpoint_url: str | None = None
 
     @classmethod
@@ -93,14 +99,24 @@ class OtaConfig:
             signing_key=env.get("OTA_SIGNING_KEY") or d.signing_key,
             signing_key_id=env.get("OTA_SIGNING_KEY_ID") or None,
             mqtt_url=env.get("OTA_MQTT_URL") or None,
+            mqtt_ca_file=env.get("OTA_MQTT_CA_FILE") or None,
+            mqtt_cert_file=env.get("OTA_MQTT_CERT_FILE") or None,
+            mqtt_key_file=env.get("OTA_MQTT_KEY_FILE") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
         if config.signer not in ("kms", "software"):
             raise ConfigurationError(f"OTA_SIGNER must be kms or software, not {config.signer!r}")
-        if config.mqtt_url is not None and urlparse(config.mqtt_url).scheme != "mqtt":
+        if config.mqtt_url is None:
+            return config
+        scheme = urlparse(config.mqtt_url).scheme
+        if scheme not in ("mqtt", "mqtts"):
             raise ConfigurationError(
-                f"OTA_MQTT_URL must look like mqtt://host:port, not {config.mqtt_url!r}"
+                f"OTA_MQTT_URL must look like mqtts://host:port, not {config.mqtt_url!r}"
             )
+        if scheme == "mqtts" and not config.mqtt_ca_file:
+            raise ConfigurationError("OTA_MQTT_URL is mqtts://: set OTA_MQTT_CA_FILE")
+        if (config.mqtt_cert_file is None) != (config.mqtt_key_file is None):
+            raise ConfigurationError("set OTA_MQTT_CERT_FILE and OTA_MQTT_KEY_FILE together")
         return config
 
 
@@ -180,7 +196,14 @@ def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, 
     from v2c.gateway.publisher import OutboundPublisher
 
     url = urlparse(config.mqtt_url)
-    endpoint = MqttEndpoint(host=url.hostname or "127.0.0.1", port=url.port or 1883)
+    tls = url.scheme == "mqtts"
+    endpoint = MqttEndpoint(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (8883 if tls else 1883),
+        ca_file=config.mqtt_ca_file if tls else None,
+        cert_file=config.mqtt_cert_file if tls else None,
+        key_file=config.mqtt_key_file if tls else None,
+    )
     publisher = OutboundPublisher(
         endpoint, f"v2c-ota-{os.getpid()}-{uuid.uuid4().hex[:8]}", dead_letters
     )

@@ -26,6 +26,11 @@ STATUS_REPORTS: Final = Counter(
     "v2c_ota_status_reports", "OTA status reports by outcome", ["outcome"]
 )
 NOTIFICATIONS: Final = Counter("v2c_ota_notifications", "OTA notifications by result", ["result"])
+UNVERIFIED_NOTIFICATIONS: Final = Counter(
+    "v2c_ota_unverified_notifications",
+    "Notifications vehicles could not verify (forged or damaged); no update record changed",
+    ["target"],  # known_update: the claimed id names a real update of that vehicle
+)
 
 
 class PrometheusAlerts:

@@ -12,10 +12,23 @@ window): the PRD's 60 s is a ceiling, not a polling period.
 A report that cannot be applied because it is malformed, names another
 vehicle or an unknown update raises a typed error: the gateway (or IoT
 Core's error action) dead-letters it with the original payload and reason.
+
+A report about a notification the vehicle could not verify
+(`update_state.is_unverified`) is never applied on the vehicle's word: its
+update id came from bytes nobody vouches for, and a forged notification
+reusing a real update id must not end that update. It is counted
+(`v2c_ota_unverified_notifications_total`, the `unverified_notification`
+alert) and audited (event `update.unverified_notification`), whatever update
+it names, known or not, and is never dead-lettered. One case is the real
+update's business: the report's `notification_sha256` equals the digest of
+what the cloud signed for that update (the vehicle's key store or clock
+failed the cloud's own notification); then the rejection is recorded
+(`apply_confirmed_rejection`) like any other.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +39,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from v2c.contract.errors import CodecError, Conflict, InvalidInput, NotFound, TransientError
 from v2c.contract.events import event_payload
+from v2c.contract.ids import id_text
+from v2c.contract.notification import signed_part_sha256
 from v2c.contract.topics import Domain, Topic
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.rollback import finish_rollback_if_done
@@ -37,8 +52,11 @@ from v2c.handlers.ota.domain.update_state import (
     Transition,
     UpdateState,
     apply_command,
+    apply_confirmed_rejection,
     apply_status,
+    is_unverified,
 )
+from v2c.handlers.ota.metrics import UNVERIFIED_NOTIFICATIONS
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 from v2c.v1.ota_pb2 import OTAStatus
 
@@ -47,6 +65,8 @@ logger = logging.getLogger(__name__)
 MAX_STATUS_BYTES: Final = 4096
 CONFLICT_RETRIES: Final = 8
 STARTED: Final = frozenset({UpdateState.ACCEPTED, UpdateState.DOWNLOADING})
+UNVERIFIED_EVENT: Final = "update.unverified_notification"
+UNVERIFIED_ALERT: Final = "unverified_notification"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +160,19 @@ class StatusService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def apply(self, status: OTAStatus) -> StatusReport:
+        if is_unverified(status):
+            return self._unverified(status)
+        return self._apply(status, lambda update: apply_status(update.machine, status))
+
+    def _apply(
+        self, status: OTAStatus, decide: Callable[[VehicleUpdate], Transition]
+    ) -> StatusReport:
         updates = self._d.updates
         for _ in range(CONFLICT_RETRIES):
             update = updates.find(status.vehicle_id, status.update_id)
             if update is None:
                 raise NotFound(f"no update {status.update_id!r} for vehicle {status.vehicle_id}")
-            transition = apply_status(update.machine, status)
+            transition = decide(update)
             report = StatusReport(
                 status.vehicle_id,
                 status.update_id,
@@ -177,6 +204,69 @@ class StatusService:
             self._after(update, after, transition)
             return report
         raise Conflict(f"update {status.update_id} of {status.vehicle_id} keeps changing")
+
+    # -- reports about notifications the vehicle could not verify -------------
+
+    def _unverified(self, status: OTAStatus) -> StatusReport:
+        update = self._d.updates.find(status.vehicle_id, status.update_id)
+        if update is not None and self._signed_by_us(update, status.notification_sha256):
+            return self._apply(status, lambda fresh: apply_confirmed_rejection(fresh.machine))
+        self._audit_unverified(status, update)
+        return StatusReport(
+            status.vehicle_id,
+            status.update_id,
+            Outcome.UNVERIFIED,
+            update.state.value if update is not None else "",
+            "the vehicle could not verify the notification; no record changed",
+        )
+
+    def _signed_by_us(self, update: VehicleUpdate, reported: bytes) -> bool:
+        """Whether the vehicle rejected exactly what the cloud signed for `update`."""
+        if len(reported) != 32:
+            return False
+        if update.manifest:
+            manifest, signature, key_id = update.manifest, update.signature, update.key_id
+        elif update.campaign_id:
+            try:
+                release = self._d.campaigns.get(update.campaign_id).release
+            except NotFound:
+                return False
+            if release.update_id != update.update_id:
+                return False
+            manifest, signature, key_id = release.manifest, release.signature, release.key_id
+        else:
+            return False
+        return hmac.compare_digest(signed_part_sha256(manifest, signature, key_id), reported)
+
+    def _audit_unverified(self, status: OTAStatus, update: VehicleUpdate | None) -> None:
+        """Count, alert and audit; the claimed ids are data, never keys to act on."""
+        known = update is not None
+        UNVERIFIED_NOTIFICATIONS.labels("known_update" if known else "unknown_update").inc()
+        try:
+            message_id = id_text(status.header.message_id)
+        except CodecError:
+            message_id = status.header.message_id.hex()
+        detail = {
+            "vehicle_id": status.vehicle_id,
+            "claimed_update_id": status.update_id[:128],
+            "claimed_campaign_id": status.campaign_id[:128],
+            "names_known_update": known,
+            "record_state": update.state.value if update is not None else "",
+            "flagged": status.notification_unverified,
+            "notification_sha256": status.notification_sha256.hex(),
+            "report_message_id": message_id,
+            "report_sequence": status.sequence,
+            "error_detail": status.error_detail[:500],
+            "reported_at_ms": status.header.timestamp,
+        }
+        logger.warning("unverified notification reported", extra=detail)
+        self._d.alerts.alert(
+            UNVERIFIED_ALERT,
+            update.campaign_id if update is not None else "",
+            f"{status.vehicle_id} could not verify a notification naming "
+            f"{status.update_id[:128]!r}: {status.error_detail[:200]}",
+        )
+        self._d.events.publish(UNVERIFIED_EVENT, detail)
 
     def _after(self, before: VehicleUpdate, after: VehicleUpdate, transition: Transition) -> None:
         """Consequences outside the record: the registry's installed version,

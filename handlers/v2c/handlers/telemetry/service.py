@@ -10,6 +10,10 @@ Delivery rules:
 * bad data (unparseable, invalid, a batch that fails its envelope checks) and
   writes that failed after their retries are dead-lettered by the service
   and the call returns normally: the gateway acknowledges, nothing is lost;
+* one dead-letter record per message, never one per sample: the samples of
+  a batch that were not stored are collected and written as one record with
+  the envelope and every sample's reason (`dead_letters.batch_samples`), so
+  the DLQ work of a message is one write whatever it declares;
 * duplicates are counted and dropped silently (see `dedup`);
 * a replay from the DLQ (`properties.replayed_from`) skips the duplicate
   checks and rewrites every sink with idempotent puts, because the record
@@ -31,7 +35,7 @@ from typing import Any, Final
 from v2c.contract.batch_codec import DEFAULT_CONFIG, CodecConfig, DecodedBatch, decode_envelope
 from v2c.contract.errors import CodecError, InvalidField, InvalidInput, V2CError
 from v2c.handlers.dlq.store import DeadLetterStore
-from v2c.handlers.telemetry.dead_letters import TelemetryDeadLetters
+from v2c.handlers.telemetry.dead_letters import SampleFailure, TelemetryDeadLetters
 from v2c.handlers.telemetry.dedup import DedupWindow, first_occurrences, partition
 from v2c.handlers.telemetry.envelope import envelope_summary
 from v2c.handlers.telemetry.events import REPLAY_PROPERTY, InboundEvent, raw_payload, raw_topic
@@ -200,7 +204,20 @@ class TelemetryService:
     def _ingest_samples(
         self, event: InboundEvent, batch: DecodedBatch, report: IngestReport
     ) -> None:
-        candidates = self._validate_batch(event, batch, report)
+        failures: list[SampleFailure] = []
+        # A write that raises (not a failure it reports) propagates: the gateway
+        # then dead-letters the whole message, still one record for it.
+        self._store_samples(event, batch, report, failures)
+        self._reject_samples(event, batch, failures, report)
+
+    def _store_samples(
+        self,
+        event: InboundEvent,
+        batch: DecodedBatch,
+        report: IngestReport,
+        failures: list[SampleFailure],
+    ) -> None:
+        candidates = self._validate_batch(event, batch, report, failures)
         candidates, repeats = first_occurrences(candidates, lambda c: c.sample.message_id)
         report.duplicates += len(repeats)
         if not event.replay_of:
@@ -222,10 +239,7 @@ class TelemetryService:
         by_id = {c.sample.message_id: c for c in candidates}
         for record, error in result.failed:
             report.failed += 1
-            failed = by_id[record.sample.message_id]
-            self._reject_sample(
-                event, batch, failed.index, failed.message, error, report, "dynamodb"
-            )
+            failures.append(SampleFailure(by_id[record.sample.message_id].index, error, "dynamodb"))
         report.stored += len(result.written)
         self.window.add(record.sample.message_id for record in result.written)
         rejected = [
@@ -236,13 +250,16 @@ class TelemetryService:
         if rejected:
             self._count_rejections(event.region, [(to_point(r), e) for r, e in rejected])
         for record, error in rejected:
-            failed = by_id[record.sample.message_id]
-            self._reject_sample(
-                event, batch, failed.index, failed.message, error, report, "timeseries"
+            failures.append(
+                SampleFailure(by_id[record.sample.message_id].index, error, "timeseries")
             )
 
     def _validate_batch(
-        self, event: InboundEvent, batch: DecodedBatch, report: IngestReport
+        self,
+        event: InboundEvent,
+        batch: DecodedBatch,
+        report: IngestReport,
+        failures: list[SampleFailure],
     ) -> list[_Candidate]:
         valid: list[_Candidate] = []
         for index, message in enumerate(batch.samples):
@@ -250,7 +267,7 @@ class TelemetryService:
                 sample = validate(message, topic_vehicle_id=event.vehicle_id, limits=self._limits)
             except InvalidInput as exc:
                 report.invalid += 1
-                self._reject_sample(event, batch, index, message, exc, report)
+                failures.append(SampleFailure(index, exc))
                 continue
             valid.append(_Candidate(index, message, sample))
         outliers = set(batch_span_outliers([c.sample.timestamp_ms for c in valid], self._limits))
@@ -262,7 +279,7 @@ class TelemetryService:
                 f"{candidate.sample.timestamp_ms} lies more than "
                 f"{self._limits.max_batch_span_ms} ms from the rest of the batch",
             )
-            self._reject_sample(event, batch, candidate.index, candidate.message, error, report)
+            failures.append(SampleFailure(candidate.index, error))
         return [c for position, c in enumerate(valid) if position not in outliers]
 
     def _drop_duplicates(
@@ -353,26 +370,22 @@ class TelemetryService:
         self._dlq.message(event, error, message_type=message_type, context=extra)
         report.dead_lettered += 1
 
-    def _reject_sample(
+    def _reject_samples(
         self,
         event: InboundEvent,
         batch: DecodedBatch,
-        index: int,
-        message: telemetry_pb2.Telemetry,
-        error: V2CError,
+        failures: list[SampleFailure],
         report: IngestReport,
-        sink: str = "",
     ) -> None:
-        if event.replay_of:
-            report.errors.append(error)
+        """One record for every sample of the batch not stored, or, for a
+        replay, the errors that make it fail again (the DLQ keeps its record)."""
+        if not failures:
             return
-        self._dlq.batch_sample(
-            event,
-            message,
-            batch_id=batch.batch_id,
-            index=index,
-            error=error,
-            sink=sink,
+        if event.replay_of:
+            report.errors.extend(f.error for f in failures)
+            return
+        self._dlq.batch_samples(
+            event, failures, batch_id=batch.batch_id, samples=len(batch.samples)
         )
         report.dead_lettered += 1
 

@@ -2,12 +2,15 @@
 into handler calls, next to what the same broker delivers to a bare
 subscriber in the same run, and at what latency.
 
-Four phases against one private mosquitto:
+Five phases against one private mosquitto:
 1. baseline throughput: N messages → a bare gmqtt subscriber (optimistic acks);
 2. gateway throughput: N messages → `Gateway` → the no-op handler, each
    PUBACK sent after the handler returned (the production contract);
 3. and 4. latency at a steady paced rate (default 1,000 msg/s for 5 s), for
-   the bare subscriber and the gateway: publish→received and publish→handler.
+   the bare subscriber and the gateway: publish→received and publish→handler;
+5. fairness (`gateway_fairness`): an innocent vehicle's publish→handled while
+   another vehicle floods (valid messages, then sample bombs), beside the
+   same figure without a flood.
 Throughput counts from the start signal to the N-th message handled, so it
 includes publishing; CPU per message per process tells which part is the limit.
 """
@@ -29,6 +32,7 @@ from v2c.infra.bench.common import (
     ratio,
     summarize_ns,
 )
+from v2c.infra.bench.gateway_fairness import FairnessParams, run_fairness
 from v2c.infra.bench.load import PublisherSpec, bench_topic
 from v2c.infra.bench.phase import PhaseOutcome, run_phase
 from v2c.infra.bench.sinks import SinkSpec, gateway_sink_main, raw_sink_main
@@ -47,15 +51,31 @@ class GatewayBenchParams:
     payload_bytes: int = 250
     receive_maximum: int = 64
     workers: int = 16
+    per_vehicle_in_flight: int = 4
     window: int = 64  # unacknowledged publishes per publisher
     paced_rate: float = 1000.0
     paced_seconds: float = 5.0
+    # The fairness phase (see `gateway_fairness`).
+    fairness_flood: int = 5000
+    fairness_rate: float = 100.0
+    fairness_seconds: float = 5.0
+    fairness_handler_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.messages < self.publishers or self.publishers < 1:
             raise ValueError("need at least one publisher and one message per publisher")
         if self.paced_rate <= 0 or self.paced_seconds <= 0:
             raise ValueError("the paced rate and duration must be positive")
+        self.fairness  # validates the fairness parameters  # noqa: B018
+
+    @property
+    def fairness(self) -> FairnessParams:
+        return FairnessParams(
+            flood=self.fairness_flood,
+            innocent_rate=self.fairness_rate,
+            innocent_seconds=self.fairness_seconds,
+            handler_ms=self.fairness_handler_ms,
+        )
 
     @property
     def paced_messages(self) -> int:
@@ -73,6 +93,7 @@ def _sink(params: GatewayBenchParams, host: str, port: int, **overrides: Any) ->
         "qos": params.qos,
         "receive_maximum": params.receive_maximum,
         "workers": params.workers,
+        "per_vehicle_in_flight": params.per_vehicle_in_flight,
     }
     return SinkSpec(**(base | overrides))
 
@@ -170,6 +191,9 @@ def run_gateway_bench(params: GatewayBenchParams) -> JsonDict:
             _paced(params, host, port),
             paced_timeout,
         )
+        fairness, fairness_ratios = run_fairness(
+            params.fairness, _sink(params, host, port), host, port, pid
+        )
 
     baseline = _throughput(raw)
     gateway = _throughput(gw) | {
@@ -198,7 +222,8 @@ def run_gateway_bench(params: GatewayBenchParams) -> JsonDict:
             latency["baseline_publish_to_received_ms"]["p50"],
         ),
     }
-    results = {"baseline": baseline, "gateway": gateway, "latency": latency}
+    ratios |= fairness_ratios
+    results = {"baseline": baseline, "gateway": gateway, "latency": latency, "fairness": fairness}
     return make_report(BENCH, asdict(params), results, ratios, started_at=started, machine=machine)
 
 
@@ -222,4 +247,27 @@ def table_rows(report: JsonDict) -> list[tuple[str, str]]:
         ("publish → bare subscriber p50 / p99 (ms)", f"{p_raw['p50']} / {p_raw['p99']}"),
         ("publish → handler p50 / p99 (ms)", f"{p_gw['p50']} / {p_gw['p99']}"),
         ("gateway handler latency p50 / p99 (ms)", f"{h_gw['p50']} / {h_gw['p99']}"),
+        *_fairness_rows(res["fairness"], ratios),
     ]
+
+
+def _fairness_rows(fairness: JsonDict, ratios: JsonDict) -> list[tuple[str, str]]:
+    rows = []
+    for run, figures in fairness.items():
+        every = figures["innocent_publish_to_handled_ms"]
+        rows.append(
+            (f"fairness {run}: innocent p50 / p99 (ms)", f"{every['p50']} / {every['p99']}")
+        )
+        if run != "alone":
+            during = figures["innocent_while_flood_backlog_ms"]
+            n = figures["innocent_messages_while_flood_backlog"]
+            rows.append(
+                (
+                    f"fairness {run}: innocent while flooded ({n}) p50 / p99 (ms)",
+                    f"{during['p50']} / {during['p99']}",
+                )
+            )
+            p50 = ratios.get(f"{run}_during_backlog_p50_vs_alone")
+            p99 = ratios.get(f"{run}_during_backlog_p99_vs_alone")
+            rows.append((f"fairness {run}: while flooded / alone, p50 / p99", f"{p50} / {p99}"))
+    return rows

@@ -67,6 +67,7 @@ class SinkSpec:
     qos: int = 1
     receive_maximum: int = 64
     workers: int = 16
+    per_vehicle_in_flight: int = 4
     record_latency: bool = False
     share_group: str = "bench"
     timeout_s: float = 300.0
@@ -215,6 +216,7 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
         share_group=spec.share_group,
         receive_maximum=spec.receive_maximum,
         workers=spec.workers,
+        per_vehicle_in_flight=spec.per_vehicle_in_flight,
         session_expiry_s=0,  # nothing queued for it once the phase is over
     )
     gateway = runtime.Gateway(

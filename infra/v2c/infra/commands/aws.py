@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from v2c.contract.errors import V2CError
+from v2c.infra.cli_errors import exit_code_for
 
 app = typer.Typer(
     name="aws",
@@ -55,7 +56,7 @@ def bootstrap(
         report = ensure_resources(settings.aws, names)
     except V2CError as error:
         _err.print(Text.assemble(("error: ", "bold red"), error.detail))
-        raise typer.Exit(code=1) from error
+        raise typer.Exit(code=exit_code_for(error)) from error
     except ValidationError as error:  # an invalid --prefix
         fields = ", ".join(str(e["loc"][0]) for e in error.errors())
         raise typer.BadParameter(

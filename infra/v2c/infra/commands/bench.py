@@ -34,11 +34,27 @@ def gateway(
     payload_bytes: Annotated[int, typer.Option(min=12, max=128 * 1024)] = 250,
     receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
     workers: Annotated[int, typer.Option(min=1, help="Gateway handler threads.")] = 16,
+    per_vehicle_in_flight: Annotated[
+        int, typer.Option(min=1, help="Gateway: messages of one vehicle handled at once.")
+    ] = 4,
     rate: Annotated[float, typer.Option(min=1, help="Paced latency phase: msg/s.")] = 1000.0,
     duration: Annotated[float, typer.Option(min=0.1, help="Paced latency phase: seconds.")] = 5.0,
+    flood: Annotated[
+        int, typer.Option(min=1, help="Fairness phase: messages of the flooding vehicle.")
+    ] = 5000,
+    innocent_rate: Annotated[
+        float, typer.Option(min=1, help="Fairness phase: the innocent vehicle's msg/s.")
+    ] = 100.0,
+    innocent_duration: Annotated[
+        float, typer.Option(min=0.1, help="Fairness phase: the innocent vehicle's seconds.")
+    ] = 5.0,
+    handler_ms: Annotated[
+        float, typer.Option(min=0, help="Fairness phase: a handler's simulated store time.")
+    ] = 2.0,
     json_out: JsonOut = None,
 ) -> None:
-    """Broker → Gateway → no-op handler at QoS 1, beside raw broker → bare gmqtt subscriber."""
+    """Broker → Gateway → no-op handler at QoS 1, beside raw broker → bare gmqtt subscriber;
+    then an innocent vehicle's latency while another floods (the fairness phase)."""
     from v2c.infra.bench.common import BenchError, emit_report
     from v2c.infra.bench.gateway import GatewayBenchParams, run_gateway_bench, table_rows
 
@@ -50,8 +66,13 @@ def gateway(
             payload_bytes=payload_bytes,
             receive_maximum=receive_maximum,
             workers=workers,
+            per_vehicle_in_flight=per_vehicle_in_flight,
             paced_rate=rate,
             paced_seconds=duration,
+            fairness_flood=flood,
+            fairness_rate=innocent_rate,
+            fairness_seconds=innocent_duration,
+            fairness_handler_ms=handler_ms,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -5,8 +5,10 @@ against the local stack and a deployment. `v2c campaign watch` is the live
 view: one progress bar per state, the current wave and the gate's verdict,
 until the campaign reaches a final status (or Ctrl-C).
 
-Exit codes: 0 done; 1 the API refused or failed; 2 the request was wrong
-(bad options, a 4xx answer about the input).
+Exit codes (as every `v2c` command, `v2c.infra.cli_errors`): 0 done; 1 the
+API failed (5xx) or could not be reached; 2 bad options; 3 the API refused
+the request (4xx: invalid, credentials or role, not found, conflict) or
+there is no stack.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from v2c.contract.errors import V2CError
-from v2c.infra.api_client import ApiClient, ApiError, resolve_target
+from v2c.infra.api_client import DEFAULT_ROLE, ApiClient, resolve_target
 
 app = typer.Typer(
     name="campaign", help="OTA campaigns: create, follow and steer.", no_args_is_help=True
@@ -52,23 +53,30 @@ Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+AsRole = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Use the stack's credential of this role: viewer, fleet_manager, approver, "
+        "operator (default fleet_manager; or set V2C_API_ROLE).",
+        show_default=False,
+    ),
+]
 
 
 @contextmanager
-def _client(stack: Path | None, url: str | None, key: str | None) -> Iterator[ApiClient]:
-    try:
-        client = ApiClient(resolve_target(url, key, stack))
-    except V2CError as exc:
-        _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
-        raise typer.Exit(2) from exc
+def _client(
+    stack: Path | None,
+    url: str | None,
+    key: str | None,
+    role: str | None = None,
+    *,
+    default_role: str = DEFAULT_ROLE,
+) -> Iterator[ApiClient]:
+    # An error ends the command in the root group: one line, the documented code.
+    client = ApiClient(resolve_target(url, key, stack, role, default_role=default_role))
     try:
         yield client
-    except ApiError as exc:
-        _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
-        raise typer.Exit(2 if 400 <= exc.status < 500 else 1) from exc
-    except V2CError as exc:
-        _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
-        raise typer.Exit(1) from exc
     finally:
         client.close()
 
@@ -130,6 +138,7 @@ def create(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """Create a campaign from a JSON file and/or options (options win)."""
@@ -149,7 +158,7 @@ def create(
         if value is not None:
             body[key] = value
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         _print(client.post(f"{BASE}/campaigns", body, headers=headers), as_json)
 
 
@@ -160,10 +169,11 @@ def list_(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """List campaigns."""
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         page = client.get(f"{BASE}/campaigns", status=status, limit=limit)
     if as_json:
         sys.stdout.write(json.dumps(page, indent=2) + "\n")
@@ -189,9 +199,10 @@ def _command(verb: str, help_text: str) -> None:
         stack: Stack = None,
         api_url: ApiUrl = None,
         api_key: ApiKey = None,
+        as_role: AsRole = None,
         as_json: AsJson = False,
     ) -> None:
-        with _client(stack, api_url, api_key) as client:
+        with _client(stack, api_url, api_key, as_role) as client:
             if verb == "show":
                 answer = client.get(f"{BASE}/campaigns/{campaign_id}")
             else:
@@ -216,18 +227,17 @@ for _verb, _help in (
 @app.command("approve")
 def approve(
     campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
-    approver: Annotated[str, typer.Option("--by", help="Who approves.")],
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
-    """Approve a campaign that requires approval."""
-    with _client(stack, api_url, api_key) as client:
-        _print(
-            client.post(f"{BASE}/campaigns/{campaign_id}/approve", {"approved_by": approver}),
-            as_json,
-        )
+    """Approve a campaign that requires approval, as the stack's approver (default
+    `--as approver`). The API records the credential's principal as the approver;
+    the campaign's creator cannot approve it."""
+    with _client(stack, api_url, api_key, as_role, default_role="approver") as client:
+        _print(client.post(f"{BASE}/campaigns/{campaign_id}/approve"), as_json)
 
 
 def _progress() -> Progress:
@@ -247,10 +257,11 @@ def watch(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
 ) -> None:
     """Follow a campaign live until it reaches a final status."""
     deadline = time.monotonic() + timeout
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         campaign = client.get(f"{BASE}/campaigns/{campaign_id}")
         total = max(1, campaign["target_count"])
         progress = _progress()
@@ -277,9 +288,10 @@ def device_update(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
 ) -> None:
     """Update one vehicle outside any campaign."""
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         answer = client.post(
             f"{BASE}/devices/{device_id}/update", {"firmware_id": firmware, "force": force}
         )
@@ -294,12 +306,13 @@ def device_rollback(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
 ) -> None:
     """Roll one vehicle back to an earlier version."""
     body: dict[str, Any] = {"reason": reason}
     if version:
         body["version"] = version
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         _print(client.post(f"{BASE}/devices/{device_id}/rollback", body), True)
 
 
@@ -309,10 +322,11 @@ def device_history(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """A vehicle's updates, oldest first."""
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         answer = client.get(f"{BASE}/devices/{device_id}/updates")
     if as_json:
         _print(answer, True)
@@ -330,8 +344,9 @@ def stats(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
 ) -> None:
     """Update statistics, fleet-wide or for one campaign (JSON)."""
     path = f"{BASE}/stats" if campaign_id is None else f"{BASE}/stats/campaigns/{campaign_id}"
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         _print(client.get(path), True)

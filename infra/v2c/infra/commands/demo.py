@@ -1,7 +1,13 @@
 """`v2c demo`: the main job (see `v2c.infra.demo` for what it shows).
 
-Exit codes: 0 every campaign behaved as its gate rules say; 1 one did not
-(or a component failed); 2 bad options.
+Each run starts fresh in `--dir`: what the last run left there is removed
+first, except the stack's PKI (`v2c.infra.demo.fresh_directory`), so the
+demo can be run again and again in the same checkout.
+
+Exit codes (as every `v2c` command, `v2c.infra.cli_errors`): 0 every
+campaign behaved as its gate rules say; 1 one did not (or a component
+failed); 2 bad options (or a `--dir` holding other files); 3 the API
+refused a request, or the last run's stack still runs in `--dir`.
 """
 
 from __future__ import annotations
@@ -65,19 +71,31 @@ def demo(
         bool, typer.Option(help="Leave the stack and the fleet running afterwards (Ctrl-C stops).")
     ] = False,
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the stack and fleet live.")
+        Path,
+        typer.Option(
+            "--dir",
+            help="Where the stack and fleet live; each run first clears what the last left "
+            "(keeping stack/pki).",
+        ),
     ] = Path(".demo"),
     time_scale: Annotated[
         float, typer.Option(min=0.0001, max=1.0, help="Real seconds per simulated second.")
     ] = 0.005,
     timeout: Annotated[float, typer.Option(min=10, help="Give up after this many seconds.")] = 600,
 ) -> None:
-    """Start the stack, a simulated fleet and canary campaigns; show them working."""
+    """Start the stack, a simulated fleet and canary campaigns; show them working.
+
+    Every run starts fresh: the vehicles, packages, broker sessions and logs of
+    the last run in --dir are removed first (the stack's PKI is kept), so the
+    fleet runs 1.0.0 again and the same 2.0.0 campaigns succeed on every run.
+    """
     from v2c.infra import demo as show
     from v2c.infra.api_client import ApiClient
+    from v2c.infra.pki import init_pki
     from v2c.infra.stack import LocalStack
     from v2c.infra.wiring import dead_letter_stores
-    from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS
+    from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
+    from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, vin_for
     from v2c.vehicle_sim.fleet.simulator import FleetSimulator
     from v2c.vehicle_sim.ota.faults import FaultProfile
 
@@ -88,6 +106,16 @@ def demo(
     except Exception as exc:  # a bad name or file: the option is wrong
         raise typer.BadParameter(str(exc)) from exc
     console.rule("[bold]v2c demo")
+    removed = show.fresh_directory(directory)
+    if removed:
+        console.print(f"a fresh start in {directory}: removed the last run's {', '.join(removed)}")
+    # The fleet is known before the stack starts: issue its certificates now, so
+    # `stack up` admits every vehicle to the broker's policy at once (registering
+    # thousands in a running broker costs minutes: docs/architecture.md).
+    console.print(f"vehicle certificates for {vehicles} vehicles ...")
+    pki_dir = directory / "stack" / "pki"
+    init_pki(pki_dir)
+    ensure_vehicle_certs(pki_dir, [vin_for(i) for i in range(vehicles)])
     console.print(f"starting the stack in {directory / 'stack'} ...")
     stack = LocalStack(directory / "stack")
     settings = stack.start()

@@ -11,8 +11,9 @@ Everything a record holds came from outside (a vehicle's topic and payload, an
 exception's text), so it is printed as plain text with control characters
 escaped, never as rich markup, and payloads only as hex and base64.
 
-Exit codes: 0 done; 1 a replay failed, AWS or the broker failed, or the user
-declined; 2 the request was wrong (a bad duration, an unknown id, no stack).
+Exit codes (as every `v2c` command, `v2c.infra.cli_errors`): 0 done; 1 a
+replay failed, AWS or the broker failed, or the user declined; 2 bad options
+(a bad duration, an unknown queue); 3 an unknown id or no stack.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from v2c.contract.errors import ConfigurationError, InvalidInput, NotFound, V2CError
+from v2c.contract.errors import InvalidInput, V2CError
 from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, Redrive, ReplayStatus
 from v2c.handlers.dlq.timespec import cutoff_ms
+from v2c.infra.cli_errors import exit_code_for
 
 if TYPE_CHECKING:
     from v2c.gateway.publisher import OutboundPublisher
@@ -80,15 +82,12 @@ def _reported() -> Iterator[None]:
     """Errors as one line on stderr and an exit code, never a traceback."""
     try:
         yield
-    except (InvalidInput, NotFound, ConfigurationError) as error:
+    except V2CError as error:  # the codes of every `v2c` command (`cli_errors`)
         _err.print(Text.assemble(("error: ", "bold red"), _safe(error.detail)))
-        raise typer.Exit(code=2) from error
-    except V2CError as error:
-        _err.print(Text.assemble(("error: ", "bold red"), _safe(error.detail)))
-        raise typer.Exit(code=1) from error
+        raise typer.Exit(code=exit_code_for(error)) from error
     except (BotoCoreError, ClientError) as error:
         _err.print(Text.assemble(("error: AWS: ", "bold red"), _safe(str(error))))
-        raise typer.Exit(code=1) from error
+        raise typer.Exit(code=exit_code_for(error)) from error
 
 
 def _settings(stack: Path | None) -> StackSettings:

@@ -10,8 +10,9 @@ With `--verify` (the default) the file is first hashed the same streamed
 way and its SHA-256 sent along, so a transfer that corrupts a byte is
 refused (422) instead of registered.
 
-Exit codes, as for `v2c campaign`: 0 done; 1 the API failed or could not be
-reached; 2 the request was wrong (bad options, a 4xx answer).
+Exit codes, as for every `v2c` command (`v2c.infra.cli_errors`): 0 done;
+1 the API failed (5xx) or could not be reached; 2 bad options; 3 the API
+refused the request (4xx) or there is no stack.
 """
 
 from __future__ import annotations
@@ -38,8 +39,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from v2c.contract.errors import V2CError
-from v2c.infra.api_client import UPLOAD_CHUNK, ApiClient, ApiError, SizedBody, resolve_target
+from v2c.infra.api_client import (
+    DEFAULT_ROLE,
+    UPLOAD_CHUNK,
+    ApiClient,
+    ApiError,
+    SizedBody,
+    resolve_target,
+)
+from v2c.infra.cli_errors import exit_code_for, message_for
 
 app = typer.Typer(
     name="firmware",
@@ -57,6 +65,15 @@ Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+AsRole = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Use the stack's credential of this role: viewer, fleet_manager, approver, "
+        "operator (default fleet_manager; or set V2C_API_ROLE).",
+        show_default=False,
+    ),
+]
 FirmwareId = Annotated[str, typer.Argument(help="Firmware id (32 hex digits).")]
 Reason = Annotated[str, typer.Option(help="Why; recorded with the change.")]
 Force = Annotated[bool, typer.Option(help="Also while an active campaign uses it.")]
@@ -68,22 +85,22 @@ def _fail(detail: str, code: int) -> typer.Exit:
 
 
 @contextmanager
-def _client(stack: Path | None, url: str | None, key: str | None) -> Iterator[ApiClient]:
-    try:
-        client = ApiClient(resolve_target(url, key, stack))
-    except V2CError as exc:
-        raise _fail(exc.detail, 2) from exc
+def _client(
+    stack: Path | None,
+    url: str | None,
+    key: str | None,
+    role: str | None = None,
+    *,
+    default_role: str = DEFAULT_ROLE,
+) -> Iterator[ApiClient]:
+    client = ApiClient(resolve_target(url, key, stack, role, default_role=default_role))
     try:
         yield client
     except ApiError as exc:
-        hint = ""
-        if exc.status == 413:
-            hint = " (upload it with --presigned)"
-        raise _fail(exc.detail + hint, 2 if 400 <= exc.status < 500 else 1) from exc
-    except V2CError as exc:
-        raise _fail(exc.detail, 1) from exc
+        hint = " (upload it with --presigned)" if exc.status == 413 else ""
+        raise _fail(message_for(exc) + hint, exit_code_for(exc)) from exc
     finally:
-        client.close()
+        client.close()  # other errors end the command in the root group (`cli_errors`)
 
 
 def _size(size: int) -> str:
@@ -204,6 +221,7 @@ def upload(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """Upload a firmware package; 'created' or 'already registered' on success."""
@@ -223,7 +241,7 @@ def upload(
         "hardware_id": hardware_id,
         "min_installed_version": min_installed_version,
     }
-    with _client(stack, api_url, api_key) as client, _progress() as progress:
+    with _client(stack, api_url, api_key, as_role) as client, _progress() as progress:
         if verify and sha256 is None:
             task = progress.add_task("hashing", total=size)
             sha256 = _sha256(file, lambda n: progress.advance(task, n))
@@ -272,6 +290,7 @@ def list_(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """List firmware, newest first."""
@@ -285,7 +304,7 @@ def list_(
         "limit": limit,
         "offset": offset,
     }
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         page = client.get(BASE, **params)
     if as_json:
         sys.stdout.write(json.dumps(page, indent=2) + "\n")
@@ -316,10 +335,11 @@ def show(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one package."""
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         _print(client.get(f"{BASE}/{firmware_id}"), as_json)
 
 
@@ -332,10 +352,11 @@ def download_url(
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    as_role: AsRole = None,
     as_json: AsJson = False,
 ) -> None:
     """Print a time-limited download URL (the checksums go to stderr)."""
-    with _client(stack, api_url, api_key) as client:
+    with _client(stack, api_url, api_key, as_role) as client:
         answer = client.get(f"{BASE}/{firmware_id}/download", expires_in=expires_in)
     if as_json:
         sys.stdout.write(json.dumps(answer, indent=2) + "\n")
@@ -355,9 +376,10 @@ def _lifecycle(verb: str, help_text: str) -> None:
         stack: Stack = None,
         api_url: ApiUrl = None,
         api_key: ApiKey = None,
+        as_role: AsRole = None,
         as_json: AsJson = False,
     ) -> None:
-        with _client(stack, api_url, api_key) as client:
+        with _client(stack, api_url, api_key, as_role) as client:
             if verb == "delete":
                 params = {"reason": reason, "force": str(force).lower()}
                 answer = client.request("DELETE", f"{BASE}/{firmware_id}", params=params)

@@ -27,13 +27,16 @@ def run(
     client_id: Annotated[str, typer.Option(help="Stable id: resumes its session.")] = "",
     group: Annotated[
         str | None,
-        typer.Option(help="Shared-subscription group [the stack's secret one, else v2c]."),
+        typer.Option(help="Shared-subscription group [the stack's, else v2c]."),
     ] = None,
     rules: Annotated[str, typer.Option(help="Rules table, module:ATTR.")] = (
         "v2c.gateway.rules:RULES"
     ),
     dlq: Annotated[str, typer.Option(help="'aws' (from the stack) or 'memory'.")] = "aws",
     receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
+    per_vehicle_in_flight: Annotated[
+        int, typer.Option(min=1, help="Messages of one vehicle handled at once (fairness).")
+    ] = 4,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port.")] = None,
 ) -> None:
     """Subscribe to every rule's topics and call its handler for each message."""
@@ -73,6 +76,7 @@ def run(
         client_id=client_id or default_client_id(),
         share_group=group or "v2c",
         receive_maximum=receive_maximum,
+        per_vehicle_in_flight=per_vehicle_in_flight,
     )
     gateway = Gateway(config, table, stores, metrics)
 

@@ -1,8 +1,11 @@
 """`v2c pki`: make the local CA and issue vehicle certificates from the shell.
 
 The stack keeps its PKI under `<state dir>/pki`, so `--stack DIR` finds the CA
-of a running stack; `--pki DIR` names a PKI directory directly. Output lists
-file paths and fingerprints only: key material is never printed.
+of a running stack; `--pki DIR` names a PKI directory directly. A vehicle issued
+for a running stack is registered in its broker at once (the broker admits
+only registered vehicles; `v2c stack up` registers every certificate in
+`pki/vehicles`). Output lists file paths and fingerprints only: key material
+is never printed.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from rich.console import Console
 from rich.text import Text
 
-from v2c.contract.errors import InvalidInput, V2CError
+from v2c.contract.errors import V2CError
 from v2c.infra import pki
+from v2c.infra.cli_errors import exit_code_for
 
 DEFAULT_STACK_DIR = Path(".stack")
 
@@ -33,7 +37,7 @@ _err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 def _fail(error: V2CError) -> typer.Exit:
     _err.print(Text.assemble(("error: ", "bold red"), error.detail))
-    return typer.Exit(code=2 if isinstance(error, InvalidInput) else 1)
+    return typer.Exit(code=exit_code_for(error))  # 2 a bad value, 3 no CA: `cli_errors`
 
 
 def _show(label: str, path: Path) -> None:
@@ -75,8 +79,10 @@ def init(
     _show("CA key", paths.ca_key)
     _show("broker certificate", paths.server.cert)
     _show("broker key", paths.server.key)
+    _show("service CA", paths.service_ca_cert)
     _show("service certificate", paths.service.cert)
     _show("service key", paths.service.key)
+    _show("admin certificate", paths.admin.cert)
     _show("vehicles", paths.vehicles_dir)
 
 
@@ -109,3 +115,28 @@ def issue(
     _show("certificate", paths.cert)
     _show("key", paths.key)
     _show("CA certificate", paths.ca)
+    try:
+        registered = None if pki_dir is not None else _register(source.parent, vin)
+    except V2CError as error:
+        raise _fail(error) from None
+    if registered is not None:
+        _out.print(f"registered in the running broker: {registered}")
+
+
+def _register(stack_dir: Path, vin: str) -> str | None:
+    """Admit `vin` to the broker of the stack running in `stack_dir`, if one runs there."""
+    from v2c.infra.broker_admin import BrokerAdminError, register_in_stack
+    from v2c.infra.settings import STACK_FILE, read_settings
+
+    if not (stack_dir / STACK_FILE).is_file():
+        return None  # no stack running: `v2c stack up` registers it from pki/vehicles
+    try:
+        done = register_in_stack(read_settings(stack_dir / STACK_FILE), [vin])
+    except BrokerAdminError as error:
+        raise BrokerAdminError(
+            f"issued, but not registered in the stack's broker ({error.detail}); "
+            "`v2c stack up` registers it at the next start"
+        ) from error
+    if done is None:
+        return None
+    return "new" if done.created else "already registered"

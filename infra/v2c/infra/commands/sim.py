@@ -9,8 +9,9 @@ rebooted into and reported, with the fault profile's failures. A live view
 shows how many vehicles are in each state; Ctrl-C (or `--duration`) stops
 them, and a table counts them by state and reason.
 
-Exit codes: 0 the fleet ran and stopped; 1 it could not start (no stack,
-broker unreachable, ...); 2 bad options.
+Exit codes (as every `v2c` command, `v2c.infra.cli_errors`): 0 the fleet
+ran and stopped; 1 it failed (broker unreachable, ...); 2 bad options; 3 no
+stack in the directory.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from v2c.contract.errors import V2CError
+from v2c.infra.cli_errors import exit_code_for
 
 if TYPE_CHECKING:
     from v2c.vehicle_sim.fleet.simulator import FleetSimulator
@@ -93,9 +95,9 @@ def sim(
             base_dir=directory / "fleet",
             installed_version=installed_version,
         )
-    except V2CError as exc:
+    except V2CError as exc:  # no stack (3), a bad option value (2): `cli_errors`
         _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exit_code_for(exc)) from exc
     try:
         summary = asyncio.run(_run(fleet, duration))
     except (V2CError, OSError) as exc:

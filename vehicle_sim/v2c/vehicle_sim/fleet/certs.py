@@ -1,7 +1,9 @@
 """Each simulated vehicle's client certificate (CN = its vehicle id), issued once.
 
-The broker's mTLS listener takes the certificate's CN as the user name its
-per-VIN ACL is written against, so every vehicle needs its own. Issuing a
+The broker's mTLS listener takes the certificate's CN as the user name (and
+client id) its per-VIN policy is written against, so every vehicle needs its
+own; a vehicle issued while the broker runs must also be registered there
+(`FleetSimulator` does, through `v2c.infra.broker_admin`). Issuing a
 thousand costs a few seconds; they are kept in the stack's PKI directory
 (`<pki>/vehicles/<vehicle id>.pem|.key`, as `v2c pki issue` writes them) and
 reused while they still verify against the CA, carry the right name and

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from v2c.contract.errors import ValidationFailed
-from v2c.contract.topics import validate_region, validate_vin
+from v2c.contract.topics import KNOWN_REGIONS, validate_region, validate_vin
 
-DEFAULT_REGIONS: Final = ("us-east-1", "eu-west-1", "ap-southeast-2")
+DEFAULT_REGIONS: Final = KNOWN_REGIONS  # the broker refuses vehicles elsewhere
 DEFAULT_MODELS: Final = ("Accord", "Civic")
 DEFAULT_PREFIX: Final = "5V2CFLT"  # 7 VIN characters; 10 digits follow
 MAKE: Final = "Honda"

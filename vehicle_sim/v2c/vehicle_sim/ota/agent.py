@@ -36,11 +36,22 @@ Decisions worth knowing:
   timeout it decided), and the report puts its record right; nothing is
   downloaded or installed twice. A new notification for an update that was
   rejected or failed is processed again (the cloud's retry); its reports
-  continue that update's numbering. The fingerprint includes the content, so
-  a forged message reusing a genuine message id cannot suppress the genuine one.
-* Concurrency comes first and needs no signature (the FMEA's order): a
-  second update is REJECTED UPDATE_IN_PROGRESS, addressed by its unverified
-  update id. Nothing else is ever taken from an unverified manifest.
+  continue that update's numbering. Only a verified notification acts on an
+  update (re-report, fresh URL, retry). The fingerprint includes the content,
+  so a forged message reusing a genuine message id cannot suppress the
+  genuine one.
+* Verification comes first, before any other decision (concurrency
+  included). A notification that fails it is answered with REJECTED
+  SIGNATURE_VERIFICATION_FAILED flagged `notification_unverified`, carrying
+  the SHA-256 of its signed part, numbered by the vehicle's own count of such
+  reports with a message id of their own namespace; its fingerprint is kept
+  apart from the genuine ones. It changes nothing about the update whose id
+  it claims: not its memo, its numbering, its outcome, the active update nor
+  the duplicate detection, so the genuine notification, arriving before or
+  after, is installed as usual, and the cloud, which never applies such a
+  report on the vehicle's word, keeps its record. The claimed ids only
+  address the report.
+* Concurrency: a second *verified* update is REJECTED UPDATE_IN_PROGRESS.
 * Cancellation. There is no cancel message in the contract; the runtime calls
   `on_cancel(update_id)`. Before the installation starts, the agent stops,
   discards the package and reports REJECTED CAMPAIGN_CANCELLED: the cloud

@@ -1,13 +1,16 @@
 """Whether the vehicle takes an update: accept, reject or defer, in the spec's order.
 
 Pure functions of (notification, vehicle conditions, trusted keys, policy,
-now). They decide; the agent reports. The order follows the FMEA's phase 2
-(concurrency is the agent's own check, made first because it needs no
-cryptography): signature, then what the signed manifest says about this
-vehicle (expiry, model and hardware, version), then storage, and only then
-the conditions that pass by themselves (battery, vehicle in use). Every
-reason to refuse for good is found before a reason to wait, so a deferred
-update is not later refused for something that was already true.
+now). They decide; the agent reports. The order follows the FMEA's phase 2,
+with the signature first: signature (`authenticate`), then the agent's own
+concurrency check, then what the signed manifest says about this vehicle
+(expiry, model and hardware, version), then storage, and only then the
+conditions that pass by themselves (battery, vehicle in use). Every reason to
+refuse for good is found before a reason to wait, so a deferred update is not
+later refused for something that was already true. Concurrency comes after
+the signature (the FMEA put it first because it needs no cryptography): a
+REJECTED UPDATE_IN_PROGRESS is final for the update it names, and an
+unverified message must not end a real update.
 
 What the signature check does *not* do: it never trusts a field it has not
 verified. The manifest is parsed from the exact signed bytes after the
@@ -62,6 +65,8 @@ class AgentPolicy:
     # How many update ids and notification fingerprints the agent remembers.
     remembered_updates: int = 64
     remembered_notifications: int = 256
+    # Fingerprints of notifications that failed verification, kept apart.
+    remembered_unverified: int = 64
 
     def __post_init__(self) -> None:
         if self.storage_buffer_bytes < 0 or not 0 <= self.storage_buffer_ratio <= 10:
@@ -74,6 +79,8 @@ class AgentPolicy:
             raise ValidationFailed("retry delays must be at least one second")
         if self.download_timeout_s < 1 or self.remembered_notifications < 1:
             raise ValidationFailed("the download timeout and memory must be positive")
+        if self.remembered_unverified < 1:
+            raise ValidationFailed("the memory of unverified notifications must be positive")
 
     def required_storage(self, size_bytes: int) -> int:
         buffer = max(self.storage_buffer_bytes, int(size_bytes * self.storage_buffer_ratio))
@@ -278,12 +285,25 @@ def evaluate(
     *,
     rollback_floor: str = "",
 ) -> tuple[OTAManifest | None, Verdict]:
-    """Everything after the concurrency check, in order. The manifest is
-    returned only once its signature verified."""
+    """`authenticate`, then `judge`. The manifest is returned only once its
+    signature verified."""
     manifest = authenticate(notification, trusted, now_ms)
     if isinstance(manifest, Verdict):
         return None, manifest
+    return manifest, judge(manifest, conditions, policy, now_ms, rollback_floor=rollback_floor)
+
+
+def judge(
+    manifest: OTAManifest,
+    conditions: VehicleConditions,
+    policy: AgentPolicy,
+    now_ms: int,
+    *,
+    rollback_floor: str = "",
+) -> Verdict:
+    """Everything after the signature and the concurrency check, in order,
+    on a verified manifest."""
     verdict = check_manifest(manifest, conditions, now_ms, rollback_floor=rollback_floor)
     if verdict.accepted:
         verdict = check_preconditions(manifest, conditions, policy, Stage.ACCEPT)
-    return manifest, verdict
+    return verdict

@@ -12,16 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from v2c.contract.notification import signed_part_sha256
 from v2c.handlers.signing.keyset import TrustedKeySet
-from v2c.v1.ota_pb2 import OTAStatus
+from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.checks import AgentPolicy, Verdict
 from v2c.vehicle_sim.ota.effects import Effect, Reason, Report, SaveState, State
 from v2c.vehicle_sim.ota.memory import ActiveUpdate, Memory, Phase, load_snapshot, snapshot
-from v2c.vehicle_sim.ota.reports import clip, duration_ms, stamp
+from v2c.vehicle_sim.ota.reports import clip, duration_ms, stamp, stamp_unverified
 from v2c.vehicle_sim.ota.vehicle_state import VehicleConditions
 
 S = OTAStatus
 NO_REASON: Final[Reason] = S.REASON_UNSPECIFIED
+MAX_CLAIMED_ID: Final = 128  # ids copied from an unverified manifest into a report
 
 
 class AgentCore:
@@ -31,12 +33,16 @@ class AgentCore:
         self.vehicle_id = vehicle_id
         self.trusted = trusted  # replace it when the vehicle receives a rotated key set
         self.policy = policy or AgentPolicy()
-        self._memory = Memory(self.policy.remembered_updates, self.policy.remembered_notifications)
+        self._memory = self._new_memory()
         self._active: ActiveUpdate | None = None
         self._conditions: VehicleConditions | None = None
         self._out: list[Effect] = []
         self._dirty = False
         self._now = 0
+
+    def _new_memory(self) -> Memory:
+        p = self.policy
+        return Memory(p.remembered_updates, p.remembered_notifications, p.remembered_unverified)
 
     # -- persistence ---------------------------------------------------------
 
@@ -47,7 +53,7 @@ class AgentCore:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Load a snapshot (then call `on_start`). Raises `ValidationFailed`
         for a snapshot that does not read, leaving the agent unchanged."""
-        memory = Memory(self.policy.remembered_updates, self.policy.remembered_notifications)
+        memory = self._new_memory()
         active = load_snapshot(dict(state), memory)
         self._memory, self._active = memory, active
 
@@ -74,10 +80,16 @@ class AgentCore:
         memo = self._memory.memo(update_id)
         return memo.sequence if memo is not None else 0
 
-    def on_report_delivered(self, update_id: str, sequence: int) -> None:
+    def on_report_delivered(
+        self, update_id: str, sequence: int, *, unverified: bool = False
+    ) -> None:
         """The broker acknowledged a report (PUBCOMP). Optional: it only spares
         a harmless re-send after the next restart. Persisted with the next
-        `SaveState`, so it produces no effect of its own."""
+        `SaveState`, so it produces no effect of its own. A report about an
+        unverified notification (`unverified`, its `notification_unverified`)
+        is numbered apart and confirms nothing about the update it names."""
+        if unverified:
+            return
         memo = self._memory.memo(update_id)
         if memo is not None and memo.sequence == sequence:
             memo.delivered = True
@@ -185,6 +197,36 @@ class AgentCore:
         )
         memo = self._memory.touch(update_id, keep=self.active_update_id)
         memo.outcome = S.State.Name(S.REJECTED)
+
+    def _report_unverified(
+        self,
+        notification: OTAUpdateAvailable,
+        claimed: OTAManifest,
+        correlation: str,
+        verdict: Verdict,
+    ) -> None:
+        """REJECTED SIGNATURE_VERIFICATION_FAILED for a notification that failed
+        verification, flagged and numbered apart (`reports.stamp_unverified`):
+        it names the update the unverified manifest claims and touches nothing
+        of that update (memo, sequence, outcome), so a forged message reusing
+        a real id cannot end, renumber or suppress the real update."""
+        self._memory.unverified_reports += 1
+        self._dirty = True
+        status = OTAStatus(
+            vehicle_id=self.vehicle_id,
+            update_id=claimed.update_id[:MAX_CLAIMED_ID],
+            campaign_id=claimed.campaign_id[:MAX_CLAIMED_ID],
+            state=S.REJECTED,
+            reason=S.SIGNATURE_VERIFICATION_FAILED,
+            error_detail=clip(verdict.detail),
+            installed_version=self._running_version(),
+            notification_sha256=signed_part_sha256(
+                notification.manifest, notification.signature, notification.key_id
+            ),
+        )
+        status.header.correlation_id = correlation
+        stamp_unverified(status, self.vehicle_id, self._memory.unverified_reports, self._now)
+        self._out.append(Report(status))
 
     def _rereport(self, update_id: str) -> None:
         """The last report again, under the next sequence."""

@@ -23,7 +23,8 @@ URL_EXPIRED   403 (the presigned URL expired); partial kept    ask for a new URL
                                                                `download` again (resumes)
 FAILED        `reason`: S3_UNAVAILABLE (5xx/429 `attempts`     on_download_finished(
               times in a row, 404, other 4xx),                 failure=reason)
-              DOWNLOAD_TIMEOUT (the overall timeout; partial
+              DOWNLOAD_TIMEOUT (the overall timeout, or the
+              minimum progress not met; partial
               kept), CHECKSUM_MISMATCH (hash, or the server's
               object is not the signed size: everything
               deleted), INSUFFICIENT_STORAGE (disk full)
@@ -33,6 +34,14 @@ Retries: connection failures and 5xx/429 answers are retried with
 exponential backoff and jitter (2 s, 4 s, ..., the spec's "attempt 2, wait
 2 s"; a `Retry-After` is honoured up to the cap), `attempts` in a row
 before giving up; a chunk that gained bytes resets the count.
+
+Minimum progress (`progress`): a server that sends a byte now and then
+never trips the stall timeout, so a call also fails DOWNLOAD_TIMEOUT when
+fewer than `min_progress_bytes` arrived during the last
+`min_progress_window_s` of transfer (retry backoff does not count), checked
+with the deadline before every request and after every read: a trickle
+frees the vehicle's update slot within the window plus the stall timeout,
+not at the overall deadline.
 
 Never more than the signed size: every request asks for bytes below
 `expected_size`; a `Content-Range`/`Content-Length` naming another size, or
@@ -70,6 +79,7 @@ from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.ota.chunking import ChunkPolicy, chunk_end, granule_for, next_chunk_size
 from v2c.vehicle_sim.ota.effects import Reason
 from v2c.vehicle_sim.ota.partial import PartialDownload, package_path
+from v2c.vehicle_sim.ota.progress import MinimumProgress, ProgressWindow
 
 __all__ = [
     "DownloadConfig",
@@ -101,6 +111,10 @@ class DownloadConfig:
     overall_timeout_s: float = 3600.0  # the FMEA's "Update Agent [Timeout: 3600s]"
     connect_timeout_s: float = 10.0
     stall_timeout_s: float = 30.0  # the FMEA's "connection timeout: 30s": no byte for this long
+    # At least this many bytes in every window of transfer, else DOWNLOAD_TIMEOUT
+    # (0: no such rule); see `progress`.
+    min_progress_bytes: int = 4096
+    min_progress_window_s: float = 60.0
     fsync: bool = True  # a simulation of many vehicles may trade durability for speed
 
     def __post_init__(self) -> None:
@@ -108,6 +122,11 @@ class DownloadConfig:
             raise ValidationFailed("attempts must be at least 1")
         if min(self.overall_timeout_s, self.connect_timeout_s, self.stall_timeout_s) <= 0:
             raise ValidationFailed("timeouts must be positive")
+        MinimumProgress(self.min_progress_bytes, self.min_progress_window_s)  # validates
+
+    @property
+    def min_progress(self) -> MinimumProgress:
+        return MinimumProgress(self.min_progress_bytes, self.min_progress_window_s)
 
 
 class DownloadOutcome(StrEnum):
@@ -213,10 +232,13 @@ class _Run:
     deadline: float
     started: float
     progress_cb: ProgressCallback | None
+    window: ProgressWindow
     resumed_from: int = 0
     written: int = 0  # bytes written and hashed; committed up to `offset`
     requests: int = 0
     bytes_fetched: int = 0
+    unrecorded: int = 0  # received, not yet in `window` (added at the next clock reading)
+    idle_s: float = 0.0  # time spent in retry backoff: not the server's slowness
 
     @property
     def total(self) -> int:
@@ -287,6 +309,7 @@ class RangeDownloader:
             deadline=started + self.config.overall_timeout_s,
             started=started,
             progress_cb=progress_cb,
+            window=ProgressWindow(self.config.min_progress, started),
             resumed_from=offset,
             written=offset,
         )
@@ -348,12 +371,21 @@ class RangeDownloader:
         if self._clock() + delay >= run.deadline:
             raise _Timeout(f"no time left for retry {failures + 1} ({exc.detail})")
         await self._sleep(delay)
+        run.idle_s += delay
 
     def _check_deadline(self, run: _Run) -> None:
-        if self._clock() >= run.deadline:
+        """The overall deadline and the minimum progress, on one clock reading."""
+        now = self._clock()
+        if now >= run.deadline:
             raise _Timeout(
                 f"{run.offset} of {run.total} bytes after {self.config.overall_timeout_s:g} s"
             )
+        transfer_time = now - run.idle_s
+        run.window.add(transfer_time, run.unrecorded)
+        run.unrecorded = 0
+        shortfall = run.window.shortfall(transfer_time)
+        if shortfall is not None:
+            raise _Timeout(f"{shortfall}; {run.offset} of {run.total} bytes on disk")
 
     # -- one request -------------------------------------------------------------
     async def _fetch(self, run: _Run, session: aiohttp.ClientSession) -> None:
@@ -423,6 +455,7 @@ class RangeDownloader:
                 if not piece:
                     raise _LinkLost(f"the body ended at byte {position} of {stream_end}")
                 run.bytes_fetched += len(piece)
+                run.unrecorded += len(piece)
                 view = memoryview(piece)
                 if position < run.offset:  # a 200 body: drop what is already on disk
                     skip = min(len(view), run.offset - position)

@@ -20,9 +20,10 @@ from v2c.vehicle_sim.ota.checks import (
     Decision,
     Stage,
     Verdict,
+    authenticate,
     check_manifest,
     check_preconditions,
-    evaluate,
+    judge,
     reject,
 )
 from v2c.vehicle_sim.ota.core import AgentCore
@@ -105,13 +106,21 @@ class Machine(AgentCore):
         seen = fingerprint(notification)
         if self._memory.seen(seen):
             return  # the same delivery again: nothing at all
-        self._memory.remember(seen)
-        self._dirty = True
         peek = self._peek(notification)
         if peek is None:
+            self._memory.remember_unverified(seen)
+            self._dirty = True
             return
-        update_id = peek.update_id
         correlation = self._correlation(notification)
+        manifest = authenticate(notification, self.trusted, self._now)
+        if isinstance(manifest, Verdict):
+            # Nothing of an unverified message reaches the update it names.
+            self._memory.remember_unverified(seen)
+            self._report_unverified(notification, peek, correlation, manifest)
+            return
+        self._memory.remember(seen)
+        self._dirty = True
+        update_id = manifest.update_id
         memo = self._memory.memo(update_id)
         active = self._active
         if active is not None and active.update_id == update_id:
@@ -125,18 +134,17 @@ class Machine(AgentCore):
             return
         if active is not None:
             busy = reject(S.UPDATE_IN_PROGRESS, f"update {active.update_id} is in progress")
-            self._reject(update_id, peek.campaign_id, correlation, busy)
+            self._reject(update_id, manifest.campaign_id, correlation, busy)
             return
-        manifest, verdict = evaluate(
-            notification,
+        verdict = judge(
+            manifest,
             conditions,
-            self.trusted,
             self.policy,
             self._now,
             rollback_floor=self._memory.rollback_floor,
         )
-        if manifest is None or verdict.decision is Decision.REJECT:
-            self._reject(update_id, peek.campaign_id, correlation, verdict)
+        if verdict.decision is Decision.REJECT:
+            self._reject(update_id, manifest.campaign_id, correlation, verdict)
             return
         self._active = ActiveUpdate(
             update_id=update_id,
@@ -174,7 +182,7 @@ class Machine(AgentCore):
             return None
 
     def _peek(self, notification: OTAUpdateAvailable) -> OTAManifest | None:
-        """The *unverified* manifest, only to address a report."""
+        """The *unverified* manifest, only to address an unverified report."""
         try:
             peek = OTAManifest.FromString(notification.manifest)
         except DecodeError:

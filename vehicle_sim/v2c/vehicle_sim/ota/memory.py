@@ -8,6 +8,11 @@ were handled (a notification redelivered after the restart must not start
 the update again). The JSON is written by the runtime, atomically, from
 `SaveState` effects; nothing here does I/O.
 
+Notifications that failed verification are kept apart: their fingerprints in
+a set of their own (a flood of forged messages cannot push a genuine
+delivery's fingerprint out and make it look new), and their reports numbered
+by one per-vehicle counter (`unverified_reports`), never in an update's memo.
+
 Memory is bounded: the oldest updates and notification fingerprints are
 forgotten first, never the active update.
 """
@@ -134,11 +139,14 @@ class UpdateMemo:
 class Memory:
     """Bounded memory of updates (insertion = recency order) and fingerprints."""
 
-    def __init__(self, max_updates: int, max_notifications: int) -> None:
+    def __init__(self, max_updates: int, max_notifications: int, max_unverified: int = 64) -> None:
         self._max_updates = max_updates
         self._max_notifications = max_notifications
+        self._max_unverified = max_unverified
         self.updates: OrderedDict[str, UpdateMemo] = OrderedDict()
         self.notifications: OrderedDict[str, None] = OrderedDict()
+        self.unverified: OrderedDict[str, None] = OrderedDict()  # fingerprints
+        self.unverified_reports = 0  # the last sequence of an unverified report
         self.rollback_floor = ""
 
     def memo(self, update_id: str) -> UpdateMemo | None:
@@ -159,12 +167,17 @@ class Memory:
         return memo
 
     def seen(self, fingerprint: str) -> bool:
-        return fingerprint in self.notifications
+        return fingerprint in self.notifications or fingerprint in self.unverified
 
     def remember(self, fingerprint: str) -> None:
         self.notifications[fingerprint] = None
         while len(self.notifications) > self._max_notifications:
             self.notifications.popitem(last=False)
+
+    def remember_unverified(self, fingerprint: str) -> None:
+        self.unverified[fingerprint] = None
+        while len(self.unverified) > self._max_unverified:
+            self.unverified.popitem(last=False)
 
     def most_recent(self) -> tuple[str, UpdateMemo] | None:
         if not self.updates:
@@ -176,6 +189,8 @@ class Memory:
         return {
             "rollback_floor": self.rollback_floor,
             "notifications": list(self.notifications),
+            "unverified": list(self.unverified),
+            "unverified_reports": self.unverified_reports,
             "updates": [
                 {
                     "update_id": uid,
@@ -191,6 +206,8 @@ class Memory:
     def load(self, doc: dict[str, Any]) -> None:
         self.rollback_floor = str(doc.get("rollback_floor", ""))
         self.notifications = OrderedDict((str(fp), None) for fp in doc.get("notifications", []))
+        self.unverified = OrderedDict((str(fp), None) for fp in doc.get("unverified", []))
+        self.unverified_reports = int(doc.get("unverified_reports", 0))
         self.updates = OrderedDict()
         for entry in doc.get("updates", []):
             self.updates[str(entry["update_id"])] = UpdateMemo(

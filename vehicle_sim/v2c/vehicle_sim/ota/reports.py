@@ -4,6 +4,11 @@ A report's message id is derived (UUIDv5 of vehicle, update and sequence),
 not random: the same report re-sent after a restart carries the same id and
 the same sequence, so the cloud recognises it whichever way it dedups. The
 agent stays pure (no random source, no clock).
+
+A report about a notification that failed verification is numbered by the
+vehicle's own count of such reports and its id derived from (vehicle, that
+count) in a namespace of its own: whatever update id a forged manifest claims,
+the report can never carry the id or the number of a genuine report.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from v2c.v1.ota_pb2 import OTAStatus
 
 # Fixed forever: changing it changes every derived report id.
 REPORT_NAMESPACE: Final = uuid.UUID("3c1d0f8e-52a4-5b6e-8f21-6a9d4e7b0c35")
+UNVERIFIED_NAMESPACE: Final = uuid.uuid5(REPORT_NAMESPACE, "unverified-notification")
 SCHEMA_VERSION: Final = "1.0"
 UINT32_MAX: Final = 2**32 - 1
 MAX_DETAIL_CHARS: Final = 240  # the cloud keeps 500; reports stay far below 4 KiB
@@ -22,6 +28,10 @@ MAX_DETAIL_CHARS: Final = 240  # the cloud keeps 500; reports stay far below 4 K
 
 def report_message_id(vehicle_id: str, update_id: str, sequence: int) -> bytes:
     return uuid.uuid5(REPORT_NAMESPACE, f"{vehicle_id}/{update_id}/{sequence}").bytes
+
+
+def unverified_message_id(vehicle_id: str, sequence: int) -> bytes:
+    return uuid.uuid5(UNVERIFIED_NAMESPACE, f"{vehicle_id}/{sequence}").bytes
 
 
 def duration_ms(start_ms: int, end_ms: int) -> int:
@@ -35,6 +45,16 @@ def stamp(status: OTAStatus, vehicle_id: str, sequence: int, now_ms: int) -> OTA
     """`status` numbered `sequence`, with the header that goes with it."""
     status.sequence = sequence
     status.header.message_id = report_message_id(vehicle_id, status.update_id, sequence)
+    status.header.timestamp = now_ms
+    status.header.schema_version = SCHEMA_VERSION
+    return status
+
+
+def stamp_unverified(status: OTAStatus, vehicle_id: str, sequence: int, now_ms: int) -> OTAStatus:
+    """`status` as the vehicle's `sequence`-th report of an unverified notification."""
+    status.notification_unverified = True
+    status.sequence = sequence
+    status.header.message_id = unverified_message_id(vehicle_id, sequence)
     status.header.timestamp = now_ms
     status.header.schema_version = SCHEMA_VERSION
     return status

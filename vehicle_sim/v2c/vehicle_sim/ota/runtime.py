@@ -135,6 +135,11 @@ class RuntimeConfig:
     policy: AgentPolicy = field(default_factory=AgentPolicy)
     durable: bool = False  # fsync flash, agent state and downloads (slow; tests of power loss)
     min_download_timeout_real_s: float = 120.0
+    # The downloader's minimum progress (real seconds: the network runs in real
+    # time): fewer bytes in a window fails the download DOWNLOAD_TIMEOUT and
+    # frees the update slot long before the overall deadline.
+    min_progress_bytes: int = 4096
+    min_progress_window_real_s: float = 60.0
     # Between download attempts after PAUSED (simulated seconds, then jitter).
     resume_backoff: BackoffPolicy = field(
         default_factory=lambda: BackoffPolicy(initial_s=30.0, max_s=600.0)
@@ -155,6 +160,8 @@ class RuntimeConfig:
         return DownloadConfig(
             backoff=BackoffPolicy(initial_s=max(0.05, 2.0 * scale), max_s=max(0.5, 30.0 * scale)),
             overall_timeout_s=max(self.min_download_timeout_real_s, 3600.0 * scale),
+            min_progress_bytes=self.min_progress_bytes,
+            min_progress_window_s=self.min_progress_window_real_s,
             fsync=self.durable,
         )
 
@@ -196,8 +203,7 @@ class VehicleRuntime:
             hardware_id=spec.hardware_id,
             installed_version=spec.installed_version,
             faults=spec.faults,
-            started_at_s=sim.now(),
-            plan=self.config.conditions,
+            plan=self.config.conditions,  # its faults' story starts at the first offer
         )
         self.session = (
             AsyncMqttSession(
@@ -254,6 +260,16 @@ class VehicleRuntime:
     def conditions_now(self) -> VehicleConditions:
         return self.model.at(self.sim.now())
 
+    def _conditions_on_offer(self) -> VehicleConditions:
+        """The conditions as the agent looks at an offered update. The first
+        offer starts the faults' story (`VehicleModel.begin`): a vehicle in
+        use is still driving when the notification is processed, whatever
+        real time connecting and the campaign took, and parks `duration_s`
+        simulated seconds later."""
+        if self.model.begin(self.sim.now()):
+            self._schedule_conditions()
+        return self.conditions_now()
+
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
@@ -300,7 +316,7 @@ class VehicleRuntime:
         self.notifications += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._post(
-            lambda agent, now: agent.on_notification(payload, self.conditions_now(), now),
+            lambda agent, now: agent.on_notification(payload, self._conditions_on_offer(), now),
             generation=None,
             done=done,
         )
@@ -324,7 +340,13 @@ class VehicleRuntime:
             except ValidationFailed:
                 logger.exception("%s: unreadable agent state; starting afresh", self.vehicle_id)
         boot = _boot_result(report)
-        self._post(lambda agent, now: agent.on_start(self.conditions_now(), boot, now))
+        self._post(
+            lambda agent, now: agent.on_start(
+                self._conditions_on_offer() if agent.active_update_id else self.conditions_now(),
+                boot,
+                now,
+            )
+        )
         self._schedule_conditions()
 
     async def _power_cut(self, cut: PowerCut) -> None:
@@ -433,11 +455,12 @@ class VehicleRuntime:
             self.spec.topic("status"), status.SerializeToString(), OTA_QOS
         )
         agent, update_id, sequence = self.agent, status.update_id, status.sequence
+        unverified = status.notification_unverified
 
         def confirm(future: asyncio.Future[bool]) -> None:
             if not future.cancelled() and future.result():
                 self.delivered += 1
-                agent.on_report_delivered(update_id, sequence)
+                agent.on_report_delivered(update_id, sequence, unverified=unverified)
 
         delivered.add_done_callback(confirm)
 
@@ -456,6 +479,9 @@ class VehicleRuntime:
         self._timers[at_ms] = loop.call_later(delay, fire)
 
     def _schedule_conditions(self) -> None:
+        if self._conditions_timer is not None:
+            self._conditions_timer.cancel()
+            self._conditions_timer = None
         now = self.sim.now()
         moment = self.model.next_change(now)
         if moment is None:

@@ -18,6 +18,17 @@ The conditions change at known moments only (plugging in, parking), so the
 runtime does not poll: it asks `next_change(now)` and wakes the agent then
 (`on_conditions_changed`). Between those moments the battery of a charging
 vehicle still rises, and a fresh `at(now)` shows it whenever the agent asks.
+
+When the story starts: at the first update offered, not when the vehicle
+boots. A fault that makes the vehicle defer is about the moment an update
+arrives ("the car is being driven when the update comes"), and the time
+from boot to the first notification is real time (connecting, the cloud
+creating the campaign), which at a simulated scale of 500x is many
+simulated minutes on a loaded machine and none on an idle one. Until
+`begin(now)` (the runtime calls it when the agent first looks at an offered
+update) the vehicle stays as it started: driving, or low and unplugged;
+the faults' durations count from then, in simulated time only. A model
+given `started_at_s` starts at once, as before.
 """
 
 from __future__ import annotations
@@ -54,7 +65,7 @@ class VehicleModel:
         model: str,
         installed_version: str,
         faults: VehicleFaults,
-        started_at_s: float,
+        started_at_s: float | None = None,
         hardware_id: str = "",
         plan: ConditionsPlan | None = None,
     ) -> None:
@@ -72,27 +83,40 @@ class VehicleModel:
         self._dtcs = (dtc.code,) if dtc is not None else ()
 
     @property
+    def started(self) -> bool:
+        return self.started_at_s is not None
+
+    def begin(self, now_s: float) -> bool:
+        """Start the faults' story at `now_s` (the first offered update);
+        True the first time, False once it runs."""
+        if self.started_at_s is not None:
+            return False
+        self.started_at_s = now_s
+        return True
+
+    @property
     def plugged_in_at_s(self) -> float | None:
-        if self._low_battery is None:
+        if self._low_battery is None or self.started_at_s is None:
             return None
         return self.started_at_s + self.plan.plug_in_after_s
 
     @property
     def parks_at_s(self) -> float | None:
-        if self._in_use is None:
+        if self._in_use is None or self.started_at_s is None:
             return None
         return self.started_at_s + self._in_use.duration_s
 
     def at(self, now_s: float) -> VehicleConditions:
         battery, charging = self.plan.battery_percent, False
-        plug = self.plugged_in_at_s
-        if self._low_battery is not None and plug is not None:
+        plug = self.plugged_in_at_s  # None: not low, or the story has not started
+        if self._low_battery is not None:
             battery = self._low_battery.battery_percent
-            if now_s >= plug:
+            if plug is not None and now_s >= plug:
                 charging = True
                 gained = (now_s - plug) / 3600 * self.plan.charge_percent_per_h
                 battery = min(100.0, battery + gained)
-        driving = self._in_use is not None and now_s < (self.parks_at_s or 0.0)
+        parks = self.parks_at_s  # None: not in use, or driving until the story starts
+        driving = self._in_use is not None and (parks is None or now_s < parks)
         return VehicleConditions(
             installed_version=self.installed_version,
             model=self.model,

@@ -42,7 +42,11 @@ Rules:
   503): `v2c.handlers.api.errors` turns them into `{"detail", "reason"}`.
   Never build an error `Response` by hand.
 * `app.context["principal"]` is the authenticated caller (`auth.Principal`;
-  None on public paths), for audit fields such as `created_by`.
+  None on public paths), for audit fields such as `created_by`. Never take
+  an actor's name from the request: use the principal.
+* Who may call a route: `v2c.handlers.api.roles` (a read: any role; any
+  other method: `fleet_manager`); a route for another role adds itself to
+  `ROUTE_ROLES` and to the table in that module's docstring and the README.
 * Request bodies derive from `v2c.handlers.api.models.RequestModel` (strict
   JSON types, unknown fields refused), so the API accepts exactly what its
   document says; put every rule a schema can state into the model

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from v2c.handlers.api.app import OTA_PREFIX, OtaApi
 from v2c.handlers.api.models import RequestModel
@@ -83,7 +83,18 @@ class CampaignPage(BaseModel):
 
 
 class Approval(RequestModel):
-    approved_by: str = Field(min_length=1, max_length=200)
+    """No fields: the approver is the authenticated principal (an `approver`
+    role, never the campaign's creator). A body naming `approved_by` is
+    refused with 400, so a client cannot believe it chose the name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_approver_field(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "approved_by" in data:
+            raise ValueError(
+                "approved_by is the authenticated principal; it cannot be sent in the body"
+            )
+        return data
 
 
 class Reason(RequestModel):
@@ -211,13 +222,17 @@ def register(app: OtaApi, services: ApiServices) -> None:
     @app.post(
         f"{base}/<campaign_id>/approve",
         tags=["campaigns"],
-        summary="Approve a campaign that requires approval",
+        summary="Approve a campaign that requires approval (role approver; not its creator)",
+        description=(
+            "The approver recorded is the authenticated principal; the principal that "
+            "created the campaign cannot approve it (403). The body is optional and has no "
+            "fields; `approved_by` in it is refused (400)."
+        ),
         openapi_extensions={"x-v2c-errors": [409]},
     )
-    def approve_campaign(campaign_id: CampaignId, body: Approval) -> CampaignOut:
-        return campaign_out(
-            require(services.campaigns, "campaigns").approve(campaign_id, body.approved_by)
-        )
+    def approve_campaign(campaign_id: CampaignId, body: Approval | None = None) -> CampaignOut:
+        service = require(services.campaigns, "campaigns")
+        return campaign_out(service.approve(campaign_id, principal()))
 
     @app.post(
         f"{base}/<campaign_id>/rollback",

@@ -280,7 +280,7 @@ def _decode_start(token: str) -> dict[str, Any]:
     format is opaque, so no schema can call it malformed)."""
     try:
         plain = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise NotFound("the cursor names no page of this list") from exc
     if not isinstance(plain, dict) or not all(isinstance(v, str | int) for v in plain.values()):
         raise NotFound("the cursor names no page of this list")

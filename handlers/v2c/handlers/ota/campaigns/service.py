@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from v2c.contract.errors import Conflict, InvalidField, NotFound
+from v2c.contract.errors import Conflict, Forbidden, InvalidField, NotFound
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.lifecycle import CampaignCommand, CampaignStatus, next_status
 from v2c.handlers.ota.campaigns.model_types import Target
@@ -59,6 +59,12 @@ LEASE_MS: Final = 60_000
 MAX_BATCHES_PER_ADVANCE: Final = 50
 CONFLICT_RETRIES: Final = 8
 _IDEMPOTENCY_NS: Final = uuid.UUID("a3d1f0e2-6b4c-4d8e-9f21-7c5e3b2a1d09")
+
+
+class SelfApproval(Forbidden):
+    """The campaign's creator tried to approve it (separation of duties)."""
+
+    reason = "self_approval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,14 +254,19 @@ class CampaignService:
         raise Conflict(f"campaign {campaign_id} keeps changing; try again")
 
     def approve(self, campaign_id: str, approver: str) -> Campaign:
+        """Record `approver` (the authenticated principal, never a name a
+        client typed) as the campaign's approver. Separation of duties: the
+        principal that created the campaign cannot approve it (403)."""
         if not approver.strip():
             raise InvalidField("approved_by", "must name the approver")
         now = self._now_ms()
-        return self._command(
-            campaign_id,
-            CampaignCommand.APPROVE,
-            lambda _c: {"approved_by": approver.strip(), "approved_at": now},
-        )
+
+        def approval(campaign: Campaign) -> dict[str, Any]:
+            if campaign.created_by and campaign.created_by == approver.strip():
+                raise SelfApproval("the creator of a campaign cannot approve it")
+            return {"approved_by": approver.strip(), "approved_at": now}
+
+        return self._command(campaign_id, CampaignCommand.APPROVE, approval)
 
     def start(self, campaign_id: str) -> Campaign:
         now = self._now_ms()

@@ -17,6 +17,17 @@ only guessed: a state the cloud decided (cancelled, timed out) yields to the
 vehicle's own final word (COMPLETED, FAILED, ROLLED_BACK), because the vehicle
 knows what it runs and a cancel may have raced an install.
 
+A report about a notification the vehicle could not verify (`is_unverified`:
+`notification_unverified`, or any REJECTED SIGNATURE_VERIFICATION_FAILED) names
+its update by an id read from unverified bytes, and is numbered apart from
+the update's reports: `apply_status` never applies it (UNVERIFIED), so a
+forged notification reusing a real update id cannot end that update. Only
+when the cloud has checked that the vehicle received exactly what it signed
+(`OTAStatus.notification_sha256`) does `apply_confirmed_rejection` record the
+rejection, and only while the vehicle has not taken the update on an earlier
+delivery (NOTIFIED), as the cloud's conclusion (the vehicle's own final word
+still replaces it); the record's sequence is left alone.
+
 Each transition carries the counter move (`CounterDeltas`) and the record it
 started from, so a repository writes the new record and the counter move in
 one conditional write (condition: the record is still `before`). A lost race
@@ -147,6 +158,7 @@ class Outcome(StrEnum):
     INVALID = "invalid"  # no such move from the current state
     NOOP = "noop"  # a command with nothing to do (already done)
     REFUSED = "refused"  # a command not allowed in this state
+    UNVERIFIED = "unverified"  # about a notification the vehicle could not verify: never applied
 
 
 class Command(StrEnum):
@@ -224,9 +236,45 @@ def apply_report(record: UpdateRecord, state: int, sequence: int) -> Transition:
     return _move(record, after, Outcome.APPLIED, f"{record.state} -> {target}")
 
 
+def is_unverified(status: ota_pb2.OTAStatus) -> bool:
+    """Whether `status` answers a notification the vehicle could not verify.
+
+    A rejection for a failed signature is one by definition, flagged or not
+    (an agent from before the flag): the vehicle never knew which update the
+    bytes it rejected really belonged to."""
+    return status.notification_unverified or (
+        status.state == State.REJECTED
+        and status.reason == ota_pb2.OTAStatus.SIGNATURE_VERIFICATION_FAILED
+    )
+
+
 def apply_status(record: UpdateRecord, status: ota_pb2.OTAStatus) -> Transition:
-    """`apply_report` for a decoded `OTAStatus` message."""
+    """`apply_report` for a decoded `OTAStatus` message; a report about an
+    unverified notification changes nothing (UNVERIFIED)."""
+    if is_unverified(status):
+        return _unchanged(
+            record, Outcome.UNVERIFIED, "the vehicle could not verify the notification it answers"
+        )
     return apply_report(record, status.state, status.sequence)
+
+
+def apply_confirmed_rejection(record: UpdateRecord) -> Transition:
+    """The vehicle rejected, as unverifiable, the very notification the cloud
+    signed for this update (the caller compared `notification_sha256`): the
+    update will not happen on it. Applied only while the update is NOTIFIED;
+    once the vehicle reported taking it, an unverifiable copy changes nothing
+    there. The report's sequence is not this update's numbering: untouched.
+    The rejection counts as the cloud's conclusion (`decided_by_cloud`): if
+    the vehicle in fact holds the update from an earlier delivery the cloud
+    missed, its own final word still replaces it."""
+    if record.state in TERMINAL:
+        return _unchanged(record, Outcome.TERMINAL, f"update already {record.state}")
+    if record.state is not S.NOTIFIED:
+        return _unchanged(
+            record, Outcome.UNVERIFIED, f"the vehicle holds the update ({record.state})"
+        )
+    after = replace(record, state=S.REJECTED, decided_by_cloud=True)
+    return _move(record, after, Outcome.APPLIED, "notified -> rejected (signature verification)")
 
 
 def apply_command(record: UpdateRecord, command: Command, *, max_retries: int = 3) -> Transition:

@@ -1,0 +1,214 @@
+"""Every way a `v2c` command fails ends in one line on stderr and a documented exit code.
+
+Against a real API (the HTTP adapter, the resolver and the campaign service
+over moto), a server that answers 500, a port nobody listens on and a
+directory without a stack: no traceback, one `error:` line, and the code of
+`v2c.infra.cli_errors` (1 failed, 2 usage, 3 refused or not found). Through
+typer's `CliRunner` on the real `v2c` app, which goes through the same root
+group as the shell; one case also runs the installed `v2c` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from api_support import API_KEY
+from click.testing import Result
+from ota_support import RecordingSink, S3Packages, fleet
+from typer.testing import CliRunner
+
+from v2c.handlers.api import ApiServices
+from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
+from v2c.handlers.signing.software import SoftwareSigner
+from v2c.infra.cli import app
+from v2c.infra.http_adapter import ApiHttpServer
+from v2c.infra.net import free_port
+from v2c.infra.wiring import handler_environment
+
+if TYPE_CHECKING:
+    from moto_fixtures import AwsStack
+
+pytest_plugins = ["api_fixtures", "moto_fixtures"]
+pytestmark = pytest.mark.integration
+
+V2C = Path(sys.executable).parent / "v2c"
+UNKNOWN = "0" * 32
+
+
+@pytest.fixture
+def ota(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
+    for name, value in handler_environment(aws_stack.settings()).items():
+        monkeypatch.setenv(name, value)
+    services = build_services(
+        OtaConfig.from_env(), sink=RecordingSink(), signer=SoftwareSigner.generate(key_id="k")
+    )
+    services.deps.fleet.put(fleet(3))
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def api_services(ota: OtaServices) -> ApiServices:
+    return ApiServices(campaigns=ota.campaigns, devices=ota.devices, stats=ota.stats)
+
+
+@pytest.fixture
+def firmware_id(aws_stack: AwsStack) -> str:
+    """A 2.0.0 package in S3 and the firmware table, as the registry leaves it."""
+    package = S3Packages(aws_stack.aws.client("s3"), aws_stack.names.firmware_bucket).add(
+        "2.0.0", b"image" * 100
+    )
+    aws_stack.aws.client("dynamodb").put_item(
+        TableName=aws_stack.names.firmware_table,
+        Item={
+            "firmware_id": {"S": package.firmware_id},
+            "name": {"S": "fw"},
+            "version": {"S": "2.0.0"},
+            "device_model": {"S": "Accord"},
+            "size_bytes": {"N": str(package.size_bytes)},
+            "sha256": {"S": package.sha256_hex},
+            "status": {"S": "available"},
+            "s3_key": {"S": f"firmware/{package.firmware_id}"},
+        },
+    )
+    return package.firmware_id
+
+
+@pytest.fixture
+def target(api_server: ApiHttpServer) -> list[str]:
+    return ["--api-url", api_server.base_url, "--api-key", API_KEY]
+
+
+@pytest.fixture
+def failing_server() -> Iterator[str]:
+    """An HTTP server that answers every request 500 with the API's error shape."""
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"detail": "internal error", "reason": "internal_error"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_one_error_line(result: Result, code: int, *words: str) -> str:
+    """Exit `code`, no traceback, exactly one `error:` line on stderr naming `words`."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("error: "), line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_a_400_is_one_line_and_exit_3(target: list[str]) -> None:
+    result = run(
+        "campaign", "create", "--name", "bad", "--firmware", "f" * 32,
+        "--filter", "model = 'Accord' AND (year >= 2023", *target,
+    )  # fmt: skip
+    assert_one_error_line(result, 3, "HTTP 400")
+
+
+def test_a_404_is_one_line_and_exit_3(target: list[str]) -> None:
+    assert_one_error_line(run("campaign", "show", UNKNOWN, *target), 3, "HTTP 404")
+
+
+def test_a_409_is_one_line_and_exit_3(target: list[str], firmware_id: str) -> None:
+    created = run(
+        "campaign", "create", "--name", "twice", "--firmware", firmware_id,
+        "--filter", "model = 'Accord'", "--strategy", "immediate", "--json", *target,
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    campaign_id = json.loads(created.stdout)["campaign_id"]
+    assert run("campaign", "start", campaign_id, *target).exit_code == 0
+    again = run("campaign", "start", campaign_id, *target)
+    assert_one_error_line(again, 3, "HTTP 409")
+
+
+def test_a_bad_credential_is_one_line_and_exit_3(api_server: ApiHttpServer) -> None:
+    result = run("campaign", "list", "--api-url", api_server.base_url, "--api-key", "wrong")
+    assert_one_error_line(result, 3, "HTTP 401")
+
+
+def test_a_5xx_is_one_line_and_exit_1(failing_server: str) -> None:
+    result = run("campaign", "list", "--api-url", failing_server, "--api-key", "k")
+    assert_one_error_line(result, 1, "HTTP 500", "internal error")
+
+
+def test_a_refused_connection_is_one_short_line_and_exit_1() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run("campaign", "list", "--api-url", url, "--api-key", "k")
+    line = assert_one_error_line(result, 1, "cannot reach the API", url, "connection refused")
+    assert "HTTPConnectionPool" not in line
+    assert len(line) < 200
+
+
+def test_a_missing_stack_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    for args in (
+        ["campaign", "list", "--stack", str(tmp_path)],
+        ["firmware", "list", "--stack", str(tmp_path)],
+        ["stats", "--stack", str(tmp_path)],
+        ["dlq", "list", "--stack", str(tmp_path)],
+    ):
+        assert_one_error_line(run(*args), 3, "no stack description", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["campaign", "show"], ["Missing argument", "v2c campaign show --help"]),
+        (["campaign", "list", "--bogus"], ["No such option: --bogus"]),
+        (["campaign", "list", "--limit", "0"], ["--limit"]),
+        (["demo", "--vehicles", "1"], ["--vehicles"]),
+        (["demo", "--faults", "no-such-profile"], ["no-such-profile"]),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(args: list[str], words: list[str]) -> None:
+    assert_one_error_line(run(*args), 2, *words)
+
+
+def test_the_installed_command_behaves_the_same_in_a_shell(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args, code in (
+        (["campaign", "list", "--api-url", url, "--api-key", "k"], 1),
+        (["campaign", "list", "--stack", str(tmp_path)], 3),
+        (["campaign", "show"], 2),
+    ):
+        done = subprocess.run(
+            [str(V2C), *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == code, done.stderr
+        assert "Traceback" not in done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: "), done.stderr
