@@ -170,7 +170,11 @@ def gate_problem(campaign: dict[str, Any]) -> str:
     status, wave = campaign["status"], campaign["current_wave"]
     if decision.verdict is GateVerdict.PASS and wave < 1 and status != "paused":
         return f"gate passes ({decision.reason}) but the rollout was not released"
-    if decision.verdict is GateVerdict.FAIL_PAUSE and (status != "paused" or wave != 0):
+    # A failing gate pauses; updates already in flight then finish, and if their
+    # failures cross `failure_threshold_percent` the campaign rolls back on its own
+    # (BR-OTA-019/020). Either way the rollout must not have gone past the canary.
+    stopped = {"paused", "rolled_back"} if spec.get("auto_rollback", True) else {"paused"}
+    if decision.verdict is GateVerdict.FAIL_PAUSE and (status not in stopped or wave != 0):
         return f"gate fails ({decision.reason}) but the campaign is {status} at wave {wave}"
     if decision.verdict is GateVerdict.WAIT:
         return f"the canary has not finished ({decision.reason})"
