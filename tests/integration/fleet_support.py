@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.ota_sink import MqttNotificationSink
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.rules import RULES, Rule
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.infra.settings import StackSettings
 from v2c.infra.wiring import dead_letter_stores, handler_environment
 from v2c.vehicle_sim.ota.package import build_package

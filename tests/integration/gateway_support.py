@@ -15,8 +15,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.puback import PubackOutcome, classify_puback
-from v2c.gateway.connection import MqttEndpoint
 from v2c.gateway.rules import Rule
 from v2c.gateway.runtime import Gateway, GatewayConfig, run_gateway
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore

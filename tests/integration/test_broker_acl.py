@@ -33,8 +33,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from v2c.contract.errors import MqttReasonCode
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.topics import KNOWN_REGIONS
-from v2c.gateway.connection import MqttEndpoint
 from v2c.infra.broker import MosquittoBroker
 from v2c.infra.broker_admin import register_in_stack
 from v2c.infra.pki import CertPaths, PkiPaths, init_foreign_ca, issue_vehicle_cert

@@ -16,8 +16,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner, Result
 
-from v2c.gateway.connection import MqttEndpoint
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.infra.broker import MosquittoBroker
 from v2c.infra.cli import app

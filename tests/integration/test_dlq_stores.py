@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import NotFound
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import S3DeadLetterStore, SqsDeadLetterStore
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ from fleet_support import (
 )
 from gateway_support import running_gateway
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
 from v2c.infra.broker import MosquittoBroker, MosquittoConfig

@@ -15,7 +15,7 @@ import pytest
 from gateway_handlers import BUSY_RULES, read_records
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.broker import MosquittoBroker
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from gateway_handlers import TELEMETRY, TELEMETRY_BATCH, Gate, read_records
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 from telemetry_support import dlq_store
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import Rule
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
 from v2c.infra.broker import MosquittoBroker

@@ -21,7 +21,7 @@ from gateway_support import publish_all, vehicle_client, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from telemetry_support import register_vehicles
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.broker import MosquittoBroker, MosquittoConfig
 from v2c.infra.net import LOOPBACK, free_port
 from v2c.infra.wiring import handler_environment

@@ -10,7 +10,7 @@ import pytest
 from gateway_handlers import FLAKY_RULES, RECORDING_RULES, read_records
 from gateway_support import memory_dlqs, publish_all, running_gateway, vehicle_client, wait_until
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.broker import MosquittoBroker, MosquittoConfig
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,7 @@ from gateway_support import running_gateway, wait_until
 from http_fileserver import FileServer
 from prometheus_client import REGISTRY
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices

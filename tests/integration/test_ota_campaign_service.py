@@ -22,10 +22,10 @@ from ota_support import (
 )
 
 from v2c.contract.errors import InvalidField, SigningUnavailable
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.manifest import verify_manifest
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import Outcome
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
-from v2c.handlers.signing.manifest import verify_manifest
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
 

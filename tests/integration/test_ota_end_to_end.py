@@ -23,16 +23,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.dead_letter import Direction
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.manifest import verify_manifest
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.redrive import OutboundRedriver
 from v2c.gateway.rules import RULES
-from v2c.handlers.dlq.record import Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
-from v2c.handlers.signing.manifest import verify_manifest
 from v2c.infra.broker import MosquittoBroker, MosquittoConfig
 from v2c.infra.settings import MqttSettings, StackSettings
 from v2c.infra.wiring import dead_letter_stores, handler_environment

@@ -19,9 +19,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from typer.testing import CliRunner
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.dead_letter import Direction
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.publisher import OutboundPublisher
-from v2c.handlers.dlq.record import Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.infra.broker import MosquittoBroker
 from v2c.infra.cli import app

@@ -19,7 +19,7 @@ import pytest
 import requests
 from gateway_support import publish_all, vehicle_client, wait_until
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra import processes
 from v2c.infra.mqtt5 import MqttClientError, PahoV5Client
 from v2c.infra.net import port_accepts

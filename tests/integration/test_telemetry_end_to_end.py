@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from telemetry_support import dlq_store, register_vehicles, stored_per_vehicle
 
 from v2c.contract.batch_codec import encode_envelope
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore
 from v2c.handlers.telemetry.config import set_default_service

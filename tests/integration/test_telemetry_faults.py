@@ -31,9 +31,9 @@ from telemetry_support import (
 )
 
 from v2c.contract.batch_codec import decode_envelope
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.gateway.redrive import InboundRedriver
 from v2c.gateway.rules import RULES
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.telemetry.config import set_default_service
 from v2c.handlers.telemetry.dead_letters import failed_indices

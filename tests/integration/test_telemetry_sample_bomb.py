@@ -24,7 +24,7 @@ from telemetry_support import VINS, dlq_store, register_vehicles, stored_per_veh
 from typer.testing import CliRunner
 
 from v2c.contract.batch_codec import DEFAULT_CONFIG, encode_envelope
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
 from v2c.handlers.telemetry.config import set_default_service

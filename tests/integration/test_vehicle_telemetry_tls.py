@@ -11,7 +11,7 @@ import pytest
 from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import running_gateway, wait_until
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.broker import MosquittoBroker
 from v2c.infra.pki import PkiPaths, init_pki, issue_vehicle_cert
 from v2c.infra.stack_layout import StackLayout, broker_config, prepare_broker_files

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 from signing_helpers import T0, make_manifest
 
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.contract.notification import signed_part_sha256
 from v2c.handlers.ota.domain.update_state import (
     Command,
@@ -37,7 +38,6 @@ from v2c.handlers.ota.domain.update_state import (
     apply_confirmed_rejection,
     apply_status,
 )
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import ConfigurationError, TransientError
 from v2c.handlers import dlq_admin
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 

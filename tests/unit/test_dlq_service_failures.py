@@ -3,8 +3,8 @@ gets its outcome, and a record is never reported gone while it is still queued."
 
 from __future__ import annotations
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import TransientError
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore
 

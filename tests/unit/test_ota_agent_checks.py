@@ -16,7 +16,7 @@ from ota_agent_harness import (
 from signing_helpers import flip_bit, make_manifest
 
 from v2c.contract.errors import ValidationFailed
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.checks import (

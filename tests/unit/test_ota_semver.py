@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from v2c.contract.errors import ValidationFailed
-from v2c.handlers.ota.domain.semver import SemVer, is_semver
+from v2c.contract.semver import SemVer, is_semver
 
 
 def test_semver_org_precedence_example_is_strictly_increasing() -> None:

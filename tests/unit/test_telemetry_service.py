@@ -11,9 +11,9 @@ import zstandard
 from telemetry_events import OTHER_VIN, RECEIVED_AT, VIN, Harness, counter, event
 
 from v2c.contract.batch_codec import encode_envelope
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import Throttled, TransientError
 from v2c.contract.ids import id_text
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.telemetry.dead_letters import MAX_LISTED_FAILURES, failed_indices
 from v2c.handlers.telemetry.dedup import DedupWindow

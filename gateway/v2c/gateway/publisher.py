@@ -23,11 +23,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import TransientError
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.handlers.dlq.metrics import topic_region
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
 logger = Logger(service="v2c-publisher")

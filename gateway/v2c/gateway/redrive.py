@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import InvalidInput
 from v2c.gateway.event import LambdaContext, build_event
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.rules import Handler, Rule, load_handler
-from v2c.handlers.dlq.record import DeadLetterRecord
 
 
 class InboundRedriver:

@@ -44,15 +44,15 @@ from gmqtt import Subscription
 from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import HandlerTimeout, TransientError
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.event import LambdaContext, build_event, properties_to_json
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
 from v2c.gateway.scheduler import FairScheduler
 from v2c.gateway.workers import HandlerPool
 from v2c.handlers.dlq.metrics import topic_region
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
 logger = Logger(service="v2c-gateway")

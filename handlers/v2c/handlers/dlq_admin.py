@@ -35,10 +35,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import ConfigurationError, InvalidInput, TransientError, V2CError
 from v2c.contract.events import build_event
 from v2c.contract.topics import Topic
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, Redrive, ReplayStatus
 from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 from v2c.handlers.dlq.timespec import cutoff_ms

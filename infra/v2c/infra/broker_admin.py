@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from v2c.contract.errors import TransientError
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.topics import KNOWN_REGIONS
-from v2c.gateway.connection import MqttEndpoint
 from v2c.infra.broker import MAX_PACKET_SIZE
 from v2c.infra.device_policy import (
     CONTROL_RESPONSE_TOPIC,

@@ -4,7 +4,7 @@ broker. Commands and the stack call these; nothing else reads settings."""
 
 from __future__ import annotations
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 from v2c.infra.settings import LOCAL_CREDENTIAL, StackSettings
 

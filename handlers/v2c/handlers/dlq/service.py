@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import InvalidInput, NotFound, V2CError
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 
 Redrive = Callable[[DeadLetterRecord], None]

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import CodecError, NotFound, TransientError
-from v2c.handlers.dlq.record import DeadLetterRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

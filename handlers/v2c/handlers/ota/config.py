@@ -36,8 +36,8 @@ from urllib.parse import urlparse
 
 import boto3
 
+from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import ConfigurationError
-from v2c.handlers.dlq.record import DeadLetterRecord
 from v2c.handlers.dlq.store import SqsDeadLetterStore
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
@@ -191,7 +191,7 @@ def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, 
         return IotDataSink(session.client("iot-data"), dead_letters), lambda: None
     # The local stack: handlers run inside the gateway process and publish
     # over its broker (imported here only: the Lambda form has no gateway).
-    from v2c.gateway.connection import MqttEndpoint
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway.ota_sink import MqttNotificationSink
     from v2c.gateway.publisher import OutboundPublisher
 

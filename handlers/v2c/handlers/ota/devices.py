@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final
 from pydantic import ConfigDict, Field, field_validator
 
 from v2c.contract.errors import Conflict, InvalidField, NotFound, V2CError
+from v2c.contract.semver import SemVer
 from v2c.contract.topics import validate_vin
 from v2c.handlers.api.models import RequestModel
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
@@ -24,7 +25,6 @@ from v2c.handlers.ota.campaigns.release import manifest_for, release_id, sign_re
 from v2c.handlers.ota.campaigns.rollback import previous_version, send_rollback
 from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, Priority
-from v2c.handlers.ota.domain.semver import SemVer
 from v2c.handlers.ota.domain.update_state import (
     TERMINAL,
     Command,

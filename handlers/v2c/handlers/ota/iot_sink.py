@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE
 

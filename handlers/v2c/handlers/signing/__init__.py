@@ -6,6 +6,8 @@ KMS). They are imported from their modules, so this package does not need
 python-pkcs11 unless the PKCS#11 backend is used.
 """
 
+from v2c.contract.keyset import TrustedKey, TrustedKeySet, key_fingerprint
+from v2c.contract.manifest import manifest_bytes, verify_manifest, verify_notification
 from v2c.handlers.signing.base import (
     ALGORITHM,
     FailureHook,
@@ -13,15 +15,8 @@ from v2c.handlers.signing.base import (
     Signer,
     SigningFailure,
     SigningPolicy,
-    key_fingerprint,
 )
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
-from v2c.handlers.signing.manifest import (
-    manifest_bytes,
-    sign_manifest,
-    verify_manifest,
-    verify_notification,
-)
+from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.metrics import SigningMetrics
 
 __all__ = [

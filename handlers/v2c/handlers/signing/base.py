@@ -26,7 +26,6 @@ key ids (fingerprints of the public key) and error types do.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -48,14 +47,14 @@ from tenacity import (
 )
 
 from v2c.contract.errors import ConfigurationError, SigningUnavailable, V2CError
+from v2c.contract.keyset import key_fingerprint
+from v2c.contract.manifest import MAX_DER_SIGNATURE_BYTES
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "ECDSA_P256_SHA256"
 """The one signature algorithm of v2c: ECDSA on NIST P-256 over SHA-256, DER."""
 
-MAX_DER_SIGNATURE_BYTES = 72
-"""A P-256 ECDSA signature is 64 bytes raw (r||s) and at most 72 bytes DER."""
 
 T = TypeVar("T")
 
@@ -113,16 +112,6 @@ class SigningTimeout(Exception):
 class BadBackendSignature(Exception):
     """The backend returned bytes that are not a valid signature by its own
     public key (internal: retried, then reported as `SigningUnavailable`)."""
-
-
-def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
-    """The default key id: SHA-256 of the DER SubjectPublicKeyInfo, in hex (as
-    python-tuf derives key ids). It names the key itself, so it is the same
-    whichever backend holds the private half, and cannot drift from it."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).hexdigest()
 
 
 def load_p256_public_key(der: bytes) -> ec.EllipticCurvePublicKey:

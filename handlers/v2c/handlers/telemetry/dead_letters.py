@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import InvalidField, TransientError, V2CError
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.handlers.telemetry.events import InboundEvent
 from v2c.handlers.telemetry.metrics import TelemetryMetrics

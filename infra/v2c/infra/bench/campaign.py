@@ -26,7 +26,7 @@ from typing import Any, Final
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from v2c.gateway.connection import MqttEndpoint
+from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.ota_sink import MqttNotificationSink
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps

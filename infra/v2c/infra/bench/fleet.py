@@ -42,7 +42,7 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.bench.common import (
     BenchError,

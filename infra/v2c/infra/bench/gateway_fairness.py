@@ -57,7 +57,7 @@ from v2c.infra.bench.sinks import (
 from v2c.v1 import telemetry_pb2
 
 if TYPE_CHECKING:
-    from v2c.handlers.dlq.record import DeadLetterRecord
+    from v2c.contract.dead_letter import DeadLetterRecord
 
 # Vehicle ids are VINs (no I, O or Q): the handlers validate the topic's vehicle.
 INNOCENT_PREFIX: Final = "CALM"
@@ -202,8 +202,8 @@ class _SlowDeadLetters:
 async def _fairness_sink(spec: FairnessSinkSpec, out: Queue[Any]) -> JsonDict:
     from prometheus_client import CollectorRegistry
 
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway import runtime
-    from v2c.gateway.connection import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import Rule
     from v2c.handlers import telemetry_batch

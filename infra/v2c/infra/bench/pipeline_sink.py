@@ -114,8 +114,8 @@ async def _pipeline_sink(spec: PipelineSinkSpec, out: Queue[Any]) -> JsonDict:
     # Loggers are configured at import, in this process only.
     from prometheus_client import REGISTRY
 
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway import runtime
-    from v2c.gateway.connection import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import RULES, Rule
     from v2c.handlers.dlq.store import InMemoryDeadLetterStore

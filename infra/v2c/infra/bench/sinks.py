@@ -194,8 +194,8 @@ def use_fine_latency_buckets(metrics: GatewayMetrics) -> None:
 
 async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
     # Imported here: the gateway's Logger is configured at import, in this process only.
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway import runtime
-    from v2c.gateway.connection import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import Rule
     from v2c.handlers.dlq.store import InMemoryDeadLetterStore

@@ -134,9 +134,9 @@ def _dead_letters(settings: StackSettings) -> DeadLetterService:
     """The stack's dead-letter queues for `/api/v1/dlq`, replayed as `v2c dlq
     replay` does: inbound records through the gateway's rules, in process;
     outbound ones through a service publisher, connected on first use."""
+    from v2c.contract.dead_letter import Direction
     from v2c.gateway.redrive import InboundRedriver
     from v2c.gateway.rules import load_rules
-    from v2c.handlers.dlq.record import Direction
     from v2c.infra.commands.dlq import DEFAULT_RULES, OutboundOnDemand
     from v2c.infra.wiring import dead_letter_stores
 

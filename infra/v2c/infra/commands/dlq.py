@@ -36,8 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import InvalidInput, V2CError
-from v2c.handlers.dlq.record import DeadLetterRecord, Direction
 from v2c.handlers.dlq.service import DeadLetterService, Redrive, ReplayStatus
 from v2c.handlers.dlq.timespec import cutoff_ms
 from v2c.infra.cli_errors import exit_code_for

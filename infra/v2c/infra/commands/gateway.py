@@ -42,7 +42,7 @@ def run(
     """Subscribe to every rule's topics and call its handler for each message."""
     from prometheus_client import REGISTRY
 
-    from v2c.gateway.connection import MqttEndpoint
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import load_rules
     from v2c.gateway.runtime import Gateway, GatewayConfig, default_client_id, run_gateway

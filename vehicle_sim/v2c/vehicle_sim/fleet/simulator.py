@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Final
 import aiohttp
 
 from v2c.contract.errors import ConfigurationError
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.infra.broker_admin import register_in_stack
 from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
 from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, DEFAULT_PREFIX, fleet_members

@@ -25,9 +25,9 @@ from enum import StrEnum
 from typing import Final, TypeAlias
 
 from v2c.contract.errors import InvalidInput, ValidationFailed
-from v2c.handlers.ota.domain.semver import SemVer
-from v2c.handlers.signing.keyset import TrustedKeySet
-from v2c.handlers.signing.manifest import verify_manifest
+from v2c.contract.keyset import TrustedKeySet
+from v2c.contract.manifest import verify_manifest
+from v2c.contract.semver import SemVer
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.vehicle_state import VehicleConditions
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from v2c.contract.keyset import TrustedKeySet
 from v2c.contract.notification import signed_part_sha256
-from v2c.handlers.signing.keyset import TrustedKeySet
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.checks import AgentPolicy, Verdict
 from v2c.vehicle_sim.ota.effects import Effect, Reason, Report, SaveState, State

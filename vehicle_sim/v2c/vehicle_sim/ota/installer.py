@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
 from v2c.contract.errors import CodecError, Conflict, Unbootable
-from v2c.handlers.ota.domain.semver import SemVer, is_semver
+from v2c.contract.semver import SemVer, is_semver
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.ota.bootloader import (
     BootDecision,

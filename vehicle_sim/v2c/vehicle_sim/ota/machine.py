@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 
 from v2c.contract.errors import CodecError, ValidationFailed
 from v2c.contract.ids import id_text
-from v2c.handlers.ota.domain.semver import SemVer
+from v2c.contract.semver import SemVer
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.checks import (
     Decision,

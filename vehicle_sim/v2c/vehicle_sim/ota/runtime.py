@@ -61,8 +61,8 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from v2c.contract.errors import ValidationFailed
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.contract.topics import Domain, Topic
-from v2c.handlers.signing.keyset import TrustedKey, TrustedKeySet
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession, MqttTarget

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from v2c.contract.errors import ValidationFailed
-from v2c.handlers.ota.domain.semver import SemVer
+from v2c.contract.semver import SemVer
 
 
 class Gear(StrEnum):

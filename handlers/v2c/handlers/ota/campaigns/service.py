@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from v2c.contract.errors import Conflict, Forbidden, InvalidField, NotFound
+from v2c.contract.semver import SemVer
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.lifecycle import CampaignCommand, CampaignStatus, next_status
 from v2c.handlers.ota.campaigns.model_types import Target
@@ -45,7 +46,6 @@ from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, parse_campaign_
 from v2c.handlers.ota.domain.canary import GateVerdict, evaluate_gate
 from v2c.handlers.ota.domain.counters import CampaignCounters, Counter, CounterDeltas
 from v2c.handlers.ota.domain.rollout import next_batch_size
-from v2c.handlers.ota.domain.semver import SemVer
 from v2c.handlers.ota.domain.update_state import Command, UpdateState, apply_command
 from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.notifier import Notification

@@ -35,12 +35,12 @@ from pydantic import (
 )
 
 from v2c.contract.errors import FilterSyntaxError, ValidationFailed
+from v2c.contract.semver import SemVer
 from v2c.contract.topics import VIN_PATTERN
 from v2c.handlers.ota.domain.campaign_health import HealthPolicy
 from v2c.handlers.ota.domain.canary import GateThresholds
 from v2c.handlers.ota.domain.maintenance_window import MaintenanceWindow
 from v2c.handlers.ota.domain.rollout import rollout_count
-from v2c.handlers.ota.domain.semver import SemVer
 from v2c.handlers.ota.domain.target_filter import Expr, to_text
 from v2c.handlers.ota.domain.target_filter import parse as parse_filter
 from v2c.handlers.ota.domain.validation import (

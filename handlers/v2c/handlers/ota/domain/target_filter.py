@@ -35,8 +35,8 @@ from enum import Enum, StrEnum
 from typing import Final
 
 from v2c.contract.errors import FilterSyntaxError, ValidationFailed
+from v2c.contract.semver import MAX_VERSION_LENGTH, SemVer
 from v2c.handlers.ota.domain.filter_lexer import Token, TokenKind, fail, tokenize
-from v2c.handlers.ota.domain.semver import MAX_VERSION_LENGTH, SemVer
 
 MAX_FILTER_LENGTH: Final = 1_000
 MAX_NESTING_DEPTH: Final = 16

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from v2c.contract.errors import Conflict, ValidationFailed
-from v2c.handlers.ota.domain.semver import SemVer
+from v2c.contract.semver import SemVer
 from v2c.handlers.ota.domain.validation import rule_error, validate
 from v2c.handlers.ota.firmware.formats import FirmwareFormat
 

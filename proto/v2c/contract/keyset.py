@@ -9,6 +9,7 @@ The JSON form is what the cloud distributes and a vehicle stores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from v2c.contract.errors import SigningKeyNotValid, UnknownSigningKey, ValidationFailed
-from v2c.handlers.signing.base import key_fingerprint
+
+
+def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The default key id: SHA-256 of the DER SubjectPublicKeyInfo, in hex (as
+    python-tuf derives key ids). It names the key itself, so it is the same
+    whichever backend holds the private half, and cannot drift from it."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
 
 
 def _require_aware(name: str, value: datetime) -> None:
