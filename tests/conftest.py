@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from v2c.infra.broker import BrokerNotInstalled, find_mosquitto
+from v2c.infra.local.broker import BrokerNotInstalled, find_mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 from api_support import API_KEYS, TOKENS
 
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
-from v2c.infra.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
+from v2c.infra.local.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
 
 
 @pytest.fixture

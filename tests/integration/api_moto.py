@@ -32,9 +32,9 @@ from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
 from v2c.handlers.ota_api import health_checks
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.firmware_streaming import firmware_streaming_routes
-from v2c.infra.http_adapter import StreamingRoute
-from v2c.infra.wiring import dead_letter_stores, handler_environment
+from v2c.infra.local.firmware_streaming import firmware_streaming_routes
+from v2c.infra.local.http_adapter import StreamingRoute
+from v2c.infra.local.wiring import dead_letter_stores, handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 
 BrokerFactory = Callable[..., MosquittoBroker]
 

@@ -34,8 +34,8 @@ from v2c.gateway.ota_sink import MqttNotificationSink
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.rules import RULES, Rule
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
+from v2c.infra.local.wiring import dead_letter_stores, handler_environment
 from v2c.infra.settings import StackSettings
-from v2c.infra.wiring import dead_letter_stores, handler_environment
 from v2c.vehicle_sim.ota.package import build_package
 
 if TYPE_CHECKING:

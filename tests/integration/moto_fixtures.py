@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from v2c.infra.moto_server import MotoServer, reset
-from v2c.infra.resources import ResourceNames, ResourceReport, ensure_resources
+from v2c.infra.aws.resources import ResourceReport, ensure_resources
+from v2c.infra.local.moto_server import MotoServer, reset
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import AwsSettings, StackSettings
 
 

@@ -1,6 +1,6 @@
 """MQTT 5 clients for integration tests, bound to a `MosquittoBroker` fixture.
 
-The clients themselves live in `v2c.infra.mqtt5` (the selftest uses them
+The clients themselves live in `v2c.infra.tools.mqtt5` (the selftest uses them
 too); this module only saves each test the host/port plumbing and names the
 properties an OTA message normally carries.
 """
@@ -11,8 +11,8 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.mqtt5 import (
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.tools.mqtt5 import (
     CONTENT_TYPE_PROTOBUF,
     GmqttV5Client,
     Mqtt5Properties,

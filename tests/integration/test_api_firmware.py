@@ -1,7 +1,7 @@
 """The firmware endpoints over real HTTP, the production services over a real moto server.
 
 The API runs as locally deployed: the HTTP adapter in front of the Lambda
-resolver, with the streaming upload route (`v2c.infra.firmware_streaming`)
+resolver, with the streaming upload route (`v2c.infra.local.firmware_streaming`)
 on `POST /api/v1/ota/firmware`. A second adapter without streaming routes
 plays API Gateway + Lambda, where the same request is capped at 4 MiB and
 the two-step presigned path takes bigger packages. Files are generated
@@ -31,10 +31,10 @@ from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
 from v2c.handlers.ota.firmware import FirmwareService, firmware_id
 from v2c.handlers.ota_api import health_checks
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.cli import app as cli_app
-from v2c.infra.firmware_streaming import firmware_streaming_routes
-from v2c.infra.http_adapter import ApiHttpServer, StreamingRoute
-from v2c.infra.wiring import handler_environment
+from v2c.infra.cli.main import app as cli_app
+from v2c.infra.local.firmware_streaming import firmware_streaming_routes
+from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
+from v2c.infra.local.wiring import handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -502,7 +502,7 @@ def test_the_cli_uploads_lists_and_retires_firmware(
     deleted = v2c_firmware("delete", record["firmware_id"], "--reason", "test")
     assert deleted.exit_code == 0, deleted.output
     gone = v2c_firmware("show", record["firmware_id"])
-    assert gone.exit_code == 3  # 404: refused (`v2c.infra.cli_errors`)
+    assert gone.exit_code == 3  # 404: refused (`v2c.infra.cli.errors`)
     assert "not found" in gone.stderr
 
     # Bytes that differ from the checksum given: the registry refuses (422: exit 3).

@@ -21,7 +21,7 @@ from schemathesis import Case
 
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
 from v2c.handlers.api.openapi import render_text
-from v2c.infra.http_adapter import ApiHttpServer
+from v2c.infra.local.http_adapter import ApiHttpServer
 
 pytest_plugins = ["api_fixtures"]
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from v2c.handlers import ota_api
-from v2c.infra.wiring import handler_environment
+from v2c.infra.local.wiring import handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

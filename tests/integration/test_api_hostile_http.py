@@ -29,7 +29,7 @@ from hostile_http import (
 from ota_support import vin
 
 from v2c.handlers.api import ApiServices
-from v2c.infra.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
+from v2c.infra.local.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
 
 pytest_plugins = ["api_fixtures", "moto_fixtures", "api_moto"]
 pytestmark = pytest.mark.integration

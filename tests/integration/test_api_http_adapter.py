@@ -16,7 +16,7 @@ from api_support import API_KEY, AUTH_HEADERS, PRINCIPAL, TOKEN
 
 from v2c.contract.errors import Conflict
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
-from v2c.infra.http_adapter import PRINCIPAL_HEADER, ApiHttpServer, ByteStream, StreamingRoute
+from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, ApiHttpServer, ByteStream, StreamingRoute
 
 pytest_plugins = ["api_fixtures"]
 pytestmark = pytest.mark.integration

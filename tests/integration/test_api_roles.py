@@ -27,10 +27,10 @@ from hostile_http import campaign_spec
 from typer.testing import CliRunner
 
 from v2c.handlers.api import ApiServices
-from v2c.infra import cli_errors
-from v2c.infra.api_credentials import api_settings, key_file_name
-from v2c.infra.cli import app as cli
-from v2c.infra.http_adapter import ApiHttpServer, StreamingRoute
+from v2c.infra.cli import errors as cli_errors
+from v2c.infra.cli.main import app as cli
+from v2c.infra.local.api_credentials import api_settings, key_file_name
+from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
 from v2c.infra.settings import StackSettings, write_settings
 
 pytest_plugins = ["api_fixtures", "moto_fixtures", "api_moto"]

@@ -10,14 +10,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from v2c.infra.moto_server import reset
-from v2c.infra.resources import (
+from v2c.infra.aws.resources import (
     DLQ_RETENTION_DAYS,
     ResourceMismatch,
-    ResourceNames,
     ensure_resources,
     table_specs,
 )
+from v2c.infra.local.moto_server import reset
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import (
     ENV_ENDPOINT_URL,
     ENV_STACK_DIR,
@@ -387,7 +387,7 @@ def test_an_explicit_endpoint_without_any_stack_file_uses_the_default_names(
 def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server: str) -> None:
     from typer.testing import CliRunner
 
-    from v2c.infra.cli import app
+    from v2c.infra.cli.main import app
 
     reset(moto_server)
     args = ["aws", "bootstrap", "--endpoint-url", moto_server]
@@ -406,7 +406,7 @@ def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server
 def test_bootstrap_command_fails_with_a_hint_when_moto_is_not_running() -> None:
     from typer.testing import CliRunner
 
-    from v2c.infra.cli import app
+    from v2c.infra.cli.main import app
     from v2c.infra.net import free_port
 
     url = f"http://127.0.0.1:{free_port()}"

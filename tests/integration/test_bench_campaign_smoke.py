@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
 
 
 def test_bench_campaign_reports_every_figure_with_baselines() -> None:

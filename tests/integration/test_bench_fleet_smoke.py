@@ -8,7 +8,7 @@ import json
 
 from typer.testing import CliRunner
 
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
 
 
 def test_bench_fleet_reports_idle_fleets_and_downloads_beside_plain_get() -> None:

@@ -23,7 +23,7 @@ def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
     tmp_path: Path,
 ) -> None:
     json_out = tmp_path / "bench.json"
-    cli = [sys.executable, "-c", "from v2c.infra.cli import main; main()"]
+    cli = [sys.executable, "-c", "from v2c.infra.cli.main import main; main()"]
     args = ["--messages", str(MESSAGES), "--publishers", "1", "--rate", "200", "--duration", "0.5"]
     args += ["--flood", str(FLOOD), "--innocent-rate", "50", "--innocent-duration", "0.5"]
     done = subprocess.run(

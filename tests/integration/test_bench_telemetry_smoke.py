@@ -30,7 +30,7 @@ def test_bench_telemetry_prints_one_json_report_with_compression_baselines_and_h
     tmp_path: Path,
 ) -> None:
     json_out = tmp_path / "bench.json"
-    cli = [sys.executable, "-c", "from v2c.infra.cli import main; main()"]
+    cli = [sys.executable, "-c", "from v2c.infra.cli.main import main; main()"]
     args = [
         *("--messages", str(MESSAGES), "--batch-size", str(BATCH_SIZE), "--vehicles", "2"),
         *("--compression-batches", "2", "--training-batches", "16"),

@@ -35,19 +35,19 @@ from paho.mqtt.properties import Properties
 from v2c.contract.errors import MqttReasonCode
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.topics import KNOWN_REGIONS
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.broker_admin import register_in_stack
-from v2c.infra.pki import CertPaths, PkiPaths, init_foreign_ca, issue_vehicle_cert
-from v2c.infra.settings import StackSettings
-from v2c.infra.stack import GATEWAY_CLIENT_ID
-from v2c.infra.stack_layout import (
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.broker_admin import register_in_stack
+from v2c.infra.local.stack import GATEWAY_CLIENT_ID
+from v2c.infra.local.stack_layout import (
     StackLayout,
     broker_config,
     broker_settings,
     prepare_broker_files,
     stack_share_group,
 )
-from v2c.infra.wiring import service_endpoint
+from v2c.infra.local.wiring import service_endpoint
+from v2c.infra.pki.authority import CertPaths, PkiPaths, init_foreign_ca, issue_vehicle_cert
+from v2c.infra.settings import StackSettings
 
 pytestmark = pytest.mark.integration
 

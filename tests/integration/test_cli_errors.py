@@ -3,7 +3,7 @@
 Against a real API (the HTTP adapter, the resolver and the campaign service
 over moto), a server that answers 500, a port nobody listens on and a
 directory without a stack: no traceback, one `error:` line, and the code of
-`v2c.infra.cli_errors` (1 failed, 2 usage, 3 refused or not found). Through
+`v2c.infra.cli.errors` (1 failed, 2 usage, 3 refused or not found). Through
 typer's `CliRunner` on the real `v2c` app, which goes through the same root
 group as the shell; one case also runs the installed `v2c` as a subprocess.
 """
@@ -28,10 +28,10 @@ from typer.testing import CliRunner
 from v2c.handlers.api import ApiServices
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.cli import app
-from v2c.infra.http_adapter import ApiHttpServer
+from v2c.infra.cli.main import app
+from v2c.infra.local.http_adapter import ApiHttpServer
+from v2c.infra.local.wiring import handler_environment
 from v2c.infra.net import free_port
-from v2c.infra.wiring import handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def demo(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "v2c.infra.cli", "demo",
+            sys.executable, "-m", "v2c.infra.cli.main", "demo",
             "--vehicles", "12", "--faults", "none", "--dir", str(directory),
             "--timeout", "240",
         ],

@@ -19,10 +19,10 @@ from typer.testing import CliRunner, Result
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.dlq.store import DeadLetterStore
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.wiring import dead_letter_stores
 from v2c.infra.settings import MqttSettings, StackSettings, write_settings
-from v2c.infra.wiring import dead_letter_stores
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

@@ -48,7 +48,7 @@ from gateway_support import running_gateway
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 from v2c.infra.settings import MqttSettings, StackSettings
 from v2c.vehicle_sim.fleet.simulator import FleetSimulator
 from v2c.vehicle_sim.ota.checks import AgentPolicy

@@ -26,7 +26,7 @@ from telemetry_support import dlq_store
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import Rule
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
-from v2c.infra.broker import MosquittoBroker
+from v2c.infra.local.broker import MosquittoBroker
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from telemetry_support import register_vehicles
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.wiring import handler_environment
 from v2c.infra.net import LOOPBACK, free_port
-from v2c.infra.wiring import handler_environment
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from gateway_handlers import FLAKY_RULES, RECORDING_RULES, read_records
 from gateway_support import memory_dlqs, publish_all, running_gateway, vehicle_client, wait_until
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 
 pytestmark = pytest.mark.integration
 

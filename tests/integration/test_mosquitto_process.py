@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mqtt_clients import MqttClientError, gmqtt_client, paho_client
 
-from v2c.infra.broker import (
+from v2c.infra.local.broker import (
     BrokerNotInstalled,
     BrokerStartError,
     BrokerTls,
@@ -107,7 +107,7 @@ def test_packets_up_to_the_limit_pass_and_larger_ones_cost_the_sender_its_connec
 def test_missing_binary_is_a_typed_error_that_names_the_setup_script(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from v2c.infra import broker as broker_module
+    from v2c.infra.local import broker as broker_module
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(broker_module, "_SEARCH_DIRS", ())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from v2c.infra.moto_server import MotoServer, MotoServerError, stop_pid, wait_ready
+from v2c.infra.local.moto_server import MotoServer, MotoServerError, stop_pid, wait_ready
 from v2c.infra.net import port_accepts
 from v2c.infra.settings import AwsSettings
 
@@ -63,7 +63,7 @@ def test_stop_ends_the_child_and_closes_its_port() -> None:
 def test_a_tied_server_exits_when_its_parent_dies_without_cleaning_up() -> None:
     # Given: a parent process that starts moto and dies abruptly (no stop, no atexit)
     script = (
-        "import os; from v2c.infra.moto_server import MotoServer\n"
+        "import os; from v2c.infra.local.moto_server import MotoServer\n"
         "s = MotoServer().start(); print(s.pid, s.endpoint_url, flush=True); os._exit(0)\n"
     )
     out = subprocess.run(

@@ -14,8 +14,8 @@ import pytest
 from mqtt_clients import ReceivedMessage, gmqtt_client, ota_properties, paho_client
 
 from v2c.contract.topics import Domain, Topic
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.roundtrip import sample_update_available
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.tools.roundtrip import sample_update_available
 from v2c.v1 import ota_pb2
 
 pytestmark = pytest.mark.integration

@@ -41,7 +41,7 @@ from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 from v2c.infra.settings import MqttSettings, StackSettings
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
 from v2c.vehicle_sim.mqtt_async import MqttTarget

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from v2c.handlers.api import ApiServices
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.cli import app as cli
-from v2c.infra.http_adapter import ApiHttpServer
-from v2c.infra.wiring import handler_environment
+from v2c.infra.cli.main import app as cli
+from v2c.infra.local.http_adapter import ApiHttpServer
+from v2c.infra.local.wiring import handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -174,6 +174,6 @@ def test_cli_creates_starts_and_shows_a_campaign(
     assert started.exit_code == 0, started.output
     assert "in_progress" in started.stdout
     bad = runner.invoke(cli, ["campaign", "start", campaign_id, *target])
-    assert bad.exit_code == 3  # 409: refused (`v2c.infra.cli_errors`)
+    assert bad.exit_code == 3  # 409: refused (`v2c.infra.cli.errors`)
     listed = runner.invoke(cli, ["campaign", "list", "--json", *target])
     assert campaign_id in listed.stdout

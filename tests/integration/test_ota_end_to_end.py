@@ -33,9 +33,9 @@ from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
 from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.wiring import dead_letter_stores, handler_environment
 from v2c.infra.settings import MqttSettings, StackSettings
-from v2c.infra.wiring import dead_letter_stores, handler_environment
 from v2c.v1.ota_pb2 import OTAStatus, OTAUpdateAvailable
 
 if TYPE_CHECKING:

@@ -23,10 +23,10 @@ from v2c.contract.dead_letter import Direction
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.handlers.dlq.store import DeadLetterStore
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.wiring import dead_letter_stores
 from v2c.infra.settings import MqttSettings, StackSettings, load_settings, write_settings
-from v2c.infra.wiring import dead_letter_stores
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack

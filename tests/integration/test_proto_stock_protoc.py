@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import descriptor_pb2, text_format
 from google.protobuf.message import Message
 
-from v2c.infra.protogen import PROTO_ROOT, proto_sources
+from v2c.infra.tools.protogen import PROTO_ROOT, proto_sources
 from v2c.v1 import common_pb2, ota_pb2, telemetry_pb2
 
 pytestmark = pytest.mark.integration

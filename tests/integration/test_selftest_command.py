@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from v2c.infra import broker
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
+from v2c.infra.local import broker
 
 pytestmark = pytest.mark.integration
 

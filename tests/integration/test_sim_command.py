@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from v2c.handlers.ota.fleet import FleetRegistry
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
+from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.settings import MqttSettings, StackSettings, write_settings
 
 if TYPE_CHECKING:
@@ -52,4 +52,4 @@ def test_sim_runs_the_fleet_for_its_duration_and_prints_the_summary(
 
 def test_sim_refuses_a_directory_without_a_stack(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sim", "--stack", str(tmp_path), "--vehicles", "2"])
-    assert result.exit_code == 3  # not found (`v2c.infra.cli_errors`)
+    assert result.exit_code == 3  # not found (`v2c.infra.cli.errors`)

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.infra.api_client import ApiClient
-from v2c.infra.demo import BASE, target_for, upload_package
+from v2c.infra.cli.api_client import ApiClient
+from v2c.infra.cli.demo_view import BASE, target_for, upload_package
+from v2c.infra.local.stack import LocalStack
 from v2c.infra.settings import StackSettings
-from v2c.infra.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ import requests
 from gateway_support import publish_all, vehicle_client, wait_until
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.infra import processes
-from v2c.infra.mqtt5 import MqttClientError, PahoV5Client
+from v2c.infra.local import processes
+from v2c.infra.local.stack_control import addresses
 from v2c.infra.net import port_accepts
 from v2c.infra.settings import StackSettings, read_settings
-from v2c.infra.stack_control import addresses
+from v2c.infra.tools.mqtt5 import MqttClientError, PahoV5Client
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 pytestmark = pytest.mark.integration

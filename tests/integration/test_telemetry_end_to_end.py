@@ -18,7 +18,7 @@ from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore
 from v2c.handlers.telemetry.config import set_default_service
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 if TYPE_CHECKING:

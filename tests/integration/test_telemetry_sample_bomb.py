@@ -30,8 +30,8 @@ from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
 from v2c.handlers.telemetry.config import set_default_service
 from v2c.handlers.telemetry.dead_letters import MAX_LISTED_FAILURES, failed_indices
 from v2c.infra.bench.gateway_fairness import sample_bomb
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.cli import app
+from v2c.infra.cli.main import app
+from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.settings import MqttSettings, StackSettings, write_settings
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.sampler import TelemetrySampler

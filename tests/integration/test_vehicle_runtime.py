@@ -31,7 +31,7 @@ from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 from v2c.infra.settings import MqttSettings, StackSettings
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.mqtt_async import MqttTarget

@@ -12,9 +12,9 @@ from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import running_gateway, wait_until
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.infra.broker import MosquittoBroker
-from v2c.infra.pki import PkiPaths, init_pki, issue_vehicle_cert
-from v2c.infra.stack_layout import StackLayout, broker_config, prepare_broker_files
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.stack_layout import StackLayout, broker_config, prepare_broker_files
+from v2c.infra.pki.authority import PkiPaths, init_pki, issue_vehicle_cert
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import DeliveryConfig

@@ -20,7 +20,7 @@ from gateway_support import running_gateway, wait_until
 from v2c.contract.batch_codec import decode_envelope
 from v2c.contract.ids import telemetry_message_id
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.infra.broker import MosquittoBroker
+from v2c.infra.local.broker import MosquittoBroker
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import BatchPolicy, DeliveryConfig

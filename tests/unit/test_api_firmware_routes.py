@@ -33,8 +33,8 @@ from v2c.handlers.ota.firmware.formats import format_from_filename
 from v2c.handlers.ota.firmware.ingest import Readable
 from v2c.handlers.ota.firmware.model import parse_metadata
 from v2c.handlers.ota.firmware.uploads import UploadResult
-from v2c.infra.firmware_streaming import firmware_streaming_routes, parse_upload_query
-from v2c.infra.http_adapter import PRINCIPAL_HEADER, QUERY_HEADER
+from v2c.infra.local.firmware_streaming import firmware_streaming_routes, parse_upload_query
+from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, QUERY_HEADER
 
 PRINCIPAL = "tester"
 T0 = datetime(2025, 12, 18, 10, 0, 0, 123456, tzinfo=UTC)

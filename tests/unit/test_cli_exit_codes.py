@@ -1,4 +1,4 @@
-"""The `v2c` exit codes and error lines, as `v2c.infra.cli_errors` documents them."""
+"""The `v2c` exit codes and error lines, as `v2c.infra.cli.errors` documents them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from v2c.contract.errors import (
     TransientError,
     ValidationFailed,
 )
-from v2c.infra.api_client import ApiError
-from v2c.infra.cli_errors import exit_code_for, message_for, one_line
+from v2c.infra.cli.api_client import ApiError
+from v2c.infra.cli.errors import exit_code_for, message_for, one_line
 
 
 @pytest.mark.parametrize(

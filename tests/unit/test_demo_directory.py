@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from v2c.contract.errors import InvalidInput
-from v2c.infra.demo import fresh_directory
+from v2c.infra.cli.demo_view import fresh_directory
 
 
 def a_finished_run(directory: Path) -> None:

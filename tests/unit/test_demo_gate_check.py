@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from v2c.infra.demo import gate_problem
+from v2c.infra.cli.demo_view import gate_problem
 
 
 def _campaign(status: str, wave: int, **counters: int) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from v2c.infra.cli import app
-from v2c.infra.commands.dlq import hex_preview
+from v2c.infra.cli.commands.dlq import hex_preview
+from v2c.infra.cli.main import app
 
 
 @pytest.fixture

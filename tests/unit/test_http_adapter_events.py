@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from v2c.infra.api_gateway_event import build_event, header_name, parse_result
+from v2c.infra.local.api_gateway_event import build_event, header_name, parse_result
 
 
 def test_the_event_has_api_gateway_rest_shape() -> None:

@@ -40,6 +40,43 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "v2c.handlers.ota.config",
         "v2c.handlers.api",
     ),
+    # infra's wings, bottom to top: the stack description (names, settings,
+    # net, device_policy), then pki and tools, aws, local, bench, cli.
+    "v2c.infra.names": (
+        "v2c.infra.settings",
+        "v2c.infra.local",
+        "v2c.infra.aws",
+        "v2c.infra.pki",
+        "v2c.infra.cli",
+        "v2c.infra.bench",
+        "v2c.infra.tools",
+    ),
+    "v2c.infra.settings": (
+        "v2c.infra.local",
+        "v2c.infra.aws",
+        "v2c.infra.pki",
+        "v2c.infra.cli",
+        "v2c.infra.bench",
+        "v2c.infra.tools",
+    ),
+    "v2c.infra.device_policy": (
+        "v2c.infra.local",
+        "v2c.infra.aws",
+        "v2c.infra.cli",
+        "v2c.infra.bench",
+        "v2c.infra.tools",
+    ),
+    "v2c.infra.pki": (
+        "v2c.infra.local",
+        "v2c.infra.aws",
+        "v2c.infra.cli",
+        "v2c.infra.bench",
+        "v2c.infra.tools",
+    ),
+    "v2c.infra.tools": ("v2c.infra.local", "v2c.infra.aws", "v2c.infra.cli", "v2c.infra.bench"),
+    "v2c.infra.aws": ("v2c.infra.local", "v2c.infra.cli", "v2c.infra.bench", "v2c.infra.tools"),
+    "v2c.infra.local": ("v2c.infra.cli", "v2c.infra.bench"),
+    "v2c.infra.bench": ("v2c.infra.cli",),
 }
 
 # importer prefix -> third-party or stdlib modules that mean I/O or a clock.

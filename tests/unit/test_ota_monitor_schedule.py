@@ -14,7 +14,7 @@ import pytest
 
 from v2c.handlers import ota_monitor
 from v2c.handlers.ota.config import set_default_services
-from v2c.infra.commands.api import MonitorSchedule, monitor_context, scheduled_event
+from v2c.infra.cli.commands.api import MonitorSchedule, monitor_context, scheduled_event
 
 
 class FakeCampaigns:

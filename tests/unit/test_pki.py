@@ -29,7 +29,7 @@ from cryptography.x509.verification import (
 )
 
 from v2c.contract.errors import InvalidInput, NotFound, ValidationFailed
-from v2c.infra import pki
+from v2c.infra.pki import authority as pki
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, tzinfo=UTC)
 VIN = "VIN-1HGBH41JXMN109186"

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
-from v2c.infra import pki
-from v2c.infra.commands.pki import app
+from v2c.infra.cli.commands.pki import app
+from v2c.infra.pki import authority as pki
 
 VIN = "VIN-1HGBH41JXMN109186"
 
@@ -115,7 +115,7 @@ def test_issue_invalid_vin_exits_2_and_writes_nothing(runner: CliRunner, tmp_pat
 def test_issue_without_a_ca_exits_3_and_says_to_init(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["issue", "--vin", VIN, "--stack", str(tmp_path / "empty")])
 
-    assert result.exit_code == 3  # not found (`v2c.infra.cli_errors`)
+    assert result.exit_code == 3  # not found (`v2c.infra.cli.errors`)
     assert "pki init" in result.output
 
 
@@ -131,9 +131,9 @@ def test_issue_for_a_stack_whose_broker_is_gone_says_the_vehicle_is_not_register
     runner: CliRunner, tmp_path: Path
 ) -> None:
     # Given a stack directory whose stack.json names a broker that no longer listens
+    from v2c.infra.local.stack_layout import broker_settings
     from v2c.infra.net import free_port
     from v2c.infra.settings import StackSettings, write_settings
-    from v2c.infra.stack_layout import broker_settings
 
     stack = tmp_path / "stack"
     paths = pki.init_pki(stack / "pki")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from v2c.infra.protogen import PROTO_PACKAGE_DIR, generate
+from v2c.infra.tools.protogen import PROTO_PACKAGE_DIR, generate
 
-REGENERATE = ".venv/bin/python -m v2c.infra.protogen"
+REGENERATE = ".venv/bin/python -m v2c.infra.tools.protogen"
 
 
 def test_committed_generated_modules_match_a_fresh_generation(tmp_path: Path) -> None:

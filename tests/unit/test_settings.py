@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from v2c.contract.errors import ConfigurationError
-from v2c.infra.resources import ResourceNames, table_specs
+from v2c.infra.aws.resources import table_specs
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import (
     LOCAL_CREDENTIAL,
     AwsSettings,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from v2c.infra.broker import MAX_PACKET_SIZE, BrokerTls, MosquittoConfig, render_config
-from v2c.infra.pki import PkiPaths, init_pki, issue_vehicle_cert
-from v2c.infra.stack_layout import StackLayout, broker_config, prepare_broker_files
+from v2c.infra.local.broker import MAX_PACKET_SIZE, BrokerTls, MosquittoConfig, render_config
+from v2c.infra.local.stack_layout import StackLayout, broker_config, prepare_broker_files
+from v2c.infra.pki.authority import PkiPaths, init_pki, issue_vehicle_cert
 
 ROOT = Path("/srv/stack")
 PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")

@@ -12,10 +12,10 @@ import pytest
 from v2c.contract.errors import ConfigurationError
 from v2c.handlers.ota.config import OtaConfig
 from v2c.handlers.telemetry.config import TelemetryConfig
-from v2c.infra.resources import ResourceNames
+from v2c.infra.local.stack_layout import StackLayout, new_share_group, stack_share_group
+from v2c.infra.local.wiring import handler_environment
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import LOCAL_CREDENTIAL, AwsSettings, MqttSettings, StackSettings
-from v2c.infra.stack_layout import StackLayout, new_share_group, stack_share_group
-from v2c.infra.wiring import handler_environment
 
 LOCAL = StackSettings(
     aws=AwsSettings(endpoint_url="http://127.0.0.1:4566", region="eu-west-1"),

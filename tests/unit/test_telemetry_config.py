@@ -6,7 +6,7 @@ import pytest
 
 from v2c.contract.errors import ConfigurationError
 from v2c.handlers.telemetry.config import TelemetryConfig
-from v2c.infra.resources import ResourceNames
+from v2c.infra.names import ResourceNames
 
 
 def test_defaults_name_the_resources_the_local_stack_creates() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import yaml
 
 from v2c.gateway.rules import RULES, load_handler
-from v2c.infra.template import TEMPLATE_PATH, lambda_handler_path, render_text
+from v2c.infra.aws.template import TEMPLATE_PATH, lambda_handler_path, render_text
 
 
 def test_committed_template_is_current() -> None:
     assert TEMPLATE_PATH.read_text() == render_text(), (
         "template.yaml drifted from the rules table or resources: "
-        "run `python -m v2c.infra.template` and commit the result"
+        "run `python -m v2c.infra.aws.template` and commit the result"
     )
 
 

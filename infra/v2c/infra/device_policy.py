@@ -60,7 +60,7 @@ from v2c.contract.topics import (
     validate_region,
     validate_vin,
 )
-from v2c.infra.certs import ADMIN_COMMON_NAME, SERVICE_COMMON_NAME, SERVICE_NAME_PATTERN
+from v2c.infra.pki.certs import ADMIN_COMMON_NAME, SERVICE_COMMON_NAME, SERVICE_NAME_PATTERN
 
 SERVICE_ROLE: Final = "v2c-service"
 ADMIN_ROLE: Final = "v2c-admin"

@@ -45,8 +45,8 @@ from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from v2c.contract.errors import ConfigurationError
+from v2c.infra.names import ResourceNames
 from v2c.infra.net import LOOPBACK
-from v2c.infra.resources import ResourceNames
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -89,7 +89,7 @@ class MqttSettings(_Model):
     `service_key`; plain TCP for a private test broker without them),
     `tls_port` the mTLS listener vehicles use. Every client trusts `ca_file`
     for the broker. `admin_cert`/`admin_key`: the identity that registers
-    vehicles in the running broker (`v2c.infra.broker_admin`)."""
+    vehicles in the running broker (`v2c.infra.local.broker_admin`)."""
 
     host: str = LOOPBACK
     port: Port
@@ -200,7 +200,7 @@ class ApiSettings(_Model):
     # (0600, never the key itself here).
     key_file: Path | None = None
     # One key file per role (viewer, fleet_manager, approver, operator), each
-    # 0600: `v2c.infra.api_credentials`; the CLI picks one with `--as ROLE`.
+    # 0600: `v2c.infra.local.api_credentials`; the CLI picks one with `--as ROLE`.
     key_files: dict[str, Path] = Field(default_factory=dict)
 
 

@@ -1,7 +1,7 @@
 """The fleet-manager HTTP API (`/api/v1/ota/...`, `/health`) as Lambda-style handlers.
 
 `build_app(services, auth)` is the resolver; `v2c.handlers.ota_api` its Lambda
-entry point; `v2c.infra.http_adapter` serves it on loopback. Route modules
+entry point; `v2c.infra.local.http_adapter` serves it on loopback. Route modules
 live in `routes/` (see its docstring for how to add one).
 """
 

@@ -2,7 +2,7 @@
 
 `build_app(services, auth)` returns an `OtaApi` (an `APIGatewayRestResolver`
 with validation on) that the Lambda entry point (`v2c.handlers.ota_api`) and
-the local HTTP adapter (`v2c.infra.http_adapter`) both call with API Gateway
+the local HTTP adapter (`v2c.infra.local.http_adapter`) both call with API Gateway
 REST events. Every module of `v2c.handlers.api.routes` whose name does not
 start with `_` is imported and its `register(app, services)` called, in name
 order: adding a route module adds its operations, to the API and to the

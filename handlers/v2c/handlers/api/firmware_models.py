@@ -1,5 +1,5 @@
 """What the firmware endpoints read and answer, shared by the Lambda routes
-(`routes/firmware.py`) and the local streaming upload (`v2c.infra.firmware_streaming`).
+(`routes/firmware.py`) and the local streaming upload (`v2c.infra.local.firmware_streaming`).
 
 The raw upload, `POST /api/v1/ota/firmware`, is one request shape in both
 places: the package bytes are the body (`Content-Type:

@@ -1,7 +1,7 @@
 """A P-256 key in AWS KMS (`ECC_NIST_P256`, `SIGN_VERIFY`, `ECDSA_SHA_256`).
 
 The key is named by alias (`alias/v2c-ota-signing`, from
-`v2c.infra.resources.ResourceNames.signing_key_alias`) or by id/ARN; the
+`v2c.infra.aws.resources.ResourceNames.signing_key_alias`) or by id/ARN; the
 first call (`GetPublicKey`) resolves it to the key itself and the signer then
 signs with that key only. A rotation repoints the alias at a new key; a
 running signer keeps signing with the key whose public key it announced, and

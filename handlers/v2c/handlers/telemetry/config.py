@@ -5,7 +5,7 @@ template sets these), and boto3 finds region, credentials and endpoint by
 itself: `AWS_ENDPOINT_URL` (honoured by botocore natively) points every
 client at moto locally, nothing points them at AWS in production. Handlers
 may not import `v2c.infra`, so this is the handlers' own small counterpart
-of its settings; the defaults equal `v2c.infra.resources.ResourceNames`'
+of its settings; the defaults equal `v2c.infra.aws.resources.ResourceNames`'
 (a unit test keeps them equal).
 
 | variable | default | meaning |

@@ -41,6 +41,7 @@ from v2c.handlers.ota.notifier import Notifier
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.updates.repository import UpdateRepository
 from v2c.handlers.signing.software import SoftwareSigner
+from v2c.infra.aws.resources import ensure_resources
 from v2c.infra.bench.common import (
     BenchError,
     JsonDict,
@@ -50,8 +51,8 @@ from v2c.infra.bench.common import (
     per_second,
     ratio,
 )
-from v2c.infra.moto_server import MotoServer
-from v2c.infra.resources import ResourceNames, ensure_resources
+from v2c.infra.local.moto_server import MotoServer
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import AwsSettings
 from v2c.v1.ota_pb2 import OTAStatus
 

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from v2c.contract.errors import V2CError
-from v2c.infra.broker import MosquittoBroker, MosquittoConfig, find_mosquitto
+from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig, find_mosquitto
 
 SCHEMA_VERSION: Final = 1
 JsonDict = dict[str, Any]

@@ -52,7 +52,7 @@ from v2c.infra.bench.telemetry_e2e import (
     pipeline_rows,
 )
 from v2c.infra.bench.telemetry_store import REGION, BenchStore, Workload, vin
-from v2c.infra.moto_server import MotoServer
+from v2c.infra.local.moto_server import MotoServer
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.sampler import TelemetrySampler
 

@@ -27,10 +27,11 @@ from v2c.handlers.telemetry.model import Arrival, OperationalRecord, Path
 from v2c.handlers.telemetry.service import TelemetryService
 from v2c.handlers.telemetry.store import DynamoRecordStore
 from v2c.handlers.telemetry.validation import validate
-from v2c.infra.moto_server import MotoServer
-from v2c.infra.resources import ResourceNames, ensure_resources
+from v2c.infra.aws.resources import ensure_resources
+from v2c.infra.local.moto_server import MotoServer
+from v2c.infra.local.wiring import handler_environment
+from v2c.infra.names import ResourceNames
 from v2c.infra.settings import AwsSettings, StackSettings
-from v2c.infra.wiring import handler_environment
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 REGION: Final = "eu-west-1"

@@ -3,7 +3,7 @@
 The broker's mTLS listener takes the certificate's CN as the user name (and
 client id) its per-VIN policy is written against, so every vehicle needs its
 own; a vehicle issued while the broker runs must also be registered there
-(`FleetSimulator` does, through `v2c.infra.broker_admin`). Issuing a
+(`FleetSimulator` does, through `v2c.infra.local.broker_admin`). Issuing a
 thousand costs a few seconds; they are kept in the stack's PKI directory
 (`<pki>/vehicles/<vehicle id>.pem|.key`, as `v2c pki issue` writes them) and
 reused while they still verify against the CA, carry the right name and
@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from v2c.infra.pki import (
+from v2c.infra.pki.authority import (
     CertificateAuthority,
     CertPaths,
     PkiPaths,

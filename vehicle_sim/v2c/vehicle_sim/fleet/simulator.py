@@ -5,7 +5,7 @@
 1. identities: N VINs, models, regions and years, deterministic (`identity`);
 2. certificates: one client certificate per vehicle when the stack's broker
    speaks mTLS, cached in the stack's PKI directory (`certs`), and each new
-   vehicle admitted to the running broker's policy (`v2c.infra.broker_admin`);
+   vehicle admitted to the running broker's policy (`v2c.infra.local.broker_admin`);
 3. vehicles: one `VehicleRuntime` per VIN, each in its own directory under
    `base_dir` (flash, agent state, downloads); a new flash is provisioned with
    `installed_version`, an existing one boots what it holds;
@@ -42,7 +42,7 @@ import aiohttp
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.infra.broker_admin import register_in_stack
+from v2c.infra.local.broker_admin import register_in_stack
 from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
 from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, DEFAULT_PREFIX, fleet_members
 from v2c.vehicle_sim.fleet.summary import FleetSummary

@@ -5,7 +5,7 @@ Uploads come in two ways (see `v2c.handlers.api.firmware_models`):
 * `POST /firmware`: the package as the raw body, metadata in the query.
   Behind API Gateway up to 4 MiB (the route below). Locally the HTTP
   adapter hands this method and path to a streaming route instead
-  (`v2c.infra.firmware_streaming`), which takes the same request up to
+  (`v2c.infra.local.firmware_streaming`), which takes the same request up to
   500 MB and answers the same way. API Gateway must list
   `application/octet-stream` among its binary media types, or it passes
   the body on as text and the bytes are lost.

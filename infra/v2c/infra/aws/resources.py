@@ -1,0 +1,169 @@
+"""Every AWS resource v2c uses, by name and shape, and an idempotent bootstrap.
+
+`ensure_resources` converges an account (or a moto server) to these specs:
+missing resources are created, existing ones are checked and their mutable
+settings (TTL, lifecycle, retention, versioning) put right, and a second run
+reports everything as "exists". A resource whose immutable shape differs
+(another key schema, another key spec) is a `ResourceMismatch`: replacing it
+would lose data, so an operator decides.
+
+DynamoDB tables (all PAY_PER_REQUEST; names are `ResourceNames` defaults;
+key attributes are strings unless marked N):
+
+| table | partition key | sort key | GSIs (partition, sort) | TTL |
+|---|---|---|---|---|
+| v2c-telemetry | vehicle_id | sample_key | - | expires_at |
+| v2c-telemetry-dedup | message_id | - | - | expires_at |
+| v2c-vehicle-registry | vehicle_id | - | by-model-year (model, year N) | - |
+| v2c-firmware | firmware_id | - | by-device-model (device_model, version) | - |
+| v2c-campaigns | campaign_id | - | by-status (status, created_at) | - |
+| v2c-vehicle-updates | vehicle_id | update_id | by-campaign (campaign_id, vehicle_id) | - |
+|                     |            |           | by-update (device_update_id) |   |
+| v2c-rollbacks | vehicle_id | rollback_id | by-campaign (campaign_id, vehicle_id) | - |
+| v2c-idempotency | id | - | - | expiration |
+
+All indexes project ALL attributes.
+
+Why these keys:
+* telemetry: `sample_key` is derived from the sample (e.g. zero-padded
+  epoch and sequence), so a redelivered sample overwrites itself: the
+  idempotent backstop BatchWriteItem needs, as it cannot carry conditions.
+* dedup: `message_id` is `v2c.contract.ids.id_text(...)`; `expires_at`
+  (epoch seconds) ends the dedup window. TTL deletion is lazy (up to days in
+  AWS): readers must still compare `expires_at` with now.
+* vehicle registry: campaign targeting (`model = X AND year >= Y`) is one
+  Query on by-model-year instead of a Scan.
+* firmware: `firmware_id` is deterministic (BR-OTA-004); by-device-model
+  serves `GET /firmware?device_model=` and the model+version uniqueness
+  check (BR-OTA-005). `version` sorts as a string, not as semver.
+* campaigns: by-status lists the running campaigns for the monitors.
+* vehicle updates and rollbacks: keyed by vehicle so "one update in flight
+  per vehicle" and `GET /devices/{id}/updates` are a single-partition Query;
+  by-campaign serves statistics and the canary gate; by-update maps the
+  API's per-vehicle `device_update_id` (`GET /updates/{update_id}`) to the
+  record, whose sort key is the signed release's id the vehicle reports.
+* idempotency: the attribute names aws-lambda-powertools' DynamoDB
+  idempotency layer uses by default (`id`, `expiration`).
+
+Other resources: S3 `v2c-firmware` (packages; versioned, private) and
+`v2c-telemetry-dlq` (the telemetry DLQ: versioned, private, objects expire
+after 90 days, old versions 90 days after that); SQS `v2c-ota-dlq` (14-day
+retention, SQS's maximum); KMS key ECC_NIST_P256 / SIGN_VERIFY behind
+`alias/v2c-ota-signing`; EventBridge bus `v2c-events`; Timestream database
+`v2c-telemetry` with table `vehicle-telemetry` (skipped when
+`timestream_database` is None: AWS now steers new users elsewhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import ReadTimeoutError
+
+from v2c.contract.errors import TransientError
+from v2c.infra.aws import converge
+from v2c.infra.aws.converge import Index, Key, ResourceMismatch, ResourceStatus, TableSpec
+from v2c.infra.names import DLQ_RETENTION_DAYS, SQS_MAX_RETENTION_SECONDS, ResourceNames
+
+if TYPE_CHECKING:
+    from v2c.infra.settings import AwsSettings
+
+__all__ = [
+    "ResourceMismatch",
+    "ResourceReport",
+    "ResourceStatus",
+    "TableSpec",
+    "ensure_resources",
+    "table_specs",
+]
+
+
+def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
+    """The DynamoDB tables, as in the module docstring's table."""
+    vehicle = Key("vehicle_id")
+    by_campaign = Index("by-campaign", Key("campaign_id"), vehicle)
+    return (
+        TableSpec(names.telemetry_table, vehicle, Key("sample_key"), ttl_attribute="expires_at"),
+        TableSpec(names.dedup_table, Key("message_id"), ttl_attribute="expires_at"),
+        TableSpec(
+            names.vehicle_registry_table,
+            vehicle,
+            indexes=(Index("by-model-year", Key("model"), Key("year", "N")),),
+        ),
+        TableSpec(
+            names.firmware_table,
+            Key("firmware_id"),
+            indexes=(Index("by-device-model", Key("device_model"), Key("version")),),
+        ),
+        TableSpec(
+            names.campaigns_table,
+            Key("campaign_id"),
+            indexes=(Index("by-status", Key("status"), Key("created_at")),),
+        ),
+        TableSpec(
+            names.vehicle_updates_table,
+            vehicle,
+            Key("update_id"),
+            indexes=(by_campaign, Index("by-update", Key("device_update_id"))),
+        ),
+        TableSpec(names.rollbacks_table, vehicle, Key("rollback_id"), indexes=(by_campaign,)),
+        TableSpec(names.idempotency_table, Key("id"), ttl_attribute="expiration"),
+    )
+
+
+@dataclass
+class ResourceReport:
+    items: list[ResourceStatus] = field(default_factory=list)
+
+    @property
+    def created(self) -> list[ResourceStatus]:
+        return [item for item in self.items if item.action == "created"]
+
+    @property
+    def changed(self) -> bool:
+        return any(item.action != "exists" for item in self.items)
+
+    def find(self, kind: str, name: str) -> ResourceStatus:
+        for item in self.items:
+            if item.kind == kind and item.name == name:
+                return item
+        raise KeyError((kind, name))
+
+
+def ensure_resources(aws: AwsSettings, names: ResourceNames | None = None) -> ResourceReport:
+    """Create or converge every resource; safe to run any number of times.
+
+    Talks to wherever `aws` points: moto locally, the account otherwise.
+    """
+    names = names or ResourceNames()
+    report = ResourceReport()
+    try:
+        report.items.extend(
+            converge.tables(aws.client("dynamodb"), table_specs(names), aws.is_local)
+        )
+        s3 = aws.client("s3")
+        report.items.append(converge.bucket(s3, names.firmware_bucket, aws.region))
+        report.items.append(
+            converge.bucket(
+                s3, names.telemetry_dlq_bucket, aws.region, expire_days=DLQ_RETENTION_DAYS
+            )
+        )
+        report.items.append(
+            converge.queue(aws.client("sqs"), names.ota_dlq_queue, SQS_MAX_RETENTION_SECONDS)
+        )
+        report.items.append(converge.signing_key(aws.client("kms"), names.signing_key_alias))
+        report.items.append(converge.event_bus(aws.client("events"), names.event_bus))
+        if names.timestream_database is not None:
+            report.items.extend(
+                converge.timestream(
+                    aws.client("timestream-write"),
+                    names.timestream_database,
+                    names.timestream_table,
+                )
+            )
+    except (BotocoreConnectionError, ReadTimeoutError) as exc:
+        where = aws.endpoint_url or f"AWS {aws.region}"
+        raise TransientError(f"cannot reach {where} (is the moto server running?)") from exc
+    return report

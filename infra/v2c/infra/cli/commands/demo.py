@@ -1,0 +1,211 @@
+"""`v2c demo`: the main job (see `v2c.infra.cli.demo_view` for what it shows).
+
+Each run starts fresh in `--dir`: what the last run left there is removed
+first, except the stack's PKI (`v2c.infra.cli.demo_view.fresh_directory`), so the
+demo can be run again and again in the same checkout.
+
+Exit codes (as every `v2c` command, `v2c.infra.cli.errors`): 0 every
+campaign behaved as its gate rules say; 1 one did not (or a component
+failed); 2 bad options (or a `--dir` holding other files); 3 the API
+refused a request, or the last run's stack still runs in `--dir`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+T = TypeVar("T")
+
+
+class _Loop:
+    """The fleet's event loop on a background thread; the CLI stays synchronous."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def _publish_telemetry(runtimes: dict[str, Any], samples: int) -> int:
+    """Each vehicle sends one ZSTD batch of `samples` through its own session."""
+    from v2c.contract.batch_codec import encode_envelope
+    from v2c.contract.topics import Domain, Topic
+    from v2c.vehicle_sim.sampler import TelemetrySampler
+
+    start_ms = int(time.time() * 1000) - samples * 60_000
+    futures = []
+    for number, (vehicle_id, runtime) in enumerate(sorted(runtimes.items())):
+        session = getattr(runtime, "session", None)
+        if session is None:
+            continue
+        batch = TelemetrySampler(vehicle_id, seed=number, start_ms=start_ms).samples(samples)
+        topic = Topic(runtime.spec.region, vehicle_id, Domain.TELEMETRY, "batch")
+        futures.append(session.publish(str(topic), encode_envelope(batch), qos=1))
+    done = await asyncio.gather(*futures, return_exceptions=True)
+    return sum(samples for ok in done if ok is True)
+
+
+def demo(
+    vehicles: Annotated[int, typer.Option(min=2, max=10_000, help="Fleet size.")] = 200,
+    faults: Annotated[
+        str, typer.Option(help="Fault profile: realistic, none, or a profile file.")
+    ] = "realistic",
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the stack and the fleet running afterwards (Ctrl-C stops).")
+    ] = False,
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            help="Where the stack and fleet live; each run first clears what the last left "
+            "(keeping stack/pki).",
+        ),
+    ] = Path(".demo"),
+    time_scale: Annotated[
+        float, typer.Option(min=0.0001, max=1.0, help="Real seconds per simulated second.")
+    ] = 0.005,
+    timeout: Annotated[float, typer.Option(min=10, help="Give up after this many seconds.")] = 600,
+) -> None:
+    """Start the stack, a simulated fleet and canary campaigns; show them working.
+
+    Every run starts fresh: the vehicles, packages, broker sessions and logs of
+    the last run in --dir are removed first (the stack's PKI is kept), so the
+    fleet runs 1.0.0 again and the same 2.0.0 campaigns succeed on every run.
+    """
+    from v2c.infra.cli import demo_view as show
+    from v2c.infra.cli.api_client import ApiClient
+    from v2c.infra.local.stack import LocalStack
+    from v2c.infra.local.wiring import dead_letter_stores
+    from v2c.infra.pki.authority import init_pki
+    from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
+    from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, vin_for
+    from v2c.vehicle_sim.fleet.simulator import FleetSimulator
+    from v2c.vehicle_sim.ota.faults import FaultProfile
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    try:
+        profile = FaultProfile.resolve(faults)
+    except Exception as exc:  # a bad name or file: the option is wrong
+        raise typer.BadParameter(str(exc)) from exc
+    console.rule("[bold]v2c demo")
+    removed = show.fresh_directory(directory)
+    if removed:
+        console.print(f"a fresh start in {directory}: removed the last run's {', '.join(removed)}")
+    # The fleet is known before the stack starts: issue its certificates now, so
+    # `stack up` admits every vehicle to the broker's policy at once (registering
+    # thousands in a running broker costs minutes: docs/architecture.md).
+    console.print(f"vehicle certificates for {vehicles} vehicles ...")
+    pki_dir = directory / "stack" / "pki"
+    init_pki(pki_dir)
+    ensure_vehicle_certs(pki_dir, [vin_for(i) for i in range(vehicles)])
+    console.print(f"starting the stack in {directory / 'stack'} ...")
+    stack = LocalStack(directory / "stack")
+    settings = stack.start()
+    loop = _Loop()
+    fleet: Any = None
+    outcome = show.DemoOutcome()
+    try:
+        assert settings.api is not None
+        client = ApiClient(show.target_for(settings.api.url, settings.api.key_file))
+        console.print(f"API {settings.api.url}; uploading firmware {show.NEW_VERSION} ...")
+        firmware = {}
+        for model in DEFAULT_MODELS:
+            show.upload_package(client, model, show.OLD_VERSION, directory / "packages")
+            firmware[model] = show.upload_package(
+                client, model, show.NEW_VERSION, directory / "packages"
+            )
+        console.print(f"starting {vehicles} vehicles (faults: {faults}) ...")
+        fleet = FleetSimulator(
+            settings,
+            vehicles,
+            faults=profile,
+            time_scale=time_scale,
+            base_dir=directory / "fleet",
+            installed_version=show.OLD_VERSION,
+        )
+        loop.run(fleet.start())
+        console.print(f"faults drawn: {fleet.fault_tally or 'none'}")
+        stored = loop.run(_publish_telemetry(fleet.runtimes, 25))
+        console.print(f"telemetry: {stored} samples sent in ZSTD batches")
+        per_model = {m: sum(1 for s in fleet.specs if s.model == m) for m in DEFAULT_MODELS}
+        ids = []
+        for model in DEFAULT_MODELS:
+            spec = show.campaign_spec(model, firmware[model], per_model[model])
+            created = client.post(f"{show.BASE}/campaigns", spec)
+            client.post(f"{show.BASE}/campaigns/{created['campaign_id']}/start")
+            ids.append(created["campaign_id"])
+
+        def states() -> dict[str, int]:
+            return dict(loop.run(_summary(fleet)).by_state)
+
+        outcome.campaigns = show.watch(client, ids, states, console, timeout)
+        outcome.verdicts = {c["campaign_id"]: show.gate_problem(c) for c in outcome.campaigns}
+        outcome.fleet = loop.run(_summary(fleet)).to_json()
+        outcome.telemetry_stored = _count(
+            settings.aws.client("dynamodb"), settings.resources.telemetry_table
+        )
+        stores = dead_letter_stores(settings)
+        outcome.dlq_depth = {name: store.depth() for name, store in stores.items()}
+        outcome.dlq_reasons = {
+            name: dict(Counter(record.reason for record in store.list()))
+            for name, store in stores.items()
+            if outcome.dlq_depth[name]
+        }
+        outcome.seconds = time.monotonic() - started
+        for table in show.summary_tables(outcome):
+            console.print(table)
+        console.print(
+            "next: `v2c campaign list --stack "
+            f"{directory / 'stack'}`, `v2c stats`, `v2c dlq list`, the API at "
+            f"{settings.api.url}/api/v1/openapi.json, logs in {directory / 'stack' / 'logs'}"
+        )
+        if keep_running:
+            console.print("[bold]--keep-running[/]: the stack and the fleet stay up; Ctrl-C stops")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+    finally:
+        if fleet is not None:
+            try:
+                loop.run(fleet.stop(), timeout=60)
+            except Exception:
+                console.print("[yellow]the fleet did not stop cleanly[/]")
+        loop.close()
+        stack.stop()
+    if not outcome.ok:
+        for campaign_id, problem in outcome.verdicts.items():
+            if problem:
+                console.print(f"[red]campaign {campaign_id}: {problem}[/]")
+        raise typer.Exit(1)
+    console.print("[green]every campaign behaved as its gate rules say[/]")
+
+
+async def _summary(fleet: Any) -> Any:
+    return fleet.summary()
+
+
+def _count(ddb: Any, table: str) -> int:
+    total, kwargs = 0, {"TableName": table, "Select": "COUNT"}
+    while True:
+        answer = ddb.scan(**kwargs)
+        total += int(answer.get("Count", 0))
+        if not answer.get("LastEvaluatedKey"):
+            return total
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]

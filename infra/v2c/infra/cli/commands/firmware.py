@@ -1,0 +1,400 @@
+"""`v2c firmware`: the firmware registry through the fleet-manager API (issue #6).
+
+`upload` streams the file as the body of `POST /api/v1/ota/firmware` (the
+local stack's adapter takes any size up to 500 MB; a deployed API, 4 MiB),
+or with `--presigned` in two steps: metadata to `POST .../firmware-uploads`, the file
+by PUT to the presigned S3 URL it answers (no API credential on that
+request), then `POST .../firmware-uploads/{token}/complete`. Either way the file is
+read in 1 MiB chunks, never held whole, with a progress bar in bytes/s.
+With `--verify` (the default) the file is first hashed the same streamed
+way and its SHA-256 sent along, so a transfer that corrupts a byte is
+refused (422) instead of registered.
+
+Exit codes, as for every `v2c` command (`v2c.infra.cli.errors`): 0 done;
+1 the API failed (5xx) or could not be reached; 2 bad options; 3 the API
+refused the request (4xx) or there is no stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import requests
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from v2c.infra.cli.api_client import (
+    DEFAULT_ROLE,
+    UPLOAD_CHUNK,
+    ApiClient,
+    ApiError,
+    SizedBody,
+    resolve_target,
+)
+from v2c.infra.cli.errors import exit_code_for, message_for
+
+app = typer.Typer(
+    name="firmware",
+    help="Firmware packages: upload, list, inspect, deprecate, recall, delete.",
+    no_args_is_help=True,
+)
+
+_out = Console(soft_wrap=True, highlight=False)
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+BASE: Final = "/api/v1/ota/firmware"
+UPLOADS: Final = "/api/v1/ota/firmware-uploads"
+PUT_TIMEOUT_S: Final = 60.0
+
+Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+AsRole = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Use the stack's credential of this role: viewer, fleet_manager, approver, "
+        "operator (default fleet_manager; or set V2C_API_ROLE).",
+        show_default=False,
+    ),
+]
+FirmwareId = Annotated[str, typer.Argument(help="Firmware id (32 hex digits).")]
+Reason = Annotated[str, typer.Option(help="Why; recorded with the change.")]
+Force = Annotated[bool, typer.Option(help="Also while an active campaign uses it.")]
+
+
+def _fail(detail: str, code: int) -> typer.Exit:
+    _err.print(Text.assemble(("error: ", "bold red"), detail))
+    return typer.Exit(code)
+
+
+@contextmanager
+def _client(
+    stack: Path | None,
+    url: str | None,
+    key: str | None,
+    role: str | None = None,
+    *,
+    default_role: str = DEFAULT_ROLE,
+) -> Iterator[ApiClient]:
+    client = ApiClient(resolve_target(url, key, stack, role, default_role=default_role))
+    try:
+        yield client
+    except ApiError as exc:
+        hint = " (upload it with --presigned)" if exc.status == 413 else ""
+        raise _fail(message_for(exc) + hint, exit_code_for(exc)) from exc
+    finally:
+        client.close()  # other errors end the command in the root group (`cli_errors`)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover -- the loop always returns
+
+
+def show_firmware(record: dict[str, Any]) -> None:
+    table = Table(
+        title=f"firmware {record['firmware_id']}", title_justify="left", show_header=False
+    )
+    table.add_column()
+    table.add_column(overflow="fold")  # checksums whole, never cut with an ellipsis
+    for key in ("name", "version", "device_model", "manufacturer", "status"):
+        table.add_row(key, Text(str(record.get(key, ""))))
+    if record.get("status_reason"):
+        table.add_row("status reason", Text(record["status_reason"]))
+    table.add_row("file", Text(f"{record['filename']} ({_size(record['file_size'])})"))
+    table.add_row("sha256", record["checksum_sha256"])
+    table.add_row("md5", record["checksum_md5"])
+    flags = [f for f in ("is_beta", "is_security_update") if record.get(f)]
+    table.add_row("flags", ", ".join(flags) or "-")
+    if record.get("tags"):
+        table.add_row("tags", Text(", ".join(record["tags"])))
+    if record.get("hardware_id"):
+        table.add_row("hardware id", Text(record["hardware_id"]))
+    table.add_row("downloads", str(record.get("download_count", 0)))
+    table.add_row("created", Text(f"{record['created_at']} by {record.get('created_by') or '-'}"))
+    _out.print(table)
+
+
+def _print(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+    else:
+        show_firmware(record)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>9}"),
+        BarColumn(bar_width=40),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+    )
+
+
+def _sha256(path: Path, advance: Callable[[int], None]) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+            advance(len(chunk))
+    return digest.hexdigest()
+
+
+def _put(url: str, path: Path, size: int, advance: Callable[[int], None]) -> None:
+    """PUT the file to a presigned URL: plain requests, no API key on it."""
+    with path.open("rb") as handle:
+        try:
+            answer = requests.put(url, data=SizedBody(handle, size, advance), timeout=PUT_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise ApiError(0, f"the upload to storage failed: {exc}", "upload_failed") from exc
+    if answer.status_code >= 300:
+        raise ApiError(
+            answer.status_code,
+            f"storage refused the upload: {answer.text[:300]}",
+            "upload_failed",
+        )
+
+
+@app.command("upload")
+def upload(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The package file to upload."
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="Firmware name.")],
+    version: Annotated[str, typer.Option(help="Semantic version, e.g. 2.1.0.")],
+    model: Annotated[str, typer.Option("--model", help="The device model it is for.")],
+    manufacturer: Annotated[str, typer.Option(help="Manufacturer.", envvar="V2C_MANUFACTURER")],
+    hardware_id: Annotated[str, typer.Option(help="Hardware id it is built for.")] = "",
+    description: Annotated[str, typer.Option(help="Release notes.")] = "",
+    min_installed_version: Annotated[
+        str, typer.Option(help="Lowest installed version it may update.")
+    ] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag; repeat for more.")] = None,
+    metadata: Annotated[str, typer.Option(help="Free-form metadata: a JSON object.")] = "",
+    beta: Annotated[bool, typer.Option("--beta", help="Mark as a beta release.")] = False,
+    security_update: Annotated[
+        bool, typer.Option("--security-update", help="Mark as a security update.")
+    ] = False,
+    filename: Annotated[
+        str | None, typer.Option(help="File name to register; default: FILE's name.")
+    ] = None,
+    md5: Annotated[str | None, typer.Option(help="MD5 the registry must find.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="SHA-256 the registry must find.")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify", help="Hash the file first and have the registry check it."
+        ),
+    ] = True,
+    presigned: Annotated[
+        bool,
+        typer.Option(
+            "--presigned", help="Two steps through a presigned storage URL (any size, in AWS)."
+        ),
+    ] = False,
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload a firmware package; 'created' or 'already registered' on success."""
+    size = file.stat().st_size
+    if size == 0:
+        raise _fail(f"{file} is empty", 2)
+    fields: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "device_model": model,
+        "manufacturer": manufacturer,
+        "filename": filename or file.name,
+        "description": description,
+        "is_beta": beta,
+        "is_security_update": security_update,
+        "tags": list(tag or []),
+        "hardware_id": hardware_id,
+        "min_installed_version": min_installed_version,
+    }
+    with _client(stack, api_url, api_key, as_role) as client, _progress() as progress:
+        if verify and sha256 is None:
+            task = progress.add_task("hashing", total=size)
+            sha256 = _sha256(file, lambda n: progress.advance(task, n))
+        task = progress.add_task("uploading", total=size)
+        advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
+        checks = {"checksum_md5": md5, "checksum_sha256": sha256}
+        if presigned:
+            try:
+                extra = json.loads(metadata) if metadata else {}
+            except ValueError as exc:
+                raise _fail(f"--metadata is not JSON: {exc}", 2) from exc
+            ticket = client.post(UPLOADS, {**fields, "metadata": extra})
+            _put(ticket["upload_url"], file, size, advance)
+            body = {k: v for k, v in checks.items() if v is not None}
+            record = client.post(ticket["complete_url"], body)
+        else:
+            params = {
+                **fields,
+                "is_beta": str(beta).lower(),
+                "is_security_update": str(security_update).lower(),
+                "metadata": metadata or None,
+                **checks,
+            }
+            with file.open("rb") as handle:
+                record = client.upload(BASE, handle, params=params, on_bytes=advance)
+    _print(record, as_json)
+    if not as_json:
+        what = "registered" if record.get("created") else "already registered (identical)"
+        _err.print(f"{what}: {record['firmware_id']}")
+
+
+@app.command("list")
+def list_(
+    model: Annotated[str | None, typer.Option("--model", help="Only this device model.")] = None,
+    manufacturer: Annotated[str | None, typer.Option(help="Only this manufacturer.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="available|deprecated|recalled|deleted")
+    ] = None,
+    beta: Annotated[bool | None, typer.Option("--beta/--no-beta", help="Beta or not.")] = None,
+    security_update: Annotated[
+        bool | None, typer.Option("--security-update/--no-security-update")
+    ] = None,
+    include_deleted: Annotated[bool, typer.Option(help="Also deleted packages.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """List firmware, newest first."""
+    params: dict[str, Any] = {
+        "device_model": model,
+        "manufacturer": manufacturer,
+        "status": status,
+        "is_beta": None if beta is None else str(beta).lower(),
+        "is_security_update": None if security_update is None else str(security_update).lower(),
+        "include_deleted": str(include_deleted).lower(),
+        "limit": limit,
+        "offset": offset,
+    }
+    with _client(stack, api_url, api_key, as_role) as client:
+        page = client.get(BASE, **params)
+    if as_json:
+        sys.stdout.write(json.dumps(page, indent=2) + "\n")
+        return
+    table = Table("name", "version", "model", "status", "size", "created")
+    table.add_column("firmware", no_wrap=True, min_width=32)  # ids are copied from here
+    for f in page["items"]:
+        flags = [
+            n for n, key in (("beta", "is_beta"), ("security", "is_security_update")) if f[key]
+        ]
+        table.add_row(
+            Text(f["name"]),
+            Text(f["version"]),
+            Text(f["device_model"]),
+            f["status"] + "".join(f" ({flag})" for flag in flags),
+            _size(f["file_size"]),
+            f["created_at"][:10],
+            f["firmware_id"],
+        )
+    _out.print(table)
+    shown = len(page["items"])
+    _err.print(f"{shown} of {page['total']} (offset {page['offset']})")
+
+
+@app.command("show")
+def show(
+    firmware_id: FirmwareId,
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show one package."""
+    with _client(stack, api_url, api_key, as_role) as client:
+        _print(client.get(f"{BASE}/{firmware_id}"), as_json)
+
+
+@app.command("download-url")
+def download_url(
+    firmware_id: FirmwareId,
+    expires_in: Annotated[
+        int, typer.Option(min=1, max=7 * 24 * 3600, help="Seconds the URL stays valid.")
+    ] = 3600,
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print a time-limited download URL (the checksums go to stderr)."""
+    with _client(stack, api_url, api_key, as_role) as client:
+        answer = client.get(f"{BASE}/{firmware_id}/download", expires_in=expires_in)
+    if as_json:
+        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+        return
+    sys.stdout.write(answer["download_url"] + "\n")
+    _err.print(
+        f"{answer['filename']}, {answer['file_size']} bytes, sha256 {answer['checksum_sha256']}, "
+        f"expires {answer['expires_at']}"
+    )
+
+
+def _lifecycle(verb: str, help_text: str) -> None:
+    def run(
+        firmware_id: FirmwareId,
+        reason: Reason = "",
+        force: Force = False,
+        stack: Stack = None,
+        api_url: ApiUrl = None,
+        api_key: ApiKey = None,
+        as_role: AsRole = None,
+        as_json: AsJson = False,
+    ) -> None:
+        with _client(stack, api_url, api_key, as_role) as client:
+            if verb == "delete":
+                params = {"reason": reason, "force": str(force).lower()}
+                answer = client.request("DELETE", f"{BASE}/{firmware_id}", params=params)
+            else:
+                body = {"reason": reason, "force": force}
+                answer = client.post(f"{BASE}/{firmware_id}/{verb}", body)
+        _print(answer, as_json)
+
+    run.__doc__ = help_text
+    app.command(verb)(run)
+
+
+for _verb, _help in (
+    ("deprecate", "Deprecate a package: not for new deployments, still downloadable."),
+    ("recall", "Recall a package: neither deployable nor downloadable."),
+    ("delete", "Delete a package (soft: kept for audit; reads answer 404)."),
+):
+    _lifecycle(_verb, _help)

@@ -1,0 +1,91 @@
+"""`v2c gateway run`: the gateway as its own process (the stack starts it this
+way too), stopping cleanly on SIGTERM or Ctrl-C after draining in-flight work.
+
+With a stack, the handlers' environment (`wiring.handler_environment`) is
+exported before the rules are loaded, since handlers read their resources
+from it; variables already set win, as they would in a Lambda's own config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The MQTT 5 → handler gateway.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    stack: Annotated[Path | None, typer.Option(help="Stack state dir (holds stack.json).")] = None,
+    host: Annotated[str | None, typer.Option(help="Broker host (without --stack).")] = None,
+    port: Annotated[int | None, typer.Option(help="Broker port (without --stack).")] = None,
+    client_id: Annotated[str, typer.Option(help="Stable id: resumes its session.")] = "",
+    group: Annotated[
+        str | None,
+        typer.Option(help="Shared-subscription group [the stack's, else v2c]."),
+    ] = None,
+    rules: Annotated[str, typer.Option(help="Rules table, module:ATTR.")] = (
+        "v2c.gateway.rules:RULES"
+    ),
+    dlq: Annotated[str, typer.Option(help="'aws' (from the stack) or 'memory'.")] = "aws",
+    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
+    per_vehicle_in_flight: Annotated[
+        int, typer.Option(min=1, help="Messages of one vehicle handled at once (fairness).")
+    ] = 4,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port.")] = None,
+) -> None:
+    """Subscribe to every rule's topics and call its handler for each message."""
+    from prometheus_client import REGISTRY
+
+    from v2c.contract.mqtt_endpoint import MqttEndpoint
+    from v2c.gateway.metrics import GatewayMetrics
+    from v2c.gateway.rules import load_rules
+    from v2c.gateway.runtime import Gateway, GatewayConfig, default_client_id, run_gateway
+    from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
+
+    stores: dict[str, DeadLetterStore]
+    if stack is not None or host is None:
+        from v2c.infra.local.wiring import dead_letter_stores, handler_environment, service_endpoint
+        from v2c.infra.settings import load_settings
+
+        settings = load_settings(stack_dir=stack)
+        for name, value in handler_environment(settings).items():
+            os.environ.setdefault(name, value)
+        endpoint = service_endpoint(settings)
+        stores = dead_letter_stores(settings) if dlq == "aws" else {}
+        if group is None and settings.gateway is not None:
+            group = settings.gateway.share_group
+    else:
+        endpoint = MqttEndpoint(host, port or 1883)
+        stores = {}
+    table = load_rules(rules)
+    if not stores:
+        stores = {r.dlq: InMemoryDeadLetterStore(r.dlq) for r in table}
+    # The default registry: the handlers' own metrics (v2c_telemetry_*) are
+    # there, so the one endpoint serves the gateway's and theirs.
+    metrics = GatewayMetrics(REGISTRY)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+    config = GatewayConfig(
+        endpoint=endpoint,
+        client_id=client_id or default_client_id(),
+        share_group=group or "v2c",
+        receive_maximum=receive_maximum,
+        per_vehicle_in_flight=per_vehicle_in_flight,
+    )
+    gateway = Gateway(config, table, stores, metrics)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(gateway, stop)
+
+    typer.echo(f"gateway {config.client_id} → {endpoint.host}:{endpoint.port} ({len(table)} rules)")
+    asyncio.run(main())

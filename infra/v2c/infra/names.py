@@ -1,0 +1,63 @@
+"""The name of every resource v2c provisions, at the bottom of `v2c.infra`.
+
+`ResourceNames` is part of a stack's description (`stack.json`) and of the
+SAM template, so both `settings` and the AWS wing read it; keeping it (and
+the patterns its fields are checked against) apart from the code that
+provisions the resources keeps `settings` from importing `aws` and back.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PREFIX = "v2c"
+DLQ_RETENTION_DAYS = 90
+SQS_MAX_RETENTION_SECONDS = 14 * 24 * 3600  # 1209600
+
+_TABLE = r"^[A-Za-z0-9_.-]{3,255}$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_QUEUE = r"^[A-Za-z0-9_-]{1,80}$"
+_ALIAS = r"^alias/[A-Za-z0-9/_-]{1,250}$"
+_TS_NAME = r"^[A-Za-z0-9_.-]{3,256}$"
+
+
+class ResourceNames(BaseModel):
+    """The names of every resource; stored in stack.json under `resources`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    telemetry_table: str = Field(default=f"{PREFIX}-telemetry", pattern=_TABLE)
+    dedup_table: str = Field(default=f"{PREFIX}-telemetry-dedup", pattern=_TABLE)
+    vehicle_registry_table: str = Field(default=f"{PREFIX}-vehicle-registry", pattern=_TABLE)
+    firmware_table: str = Field(default=f"{PREFIX}-firmware", pattern=_TABLE)
+    campaigns_table: str = Field(default=f"{PREFIX}-campaigns", pattern=_TABLE)
+    vehicle_updates_table: str = Field(default=f"{PREFIX}-vehicle-updates", pattern=_TABLE)
+    rollbacks_table: str = Field(default=f"{PREFIX}-rollbacks", pattern=_TABLE)
+    idempotency_table: str = Field(default=f"{PREFIX}-idempotency", pattern=_TABLE)
+    firmware_bucket: str = Field(default=f"{PREFIX}-firmware", pattern=_BUCKET)
+    telemetry_dlq_bucket: str = Field(default=f"{PREFIX}-telemetry-dlq", pattern=_BUCKET)
+    ota_dlq_queue: str = Field(default=f"{PREFIX}-ota-dlq", pattern=_QUEUE)
+    signing_key_alias: str = Field(default=f"alias/{PREFIX}-ota-signing", pattern=_ALIAS)
+    event_bus: str = Field(default=f"{PREFIX}-events", pattern=_QUEUE)
+    timestream_database: str | None = Field(default=f"{PREFIX}-telemetry", pattern=_TS_NAME)
+    timestream_table: str = Field(default="vehicle-telemetry", pattern=_TS_NAME)
+
+    @field_validator("signing_key_alias")
+    @classmethod
+    def _not_aws_managed(cls, alias: str) -> str:
+        if alias.startswith("alias/aws/"):
+            raise ValueError("alias/aws/ is reserved for AWS managed keys")
+        return alias
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> ResourceNames:
+        """Every default name with `v2c` replaced by `prefix`: S3 bucket names
+        are global, so a real account needs its own prefix."""
+        values: dict[str, str | None] = {}
+        for name, info in cls.model_fields.items():
+            default = info.default
+            if isinstance(default, str) and default.startswith(PREFIX):
+                values[name] = prefix + default.removeprefix(PREFIX)
+            elif isinstance(default, str) and default.startswith(f"alias/{PREFIX}"):
+                values[name] = f"alias/{prefix}" + default.removeprefix(f"alias/{PREFIX}")
+        return cls.model_validate(values)

@@ -1,0 +1,3 @@
+"""Identities: the fleet and service certificate authorities, vehicle and
+service certificates, and where they live on disk.
+"""
