@@ -1,7 +1,17 @@
-"""Fixtures shared by every test folder.
+"""Fixtures and hooks shared by every test folder.
 
 Missing system tools fail the run instead of skipping it: a green run without
 mosquitto or protoc would prove nothing, and scripts/setup.sh installs both.
+
+The fixture plugins are registered here, once, because pytest accepts
+`pytest_plugins` only in the top-level conftest, and a plugin's fixtures
+reach the whole session wherever it is named: one list says what every
+module can use. `pythonpath` in pyproject.toml puts `tests/integration` on
+`sys.path` so that they import under the names the test modules use.
+
+Every test under `tests/integration/` is marked `integration` by the
+collection hook below, so `pytest -m integration` cannot miss a module that
+forgot a hand-written mark (four once did).
 """
 
 from __future__ import annotations
@@ -12,6 +22,17 @@ from pathlib import Path
 import pytest
 
 from v2c.infra.local.broker import BrokerNotInstalled, find_mosquitto
+
+pytest_plugins = ["moto_fixtures", "softhsm_fixtures", "api_fixtures", "api_moto"]
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by folder, not by memory: the folder is what `-m integration` means."""
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
 """The fleet-manager API served on loopback through the HTTP adapter, for integration tests.
 
-Use with `pytest_plugins = ["api_fixtures"]`. `api_server` serves
+Registered once in `tests/conftest.py`. `api_server` serves
 `build_app(api_services, ...)`; a test module changes what is behind the API
-by overriding the `api_services` fixture, e.g. services over the moto stack:
+by overriding the `api_services` fixture, e.g. with the production services
+over moto from `api_moto`:
 
     @pytest.fixture
-    def api_services(aws_stack: AwsStack) -> ApiServices:
-        return build_services_over(aws_stack)   # firmware, campaigns, health checks
+    def api_services(moto_api_services: ApiServices) -> ApiServices:
+        return moto_api_services
 
 `api_streaming_routes` (default: none) plugs streaming routes into the
 adapter, authenticated and authorized like the API (`OtaApi.authorize`);
@@ -18,12 +19,14 @@ server's bounds on slow or oversized requests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import pytest
 from api_support import API_KEYS, TOKENS
 
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
-from v2c.infra.local.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
+from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
+from v2c.infra.local.http_body import HttpLimits
 
 
 @pytest.fixture
@@ -52,6 +55,25 @@ def api_limits() -> HttpLimits:
     return HttpLimits()
 
 
+@contextmanager
+def serving(
+    services: ApiServices,
+    auth: ApiAuth,
+    streaming_routes: Mapping[tuple[str, str], StreamingRoute],
+    extra_routes: Callable[[OtaApi], None] | None,
+    limits: HttpLimits,
+) -> Iterator[ApiHttpServer]:
+    """The one way a test serves the API, so every server fixture is the same server."""
+    app = build_app(services, auth, extra=extra_routes)
+    with ApiHttpServer(
+        app.resolve,
+        streaming_routes=streaming_routes,
+        streaming_auth=app.authorize,
+        limits=limits,
+    ) as server:
+        yield server
+
+
 @pytest.fixture
 def api_server(
     api_services: ApiServices,
@@ -60,12 +82,5 @@ def api_server(
     api_extra_routes: Callable[[OtaApi], None] | None,
     api_limits: HttpLimits,
 ) -> Iterator[ApiHttpServer]:
-    app = build_app(api_services, api_auth, extra=api_extra_routes)
-    server = ApiHttpServer(
-        app.resolve,
-        streaming_routes=api_streaming_routes,
-        streaming_auth=app.authorize,
-        limits=api_limits,
-    )
-    with server:
-        yield server
+    with serving(api_services, api_auth, api_streaming_routes, api_extra_routes, api_limits) as s:
+        yield s

@@ -33,10 +33,20 @@ from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.ota_sink import MqttNotificationSink
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.rules import RULES, Rule
-from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
-from v2c.infra.local.wiring import dead_letter_stores, handler_environment
+from v2c.handlers.ota.config import (
+    SERVICES,
+    OtaConfig,
+    OtaServices,
+    build_services,
+    set_default_services,
+)
+from v2c.infra.local.wiring import (
+    dead_letter_stores,
+    handler_environment,
+    use_local_ota_services,
+)
 from v2c.infra.settings import StackSettings
-from v2c.vehicle_sim.ota.package import build_package
+from v2c.vehicle_sim.ota.device.package import build_package
 
 if TYPE_CHECKING:
     from v2c.vehicle_sim.fleet.simulator import FleetSimulator
@@ -99,6 +109,7 @@ def ota_cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name, value in handler_environment(stack).items():
         monkeypatch.setenv(name, value)
     set_default_services(None)
+    use_local_ota_services()  # the gateway's handlers here notify as `v2c gateway run`'s do
     mqtt = stack.require_mqtt()
     publisher = OutboundPublisher(
         MqttEndpoint(mqtt.host, mqtt.port),
@@ -112,11 +123,7 @@ def ota_cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     finally:
         services.close()
         publisher.stop()
-        from v2c.handlers.ota.config import _DEFAULT
-
-        if _DEFAULT is not None:
-            _DEFAULT.close()
-        set_default_services(None)
+        SERVICES.build_with(None)  # closes the handlers' services
 
 
 def upload_firmware(

@@ -119,6 +119,26 @@ def hang_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"status": "late"}
 
 
+class HeldVehicles:
+    """Holds the calls of `held_busy_handler` for some vehicles until released."""
+
+    def __init__(self, *vehicles: str) -> None:
+        self.vehicles = frozenset(vehicles)
+        self.release = threading.Event()
+
+
+HELD = HeldVehicles()  # replaced per test (monkeypatch); the gateway runs in the test's process
+
+
+def held_busy_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
+    """`busy_handler`, except that a held vehicle's calls wait for the test's release:
+    a flood whose every slot is taken, whatever the machine's speed."""
+    held = HELD
+    if event["vehicle_id"] in held.vehicles:
+        held.release.wait(120)
+    return busy_handler(event, context)
+
+
 def read_records(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
@@ -138,3 +158,6 @@ RECORDING_RULES = (
 FLAKY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:flaky_handler", dlq="telemetry", qos=1),)
 SLOW_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:slow_handler", dlq="telemetry", qos=1),)
 BUSY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:busy_handler", dlq="telemetry", qos=1),)
+HELD_RULES = (
+    Rule("telemetry", TELEMETRY, f"{__name__}:held_busy_handler", dlq="telemetry", qos=1),
+)

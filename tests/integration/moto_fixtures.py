@@ -6,24 +6,24 @@ resource before each test (~0.2 s), so no state leaks between tests. Tests
 in one worker run one at a time, so the reset never pulls resources from
 under another test.
 
-Make the fixtures visible with one line in `tests/integration/conftest.py`:
-
-    from moto_fixtures import aws_settings, aws_stack, moto_server  # noqa: F401
-
-or, in a single test module, `pytest_plugins = ["moto_fixtures"]`.
+Registered once, for every test, in `tests/conftest.py`. `stack_dir` writes
+a stack.json over the test's `mosquitto` and this moto, for what reads one
+(the `v2c` commands, `dead_letter_stores`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from v2c.infra.aws.resources import ResourceReport, ensure_resources
+from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.local.moto_server import MotoServer, reset
 from v2c.infra.names import ResourceNames
-from v2c.infra.settings import AwsSettings, StackSettings
+from v2c.infra.settings import AwsSettings, MqttSettings, StackSettings, write_settings
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,15 @@ def aws_stack(moto_server: str, aws_settings: AwsSettings) -> AwsStack:
     reset(moto_server)
     names = ResourceNames()
     return AwsStack(aws_settings, names, ensure_resources(aws_settings, names))
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path, mosquitto: MosquittoBroker, aws_stack: AwsStack) -> Path:
+    """A stack directory over this test's `mosquitto` and moto, as the CLI commands read one."""
+    settings = StackSettings(
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
+        aws=aws_stack.aws,
+        resources=aws_stack.names,
+    )
+    write_settings(settings, tmp_path / "stack")
+    return tmp_path / "stack"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from v2c.contract.batch_codec import encode_envelope
 from v2c.handlers.dlq.store import S3DeadLetterStore
-from v2c.handlers.telemetry.config import DYNAMODB_CLIENT_CONFIG
+from v2c.handlers.telemetry.config import DYNAMODB_CLIENT_CONFIG, set_default_service
 from v2c.handlers.telemetry.dedup import DedupWindow
 from v2c.handlers.telemetry.metrics import TelemetryMetrics
 from v2c.handlers.telemetry.registry import CachedRegistry, DynamoVehicleRegistry
@@ -23,12 +24,32 @@ from v2c.handlers.telemetry.timeseries import TimestreamSink
 from v2c.v1 import telemetry_pb2
 
 if TYPE_CHECKING:
+    import pytest
     from moto_fixtures import AwsStack
 
 REGION = "eu-west-1"
 # Five vehicles of the registry (valid VINs: no I, O or Q).
 VINS = tuple(f"VIN-1HGBH41JXMN10918{i}" for i in range(5))
 Telemetry = telemetry_pb2.Telemetry
+
+
+@contextmanager
+def lambda_environment(stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What the SAM template (or `v2c stack up`) gives a handler: names default.
+
+    The handlers' service is built from this environment on the first
+    message, and forgotten again on the way out, so no test inherits another's.
+    """
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.aws.endpoint_url or "")
+    monkeypatch.setenv("AWS_REGION", stack.aws.region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", stack.aws.region)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    set_default_service(None)
+    try:
+        yield
+    finally:
+        set_default_service(None)
 
 
 def dynamodb(stack: AwsStack, endpoint_url: str | None = None) -> Any:

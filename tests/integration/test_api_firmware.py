@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,25 +21,20 @@ import pytest
 import requests
 from api_support import API_KEY, AUTH_HEADERS
 from api_support import PRINCIPAL as API_PRINCIPAL
-from ota_support import RecordingSink, fleet
+from ota_support import fleet
 from typer.testing import CliRunner, Result
 
 from v2c.handlers.api import ApiAuth, ApiServices, build_app
 from v2c.handlers.api.firmware_models import INLINE_MAX_BYTES
-from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
+from v2c.handlers.ota.config import OtaServices
 from v2c.handlers.ota.firmware import FirmwareService, firmware_id
-from v2c.handlers.ota_api import health_checks
-from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.cli.main import app as cli_app
 from v2c.infra.local.firmware_streaming import firmware_streaming_routes
-from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
-from v2c.infra.local.wiring import handler_environment
+from v2c.infra.local.http_adapter import ApiHttpServer
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures", "api_fixtures"]
 
 MIB = 1024 * 1024
 FIRMWARE = "/api/v1/ota/firmware"
@@ -50,36 +44,14 @@ MODEL = "Accord"  # the model `ota_support.fleet` registers
 
 
 @pytest.fixture
-def ota(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    for name, value in handler_environment(aws_stack.settings()).items():
-        monkeypatch.setenv(name, value)
-    services = build_services(
-        OtaConfig.from_env(), sink=RecordingSink(), signer=SoftwareSigner.generate(key_id="k")
-    )
-    yield services
-    services.close()
+def api_server(moto_api_server: ApiHttpServer) -> ApiHttpServer:
+    return moto_api_server
 
 
 @pytest.fixture
-def api_services(ota: OtaServices) -> ApiServices:
-    return ApiServices(
-        health_checks=health_checks(dict(os.environ)),
-        campaigns=ota.campaigns,
-        devices=ota.devices,
-        stats=ota.stats,
-        firmware=ota.firmware,
-    )
-
-
-@pytest.fixture
-def api_streaming_routes(ota: OtaServices) -> Mapping[tuple[str, str], StreamingRoute]:
-    return firmware_streaming_routes(ota.firmware)
-
-
-@pytest.fixture
-def lambda_api(api_services: ApiServices, api_auth: ApiAuth) -> Iterator[ApiHttpServer]:
+def lambda_api(moto_api_services: ApiServices, api_auth: ApiAuth) -> Iterator[ApiHttpServer]:
     """The API as API Gateway + Lambda serve it: no streaming route."""
-    with ApiHttpServer(build_app(api_services, api_auth).resolve) as server:
+    with ApiHttpServer(build_app(moto_api_services, api_auth).resolve) as server:
         yield server
 
 
@@ -279,7 +251,7 @@ def test_uploads_and_reads_need_credentials(api_server: ApiHttpServer, tmp_path:
 
 
 def test_an_oversized_stream_is_refused_before_it_is_read(
-    ota: OtaServices, api_auth: ApiAuth, aws_stack: AwsStack, tmp_path: Path
+    moto_ota: OtaServices, api_auth: ApiAuth, aws_stack: AwsStack, tmp_path: Path
 ) -> None:
     # A registry capped at 1 MiB (the real one: 500 MB) behind the streaming route.
     small = FirmwareService.from_clients(
@@ -287,8 +259,8 @@ def test_an_oversized_stream_is_refused_before_it_is_read(
         aws_stack.aws.client("s3"),
         table=aws_stack.names.firmware_table,
         bucket=aws_stack.names.firmware_bucket,
-        usage=ota.deps.campaigns,
-        events=ota.deps.events,
+        usage=moto_ota.deps.campaigns,
+        events=moto_ota.deps.events,
         max_size=MIB,
     )
     app = build_app(ApiServices(firmware=small), api_auth)
@@ -343,14 +315,14 @@ def test_list_get_and_a_download_url_that_serves_the_bytes(
 
 
 def test_the_lifecycle_is_refused_while_a_campaign_uses_the_package_unless_forced(
-    api_server: ApiHttpServer, ota: OtaServices, tmp_path: Path
+    api_server: ApiHttpServer, moto_ota: OtaServices, tmp_path: Path
 ) -> None:
     # Given a package and a campaign (status created: active) deploying it
     package = tmp_path / "fw.bin"
     make_file(package, MIB)
     fid = post_file(api_server, package, meta()).json()["firmware_id"]
-    ota.deps.fleet.put(fleet(3, version="1.0.0"))
-    campaign = ota.campaigns.create(
+    moto_ota.deps.fleet.put(fleet(3, version="1.0.0"))
+    campaign = moto_ota.campaigns.create(
         {"name": "tcu 2.1", "firmware_id": fid, "target_filter": f"model = '{MODEL}'"}
     ).campaign.campaign_id
     # When it is deleted, deprecated or recalled, each is refused with 409
@@ -372,7 +344,7 @@ def test_the_lifecycle_is_refused_while_a_campaign_uses_the_package_unless_force
     assert (forced.json()["status"], forced.json()["status_reason"]) == ("deprecated", "2.2 out")
     assert api(api_server, "GET", f"{FIRMWARE}/{fid}/download").status_code == 200
     # Once the campaign is over, recall and delete need no force.
-    ota.campaigns.cancel(campaign)
+    moto_ota.campaigns.cancel(campaign)
     recalled = api(api_server, "POST", f"{FIRMWARE}/{fid}/recall", json={"reason": "bricks"})
     assert recalled.json()["status"] == "recalled"
     no_url = api(api_server, "GET", f"{FIRMWARE}/{fid}/download")

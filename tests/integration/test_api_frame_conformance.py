@@ -23,9 +23,6 @@ from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
 from v2c.handlers.api.openapi import render_text
 from v2c.infra.local.http_adapter import ApiHttpServer
 
-pytest_plugins = ["api_fixtures"]
-pytestmark = pytest.mark.integration
-
 CONFIG = schemathesis.Config.from_dict(
     {
         "auth": {"openapi": {"ApiKeyAuth": {"api_key": API_KEY}, "BearerAuth": {"bearer": TOKEN}}},

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from v2c.handlers import ota_api
+from v2c.handlers.api import config as api_config
 from v2c.infra.local.wiring import handler_environment
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytest_plugins = ["moto_fixtures"]
-pytestmark = pytest.mark.integration
 
 KEY = "moto-health-key"
 
@@ -25,9 +24,9 @@ def lambda_env(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name, value in handler_environment(aws_stack.settings()).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("V2C_API_KEYS", f"health-checker:viewer:{KEY}")
-    ota_api.set_default_app(None)  # a cold start, from this environment
+    api_config.set_default_app(None)  # a cold start, from this environment
     yield aws_stack
-    ota_api.set_default_app(None)
+    api_config.set_default_app(None)
 
 
 def _detailed() -> tuple[int, dict[str, Any]]:

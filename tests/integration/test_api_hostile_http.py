@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import pytest
@@ -28,23 +27,13 @@ from hostile_http import (
 )
 from ota_support import vin
 
-from v2c.handlers.api import ApiServices
-from v2c.infra.local.http_adapter import ApiHttpServer, HttpLimits, StreamingRoute
-
-pytest_plugins = ["api_fixtures", "moto_fixtures", "api_moto"]
-pytestmark = pytest.mark.integration
+from v2c.infra.local.http_adapter import ApiHttpServer
+from v2c.infra.local.http_body import HttpLimits
 
 
 @pytest.fixture
-def api_services(moto_api_services: ApiServices) -> ApiServices:
-    return moto_api_services
-
-
-@pytest.fixture
-def api_streaming_routes(
-    moto_streaming_routes: Mapping[tuple[str, str], StreamingRoute],
-) -> Mapping[tuple[str, str], StreamingRoute]:
-    return moto_streaming_routes
+def api_server(moto_api_server: ApiHttpServer) -> ApiHttpServer:
+    return moto_api_server
 
 
 OTA = "/api/v1/ota"

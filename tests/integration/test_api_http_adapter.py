@@ -16,10 +16,8 @@ from api_support import API_KEY, AUTH_HEADERS, PRINCIPAL, TOKEN
 
 from v2c.contract.errors import Conflict
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
-from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, ApiHttpServer, ByteStream, StreamingRoute
-
-pytest_plugins = ["api_fixtures"]
-pytestmark = pytest.mark.integration
+from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, ApiHttpServer, StreamingRoute
+from v2c.infra.local.http_body import ByteStream
 
 MB = 1024 * 1024
 UPLOAD = "/api/v1/ota/firmware"

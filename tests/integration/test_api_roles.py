@@ -5,7 +5,6 @@ the campaign's creator; and the CLI picks the stack's credential of a role with 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +25,16 @@ from api_support import (
 from hostile_http import campaign_spec
 from typer.testing import CliRunner
 
-from v2c.handlers.api import ApiServices
 from v2c.infra.cli import errors as cli_errors
 from v2c.infra.cli.main import app as cli
 from v2c.infra.local.api_credentials import api_settings, key_file_name
-from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
+from v2c.infra.local.http_adapter import ApiHttpServer
 from v2c.infra.settings import StackSettings, write_settings
 
-pytest_plugins = ["api_fixtures", "moto_fixtures", "api_moto"]
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
-def api_services(moto_api_services: ApiServices) -> ApiServices:
-    return moto_api_services
-
-
-@pytest.fixture
-def api_streaming_routes(
-    moto_streaming_routes: Mapping[tuple[str, str], StreamingRoute],
-) -> Mapping[tuple[str, str], StreamingRoute]:
-    return moto_streaming_routes
+def api_server(moto_api_server: ApiHttpServer) -> ApiHttpServer:
+    return moto_api_server
 
 
 OTA = "/api/v1/ota"

@@ -13,32 +13,22 @@ that authenticated operations refuse requests without credentials.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 import schemathesis
 from api_support import API_KEY, TOKEN
 from hypothesis import HealthCheck, settings
-from ota_support import RecordingSink
 from schemathesis import Case
 from schemathesis.checks import positive_data_acceptance
 
 from v2c.handlers.api import ApiServices
 from v2c.handlers.api.openapi import default_app
-from v2c.handlers.dlq.service import DeadLetterService
-from v2c.handlers.ota.config import OtaConfig, build_services
-from v2c.handlers.ota_api import health_checks
-from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.local.http_adapter import ApiHttpServer
-from v2c.infra.local.wiring import dead_letter_stores, handler_environment
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytest_plugins = ["api_fixtures", "moto_fixtures"]
-pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = 25
 
@@ -62,24 +52,11 @@ schema = schemathesis.openapi.from_dict(json.loads(default_app().openapi_text())
 
 
 @pytest.fixture
-def api_services(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServices]:
+def api_services(moto_api_services: ApiServices) -> ApiServices:
     """The production services over this test's moto (notifications recorded,
-    a software key signing): every operation runs its real code path."""
-    for name, value in handler_environment(aws_stack.settings()).items():
-        monkeypatch.setenv(name, value)
-    ota = build_services(
-        OtaConfig.from_env(), sink=RecordingSink(), signer=SoftwareSigner.generate(key_id="k")
-    )
-    yield ApiServices(
-        health_checks=health_checks(dict(os.environ)),
-        campaigns=ota.campaigns,
-        devices=ota.devices,
-        stats=ota.stats,
-        firmware=ota.firmware,
-        # the queues themselves; no redrive path, so a replay reports "failed"
-        dlq=DeadLetterService(dead_letter_stores(aws_stack.settings()), {}),
-    )
-    ota.close()
+    a software key signing, the DLQ without a redrive path, so a replay
+    reports "failed"): every operation runs its real code path."""
+    return moto_api_services
 
 
 # Operations whose acceptance depends on stored state or on business rules a

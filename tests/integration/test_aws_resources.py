@@ -32,8 +32,6 @@ from v2c.infra.settings import (
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]  # registered once, globally: import nothing else from it
 
 NAMES = ResourceNames()
 
@@ -84,9 +82,9 @@ def test_every_table_is_on_demand_with_the_documented_keys_indexes_and_ttl(
             assert ttl["TimeToLiveStatus"] == "DISABLED"
 
 
-def test_dedup_table_expires_entries_by_expires_at(aws_stack: AwsStack) -> None:
+def test_telemetry_table_expires_records_by_expires_at(aws_stack: AwsStack) -> None:
     ttl = aws_stack.aws.client("dynamodb").describe_time_to_live(
-        TableName=aws_stack.names.dedup_table
+        TableName=aws_stack.names.telemetry_table
     )["TimeToLiveDescription"]
 
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
@@ -195,7 +193,7 @@ def test_bootstrap_puts_drifted_settings_back_and_reports_them_updated(
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "60"})
     ddb = aws.client("dynamodb")
     ddb.update_time_to_live(
-        TableName=names.dedup_table,
+        TableName=names.telemetry_table,
         TimeToLiveSpecification={"Enabled": False, "AttributeName": "expires_at"},
     )
 
@@ -204,7 +202,7 @@ def test_bootstrap_puts_drifted_settings_back_and_reports_them_updated(
 
     # Then
     updated = {item.name for item in report.items if item.action == "updated"}
-    assert updated == {names.telemetry_dlq_bucket, names.ota_dlq_queue, names.dedup_table}
+    assert updated == {names.telemetry_dlq_bucket, names.ota_dlq_queue, names.telemetry_table}
     assert ensure_resources(aws, names).changed is False
 
 
@@ -242,16 +240,16 @@ def test_an_existing_table_with_another_key_schema_is_a_mismatch_not_replaced(
     reset(moto_server)
     ddb = aws_settings.client("dynamodb")
     ddb.create_table(
-        TableName=NAMES.dedup_table,
+        TableName=NAMES.idempotency_table,
         BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
     )
 
-    with pytest.raises(ResourceMismatch, match=NAMES.dedup_table):
+    with pytest.raises(ResourceMismatch, match=NAMES.idempotency_table):
         ensure_resources(aws_settings, NAMES)
 
-    assert NAMES.dedup_table in ddb.list_tables()["TableNames"]
+    assert NAMES.idempotency_table in ddb.list_tables()["TableNames"]
 
 
 def test_an_alias_on_a_symmetric_key_is_a_mismatch(
@@ -301,7 +299,7 @@ def test_settings_round_trip_through_stack_json_and_reach_the_same_moto(
     assert loaded == written
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".stack-")] == []
     tables = loaded.aws.client("dynamodb").list_tables()["TableNames"]
-    assert aws_stack.names.dedup_table in tables
+    assert aws_stack.names.telemetry_table in tables
 
 
 def _stack_at(directory: Path, endpoint: str, region: str = "us-east-1") -> Path:
@@ -397,10 +395,10 @@ def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server
     second = CliRunner().invoke(app, args, env=env)
 
     assert first.exit_code == 0, first.output
-    assert "15 created, 0 updated, 0 unchanged" in first.output
+    assert "14 created, 0 updated, 0 unchanged" in first.output
     assert "alias/v2c-ota-signing" in first.output
     assert second.exit_code == 0, second.output
-    assert "0 created, 0 updated, 15 unchanged" in second.output
+    assert "0 created, 0 updated, 14 unchanged" in second.output
 
 
 def test_bootstrap_command_fails_with_a_hint_when_moto_is_not_running() -> None:

@@ -4,14 +4,9 @@ Only the shape and the counts are checked, never a rate: the machine is shared."
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
+from bench_support import run_bench
 
 MESSAGES = 500
 PACED = 100  # --rate 200 x --duration 0.5
@@ -22,23 +17,10 @@ INNOCENT = 25  # --innocent-rate 50 x --innocent-duration 0.5
 def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
     tmp_path: Path,
 ) -> None:
-    json_out = tmp_path / "bench.json"
-    cli = [sys.executable, "-c", "from v2c.infra.cli.main import main; main()"]
     args = ["--messages", str(MESSAGES), "--publishers", "1", "--rate", "200", "--duration", "0.5"]
     args += ["--flood", str(FLOOD), "--innocent-rate", "50", "--innocent-duration", "0.5"]
-    done = subprocess.run(
-        [*cli, "bench", "gateway", *args, "--json-out", str(json_out)],
-        capture_output=True,
-        text=True,
-        timeout=480,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    report, stderr = run_bench("gateway", args, tmp_path, timeout=480)
 
-    report = json.loads(done.stdout)  # stdout is the JSON document alone
-    assert json.loads(json_out.read_text()) == report
-    assert report["bench"] == "gateway"
-    assert {"machine", "parameters", "results", "ratios", "started_at"} <= report.keys()
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["mosquitto"].startswith("2.")
     assert report["parameters"]["messages"] == MESSAGES
@@ -71,4 +53,4 @@ def test_bench_gateway_prints_one_json_report_with_baseline_gateway_and_latency(
             assert f"{run}_all_p50_vs_alone" in report["ratios"]
     assert fairness["sample_bomb_flood"]["dead_lettered"] == FLOOD  # one record per bomb
     assert fairness["valid_flood"]["dead_lettered"] == 0
-    assert "gateway / baseline" in done.stderr  # the human table went to stderr
+    assert "gateway / baseline" in stderr  # the human table went to stderr

@@ -6,14 +6,9 @@ or a ratio's value: the machine is shared."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
+from bench_support import run_bench
 
 MESSAGES = 100
 BATCH_SIZE = 25
@@ -29,8 +24,6 @@ PACED = {  # (messages, samples): rate 50/s x 0.5 s, steady singles 20/s, steady
 def test_bench_telemetry_prints_one_json_report_with_compression_baselines_and_handlers(
     tmp_path: Path,
 ) -> None:
-    json_out = tmp_path / "bench.json"
-    cli = [sys.executable, "-c", "from v2c.infra.cli.main import main; main()"]
     args = [
         *("--messages", str(MESSAGES), "--batch-size", str(BATCH_SIZE), "--vehicles", "2"),
         *("--compression-batches", "2", "--training-batches", "16"),
@@ -38,19 +31,7 @@ def test_bench_telemetry_prints_one_json_report_with_compression_baselines_and_h
         *("--rate", "50", "--duration", "0.5", "--steady-rate", "20"),
         *("--steady-batch-rate", "50"),
     ]
-    done = subprocess.run(
-        [*cli, "bench", "telemetry", *args, "--json-out", str(json_out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    report = json.loads(done.stdout)  # stdout is the JSON document alone
-    assert json.loads(json_out.read_text()) == report
-    assert report["bench"] == "telemetry"
-    assert {"machine", "parameters", "results", "ratios", "started_at"} <= report.keys()
+    report, stderr = run_bench("telemetry", args, tmp_path, timeout=240)
     assert report["parameters"]["messages"] == MESSAGES
 
     results = report["results"]
@@ -66,7 +47,7 @@ def test_bench_telemetry_prints_one_json_report_with_compression_baselines_and_h
     assert {"singles_vs_put_item", "batches_vs_batch_write", "batches_vs_singles"} <= set(
         report["ratios"]
     )
-    assert "batches / singles" in done.stderr  # the human table went to stderr
+    assert "batches / singles" in stderr  # the human table went to stderr
 
     # Through broker, gateway and handlers: every published sample was stored.
     pipeline = results["pipeline"]
@@ -106,4 +87,4 @@ def test_bench_telemetry_prints_one_json_report_with_compression_baselines_and_h
         "pipeline_batches_vs_handlers",
     ):
         assert report["ratios"][key] > 0
-    assert "end to end, singles" in done.stderr
+    assert "end to end, singles" in stderr

@@ -49,8 +49,6 @@ from v2c.infra.local.wiring import service_endpoint
 from v2c.infra.pki.authority import CertPaths, PkiPaths, init_foreign_ca, issue_vehicle_cert
 from v2c.infra.settings import StackSettings
 
-pytestmark = pytest.mark.integration
-
 VIN = "VIN-1HGBH41JXMN109186"
 OTHER_VIN = "VIN-2HGBH41JXMN109186"
 UNREGISTERED_VIN = "VIN-3HGBH41JXMN109186"

@@ -22,64 +22,28 @@ from typing import TYPE_CHECKING
 import pytest
 from api_support import API_KEY
 from click.testing import Result
-from ota_support import RecordingSink, S3Packages, fleet
+from ota_support import fleet
 from typer.testing import CliRunner
 
 from v2c.handlers.api import ApiServices
-from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
-from v2c.handlers.signing.software import SoftwareSigner
+from v2c.handlers.ota.config import OtaServices
 from v2c.infra.cli.main import app
 from v2c.infra.local.http_adapter import ApiHttpServer
-from v2c.infra.local.wiring import handler_environment
 from v2c.infra.net import free_port
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytest_plugins = ["api_fixtures", "moto_fixtures"]
-pytestmark = pytest.mark.integration
 
 V2C = Path(sys.executable).parent / "v2c"
 UNKNOWN = "0" * 32
 
 
 @pytest.fixture
-def ota(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    for name, value in handler_environment(aws_stack.settings()).items():
-        monkeypatch.setenv(name, value)
-    services = build_services(
-        OtaConfig.from_env(), sink=RecordingSink(), signer=SoftwareSigner.generate(key_id="k")
-    )
-    services.deps.fleet.put(fleet(3))
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api_services(ota: OtaServices) -> ApiServices:
-    return ApiServices(campaigns=ota.campaigns, devices=ota.devices, stats=ota.stats)
-
-
-@pytest.fixture
-def firmware_id(aws_stack: AwsStack) -> str:
-    """A 2.0.0 package in S3 and the firmware table, as the registry leaves it."""
-    package = S3Packages(aws_stack.aws.client("s3"), aws_stack.names.firmware_bucket).add(
-        "2.0.0", b"image" * 100
-    )
-    aws_stack.aws.client("dynamodb").put_item(
-        TableName=aws_stack.names.firmware_table,
-        Item={
-            "firmware_id": {"S": package.firmware_id},
-            "name": {"S": "fw"},
-            "version": {"S": "2.0.0"},
-            "device_model": {"S": "Accord"},
-            "size_bytes": {"N": str(package.size_bytes)},
-            "sha256": {"S": package.sha256_hex},
-            "status": {"S": "available"},
-            "s3_key": {"S": f"firmware/{package.firmware_id}"},
-        },
-    )
-    return package.firmware_id
+def api_services(moto_ota: OtaServices, moto_campaign_api: ApiServices) -> ApiServices:
+    """The campaign routes over moto, with three Accords to target."""
+    moto_ota.deps.fleet.put(fleet(3))
+    return moto_campaign_api
 
 
 @pytest.fixture
@@ -143,9 +107,9 @@ def test_a_404_is_one_line_and_exit_3(target: list[str]) -> None:
     assert_one_error_line(run("campaign", "show", UNKNOWN, *target), 3, "HTTP 404")
 
 
-def test_a_409_is_one_line_and_exit_3(target: list[str], firmware_id: str) -> None:
+def test_a_409_is_one_line_and_exit_3(target: list[str], registered_firmware: str) -> None:
     created = run(
-        "campaign", "create", "--name", "twice", "--firmware", firmware_id,
+        "campaign", "create", "--name", "twice", "--firmware", registered_firmware,
         "--filter", "model = 'Accord'", "--strategy", "immediate", "--json", *target,
     )  # fmt: skip
     assert created.exit_code == 0, created.output

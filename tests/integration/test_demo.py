@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 
 def demo(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from gateway_handlers import FAIL_FLAG_ENV, FLAKY_RULES, RECORD_ENV, read_records
@@ -22,13 +21,6 @@ from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.infra.cli.main import app
 from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.local.wiring import dead_letter_stores
-from v2c.infra.settings import MqttSettings, StackSettings, write_settings
-
-if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
-
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 VIN = "VIN-1HGBH41JXMN109186"
 TELEMETRY_TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry/vehicle"
@@ -39,17 +31,6 @@ COUNT = 20
 def _payload(i: int) -> bytes:
     """Binary, not UTF-8: proves the bytes survive MQTT, S3, JSON and the replay."""
     return b"\xff\xfe\x00" + i.to_bytes(2, "big") + bytes(range(256))
-
-
-@pytest.fixture
-def stack_dir(tmp_path: Path, mosquitto: MosquittoBroker, aws_stack: AwsStack) -> Path:
-    settings = StackSettings(
-        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-    write_settings(settings, tmp_path / "stack")
-    return tmp_path / "stack"
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from v2c.handlers.dlq.store import S3DeadLetterStore, SqsDeadLetterStore
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 VIN = "VIN-1HGBH41JXMN109186"
 OTA_TOPIC = f"v2c/v1/eu-west-1/{VIN}/ota/available"

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from moto_fixtures import AwsStack
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 MIB = 1024 * 1024
 T0 = datetime(2025, 12, 18, 10, 0, tzinfo=UTC)

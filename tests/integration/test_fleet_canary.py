@@ -28,7 +28,6 @@ of the gate or the health check sees it first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,6 @@ from fleet_support import (
     LoopThread,
     cloud_mismatches,
     fleet_progress,
-    loop_thread,
-    ota_cloud,
     patient_rules,
     upload_firmware,
     wait_progressing,
@@ -46,24 +43,24 @@ from fleet_support import (
 from gateway_support import running_gateway
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
-from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.fleet_provisioning import stack_fleet
+from v2c.infra.settings import StackSettings
 from v2c.vehicle_sim.fleet.simulator import FleetSimulator
-from v2c.vehicle_sim.ota.checks import AgentPolicy
-from v2c.vehicle_sim.ota.faults import FaultMode, FaultProfile
-from v2c.vehicle_sim.ota.runtime import RuntimeConfig
+from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
+from v2c.vehicle_sim.ota.device.faults import FaultMode, FaultProfile
+from v2c.vehicle_sim.ota.device.spec import RuntimeConfig
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
 # Slow: 100 vehicles end to end through one moto process, ~40 s (2 %) and
 # ~7 s (15 %) on a 2-vCPU machine; ~13 status reports per vehicle go through
 # the gateway into DynamoDB, and moto serialises them.
 # A generous per-test bound: the waits below fail on their own when nothing moves.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-pytest_plugins = ["moto_fixtures"]
+pytestmark = pytest.mark.timeout(600)
 
 FLEET = 100
 CANARY = 20
@@ -75,33 +72,6 @@ def boot_failures(share: float, seed: str) -> FaultProfile:
     return FaultProfile.parse(
         {"name": f"boot {share:.0%}", "seed": seed, "faults": {"boot_failure": {"share": share}}}
     )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
-    return StackSettings(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-
-
-@pytest.fixture
-def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    with ota_cloud(stack, monkeypatch) as services:
-        yield services
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with loop_thread() as runner:
-        yield runner
 
 
 def _campaign(cloud: OtaServices, firmware_id: str) -> Any:
@@ -138,7 +108,7 @@ def _run_campaign(
     expected_in_canary: int,
     final: CampaignStatus,
 ) -> tuple[FleetSimulator, Any]:
-    fleet = FleetSimulator(
+    fleet = stack_fleet(
         stack,
         FLEET,
         models=("Accord",),

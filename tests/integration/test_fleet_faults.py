@@ -19,7 +19,6 @@ make progress, not a fixed number of seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -28,8 +27,6 @@ from fleet_support import (
     LoopThread,
     cloud_mismatches,
     fleet_progress,
-    loop_thread,
-    ota_cloud,
     patient_rules,
     upload_firmware,
     wait_progressing,
@@ -37,22 +34,21 @@ from fleet_support import (
 from gateway_support import running_gateway
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
-from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.fleet_provisioning import stack_fleet
+from v2c.infra.settings import StackSettings
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.fleet.identity import vin_for
-from v2c.vehicle_sim.fleet.simulator import FleetSimulator
-from v2c.vehicle_sim.ota.faults import FaultProfile
-from v2c.vehicle_sim.ota.runtime import RuntimeConfig
+from v2c.vehicle_sim.ota.device.faults import FaultProfile
+from v2c.vehicle_sim.ota.device.spec import RuntimeConfig
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
 # A generous per-test bound: the waits below fail on their own when nothing moves.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-pytest_plugins = ["moto_fixtures"]
+pytestmark = pytest.mark.timeout(600)
 
 # mode (with parameters) -> (final state, reason, a state seen on the way)
 CASES: Final[list[tuple[str, dict[str, object], tuple[str, str], str | None]]] = [
@@ -88,33 +84,6 @@ def _profile() -> FaultProfile:
     return FaultProfile.parse({"name": "one of each", "seed": "one-of-each", "faults": faults})
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
-    return StackSettings(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-
-
-@pytest.fixture
-def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    with ota_cloud(stack, monkeypatch) as services:
-        yield services
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with loop_thread() as runner:
-        yield runner
-
-
 def test_each_failure_mode_ends_where_the_fmea_says_and_the_cloud_agrees(
     stack: StackSettings,
     cloud: OtaServices,
@@ -122,7 +91,7 @@ def test_each_failure_mode_ends_where_the_fmea_says_and_the_cloud_agrees(
     loop: LoopThread,
     tmp_path: Path,
 ) -> None:
-    fleet = FleetSimulator(
+    fleet = stack_fleet(
         stack,
         len(CASES),
         models=("Accord",),

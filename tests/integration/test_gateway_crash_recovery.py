@@ -11,14 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-
-pytestmark = pytest.mark.integration
 
 VIN = "VIN-1HGBH41JXMN109186"
 TOPIC = f"v2c/v1/us-east-1/{VIN}/telemetry/vehicle"

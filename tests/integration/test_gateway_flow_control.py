@@ -17,8 +17,6 @@ from gateway_support import publish_all, running_gateway, vehicle_client, wait_u
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 
-pytestmark = pytest.mark.integration
-
 VIN = "VIN-1HGBH41JXMN109186"
 TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry/vehicle"
 RECEIVE_MAXIMUM = 5

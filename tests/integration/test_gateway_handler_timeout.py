@@ -31,8 +31,6 @@ from v2c.infra.local.broker import MosquittoBroker
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 STUCK_VIN = "VIN-1HGBH41JXMN109186"
 OTHER_VIN = "VIN-5YJ3E1EA7KF317000"

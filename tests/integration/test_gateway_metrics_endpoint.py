@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from gateway_support import publish_all, vehicle_client, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from telemetry_support import register_vehicles
@@ -30,8 +29,6 @@ from v2c.vehicle_sim.sampler import TelemetrySampler
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 VIN = "VIN-1HGBH41JXMN109186"
 TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry/vehicle"

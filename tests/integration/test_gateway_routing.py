@@ -13,8 +13,6 @@ from gateway_support import memory_dlqs, publish_all, running_gateway, vehicle_c
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 
-pytestmark = pytest.mark.integration
-
 VIN = "VIN-1HGBH41JXMN109186"
 TELEMETRY_TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry/vehicle"
 

@@ -26,8 +26,6 @@ from v2c.infra.local.broker import (
 )
 from v2c.infra.net import port_accepts
 
-pytestmark = pytest.mark.integration
-
 BrokerFactory = Callable[..., MosquittoBroker]  # the mosquitto_factory fixture
 
 TOPIC = "v2c/v1/eu-central-1/VIN-1HGBH41JXMN109186/ota/available"

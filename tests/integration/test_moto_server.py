@@ -18,10 +18,6 @@ from v2c.infra.settings import AwsSettings
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytest_plugins = ["moto_fixtures"]
-
-pytestmark = pytest.mark.integration
-
 
 def _gone(pid: int, within: float = 20.0) -> bool:
     """Poll /proc until `pid` has exited (or is a zombie nobody reaped)."""

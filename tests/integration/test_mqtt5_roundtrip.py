@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from mqtt_clients import ReceivedMessage, gmqtt_client, ota_properties, paho_client
 
 from v2c.contract.topics import Domain, Topic
 from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.tools.roundtrip import sample_update_available
 from v2c.v1 import ota_pb2
-
-pytestmark = pytest.mark.integration
 
 TOPIC = str(Topic("eu-central-1", "VIN-1HGBH41JXMN109186", Domain.OTA, "available"))
 USER_PROPERTIES = (

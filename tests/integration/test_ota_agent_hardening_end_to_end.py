@@ -21,73 +21,43 @@ they expect (reports, records, counters); the download hold is a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 import requests
-from fleet_support import LoopThread, loop_thread, ota_cloud, trusted_keys, upload_firmware
+from fleet_support import LoopThread, trusted_keys, upload_firmware
 from gateway_support import running_gateway, wait_until
 from http_fileserver import FileServer
 from prometheus_client import REGISTRY
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import UpdateState
-from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.fleet import Vehicle as RegistryEntry
 from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.infra.local.broker import MosquittoBroker
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
 from v2c.vehicle_sim.mqtt_async import MqttTarget
-from v2c.vehicle_sim.ota.fault_proxy import DownloadFaultProxy
-from v2c.vehicle_sim.ota.faults import VehicleFaults
-from v2c.vehicle_sim.ota.memory import Phase
-from v2c.vehicle_sim.ota.runtime import RuntimeConfig, VehicleRuntime, VehicleSpec
-from v2c.vehicle_sim.ota.sim_time import SimTime
+from v2c.vehicle_sim.ota.agent.memory import Phase
+from v2c.vehicle_sim.ota.device.fault_proxy import DownloadFaultProxy
+from v2c.vehicle_sim.ota.device.faults import VehicleFaults
+from v2c.vehicle_sim.ota.device.runtime import VehicleRuntime
+from v2c.vehicle_sim.ota.device.sim_time import SimTime
+from v2c.vehicle_sim.ota.device.spec import RuntimeConfig, VehicleSpec
+from v2c.vehicle_sim.vehicle import Vehicle
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus
 VIN = "VIN-5V2CRTM0000000011"
 REGION = "eu-west-1"
 UNVERIFIED = "v2c_ota_unverified_notifications_total"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
-    return StackSettings(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-
-
-@pytest.fixture
-def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    with ota_cloud(stack, monkeypatch) as services:
-        yield services
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with loop_thread() as runner:
-        yield runner
 
 
 class Redirect(DownloadFaultProxy):
@@ -108,7 +78,7 @@ class Redirect(DownloadFaultProxy):
 
 
 def register(cloud: OtaServices) -> None:
-    cloud.deps.fleet.put([Vehicle(VIN, "Accord", REGION, 2024, "Honda", "", "1.0.0")])
+    cloud.deps.fleet.put([RegistryEntry(VIN, "Accord", REGION, 2024, "Honda", "", "1.0.0")])
 
 
 def runtime(
@@ -118,13 +88,13 @@ def runtime(
     *,
     proxy: DownloadFaultProxy | None = None,
     config: RuntimeConfig | None = None,
-) -> VehicleRuntime:
-    return VehicleRuntime(
+) -> Vehicle:
+    return Vehicle(
         directory,
         VehicleSpec(VIN, "Accord", REGION, installed_version="1.0.0"),
+        MqttTarget(broker.host, broker.port),
         trusted_keys(cloud),
         sim=SimTime(0.002),
-        mqtt=MqttTarget(broker.host, broker.port),
         fault_proxy=proxy,
         config=config or RuntimeConfig(keep_reports=True),
     )
@@ -192,9 +162,9 @@ def test_a_forged_notification_before_the_genuine_one_leaves_its_record_untouche
     with running_gateway(MqttEndpoint(broker.host, broker.port), RULES):
         # Given a vehicle that subscribed once and is now offline (the broker
         # keeps its session and queues its QoS 2 messages in order)
-        first = runtime(directory, cloud, broker)
-        loop.run(first.start())
-        loop.run(first.stop())
+        first_car = runtime(directory, cloud, broker)
+        loop.run(first_car.start())
+        loop.run(first_car.stop())
         campaign = cloud.campaigns.create(
             {"name": "forged-first", "firmware_id": firmware_id, "target_devices": [VIN]}
         ).campaign
@@ -205,8 +175,9 @@ def test_a_forged_notification_before_the_genuine_one_leaves_its_record_untouche
         publish_forged(cloud, update_id, campaign.campaign_id, firmware_id)
         cloud.campaigns.start(campaign.campaign_id)
         assert cloud.deps.updates.get(VIN, update_id).state is UpdateState.NOTIFIED
-        vehicle = runtime(directory, cloud, broker)
-        loop.run(vehicle.start())
+        car = runtime(directory, cloud, broker)
+        vehicle = car.ota
+        loop.run(car.start())
         # Then the cloud counts the vehicle's rejection of the forged one ...
         wait_until(lambda: unverified_count() >= counted + 1, what="the forged report ingested")
         # ... and the genuine update completes all the same
@@ -215,7 +186,7 @@ def test_a_forged_notification_before_the_genuine_one_leaves_its_record_untouche
             timeout=60,
             what="the campaign completed",
         )
-        loop.run(vehicle.stop())
+        loop.run(car.stop())
     reports = reports_of(loop, vehicle)
     check_forged_report(reports[0], update_id)  # the forged one came first
     real = genuine(reports)
@@ -247,9 +218,10 @@ def test_a_forged_notification_during_the_download_leaves_the_record_untouched(
     ):
         server.faults.hold = release
         proxy = Redirect({firmware_id: server.url})
-        vehicle = runtime(tmp_path / "vehicle", cloud, broker, proxy=proxy)
+        car = runtime(tmp_path / "vehicle", cloud, broker, proxy=proxy)
+        vehicle = car.ota
         try:
-            loop.run(vehicle.start())
+            loop.run(car.start())
             campaign = cloud.campaigns.create(
                 {"name": "forged-during", "firmware_id": firmware_id, "target_devices": [VIN]}
             ).campaign
@@ -290,7 +262,7 @@ def test_a_forged_notification_during_the_download_leaves_the_record_untouched(
             )
         finally:
             release.set()
-            loop.run(vehicle.stop())
+            loop.run(car.stop())
     assert proxy.redirected >= 1
     reports = reports_of(loop, vehicle)
     [forged] = [r for r in reports if r.notification_unverified]
@@ -329,9 +301,10 @@ def test_a_trickling_download_fails_by_minimum_progress_and_frees_the_slot(
         server.faults.trickle_bytes = 64
         server.faults.trickle_interval_s = 0.02
         proxy = Redirect({slow_firmware: server.url})
-        vehicle = runtime(tmp_path / "vehicle", cloud, broker, proxy=proxy, config=config)
+        car = runtime(tmp_path / "vehicle", cloud, broker, proxy=proxy, config=config)
+        vehicle = car.ota
         try:
-            loop.run(vehicle.start())
+            loop.run(car.start())
             slow = cloud.devices.update_device(VIN, {"firmware_id": slow_firmware})
             # The slow update fails DOWNLOAD_TIMEOUT by the rule, and the cloud agrees
             wait_until(
@@ -354,7 +327,7 @@ def test_a_trickling_download_fails_by_minimum_progress_and_frees_the_slot(
                 what="the next update installed",
             )
         finally:
-            loop.run(vehicle.stop())
+            loop.run(car.stop())
     assert proxy.redirected >= 1
     reports = reports_of(loop, vehicle)
     slow_reports = [r for r in reports if r.update_id == slow.update_id]

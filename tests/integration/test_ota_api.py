@@ -5,73 +5,36 @@ and what `v2c campaign` prints."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 from api_support import API_KEY, APPROVER, APPROVER_HEADERS, AUTH_HEADERS
-from ota_support import RecordingSink, S3Packages, fleet
+from ota_support import RecordingSink, fleet
 from typer.testing import CliRunner
 
 from v2c.handlers.api import ApiServices
-from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
-from v2c.handlers.signing.software import SoftwareSigner
+from v2c.handlers.ota.config import OtaServices
 from v2c.infra.cli.main import app as cli
 from v2c.infra.local.http_adapter import ApiHttpServer
-from v2c.infra.local.wiring import handler_environment
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytest_plugins = ["api_fixtures", "moto_fixtures"]
-pytestmark = pytest.mark.integration
 
 BASE = "/api/v1/ota"
 
 
 @pytest.fixture
-def sink() -> RecordingSink:
-    return RecordingSink()
+def api_services(moto_campaign_api: ApiServices) -> ApiServices:
+    return moto_campaign_api
 
 
 @pytest.fixture
-def ota(
-    aws_stack: AwsStack, sink: RecordingSink, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[OtaServices]:
-    for name, value in handler_environment(aws_stack.settings()).items():
-        monkeypatch.setenv(name, value)
-    services = build_services(
-        OtaConfig.from_env(), sink=sink, signer=SoftwareSigner.generate(key_id="k")
-    )
-    yield services
-    services.close()
-
-
-@pytest.fixture
-def api_services(ota: OtaServices) -> ApiServices:
-    return ApiServices(campaigns=ota.campaigns, devices=ota.devices, stats=ota.stats)
-
-
-@pytest.fixture
-def firmware_id(aws_stack: AwsStack, ota: OtaServices) -> str:
-    ota.deps.fleet.put(fleet(12))
-    s3 = aws_stack.aws.client("s3")
-    package = S3Packages(s3, aws_stack.names.firmware_bucket).add("2.0.0", b"image" * 100)
-    aws_stack.aws.client("dynamodb").put_item(
-        TableName=aws_stack.names.firmware_table,
-        Item={
-            "firmware_id": {"S": package.firmware_id},
-            "name": {"S": "fw"},
-            "version": {"S": "2.0.0"},
-            "device_model": {"S": "Accord"},
-            "size_bytes": {"N": str(package.size_bytes)},
-            "sha256": {"S": package.sha256_hex},
-            "status": {"S": "available"},
-            "s3_key": {"S": f"firmware/{package.firmware_id}"},
-        },
-    )
-    return package.firmware_id
+def firmware_id(moto_ota: OtaServices, registered_firmware: str) -> str:
+    """The 2.0.0 package and twelve Accords on 1.0.0 to deploy it to."""
+    moto_ota.deps.fleet.put(fleet(12))
+    return registered_firmware
 
 
 def _post(server: ApiHttpServer, path: str, body: Any = None, **headers: str) -> requests.Response:
@@ -109,7 +72,7 @@ def test_invalid_campaign_answers_400_with_every_field(api_server: ApiHttpServer
 
 
 def test_campaign_lifecycle_over_http(
-    api_server: ApiHttpServer, firmware_id: str, sink: RecordingSink
+    api_server: ApiHttpServer, firmware_id: str, ota_sink: RecordingSink
 ) -> None:
     spec = {
         "name": "spring",
@@ -139,7 +102,7 @@ def test_campaign_lifecycle_over_http(
     started = _post(api_server, f"/campaigns/{campaign_id}/start").json()
     assert started["status"] == "in_progress"
     assert started["counters"]["in_progress"] == 3  # the canary only
-    assert len(sink.sent) == 3
+    assert len(ota_sink.sent) == 3
 
     paused = _post(api_server, f"/campaigns/{campaign_id}/pause").json()
     assert paused["status"] == "paused"

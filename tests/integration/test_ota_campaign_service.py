@@ -24,7 +24,7 @@ from ota_support import (
 from v2c.contract.errors import InvalidField, SigningUnavailable
 from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.contract.manifest import verify_manifest
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import Outcome
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
@@ -32,7 +32,6 @@ from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus.State
 

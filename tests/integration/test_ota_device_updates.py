@@ -16,7 +16,6 @@ from v2c.v1.ota_pb2 import OTAManifest, OTAStatus
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus.State
 R = OTAStatus.Reason

@@ -25,8 +25,8 @@ from http_fileserver import FileServer, write_package
 
 from v2c.infra.net import free_port
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota.chunking import KIB, MIB
-from v2c.vehicle_sim.ota.download import (
+from v2c.vehicle_sim.ota.device.chunking import KIB, MIB
+from v2c.vehicle_sim.ota.device.download import (
     DownloadConfig,
     DownloadOutcome,
     DownloadProgress,
@@ -34,8 +34,6 @@ from v2c.vehicle_sim.ota.download import (
     RangeDownloader,
     discard_download,
 )
-
-pytestmark = pytest.mark.integration
 
 FIFTY_MB = 52_428_800
 TWENTY_PERCENT = 10_485_760

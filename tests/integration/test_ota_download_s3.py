@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from v2c.vehicle_sim.ota.chunking import MIB
-from v2c.vehicle_sim.ota.download import (
+from v2c.vehicle_sim.ota.device.chunking import MIB
+from v2c.vehicle_sim.ota.device.download import (
     DownloadConfig,
     DownloadOutcome,
     DownloadProgress,
@@ -23,8 +23,6 @@ from v2c.vehicle_sim.ota.download import (
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 SIZE = 3 * MIB + 4321
 KEY = "firmware/ecu-main-2.5.1.swu"

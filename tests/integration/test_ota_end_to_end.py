@@ -31,52 +31,39 @@ from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.redrive import OutboundRedriver
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.service import DeadLetterService, ReplayStatus
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
-from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services, set_default_services
-from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-from v2c.infra.local.wiring import dead_letter_stores, handler_environment
-from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.handlers.ota.config import SERVICES, OtaServices, set_default_services
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.local.wiring import (
+    dead_letter_stores,
+    handler_environment,
+    local_ota_services,
+    use_local_ota_services,
+)
+from v2c.infra.settings import StackSettings
 from v2c.v1.ota_pb2 import OTAStatus, OTAUpdateAvailable
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus.State
 FLOW = (S.ACCEPTED, S.DOWNLOADING, S.DOWNLOADED, S.INSTALLING, S.REBOOTING, S.VERIFYING)
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
-    return StackSettings(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-
-
-@pytest.fixture
 def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    """The handlers' environment (as `v2c stack up` exports it) and the API's services."""
+    """The handlers' environment (as `v2c stack up` exports it) and the API's
+    services, built as the local stack builds them (not the shared fixture's:
+    the handlers here notify as `v2c gateway run`'s do)."""
     for name, value in handler_environment(stack).items():
         monkeypatch.setenv(name, value)
     set_default_services(None)
-    services = build_services(OtaConfig.from_env())
+    use_local_ota_services()  # the handlers here notify as `v2c gateway run`'s do
+    services = local_ota_services()
     yield services
     services.close()
-    from v2c.handlers.ota.config import _DEFAULT
-
-    if _DEFAULT is not None:
-        _DEFAULT.close()
-    set_default_services(None)
+    SERVICES.build_with(None)  # closes the handlers' services
 
 
 def _upload(stack: StackSettings, version: str, payload: bytes) -> str:

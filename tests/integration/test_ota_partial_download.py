@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from v2c.contract.errors import InvalidField
-from v2c.vehicle_sim.ota.partial import PartialDownload, package_path
-
-pytestmark = pytest.mark.integration
+from v2c.vehicle_sim.ota.device.partial import PartialDownload, package_path
 
 DATA = bytes(range(256)) * 1024  # 256 KiB
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -30,8 +30,6 @@ from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus
 METRIC = "v2c_ota_unverified_notifications_total"

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,13 +26,7 @@ from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.infra.cli.main import app
 from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.local.wiring import dead_letter_stores
-from v2c.infra.settings import MqttSettings, StackSettings, load_settings, write_settings
-
-if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
-
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
+from v2c.infra.settings import load_settings
 
 VIN = "VIN-1HGBH41JXMN109186"
 OTA_TOPIC = f"v2c/v1/eu-west-1/{VIN}/ota/available"
@@ -94,17 +88,6 @@ class Vehicle:
 @pytest.fixture
 def endpoint(mosquitto: MosquittoBroker) -> MqttEndpoint:
     return MqttEndpoint(mosquitto.host, mosquitto.port)
-
-
-@pytest.fixture
-def stack_dir(tmp_path: Path, mosquitto: MosquittoBroker, aws_stack: AwsStack) -> Path:
-    settings = StackSettings(
-        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-    write_settings(settings, tmp_path / "stack")
-    return tmp_path / "stack"
 
 
 @pytest.fixture

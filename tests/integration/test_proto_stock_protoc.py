@@ -19,8 +19,6 @@ from google.protobuf.message import Message
 from v2c.infra.tools.protogen import PROTO_ROOT, proto_sources
 from v2c.v1 import common_pb2, ota_pb2, telemetry_pb2
 
-pytestmark = pytest.mark.integration
-
 MODULES = {"v2c/v1/common.proto": common_pb2, "v2c/v1/ota.proto": ota_pb2}
 MODULES["v2c/v1/telemetry.proto"] = telemetry_pb2
 

@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from v2c.infra.cli.main import app
 from v2c.infra.local import broker
 
-pytestmark = pytest.mark.integration
-
 
 def test_selftest_passes_and_shows_every_property_when_the_broker_works(
     mosquitto_executable: Path,

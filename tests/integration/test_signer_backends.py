@@ -41,9 +41,6 @@ if TYPE_CHECKING:
 
     from v2c.handlers.signing.softhsm import SoftHsmToken
 
-pytest_plugins = ["moto_fixtures", "softhsm_fixtures"]
-
-pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)

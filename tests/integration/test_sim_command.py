@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from typer.testing import CliRunner
 
 from v2c.handlers.ota.fleet import FleetRegistry
@@ -16,9 +15,6 @@ from v2c.infra.settings import MqttSettings, StackSettings, write_settings
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
-
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 
 def test_sim_runs_the_fleet_for_its_duration_and_prints_the_summary(

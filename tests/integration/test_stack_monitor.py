@@ -24,8 +24,6 @@ from v2c.infra.cli.demo_view import BASE, target_for, upload_package
 from v2c.infra.local.stack import LocalStack
 from v2c.infra.settings import StackSettings
 
-pytestmark = pytest.mark.integration
-
 VEHICLES = [f"VIN-5V2CMNT{i:010d}" for i in range(3)]
 START_IN_S = 8.0
 DEADLINE_S = 120.0  # a bound for a loaded machine: the monitor passes every 10 s

@@ -27,8 +27,6 @@ from v2c.infra.settings import StackSettings, read_settings
 from v2c.infra.tools.mqtt5 import MqttClientError, PahoV5Client
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
-pytestmark = pytest.mark.integration
-
 V2C = Path(sys.executable).parent / "v2c"
 VIN = "VIN-1HGBH41JXMN109186"
 START_TIMEOUT = 120.0  # a bound, not an expectation: the machine is shared

@@ -11,21 +11,23 @@ from typing import TYPE_CHECKING
 import pytest
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 from prometheus_client import REGISTRY
-from telemetry_support import dlq_store, register_vehicles, stored_per_vehicle
+from telemetry_support import (
+    dlq_store,
+    lambda_environment,
+    register_vehicles,
+    stored_per_vehicle,
+)
 
 from v2c.contract.batch_codec import encode_envelope
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore
-from v2c.handlers.telemetry.config import set_default_service
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
 from v2c.vehicle_sim.sampler import TelemetrySampler
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 VIN = "VIN-1HGBH41JXMN109186"
 TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry"
@@ -33,15 +35,8 @@ TOPIC = f"v2c/v1/eu-west-1/{VIN}/telemetry"
 
 @pytest.fixture
 def handler_environment(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """What the SAM template (or `v2c stack up`) gives a handler: names default."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_stack.aws.endpoint_url or "")
-    monkeypatch.setenv("AWS_REGION", aws_stack.aws.region)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", aws_stack.aws.region)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    set_default_service(None)  # built from this environment on the first message
-    yield
-    set_default_service(None)
+    with lambda_environment(aws_stack, monkeypatch):
+        yield
 
 
 @pytest.fixture

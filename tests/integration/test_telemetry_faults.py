@@ -45,8 +45,6 @@ from v2c.vehicle_sim.sampler import DEFAULT_START_MS, TelemetrySampler
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 Telemetry = telemetry_pb2.Telemetry
 FAST_RETRY = RetryPolicy(base_delay_s=0.005)  # the same 3 attempts, shorter waits

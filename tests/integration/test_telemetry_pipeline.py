@@ -32,8 +32,6 @@ from v2c.vehicle_sim.sampler import TelemetrySampler
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 Telemetry = telemetry_pb2.Telemetry
 SINGLES_PER_VEHICLE = 100  # 5 vehicles: 500 individual messages

@@ -20,14 +20,19 @@ from typing import TYPE_CHECKING
 import pytest
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 from prometheus_client import REGISTRY
-from telemetry_support import VINS, dlq_store, register_vehicles, stored_per_vehicle
+from telemetry_support import (
+    VINS,
+    dlq_store,
+    lambda_environment,
+    register_vehicles,
+    stored_per_vehicle,
+)
 from typer.testing import CliRunner
 
 from v2c.contract.batch_codec import DEFAULT_CONFIG, encode_envelope
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.rules import RULES
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
-from v2c.handlers.telemetry.config import set_default_service
 from v2c.handlers.telemetry.dead_letters import MAX_LISTED_FAILURES, failed_indices
 from v2c.infra.bench.gateway_fairness import sample_bomb
 from v2c.infra.cli.main import app
@@ -39,8 +44,6 @@ from v2c.vehicle_sim.sampler import TelemetrySampler
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 BOMBER, INNOCENT = VINS[0], VINS[1]
 BOMBS = 16
@@ -53,16 +56,9 @@ def _topic(vin: str, kind: str) -> str:
 
 @pytest.fixture
 def handler_environment(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """What the SAM template (or `v2c stack up`) gives a handler: names default."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_stack.aws.endpoint_url or "")
-    monkeypatch.setenv("AWS_REGION", aws_stack.aws.region)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", aws_stack.aws.region)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    set_default_service(None)  # built from this environment on the first message
-    register_vehicles(aws_stack, VINS)
-    yield
-    set_default_service(None)
+    with lambda_environment(aws_stack, monkeypatch):
+        register_vehicles(aws_stack, VINS)
+        yield
 
 
 @pytest.fixture

@@ -10,15 +10,11 @@ the A/B flash, reboot, verification, commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from fleet_support import (
     LoopThread,
-    loop_thread,
-    ota_cloud,
     patient_rules,
     trusted_keys,
     upload_firmware,
@@ -27,24 +23,24 @@ from fleet_support import (
 from gateway_support import running_gateway
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.config import OtaServices
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import UpdateState
-from v2c.handlers.ota.fleet import Vehicle
-from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig
-from v2c.infra.settings import MqttSettings, StackSettings
+from v2c.handlers.ota.fleet import Vehicle as RegistryEntry
+from v2c.infra.local.broker import MosquittoBroker
+from v2c.infra.settings import StackSettings
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.mqtt_async import MqttTarget
-from v2c.vehicle_sim.ota.fault_proxy import DownloadFaultProxy
-from v2c.vehicle_sim.ota.faults import ConnectionLost, VehicleFaults
-from v2c.vehicle_sim.ota.runtime import RuntimeConfig, VehicleRuntime, VehicleSpec
-from v2c.vehicle_sim.ota.sim_time import SimTime
+from v2c.vehicle_sim.ota.device.fault_proxy import DownloadFaultProxy
+from v2c.vehicle_sim.ota.device.faults import ConnectionLost, VehicleFaults
+from v2c.vehicle_sim.ota.device.runtime import VehicleRuntime
+from v2c.vehicle_sim.ota.device.sim_time import SimTime
+from v2c.vehicle_sim.ota.device.spec import RuntimeConfig, VehicleSpec
+from v2c.vehicle_sim.vehicle import Vehicle
 
 if TYPE_CHECKING:
-    from moto_fixtures import AwsStack
+    pass
 
-pytestmark = pytest.mark.integration
-pytest_plugins = ["moto_fixtures"]
 
 S = OTAStatus
 VIN = "VIN-5V2CRTM0000000001"
@@ -58,33 +54,6 @@ def _progress(loop: LoopThread, vehicle: VehicleRuntime) -> tuple[int, int, int]
     return result
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(aws_stack: AwsStack, broker: MosquittoBroker) -> StackSettings:
-    return StackSettings(
-        mqtt=MqttSettings(host=broker.host, port=broker.port),
-        aws=aws_stack.aws,
-        resources=aws_stack.names,
-    )
-
-
-@pytest.fixture
-def cloud(stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtaServices]:
-    with ota_cloud(stack, monkeypatch) as services:
-        yield services
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with loop_thread() as runner:
-        yield runner
-
-
 def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_update(
     stack: StackSettings,
     cloud: OtaServices,
@@ -94,21 +63,22 @@ def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_up
 ) -> None:
     # Given a registered vehicle running 1.0.0 and a 2.0.0 package in the registry
     spec = VehicleSpec(VIN, "Accord", "eu-west-1", installed_version="1.0.0")
-    cloud.deps.fleet.put([Vehicle(VIN, "Accord", "eu-west-1", 2024, "Honda", "", "1.0.0")])
+    cloud.deps.fleet.put([RegistryEntry(VIN, "Accord", "eu-west-1", 2024, "Honda", "", "1.0.0")])
     firmware_id = upload_firmware(cloud, "2.0.0")
     endpoint = MqttEndpoint(broker.host, broker.port)
     with running_gateway(endpoint, patient_rules()):
         # And the vehicle's runtime, connected over its own MQTT session
         sim = SimTime(0.002)
-        vehicle = VehicleRuntime(
+        car = Vehicle(
             tmp_path / "vehicle",
             spec,
+            MqttTarget(broker.host, broker.port),
             trusted_keys(cloud),
             sim=sim,
-            mqtt=MqttTarget(broker.host, broker.port),
             config=RuntimeConfig(keep_reports=True),
         )
-        loop.run(vehicle.start())
+        vehicle = car.ota
+        loop.run(car.start())
         assert vehicle.installed_version == "1.0.0"
         # When a campaign targets it
         campaign = cloud.campaigns.create(
@@ -121,7 +91,7 @@ def test_a_vehicle_downloads_installs_reboots_verifies_and_commits_a_campaign_up
             lambda: _progress(loop, vehicle),
             what="the campaign completed",
         )
-        loop.run(vehicle.stop())
+        loop.run(car.stop())
     record = cloud.deps.updates.get(VIN, campaign.release.update_id)
     assert record.state is UpdateState.COMPLETED
     assert record.installed_version == "2.0.0"
@@ -150,19 +120,19 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
     # Given a vehicle whose link drops at 40 % of the package and stays down
     faults = VehicleFaults.of(ConnectionLost(at_percent=40))
     spec = VehicleSpec(VIN, "Accord", "eu-west-1", installed_version="1.0.0", faults=faults)
-    cloud.deps.fleet.put([Vehicle(VIN, "Accord", "eu-west-1", 2024, "Honda", "", "1.0.0")])
+    cloud.deps.fleet.put([RegistryEntry(VIN, "Accord", "eu-west-1", 2024, "Honda", "", "1.0.0")])
     firmware_id = upload_firmware(cloud, "2.0.0", image_bytes=1024 * 1024)
     endpoint = MqttEndpoint(broker.host, broker.port)
     sim = SimTime(0.002)
     directory = tmp_path / "vehicle"
 
-    def runtime(proxy: DownloadFaultProxy | None) -> VehicleRuntime:
-        return VehicleRuntime(
+    def runtime(proxy: DownloadFaultProxy | None) -> Vehicle:
+        return Vehicle(
             directory,
             spec,
+            MqttTarget(broker.host, broker.port),
             trusted_keys(cloud),
             sim=sim,
-            mqtt=MqttTarget(broker.host, broker.port),
             fault_proxy=proxy,
             config=RuntimeConfig(keep_reports=True),
         )
@@ -170,8 +140,9 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
     with running_gateway(endpoint, patient_rules()):
         down = DownloadFaultProxy(outage_requests=1_000_000)
         loop.run(down.start())
-        first = runtime(down)
-        loop.run(first.start())
+        first_car = runtime(down)
+        first = first_car.ota
+        loop.run(first_car.start())
         campaign = cloud.campaigns.create(
             {"name": "resume", "firmware_id": firmware_id, "target_devices": [VIN]}
         ).campaign
@@ -185,19 +156,20 @@ def test_a_vehicle_killed_mid_download_resumes_from_its_partial_file_when_rebuil
         paused_at = cloud.deps.updates.get(VIN, update_id).bytes_downloaded
         assert paused_at >= 0.4 * 1024 * 1024 * 0.9
         # When the process dies (tasks cancelled, objects dropped) ...
-        loop.run(first.stop())
+        loop.run(first_car.stop())
         loop.run(down.stop())
         last_sequence = first.reports[-1].sequence
         # ... and a new runtime is built on the same directory, the link healed
-        second = runtime(None)
-        loop.run(second.start())
+        second_car = runtime(None)
+        second = second_car.ota
+        loop.run(second_car.start())
         # Then it resumes from the partial file and completes
         wait_progressing(
             lambda: cloud.campaigns.get(campaign.campaign_id).status is CampaignStatus.COMPLETED,
             lambda: _progress(loop, second),
             what="the campaign completed after the restart",
         )
-        loop.run(second.stop())
+        loop.run(second_car.stop())
     resumed = [r for r in second.reports if r.state == S.DOWNLOADING]
     assert resumed, "the rebuilt runtime reported its download"
     assert resumed[0].bytes_downloaded >= paused_at  # resumed, not restarted from byte 0

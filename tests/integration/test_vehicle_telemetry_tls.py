@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import running_gateway, wait_until
+from vehicle_support import TelemetryDriver, telemetry_vehicle
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.infra.local.broker import MosquittoBroker
@@ -18,11 +19,9 @@ from v2c.infra.pki.authority import PkiPaths, init_pki, issue_vehicle_cert
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import DeliveryConfig
-from v2c.vehicle_sim.mqtt_client import ConnectionConfig, VehicleIdentity
+from v2c.vehicle_sim.mqtt_async import MqttTarget
 from v2c.vehicle_sim.sampler import TelemetrySampler
-from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, TelemetryPublisher
-
-pytestmark = pytest.mark.integration
+from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, VehicleIdentity
 
 VIN = "VIN-1HGBH41JXMN109186"
 OTHER_VIN = "VIN-2HGBH41JXMN109187"
@@ -59,19 +58,22 @@ def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def publisher_with_certificate_of(
     vin: str, broker: MosquittoBroker, pki: PkiPaths, tmp_path: Path
-) -> TelemetryPublisher:
-    connection = ConnectionConfig(
+) -> TelemetryDriver:
+    target = MqttTarget(
         broker.host,
         broker.port,
         ca_file=pki.ca_cert,
         cert_file=pki.vehicles_dir / f"{vin}.pem",
         key_file=pki.vehicles_dir / f"{vin}.key",
         connect_timeout_s=5,
-        backoff=BackoffPolicy(initial_s=0.05, max_s=0.5),
     )
     config = PublisherConfig(durable=False, delivery=DeliveryConfig(retry_later_s=0.2))
-    return TelemetryPublisher(
-        VehicleIdentity(VIN, "eu-west-1"), connection, tmp_path / "v.db", config
+    return telemetry_vehicle(
+        VehicleIdentity(VIN, "eu-west-1"),
+        target,
+        tmp_path / "v.db",
+        config,
+        backoff=BackoffPolicy(initial_s=0.05, max_s=0.5),
     )
 
 

@@ -1,4 +1,5 @@
-"""The vehicle's telemetry uplink against a real mosquitto, a real TCP proxy in
+"""The vehicle's telemetry uplink (`Vehicle.telemetry`, on its one MQTT session)
+against a real mosquitto, a real TCP proxy in
 between for the network faults, and the in-process gateway as the cloud.
 
 What arrived is read from the gateway's record file and deduplicated by
@@ -16,6 +17,7 @@ import pytest
 from faults import TcpProxy
 from gateway_handlers import RECORDING_RULES, read_records
 from gateway_support import running_gateway, wait_until
+from vehicle_support import TelemetryDriver, telemetry_vehicle
 
 from v2c.contract.batch_codec import decode_envelope
 from v2c.contract.ids import telemetry_message_id
@@ -24,11 +26,9 @@ from v2c.infra.local.broker import MosquittoBroker
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import BatchPolicy, DeliveryConfig
-from v2c.vehicle_sim.mqtt_client import ConnectionConfig, VehicleIdentity
+from v2c.vehicle_sim.mqtt_async import MqttTarget
 from v2c.vehicle_sim.sampler import TelemetrySampler
-from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, TelemetryPublisher
-
-pytestmark = pytest.mark.integration
+from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, VehicleIdentity
 
 BrokerFactory = Callable[..., MosquittoBroker]
 
@@ -57,19 +57,17 @@ def make_publisher(
     batch: BatchPolicy | None = None,
     capacity: int = 1000,
     puback_timeout_s: float = 5.0,
-) -> TelemetryPublisher:
-    """A publisher on a test schedule. The PUBACK timeout stays generous (a busy
-    2-core machine can hold a PUBACK for a second) except where a test wants the
-    missing PUBACK to be noticed."""
-    connection = ConnectionConfig(
-        "127.0.0.1", port, keepalive_s=300, connect_timeout_s=2.0, backoff=FAST_BACKOFF
-    )
+) -> TelemetryDriver:
+    """A vehicle's uplink on a test schedule. The PUBACK timeout stays generous
+    (a busy 2-core machine can hold a PUBACK for a second) except where a test
+    wants the missing PUBACK to be noticed."""
+    target = MqttTarget("127.0.0.1", port, keepalive_s=300, connect_timeout_s=2.0)
     config = PublisherConfig(
         buffer_capacity=capacity,
         durable=False,
         delivery=fast_delivery(batch, puback_timeout_s),
     )
-    return TelemetryPublisher(IDENTITY, connection, buffer_path, config)
+    return telemetry_vehicle(IDENTITY, target, buffer_path, config, backoff=FAST_BACKOFF)
 
 
 def arrived(record_file: str) -> collections.Counter[bytes]:

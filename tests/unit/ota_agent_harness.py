@@ -42,15 +42,15 @@ from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
 from v2c.vehicle_sim.ota.agent import UpdateAgent
-from v2c.vehicle_sim.ota.checks import AgentPolicy
-from v2c.vehicle_sim.ota.effects import (
+from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
+from v2c.vehicle_sim.ota.agent.effects import (
     BootResult,
     Effect,
     InstallStep,
     Report,
     SaveState,
 )
-from v2c.vehicle_sim.ota.vehicle_state import VehicleConditions
+from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
 
 VIN = "VIN-1HGBH41JXMN109186"
 MIB = 1024 * 1024

@@ -6,14 +6,14 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v2c.vehicle_sim.ota.bootloader import BootEnv, SlotState
-from v2c.vehicle_sim.ota.clock import ManualClock
-from v2c.vehicle_sim.ota.faults import VehicleFaults
-from v2c.vehicle_sim.ota.flash import Flash
-from v2c.vehicle_sim.ota.installer import BootReport, Installer
-from v2c.vehicle_sim.ota.package import build_package
-from v2c.vehicle_sim.ota.session import InstallOutcome, InstallSession
-from v2c.vehicle_sim.ota.steps import PowerPlan
+from v2c.vehicle_sim.ota.agent.bootloader import BootEnv, SlotState
+from v2c.vehicle_sim.ota.agent.steps import PowerPlan
+from v2c.vehicle_sim.ota.device.clock import ManualClock
+from v2c.vehicle_sim.ota.device.faults import VehicleFaults
+from v2c.vehicle_sim.ota.device.flash import Flash
+from v2c.vehicle_sim.ota.device.installer import BootReport, Installer
+from v2c.vehicle_sim.ota.device.package import build_package
+from v2c.vehicle_sim.ota.device.session import InstallOutcome, InstallSession
 
 OLD, NEW = "2.0.0", "2.5.1"
 

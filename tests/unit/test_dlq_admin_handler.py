@@ -14,6 +14,8 @@ import pytest
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import ConfigurationError, TransientError
 from v2c.handlers import dlq_admin
+from v2c.handlers.dlq import admin, redrive
+from v2c.handlers.dlq import config as dlq_config
 from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 
@@ -75,7 +77,7 @@ def service(stores: dict[str, InMemoryDeadLetterStore], redrives: Redrives) -> D
 
 
 def call(event: dict[str, Any], service: DeadLetterService) -> dict[str, Any]:
-    answer = dlq_admin.handle(event, service, clock=lambda: NOW_MS / 1000)
+    answer = admin.handle(event, service, clock=lambda: NOW_MS / 1000)
     json.dumps(answer)  # a Lambda answer must serialise
     return answer
 
@@ -247,11 +249,12 @@ def test_lambda_handler_builds_the_service_once_per_container(
         built.append(1)
         return service
 
-    monkeypatch.setattr(dlq_admin, "_SERVICE", None)
-    monkeypatch.setattr(dlq_admin, "build_service", build)
-
-    for _ in range(2):
-        assert dlq_admin.lambda_handler({"action": "depths"}, None)["ok"] is True
+    dlq_config.SERVICE.build_with(build)
+    try:
+        for _ in range(2):
+            assert dlq_admin.lambda_handler({"action": "depths"}, None)["ok"] is True
+    finally:
+        dlq_config.SERVICE.build_with(None)
     assert len(built) == 1
 
 
@@ -284,7 +287,7 @@ def test_inbound_redrive_invokes_the_rules_function_with_the_iot_rule_event() ->
     client = FakeLambda()
     record = _record(properties={"content_type": "application/x-protobuf"})
 
-    dlq_admin.LambdaRedriver(client, "v2c-prod-")(record)
+    redrive.LambdaRedriver(client, "v2c-prod-")(record)
 
     (call_,) = client.calls
     assert call_["FunctionName"] == "v2c-prod-telemetry"
@@ -297,8 +300,8 @@ def test_inbound_redrive_invokes_the_rules_function_with_the_iot_rule_event() ->
 
 
 def test_inbound_redrive_fails_when_the_function_raised() -> None:
-    with pytest.raises(dlq_admin.RemoteHandlerFailed, match="table missing") as caught:
-        dlq_admin.LambdaRedriver(FakeLambda(error="table missing"))(_record())
+    with pytest.raises(redrive.RemoteHandlerFailed, match="table missing") as caught:
+        redrive.LambdaRedriver(FakeLambda(error="table missing"))(_record())
     assert caught.value.reason == "handler_error"
 
 
@@ -312,7 +315,7 @@ def test_outbound_redrive_publishes_through_iot_data_with_mqtt5_properties_at_qo
     }
     record = _record(queue="ota", properties=props, context={"qos": 2})
 
-    dlq_admin.IotDataRedriver(client)(record)
+    redrive.IotDataRedriver(client)(record)
 
     assert client.calls == [
         {
@@ -336,7 +339,7 @@ def test_build_service_wires_s3_and_sqs_stores_and_the_aws_redrive_paths() -> No
         return object()
 
     env = {"TELEMETRY_DLQ_BUCKET": "b", "OTA_DLQ_QUEUE_URL": "http://q"}
-    service = dlq_admin.build_service(env, client)
+    service = dlq_config.build_service(env, client)
 
     assert service.queues == ["ota", "telemetry"]
     assert sorted(made) == ["iot-data", "lambda", "s3", "sqs"]
@@ -346,4 +349,4 @@ def test_build_service_wires_s3_and_sqs_stores_and_the_aws_redrive_paths() -> No
 
 def test_build_service_without_its_environment_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="OTA_DLQ_QUEUE_URL"):
-        dlq_admin.build_service({"TELEMETRY_DLQ_BUCKET": "b"}, lambda name: object())
+        dlq_config.build_service({"TELEMETRY_DLQ_BUCKET": "b"}, lambda name: object())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from v2c.contract.errors import ValidationFailed
-from v2c.vehicle_sim.ota.sim_time import SimTime, StepClock
+from v2c.vehicle_sim.ota.device.sim_time import SimTime, StepClock
 
 
 class FakeMonotonic:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from v2c.vehicle_sim.ota.faults import (
+from v2c.vehicle_sim.ota.agent.vehicle_state import Gear
+from v2c.vehicle_sim.ota.device.faults import (
     CriticalDtc,
     InUse,
     LowBattery,
     LowStorage,
     VehicleFaults,
 )
-from v2c.vehicle_sim.ota.vehicle_model import ConditionsPlan, VehicleModel
-from v2c.vehicle_sim.ota.vehicle_state import Gear
+from v2c.vehicle_sim.ota.device.vehicle_model import ConditionsPlan, VehicleModel
 
 T0 = 1_800_000_000.0
 

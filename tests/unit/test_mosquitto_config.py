@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from v2c.infra.local.broker import MAX_PACKET_SIZE, BrokerTls, MosquittoConfig, render_config
+from v2c.infra.local.mosquitto_config import (
+    MAX_PACKET_SIZE,
+    BrokerTls,
+    MosquittoConfig,
+    render_config,
+)
 
 
 def lines_of(config: MosquittoConfig) -> list[str]:

@@ -6,7 +6,6 @@ by the harness; the fixture fails the test if the cloud would refuse one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,18 +20,11 @@ from ota_agent_harness import (
 from signing_helpers import flip_bit
 
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota.effects import Dropped, Report, ScheduleTick, StartDownload
-from v2c.vehicle_sim.ota.memory import Phase
-from v2c.vehicle_sim.ota.vehicle_state import Gear
+from v2c.vehicle_sim.ota.agent.effects import Dropped, Report, ScheduleTick, StartDownload
+from v2c.vehicle_sim.ota.agent.memory import Phase
+from v2c.vehicle_sim.ota.agent.vehicle_state import Gear
 
 S = OTAStatus
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    assert harness.cloud_refusals == []
 
 
 def test_a_second_update_while_one_is_active_is_rejected_update_in_progress(h: Harness) -> None:

@@ -19,7 +19,7 @@ from v2c.contract.errors import ValidationFailed
 from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
-from v2c.vehicle_sim.ota.checks import (
+from v2c.vehicle_sim.ota.agent.checks import (
     AgentPolicy,
     Decision,
     Stage,
@@ -30,7 +30,7 @@ from v2c.vehicle_sim.ota.checks import (
     evaluate,
     utc,
 )
-from v2c.vehicle_sim.ota.vehicle_state import Gear, VehicleConditions
+from v2c.vehicle_sim.ota.agent.vehicle_state import Gear, VehicleConditions
 
 S = OTAStatus
 NOW = T0_MS

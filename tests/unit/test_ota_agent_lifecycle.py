@@ -7,14 +7,13 @@ state machine by the harness (see the fixture).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import pytest
 from ota_agent_harness import MIB, SIZE, URL, Harness, of_type, reason_name, state_name
 
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota.effects import (
+from v2c.vehicle_sim.ota.agent.effects import (
     CancelDownload,
     CommitUpdate,
     DiscardPackage,
@@ -26,17 +25,10 @@ from v2c.vehicle_sim.ota.effects import (
     StartDownload,
     StartInstall,
 )
-from v2c.vehicle_sim.ota.memory import Phase
-from v2c.vehicle_sim.ota.vehicle_state import Gear
+from v2c.vehicle_sim.ota.agent.memory import Phase
+from v2c.vehicle_sim.ota.agent.vehicle_state import Gear
 
 S = OTAStatus
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    assert harness.cloud_refusals == []
 
 
 def test_happy_path_reports_every_phase_and_completes_with_durations(h: Harness) -> None:

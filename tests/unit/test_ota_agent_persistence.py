@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from ota_agent_harness import MIB, SIZE, Harness, of_type, reason_name, state_name
 
 from v2c.contract.errors import ValidationFailed
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota.checks import AgentPolicy
-from v2c.vehicle_sim.ota.effects import (
+from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
+from v2c.vehicle_sim.ota.agent.effects import (
     BootResult,
     CommitUpdate,
     Report,
@@ -25,17 +24,10 @@ from v2c.vehicle_sim.ota.effects import (
     StartDownload,
     StartInstall,
 )
-from v2c.vehicle_sim.ota.memory import Phase
+from v2c.vehicle_sim.ota.agent.memory import Phase
 
 S = OTAStatus
 NEW = BootResult("2.5.0", trial=True, boot_attempts=1)
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    assert harness.cloud_refusals == []
 
 
 def test_restore_mid_download_resumes_with_the_same_numbering(h: Harness) -> None:

@@ -24,9 +24,9 @@ from ota_agent_harness import MIB, SIZE, Harness, good_conditions
 from signing_helpers import flip_bit
 
 from v2c.v1.ota_pb2 import OTAStatus, OTAUpdateAvailable
-from v2c.vehicle_sim.ota.effects import BootResult, InstallStep, StartDownload
-from v2c.vehicle_sim.ota.memory import Phase
-from v2c.vehicle_sim.ota.vehicle_state import Gear
+from v2c.vehicle_sim.ota.agent.effects import BootResult, InstallStep, StartDownload
+from v2c.vehicle_sim.ota.agent.memory import Phase
+from v2c.vehicle_sim.ota.agent.vehicle_state import Gear
 
 S = OTAStatus
 UPDATES = ("upd-1", "upd-2", "upd-3")

@@ -12,8 +12,6 @@ state machine the way the status ingest applies it (see the harness).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from ota_agent_harness import (
     SIZE,
@@ -29,7 +27,7 @@ from ota_agent_harness import (
 from v2c.contract.notification import signed_part_sha256
 from v2c.handlers.ota.domain.update_state import Outcome, UpdateState
 from v2c.v1.ota_pb2 import OTAStatus, OTAUpdateAvailable
-from v2c.vehicle_sim.ota.effects import (
+from v2c.vehicle_sim.ota.agent.effects import (
     CancelDownload,
     DiscardPackage,
     InstallStep,
@@ -37,17 +35,10 @@ from v2c.vehicle_sim.ota.effects import (
     SaveState,
     StartDownload,
 )
-from v2c.vehicle_sim.ota.memory import Phase
-from v2c.vehicle_sim.ota.reports import report_message_id
+from v2c.vehicle_sim.ota.agent.memory import Phase
+from v2c.vehicle_sim.ota.agent.reports import report_message_id
 
 S = OTAStatus
-
-
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    harness = Harness()
-    yield harness
-    assert harness.cloud_refusals == []
 
 
 def forged(h: Harness, *, claim_key: bool = True, **overrides: object) -> OTAUpdateAvailable:

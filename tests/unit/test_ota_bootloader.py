@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from v2c.contract.errors import CodecError, ValidationFailed
-from v2c.vehicle_sim.ota.bootloader import (
+from v2c.vehicle_sim.ota.agent.bootloader import (
     BootEnv,
     Slot,
     SlotState,

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from v2c.contract.errors import ValidationFailed
-from v2c.vehicle_sim.ota.chunking import (
+from v2c.vehicle_sim.ota.device.chunking import (
     KIB,
     MIB,
     ChunkPolicy,

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from v2c.contract.errors import ValidationFailed
-from v2c.vehicle_sim.ota.download import DownloadConfig
-from v2c.vehicle_sim.ota.progress import BUCKETS, MinimumProgress, ProgressWindow
+from v2c.vehicle_sim.ota.device.download import DownloadConfig
+from v2c.vehicle_sim.ota.device.progress import BUCKETS, MinimumProgress, ProgressWindow
 
 T0 = 1000.0  # any clock origin
 EPS = 1e-6

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from v2c.contract.errors import ConfigurationError, ValidationFailed
-from v2c.vehicle_sim.ota.faults import (
+from v2c.vehicle_sim.ota.agent.steps import InstallStep
+from v2c.vehicle_sim.ota.device.faults import (
     BootFailure,
     ConnectionLost,
     CriticalDtc,
@@ -18,7 +19,6 @@ from v2c.vehicle_sim.ota.faults import (
     PowerCutFault,
     VehicleFaults,
 )
-from v2c.vehicle_sim.ota.steps import InstallStep
 
 FLEET = [f"VIN-1HGCM{n:012d}" for n in range(10_000)]
 LISTED = "1HGCM82633A004352"

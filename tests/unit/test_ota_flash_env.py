@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from v2c.vehicle_sim.ota.bootloader import BootEnv, Slot, SlotState, arm_trial, commit
-from v2c.vehicle_sim.ota.flash import (
+from v2c.vehicle_sim.ota.agent.bootloader import BootEnv, Slot, SlotState, arm_trial, commit
+from v2c.vehicle_sim.ota.agent.steps import InstallStep, PowerCut, PowerPlan
+from v2c.vehicle_sim.ota.device.flash import (
     ENV_SIZE,
     EnvCopy,
     Flash,
@@ -20,7 +21,6 @@ from v2c.vehicle_sim.ota.flash import (
     decode_env,
     encode_env,
 )
-from v2c.vehicle_sim.ota.steps import InstallStep, PowerCut, PowerPlan
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=40)
 GOOD_A = BootEnv(slot_a_state=SlotState.GOOD)

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from ota_flash_harness import NEW, OLD, SimVehicle, image, runs_a_safe_slot, true_version
 
-from v2c.contract.errors import Conflict, Unbootable
+from v2c.contract.errors import Conflict
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota import effects
-from v2c.vehicle_sim.ota.bootloader import Slot, SlotState
-from v2c.vehicle_sim.ota.clock import ScaledClock
-from v2c.vehicle_sim.ota.faults import (
+from v2c.vehicle_sim.errors import Unbootable
+from v2c.vehicle_sim.ota.agent import effects
+from v2c.vehicle_sim.ota.agent.bootloader import Slot, SlotState
+from v2c.vehicle_sim.ota.agent.steps import InstallStep, PostInstallCheck
+from v2c.vehicle_sim.ota.device.clock import ScaledClock
+from v2c.vehicle_sim.ota.device.faults import (
     BootFailure,
     CriticalDtc,
     Extraction,
@@ -22,10 +24,9 @@ from v2c.vehicle_sim.ota.faults import (
     VehicleFaults,
     VerificationFailure,
 )
-from v2c.vehicle_sim.ota.installer import BootReport, InstallTimings
-from v2c.vehicle_sim.ota.package import build_package
-from v2c.vehicle_sim.ota.session import InstallSession
-from v2c.vehicle_sim.ota.steps import InstallStep, PostInstallCheck
+from v2c.vehicle_sim.ota.device.installer import BootReport, InstallTimings
+from v2c.vehicle_sim.ota.device.package import build_package
+from v2c.vehicle_sim.ota.device.session import InstallSession
 
 ARM_STEPS = [
     InstallStep.PRECHECK,

@@ -21,12 +21,17 @@ from ota_flash_harness import (
 )
 
 from v2c.v1.ota_pb2 import OTAStatus
-from v2c.vehicle_sim.ota.bootloader import Slot, SlotState
-from v2c.vehicle_sim.ota.faults import BootFailure, FaultRule, VehicleFaults, VerificationFailure
-from v2c.vehicle_sim.ota.installer import Installer
-from v2c.vehicle_sim.ota.package import build_package
-from v2c.vehicle_sim.ota.session import InstallOutcome, InstallSession
-from v2c.vehicle_sim.ota.steps import InstallStep, PowerCut, PowerPlan
+from v2c.vehicle_sim.ota.agent.bootloader import Slot, SlotState
+from v2c.vehicle_sim.ota.agent.steps import InstallStep, PowerCut, PowerPlan
+from v2c.vehicle_sim.ota.device.faults import (
+    BootFailure,
+    FaultRule,
+    VehicleFaults,
+    VerificationFailure,
+)
+from v2c.vehicle_sim.ota.device.installer import Installer
+from v2c.vehicle_sim.ota.device.package import build_package
+from v2c.vehicle_sim.ota.device.session import InstallOutcome, InstallSession
 
 BEFORE_ARMED = {
     InstallStep.PRECHECK,

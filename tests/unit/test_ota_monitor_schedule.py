@@ -30,6 +30,9 @@ class FakeServices:
     def __init__(self) -> None:
         self.campaigns = FakeCampaigns()
 
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def services() -> Iterator[FakeServices]:

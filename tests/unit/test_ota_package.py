@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from v2c.contract.errors import ChecksumMismatch, CodecError
-from v2c.vehicle_sim.ota.package import (
+from v2c.vehicle_sim.ota.device.package import (
     DESCRIPTION,
     IMAGE_NAME,
     PackageReader,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from v2c.infra.settings import (
     AwsSettings,
     MqttSettings,
     StackSettings,
+    read_settings,
 )
 
 LOCAL = AwsSettings(endpoint_url="http://127.0.0.1:4566", region="eu-west-1")
@@ -108,10 +110,30 @@ def test_commands_that_need_a_broker_get_a_configuration_error_without_one() -> 
 def test_prefixed_names_replace_v2c_in_every_default_name() -> None:
     names = ResourceNames.with_prefix("acme-v2c")
 
-    assert names.dedup_table == "acme-v2c-telemetry-dedup"
+    assert names.vehicle_updates_table == "acme-v2c-vehicle-updates"
     assert names.firmware_bucket == "acme-v2c-firmware"
     assert names.signing_key_alias == "alias/acme-v2c-ota-signing"
     assert names.timestream_table == ResourceNames().timestream_table  # not prefixed: per database
+
+
+def test_a_stack_described_with_the_retired_dedup_table_still_loads(tmp_path: Path) -> None:
+    # Given a stack.json from before the dedup table went (ADR 0001, point 6)
+    written = StackSettings(aws=LOCAL, resources=ResourceNames.with_prefix("acme-v2c"))
+    document = json.loads(written.model_dump_json())
+    document["resources"]["dedup_table"] = "acme-v2c-telemetry-dedup"
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps(document))
+
+    # When it is read, the retired name is forgotten and every other one kept
+    loaded = read_settings(path)
+
+    assert loaded == written
+    assert "dedup_table" not in loaded.resources.model_dump()
+
+
+def test_an_unknown_resource_name_is_still_refused() -> None:
+    with pytest.raises(ValidationError, match="dedup_tabel"):
+        ResourceNames.model_validate({"dedup_tabel": "v2c-telemetry-dedup"})
 
 
 @pytest.mark.parametrize(
@@ -121,7 +143,7 @@ def test_prefixed_names_replace_v2c_in_every_default_name() -> None:
         ("signing_key_alias", "v2c-ota-signing"),
         ("signing_key_alias", "alias/aws/v2c"),
         ("ota_dlq_queue", "has space"),
-        ("dedup_table", "ab"),
+        ("idempotency_table", "ab"),
     ],
 )
 def test_invalid_resource_names_are_rejected(field: str, value: str) -> None:
@@ -139,10 +161,10 @@ def test_every_table_name_field_has_exactly_one_table_spec() -> None:
     assert sorted(specs) == sorted(table_fields)
 
 
-def test_ttl_is_on_the_dedup_and_idempotency_tables_where_entries_must_expire() -> None:
+def test_ttl_is_on_the_telemetry_and_idempotency_tables_where_entries_must_expire() -> None:
     names = ResourceNames()
     ttl = {spec.name: spec.ttl_attribute for spec in table_specs(names)}
 
-    assert ttl[names.dedup_table] == "expires_at"
+    assert ttl[names.telemetry_table] == "expires_at"
     assert ttl[names.idempotency_table] == "expiration"
     assert ttl[names.campaigns_table] is None

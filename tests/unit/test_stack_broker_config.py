@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from v2c.infra.local.broker import MAX_PACKET_SIZE, BrokerTls, MosquittoConfig, render_config
+from v2c.infra.local.mosquitto_config import (
+    MAX_PACKET_SIZE,
+    BrokerTls,
+    MosquittoConfig,
+    render_config,
+)
 from v2c.infra.local.stack_layout import StackLayout, broker_config, prepare_broker_files
 from v2c.infra.pki.authority import PkiPaths, init_pki, issue_vehicle_cert
 

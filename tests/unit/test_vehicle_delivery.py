@@ -164,6 +164,29 @@ def test_heartbeat_goes_out_only_when_nothing_proved_the_link_alive() -> None:
     assert h.scheduler.heartbeat_due(81)
 
 
+def test_heartbeat_in_tells_an_idle_uplink_how_long_it_may_sleep() -> None:
+    h = Harness(singles(heartbeat_interval_s=30), FakeBuffer(0))
+    assert h.scheduler.heartbeat_in(0) is None  # offline: no heartbeat to wait for
+    h.connect(0)
+    assert h.scheduler.heartbeat_in(10) == 20
+    assert h.scheduler.heartbeat_in(45) == 0
+    h.send([Outgoing(Kind.HEARTBEAT, b"hb")], 45)
+    assert h.scheduler.heartbeat_in(46) is None  # one is out
+
+
+def test_a_message_with_no_packet_id_free_is_held_and_sent_again_later() -> None:
+    # Given a client library with no packet id left (the session's pool is shared)
+    h = Harness(singles(retry_later_s=2.0), FakeBuffer(2))
+    h.connect()
+    plan = h.scheduler.plan(0, h.buffer.peek, wall_now=0)
+    # When neither message can be written
+    for item in plan.outgoing:
+        h.scheduler.unsent(item, 0)
+    # Then both wait retry_later_s and go again, oldest first, without a reconnect
+    assert h.step(1.0) == []
+    assert [h.sequences(m)[0] for m in h.step(2.0)] == [1, 2]
+
+
 def test_unanswered_heartbeat_declares_the_connection_dead_at_once() -> None:
     h = Harness(singles(heartbeat_interval_s=30), FakeBuffer(0))
     h.connect(0)

@@ -2,51 +2,20 @@
 Lambda action would build them, so a handler runs unchanged here and on AWS.
 
 The payload travels base64-encoded (IoT rules hand binary payloads to Lambda
-with `encode(*, 'base64')`); the MQTT 5 properties are normalised once, here,
-from gmqtt's shape into plain JSON.
+with `encode(*, 'base64')`); the event itself is written by
+`v2c.contract.events` (the handlers read it there) and its MQTT 5 properties
+by `v2c.contract.mqtt_properties`. What is the gateway's own is the context.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from v2c.contract.events import build_event, event_payload
 
-JsonDict = dict[str, Any]
-
-__all__ = ["LambdaContext", "build_event", "event_payload", "properties_to_json"]
-
-
-def properties_to_json(properties: Mapping[str, Any]) -> JsonDict:
-    """gmqtt gives `{name: [value, ...]}` plus `dup`/`retain`; keep what a handler needs."""
-
-    def first(name: str) -> Any:
-        value = properties.get(name)
-        if isinstance(value, list | tuple):
-            return value[0] if value else None
-        return value
-
-    out: JsonDict = {}
-    if (expiry := first("message_expiry_interval")) is not None:
-        out["message_expiry_interval"] = int(expiry)
-    if (ctype := first("content_type")) is not None:
-        out["content_type"] = ctype.decode() if isinstance(ctype, bytes) else str(ctype)
-    if (corr := first("correlation_data")) is not None:
-        raw = corr if isinstance(corr, bytes) else str(corr).encode()
-        out["correlation_data_b64"] = base64.b64encode(raw).decode("ascii")
-    if (pfi := first("payload_format_indicator")) is not None:
-        out["payload_format_indicator"] = int(pfi)
-    pairs = properties.get("user_property") or []
-    if pairs:
-        out["user_properties"] = [[str(k), str(v)] for k, v in pairs]
-    if properties.get("dup"):
-        out["dup"] = True
-    return out
+__all__ = ["LambdaContext", "build_event", "event_payload"]
 
 
 @dataclass

@@ -9,7 +9,6 @@ tells us when the QoS 2 flow completed, which is what "published" means.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,53 +18,18 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aws_lambda_powertools import Logger
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import TransientError
 from v2c.contract.mqtt_endpoint import MqttEndpoint
+from v2c.contract.mqtt_properties import MqttProperties
 from v2c.gateway.metrics import GatewayMetrics
-from v2c.handlers.dlq.metrics import topic_region
 from v2c.handlers.dlq.store import DeadLetterStore
 
 logger = Logger(service="v2c-publisher")
 
 JsonDict = dict[str, Any]
-
-
-def properties_json(
-    *,
-    expiry_s: int | None,
-    content_type: str | None,
-    correlation_data: bytes | None,
-    user_properties: Sequence[tuple[str, str]] = (),
-) -> JsonDict:
-    """The JSON form of publish properties, the same shape the gateway records."""
-    out: JsonDict = {}
-    if expiry_s is not None:
-        out["message_expiry_interval"] = expiry_s
-    if content_type is not None:
-        out["content_type"] = content_type
-    if correlation_data is not None:
-        out["correlation_data_b64"] = base64.b64encode(correlation_data).decode("ascii")
-    if user_properties:
-        out["user_properties"] = [[k, v] for k, v in user_properties]
-    return out
-
-
-def paho_properties(props: JsonDict) -> Properties:
-    p = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if "message_expiry_interval" in props:
-        p.MessageExpiryInterval = int(props["message_expiry_interval"])
-    if "content_type" in props:
-        p.ContentType = str(props["content_type"])
-    if "correlation_data_b64" in props:
-        p.CorrelationData = base64.b64decode(props["correlation_data_b64"])
-    if props.get("user_properties"):
-        p.UserProperty = [(str(k), str(v)) for k, v in props["user_properties"]]
-    return p
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +95,8 @@ class OutboundPublisher:
     def _attempt(self, topic: str, payload: bytes, qos: int, props: JsonDict) -> None:
         if not self._connected.is_set():
             raise TransientError("not connected to the broker")
-        info = self._client.publish(topic, payload, qos=qos, properties=paho_properties(props))
+        properties = MqttProperties.from_json(props).to_paho()
+        info = self._client.publish(topic, payload, qos=qos, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise TransientError(f"publish refused: {mqtt.error_string(info.rc)}")
         try:
@@ -169,12 +134,12 @@ class OutboundPublisher:
         source: str = "outbound",
         context: JsonDict | None = None,
     ) -> PublishResult:
-        props = properties_json(
-            expiry_s=expiry_s,
+        props = MqttProperties(
+            message_expiry_interval=expiry_s,
             content_type=content_type,
             correlation_data=correlation_data,
-            user_properties=user_properties,
-        )
+            user_properties=tuple((str(k), str(v)) for k, v in user_properties),
+        ).to_json()
         try:
             attempts = self.try_publish(topic, payload, qos=qos, props=props)
         except TransientError as exc:
@@ -195,24 +160,22 @@ class OutboundPublisher:
     ) -> str | None:
         if self._dead_letters is None:
             return None
-        parts = topic.split("/")
-        record = DeadLetterRecord.from_error(
+        record = DeadLetterRecord.for_publish(
+            topic,
+            payload,
             queue=self._dead_letters.name,
             direction=Direction.OUTBOUND,
             source=source,
-            topic=topic,
-            payload=payload,
             error=exc,
             attempts=self._attempts,
             properties=props,
-            vehicle_id=parts[3] if len(parts) > 3 else "",
             context={"qos": 2, **(context or {})},
             now_ms=int(time.time() * 1000),
         )
         self._dead_letters.put(record)
         self._metrics.dlq_messages.labels(
             queue=self._dead_letters.name,
-            region=topic_region(topic),
+            region=record.region,
             message_type=source,
             reason=record.reason,
         ).inc()

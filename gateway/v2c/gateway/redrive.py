@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import InvalidInput
-from v2c.gateway.event import LambdaContext, build_event
+from v2c.contract.events import replay_event
+from v2c.gateway.event import LambdaContext
 from v2c.gateway.publisher import OutboundPublisher
 from v2c.gateway.rules import Handler, Rule, load_handler
 
@@ -24,13 +25,7 @@ class InboundRedriver:
             raise InvalidInput(f"record {record.record_id} names unknown rule {record.source!r}")
         handler = self._handlers.get(rule.name) or load_handler(rule.handler)
         self._handlers[rule.name] = handler
-        event = build_event(
-            rule=rule.name,
-            topic=record.topic,
-            payload=record.payload,
-            qos=rule.qos,
-            properties={**record.properties, "replayed_from": record.record_id},
-        )
+        event = replay_event(record, qos=rule.qos)
         handler(event, LambdaContext(function_name=rule.name, timeout_s=rule.timeout_s))
 
 

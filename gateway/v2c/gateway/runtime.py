@@ -47,12 +47,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import HandlerTimeout, TransientError
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.gateway.event import LambdaContext, build_event, properties_to_json
+from v2c.contract.mqtt_properties import MqttProperties
+from v2c.gateway.event import LambdaContext, build_event
 from v2c.gateway.metrics import GatewayMetrics
 from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
 from v2c.gateway.scheduler import FairScheduler
 from v2c.gateway.workers import HandlerPool
-from v2c.handlers.dlq.metrics import topic_region
 from v2c.handlers.dlq.store import DeadLetterStore
 
 logger = Logger(service="v2c-gateway")
@@ -262,7 +262,7 @@ class Gateway:
         if not rules:
             self.metrics.unrouted.inc()
             logger.warning("no rule for topic", extra={"topic": topic})
-        props = properties_to_json(properties)
+        props = MqttProperties.json_from_gmqtt(properties)
         received = int(time.time() * 1000)
         for rule in rules:
             await self._dispatch(rule, topic, payload, qos, props, received)
@@ -313,17 +313,15 @@ class Gateway:
     async def _dead_letter(
         self, rule: Rule, topic: str, payload: bytes, props: dict[str, Any], exc: Exception
     ) -> None:
-        vehicle_id = topic.split("/")[3] if topic.count("/") >= 3 else ""
-        record = DeadLetterRecord.from_error(
+        record = DeadLetterRecord.for_publish(
+            topic,
+            payload,
             queue=rule.dlq,
             direction=Direction.INBOUND,
             source=rule.name,
-            topic=topic,
-            payload=payload,
             error=exc,
             attempts=1,
             properties=props,
-            vehicle_id=vehicle_id,
         )
         self.metrics.failed.labels(rule.name, record.reason).inc()
         logger.warning(
@@ -346,7 +344,7 @@ class Gateway:
                     raise
         self.metrics.dlq_messages.labels(
             queue=rule.dlq,
-            region=topic_region(topic),
+            region=record.region,
             message_type=rule.name,
             reason=record.reason,
         ).inc()
@@ -355,7 +353,9 @@ class Gateway:
 def vehicle_key(topic: str) -> str:
     """The vehicle a message is scheduled under: the topic's vehicle segment
     (`v2c/v1/{region}/{vehicle}/...`, vouched for by the broker's ACL), or the
-    whole topic when it has none (such a message is unrouted anyway)."""
+    whole topic when it has none (such a message is unrouted anyway). A split,
+    not `Topic.parse`: it runs for every message before admission, and a topic
+    outside the scheme is refused later, by the event, with a record."""
     parts = topic.split("/", 4)
     return parts[3] if len(parts) > 4 else topic
 

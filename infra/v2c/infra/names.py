@@ -8,7 +8,9 @@ provisions the resources keeps `settings` from importing `aws` and back.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PREFIX = "v2c"
 DLQ_RETENTION_DAYS = 90
@@ -20,6 +22,10 @@ _QUEUE = r"^[A-Za-z0-9_-]{1,80}$"
 _ALIAS = r"^alias/[A-Za-z0-9/_-]{1,250}$"
 _TS_NAME = r"^[A-Za-z0-9_.-]{3,256}$"
 
+# Names an older stack.json may still carry for resources v2c no longer has:
+# the telemetry dedup table (ADR 0001, point 6: the record's own key dedups).
+RETIRED = frozenset({"dedup_table"})
+
 
 class ResourceNames(BaseModel):
     """The names of every resource; stored in stack.json under `resources`."""
@@ -27,7 +33,6 @@ class ResourceNames(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     telemetry_table: str = Field(default=f"{PREFIX}-telemetry", pattern=_TABLE)
-    dedup_table: str = Field(default=f"{PREFIX}-telemetry-dedup", pattern=_TABLE)
     vehicle_registry_table: str = Field(default=f"{PREFIX}-vehicle-registry", pattern=_TABLE)
     firmware_table: str = Field(default=f"{PREFIX}-firmware", pattern=_TABLE)
     campaigns_table: str = Field(default=f"{PREFIX}-campaigns", pattern=_TABLE)
@@ -41,6 +46,16 @@ class ResourceNames(BaseModel):
     event_bus: str = Field(default=f"{PREFIX}-events", pattern=_QUEUE)
     timestream_database: str | None = Field(default=f"{PREFIX}-telemetry", pattern=_TS_NAME)
     timestream_table: str = Field(default="vehicle-telemetry", pattern=_TS_NAME)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        """Forget retired names, so a stack described before they went still loads;
+        any other unknown name is still refused (`extra="forbid"`): a typo must not
+        pass for a retired resource."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in RETIRED}
+        return data
 
     @field_validator("signing_key_alias")
     @classmethod

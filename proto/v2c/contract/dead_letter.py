@@ -3,6 +3,11 @@ send the message back through the path it failed on.
 
 The payload is kept byte for byte (base64 in JSON), with the topic and the
 MQTT 5 properties, so a replay is indistinguishable from the first delivery.
+
+A message that could not be published or handled is recorded by
+`DeadLetterRecord.for_publish`, the one place that reads the vehicle out of a
+topic for a record: the gateway's inbound path, the local publisher and the
+IoT data sink used to do it three ways (two by splitting the topic by hand).
 """
 
 from __future__ import annotations
@@ -15,9 +20,26 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from v2c.contract.errors import CodecError, V2CError
+from v2c.contract.errors import CodecError, InvalidTopic, V2CError
+from v2c.contract.topics import Topic
 
 JsonDict = dict[str, Any]
+# The metrics label of a record whose topic names no region (it is outside the scheme).
+UNKNOWN_REGION = "unknown"
+
+
+def _topic(topic: str) -> Topic | None:
+    try:
+        return Topic.parse(topic)
+    except InvalidTopic:
+        return None
+
+
+def topic_region(topic: str) -> str:
+    """The region of a topic in the scheme, else `unknown`: the `region` label
+    of the dead-letter metric, read by `Topic.parse` like every other topic."""
+    parsed = _topic(topic)
+    return parsed.region if parsed is not None else UNKNOWN_REGION
 
 
 class Direction(StrEnum):
@@ -88,6 +110,46 @@ class DeadLetterRecord:
             vehicle_id=vehicle_id,
             context=dict(context or {}),
         )
+
+    @classmethod
+    def for_publish(
+        cls,
+        topic: str,
+        payload: bytes,
+        *,
+        queue: str,
+        direction: Direction,
+        source: str,
+        error: BaseException,
+        attempts: int,
+        properties: JsonDict | None = None,
+        context: JsonDict | None = None,
+        now_ms: int | None = None,
+    ) -> DeadLetterRecord:
+        """The record of one MQTT message that failed on `topic`, either way:
+        a vehicle's publish its handler could not take, or a cloud publish
+        that did not reach the vehicle. The vehicle is the topic's (the broker's
+        ACL vouches for it); a topic outside the scheme is kept as it came,
+        with no vehicle, so the record still holds what failed."""
+        parsed = _topic(topic)
+        return cls.from_error(
+            queue=queue,
+            direction=direction,
+            source=source,
+            topic=topic,
+            payload=payload,
+            error=error,
+            attempts=attempts,
+            properties=properties,
+            vehicle_id=parsed.vehicle_id if parsed is not None else "",
+            context=context,
+            now_ms=now_ms,
+        )
+
+    @property
+    def region(self) -> str:
+        """The topic's region, the `region` label of the dead-letter metric."""
+        return topic_region(self.topic)
 
     def with_attempt(self, error: BaseException, now_ms: int) -> DeadLetterRecord:
         """The same record after one more failed attempt (a replay that failed)."""

@@ -1,27 +1,41 @@
-"""The one error hierarchy of v2c.
+"""The errors that cross the wire, and the one base every v2c error derives from.
 
 Every error a v2c component raises on purpose derives from `V2CError` and
-carries three translations of itself, so each edge reports it in its own
-terms without a lookup table of its own:
+carries its translations, so each edge reports it in its own terms without a
+lookup table of its own:
 
 * `reason`: a stable machine-readable word, written into DLQ records and
   metrics labels (`checksum_mismatch`, `invalid_topic`, ...);
-* `mqtt_reason_code`: the MQTT 5 reason code a broker-facing edge answers with;
 * `http_status`: the status the fleet-manager API answers with (the JSON
-  body's `detail` is the message).
+  body's `detail` is the message);
+* `retryable`: whether the same request may succeed later.
 
-Two roots split the hierarchy the way python-tuf does: `InvalidInput` (the
-data is wrong; retrying the same bytes cannot help, so it goes to a DLQ) and
-`TransientError` (a dependency failed; retry, then DLQ for replay).
+No MQTT reason code: no edge of v2c could send one. A vehicle's publish is
+acknowledged by the broker (mosquitto, or IoT Core), not by the gateway, whose
+PUBACK/PUBREC goes to the broker; and inbound MQTT is always acknowledged
+after the message was handled or dead-lettered (ack-after-handle, as an IoT
+Core rule with an error action does), so a refusal is a DLQ record with its
+`reason`, never a code on the wire. The codes a *broker* answers a vehicle
+with are `MqttReasonCode`, which the vehicle classifies (`v2c.contract.puback`).
+
+The hierarchy splits the way python-tuf splits its errors: `InvalidInput`
+(the data is wrong; retrying the same bytes cannot help, so it goes to a DLQ)
+beside `TransientError` (a dependency failed; retry, then DLQ for replay),
+and beside them the refusals that are neither (`NotAuthorized`, `NotFound`,
+`Conflict`, `ConfigurationError`). The tools' and the simulator's own errors
+derive from `V2CError` in their packages (`v2c.infra.errors`,
+`v2c.vehicle_sim.errors`): they never cross the wire.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import ClassVar
 
 
-class MqttReasonCode:
-    """The MQTT 5.0 reason codes v2c uses (OASIS MQTT 5.0, section 2.4)."""
+class MqttReasonCode(IntEnum):
+    """The MQTT 5.0 reason codes a broker answers v2c's clients with that v2c
+    acts on (OASIS MQTT 5.0, section 2.4): PUBACK, CONNACK, SUBACK."""
 
     SUCCESS = 0x00
     NO_MATCHING_SUBSCRIBERS = 0x10
@@ -40,7 +54,6 @@ class V2CError(Exception):
     """Base of every deliberate v2c error."""
 
     reason: ClassVar[str] = "internal_error"
-    mqtt_reason_code: ClassVar[int] = MqttReasonCode.UNSPECIFIED_ERROR
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
 
@@ -54,13 +67,11 @@ class InvalidInput(V2CError):
     """The input itself is wrong: the same bytes will fail the same way again."""
 
     reason = "invalid_input"
-    mqtt_reason_code = MqttReasonCode.PAYLOAD_FORMAT_INVALID
     http_status = 400
 
 
 class InvalidTopic(InvalidInput):
     reason = "invalid_topic"
-    mqtt_reason_code = MqttReasonCode.TOPIC_NAME_INVALID
 
 
 class CodecError(InvalidInput):
@@ -95,13 +106,11 @@ class DecompressionLimitExceeded(CodecError):
     """Declared or actual decompressed size above the cap: a decompression bomb."""
 
     reason = "decompression_limit_exceeded"
-    mqtt_reason_code = MqttReasonCode.PACKET_TOO_LARGE
     http_status = 413
 
 
 class PayloadTooLarge(InvalidInput):
     reason = "payload_too_large"
-    mqtt_reason_code = MqttReasonCode.PACKET_TOO_LARGE
     http_status = 413
 
 
@@ -166,7 +175,6 @@ class SigningKeyNotValid(SignatureInvalid):
 
 class NotAuthorized(V2CError):
     reason = "not_authorized"
-    mqtt_reason_code = MqttReasonCode.NOT_AUTHORIZED
     http_status = 401
 
 
@@ -185,13 +193,6 @@ class Conflict(V2CError):
     http_status = 409
 
 
-class Unbootable(V2CError):
-    """A simulated vehicle found no slot that boots (both A/B slots broken):
-    the spec's "boot to recovery mode", which needs a workshop."""
-
-    reason = "unbootable"
-
-
 class ConfigurationError(V2CError):
     """The deployment is wrong, not the request: no stack description, a bad
     settings file, or an existing AWS resource of the wrong shape. An operator
@@ -204,20 +205,17 @@ class TransientError(V2CError):
     """A dependency failed; the same request may succeed later."""
 
     reason = "dependency_unavailable"
-    mqtt_reason_code = MqttReasonCode.SERVER_UNAVAILABLE
     http_status = 503
     retryable = True
 
 
 class Throttled(TransientError):
     reason = "throttled"
-    mqtt_reason_code = MqttReasonCode.QUOTA_EXCEEDED
     http_status = 429
 
 
 class HandlerTimeout(TransientError):
     reason = "handler_timeout"
-    mqtt_reason_code = MqttReasonCode.SERVER_BUSY
 
 
 class SigningUnavailable(TransientError):

@@ -6,8 +6,8 @@ what `plan` returns, and reports PUBACKs and disconnects back. Everything
 here is therefore tested with a fake buffer and a number for the time.
 
 * **Window.** At most `window` PUBLISHes wait for their PUBACK (and never more
-  than the broker's Receive Maximum): our own flow control, because paho's
-  queue gets slower with every message it holds (FIELD_NOTES).
+  than the broker's Receive Maximum): our own flow control, so the buffer,
+  not the MQTT client, holds what waits.
 * **Order.** New rows are taken from the buffer in row order, behind a cursor
   that a new connection resets to the start: after an outage the whole buffer
   is sent again, oldest first. Rows come back only through a PUBACK.
@@ -319,6 +319,12 @@ class DeliveryScheduler:
             return []
         return [Outgoing(Kind.SAMPLE, row.payload, (row,))]
 
+    def heartbeat_in(self, now: float) -> float | None:
+        """Seconds until a heartbeat is due (0: now); None while offline or one is out."""
+        if not self._connected or self._heartbeat_mid is not None:
+            return None
+        return max(0.0, self._alive_at + self.config.heartbeat_interval_s - now)
+
     def heartbeat_due(self, now: float) -> bool:
         return (
             self._connected
@@ -332,6 +338,12 @@ class DeliveryScheduler:
             self._heartbeat_mid = mid
         if outgoing.attempt > 1:
             self.counters.resends += 1
+
+    def unsent(self, outgoing: Outgoing, now: float) -> None:
+        """`outgoing` could not be written (no packet id free): its rows wait
+        `retry_later_s` and go again; a heartbeat is simply due again."""
+        if outgoing.rows:
+            self._hold(outgoing.rows, now + self.config.retry_later_s, len(outgoing.rows))
 
     # -- what came back ----------------------------------------------------
     def acknowledged(self, mid: int, reason_code: int, now: float) -> Settlement:

@@ -1,9 +1,10 @@
-"""A vehicle's MQTT 5 session on asyncio (gmqtt): thousands of them on one event loop.
+"""A vehicle's one MQTT 5 session on asyncio (gmqtt): thousands of them on one event loop.
 
-`vehicle_sim.mqtt_client` (paho) runs a network thread per client, fine for
-one vehicle and wrong for a fleet: a thousand vehicles would be a thousand
-threads. This session is a gmqtt client, a protocol object on the shared
-event loop, as the gateway uses it. What a vehicle's OTA channel needs:
+A paho client runs a network thread per connection, fine for one vehicle and
+wrong for a fleet: a thousand vehicles would be a thousand threads. This
+session is a gmqtt client, a protocol object on the shared event loop, as the
+gateway uses it, and it carries everything a vehicle says: OTA (QoS 2, below)
+and telemetry (`telemetry_publisher`, through `send`). What OTA needs:
 
 * a persistent session: clean start false and a session expiry (one hour by
   default), so notifications published while the vehicle was offline wait
@@ -23,6 +24,16 @@ published while offline wait in an ordered outbox and leave on the next
 CONNACK; if the broker lost the session (no session present), gmqtt drops
 its in-flight store, and those messages go back to the outbox.
 
+Telemetry needs something else (`send`): a QoS 1 PUBLISH on *this*
+connection only, outside gmqtt's in-flight store, so gmqtt never replays it
+after a reconnect. The telemetry buffer is the store: its publisher sends
+again from the buffer through the new connection, whose topic aliases are
+new (MQTT 5 aliases die with the connection, and a replayed "alias 1, empty
+topic" would reach a broker that no longer knows alias 1). It also needs the
+PUBACK's reason code (0x10 "no matching subscribers" means hold and retry),
+which gmqtt drops; the session reads it from the packet and tells its
+listeners, together with the CONNACK's limits and a DISCONNECT's reason.
+
 Connecting retries with the vehicle backoff (2, 4, ... s plus jitter) until
 it succeeds or the caller cancels; after a loss gmqtt reconnects by itself.
 """
@@ -32,22 +43,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gmqtt import Client as GmqttClient
-from gmqtt import Subscription
+from gmqtt import Message, Subscription
 from gmqtt.storage import PersistentStorage
 
+from v2c.contract.mqtt_properties import MqttProperties
 from v2c.vehicle_sim.backoff import Backoff, BackoffPolicy
+from v2c.vehicle_sim.delivery import SessionLimits
+from v2c.vehicle_sim.topic_alias import TopicAliases
 
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 CONNECT_TIMEOUT_S: Final = 30.0
+NO_PROPERTIES: Final = MqttProperties()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,7 @@ class MqttTarget:
     key_file: Path | None = None
     keepalive_s: int = 60
     session_expiry_s: int = 3600
+    connect_timeout_s: float = CONNECT_TIMEOUT_S  # TCP + TLS + CONNACK
 
     @property
     def uses_tls(self) -> bool:
@@ -74,6 +91,16 @@ class MqttTarget:
         if self.cert_file is not None and self.key_file is not None:
             context.load_cert_chain(str(self.cert_file), str(self.key_file))
         return context
+
+
+class SessionListener(Protocol):
+    """Told about the connection on the loop; must return at once."""
+
+    def connection_up(self, limits: SessionLimits) -> None: ...
+
+    def connection_down(self, reason_code: int | None) -> None: ...
+
+    def puback(self, mid: int, reason_code: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -139,6 +166,7 @@ class AsyncMqttSession:
         on_message: MessageHandler | None = None,
         backoff: BackoffPolicy | None = None,
         reconnect_delay_s: float = 2.0,
+        aliased_topics: Iterable[str] = (),
     ) -> None:
         self.client_id = client_id
         self.target = target
@@ -152,9 +180,17 @@ class AsyncMqttSession:
         self._connected = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._closing = False
+        self._listeners: list[SessionListener] = []
+        self._aliased = frozenset(aliased_topics)
+        self._aliases: TopicAliases | None = None
+        self._volatile: set[int] = set()  # packet ids of `send`s awaiting their PUBACK
         self.connects = 0
         self.disconnects = 0
         self.received = 0
+        self.alias_only_publishes = 0  # PUBLISHes that carried a topic alias and no topic
+
+    def add_listener(self, listener: SessionListener) -> None:
+        self._listeners.append(listener)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -182,6 +218,7 @@ class AsyncMqttSession:
             client.on_disconnect = self._on_disconnect
             client.on_message = self._on_message
             client.on_subscribe = self._on_subscribe
+            self._watch_pubacks(client)
             self._client = client
             try:
                 await asyncio.wait_for(
@@ -191,7 +228,7 @@ class AsyncMqttSession:
                         ssl=context,
                         keepalive=self.target.keepalive_s,
                     ),
-                    timeout=CONNECT_TIMEOUT_S,
+                    timeout=self.target.connect_timeout_s,
                 )
             except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 delay = self._backoff.failed()
@@ -283,11 +320,89 @@ class AsyncMqttSession:
         logger.info("%s: session lost; %d message(s) sent again", self.client_id, len(lost))
         self._outbox.extendleft(reversed(lost))
 
+    # -- sending outside the in-flight store (telemetry) ----------------------
+
+    def send(
+        self, topic: str, payload: bytes, properties: MqttProperties = NO_PROPERTIES
+    ) -> int | None:
+        """PUBLISH at QoS 1 on the current connection, never replayed by gmqtt.
+
+        Returns the packet id its PUBACK will name (to the listeners), or None
+        when there is no connection or no free packet id; the caller keeps the
+        message and sends it again later.
+        """
+        client = self._client
+        if client is None or not self.connected:
+            return None
+        aliases = self._aliases
+        wire_topic, alias = aliases.resolve(topic) if aliases is not None else (topic, None)
+        kwargs = properties.to_gmqtt()
+        if alias is not None:
+            kwargs["topic_alias"] = alias  # per connection: not a message property
+        message = Message(wire_topic, payload, qos=1, **kwargs)
+        try:
+            # gmqtt's `Client.publish` would also store the packet for replay;
+            # the connection's own `publish` only numbers and writes it.
+            mid, _ = client._connection.publish(message)
+        except Exception as exc:  # no packet id left, or the transport is gone
+            logger.debug("%s: send failed (%s)", self.client_id, exc)
+            if alias is not None and wire_topic:
+                self._aliases = None  # the broker never saw this mapping: no aliases until later
+            return None
+        self._volatile.add(mid)
+        if not wire_topic:
+            self.alias_only_publishes += 1
+        return int(mid)
+
+    def drop(self) -> None:
+        """Close the connection without a DISCONNECT: its link is presumed dead
+        (PUBACKs stopped while TCP looks fine); gmqtt reconnects."""
+        connection = getattr(self._client, "_connection", None)
+        transport = getattr(connection, "_transport", None)
+        if transport is not None:
+            transport.abort()
+
+    def _watch_pubacks(self, client: Any) -> None:
+        """Read the PUBACK reason code gmqtt parses away (it keeps only the id)."""
+        handler = client._package_handler
+        handle = handler._handle_puback_packet
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            handle(cmd, packet)
+            (mid,) = struct.unpack("!H", packet[:2])
+            if mid in self._volatile:
+                self._volatile.discard(mid)
+                reason_code = packet[2] if len(packet) > 2 else 0
+                for listener in self._listeners:
+                    listener.puback(mid, reason_code)
+
+        handler._handle_puback_packet = on_puback
+
+    def _forget_volatile(self, client: Any) -> None:
+        """The connection is gone and no PUBACK will come for what `send` wrote
+        on it: give the packet ids back (gmqtt frees an id only on its PUBACK)."""
+        if not self._volatile:
+            return
+        ids = client._package_handler.id_generator
+        for mid in self._volatile:
+            ids.free_id(mid)
+        self._volatile.clear()
+
     # -- gmqtt callbacks -----------------------------------------------------
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         self.connects += 1
         self._connected.set()
+        # The broker's own values: gmqtt merges our CONNECT properties over them.
+        connack = client._package_handler._connack_properties
+        limits = SessionLimits(
+            receive_maximum=_first(connack, "receive_maximum", 65_535),
+            maximum_packet_size=_first(connack, "maximum_packet_size", None),
+            topic_alias_maximum=_first(connack, "topic_alias_maximum", 0),
+        )
+        self._aliases = TopicAliases(limits.topic_alias_maximum, self._aliased)
+        for listener in self._listeners:
+            listener.connection_up(limits)
         if self._subscriptions:
             client.subscribe([Subscription(topic, qos=qos) for topic, qos in self._subscriptions])
         # After gmqtt's replay of its in-flight store (scheduled before this
@@ -303,10 +418,18 @@ class AsyncMqttSession:
     def _on_disconnect(self, client: Any, packet: Any, exc: BaseException | None = None) -> None:
         if client is not self._client:
             return
+        was_up = self._connected.is_set()
         self._connected.clear()
+        self._aliases = None
+        self._forget_volatile(client)
         if not self._closing:
             self.disconnects += 1
             logger.debug("%s: disconnected (%s)", self.client_id, exc)
+        if was_up:
+            # A DISCONNECT from the broker carries its reason (0x95: packet too large).
+            reason = packet[0] if isinstance(packet, (bytes, bytearray)) and packet else None
+            for listener in self._listeners:
+                listener.connection_down(reason)
 
     async def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
@@ -318,3 +441,11 @@ class AsyncMqttSession:
             except Exception:  # a bug must not turn into a redelivery loop
                 logger.exception("%s: handling a message on %s failed", self.client_id, topic)
         return 0  # PUBACK / PUBREC success, sent by gmqtt now
+
+
+def _first(properties: dict[str, Any], name: str, default: Any) -> Any:
+    """gmqtt parses every property into a list of its values."""
+    values = properties.get(name)
+    if not values:
+        return default
+    return values[0] if isinstance(values, list) else values

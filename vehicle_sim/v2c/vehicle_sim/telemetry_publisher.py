@@ -2,37 +2,38 @@
 
 `publish(sample)` numbers the sample (epoch, next sequence, derived message
 id), writes it to the persistent buffer and returns: from then on the sample
-survives anything short of buffer overflow. A pump thread sends buffered
-samples through the `VehicleConnection` as the `DeliveryScheduler` decides
-(alone, or as ZSTD batches), and deletes them once the broker acknowledged
-them. Offline, samples simply stay in the buffer; when the connection
-returns, the pump sends the buffer again from its oldest row.
+survives anything short of buffer overflow. A pump task sends buffered
+samples through the vehicle's one MQTT session (`AsyncMqttSession.send`) as
+the `DeliveryScheduler` decides (alone, or as ZSTD batches), and deletes
+them once the broker acknowledged them. Offline, samples simply stay in the
+buffer; when the connection returns, the pump sends the buffer again from
+its oldest row.
 
-Threads: the caller's (publish), the connection's network thread (callbacks,
-which only queue events), and the pump, the only one that touches the
-scheduler. The clocks are injected: `clock` (monotonic, for timeouts) and
-`wall_clock` (sample timestamps, batch age, kept in the buffer across
-restarts).
+Everything runs on the vehicle's event loop: the session's callbacks only
+queue events and wake the pump, the only code that touches the scheduler.
+The pump starts with the first use of the buffer, so a fleet vehicle that
+never sends telemetry costs neither a buffer file nor a task. The clocks are
+injected: `clock` (monotonic, for timeouts) and `wall_clock` (sample
+timestamps, batch age, kept in the buffer across restarts).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
-import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
-
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from typing import Final
 
 from v2c.contract.batch_codec import ZSTD
 from v2c.contract.errors import InvalidInput
 from v2c.contract.ids import new_message_id, telemetry_message_id
+from v2c.contract.mqtt_properties import MqttProperties
+from v2c.contract.topics import Domain, Topic, validate_region, validate_vin
 from v2c.v1 import common_pb2, telemetry_pb2
 from v2c.vehicle_sim.buffer import DEFAULT_CAPACITY, OfflineBuffer, clock_epoch
 from v2c.vehicle_sim.delivery import (
@@ -43,18 +44,42 @@ from v2c.vehicle_sim.delivery import (
     Outgoing,
     SessionLimits,
 )
-from v2c.vehicle_sim.mqtt_client import (
-    CONTENT_TYPE_PROTOBUF,
-    CONTENT_TYPE_PROTOBUF_ZSTD,
-    ConnectionConfig,
-    PublishProperties,
-    VehicleConnection,
-    VehicleIdentity,
-)
+from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
+from v2c.vehicle_sim.sampler import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
-_Event = tuple[str, int, object, int]  # (what, generation, limits or reason, mid)
+CONTENT_TYPE_PROTOBUF: Final = "application/x-protobuf"
+CONTENT_TYPE_PROTOBUF_ZSTD: Final = "application/x-protobuf+zstd"
+TELEMETRY_KINDS: Final = tuple(kind.value for kind in Kind)
+
+_Event = tuple[str, object, int]  # (what, limits or reason code, packet id)
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleIdentity:
+    """Who the vehicle is on the telemetry topics: topics and user properties."""
+
+    vehicle_id: str
+    region: str
+    vehicle_model: str = "unknown"
+    firmware_version: str = "0.0.0"
+    schema_version: str = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        validate_vin(self.vehicle_id)
+        validate_region(self.region)
+
+    def telemetry_topic(self, kind: str) -> str:
+        return str(Topic(self.region, self.vehicle_id, Domain.TELEMETRY, kind))
+
+    @property
+    def user_properties(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("schema_version", self.schema_version),
+            ("vehicle_model", self.vehicle_model),
+            ("firmware_version", self.firmware_version),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +87,7 @@ class PublisherConfig:
     buffer_capacity: int = DEFAULT_CAPACITY
     durable: bool = True  # see buffer.py: False survives a process crash, not a power loss
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    tick_s: float = 0.05  # the pump's longest sleep between two looks at its timers
+    tick_s: float = 0.05  # the pump's longest sleep while something waits for a timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,71 +114,68 @@ class TelemetryPublisher:
     def __init__(
         self,
         identity: VehicleIdentity,
-        connection: ConnectionConfig,
+        session: AsyncMqttSession,
         buffer_path: Path,
         config: PublisherConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        random: Callable[[], float] | None = None,
         epoch_source: Callable[[], int] = clock_epoch,
     ) -> None:
         self.identity = identity
         self.config = config or PublisherConfig()
+        self.buffer_path = Path(buffer_path)
+        self._session = session
         self._clock = clock
         self._wall_clock = wall_clock
-        self.buffer = OfflineBuffer(
-            buffer_path,
-            identity.vehicle_id,
-            capacity=self.config.buffer_capacity,
-            durable=self.config.durable,
-            epoch_source=epoch_source,
-        )
+        self._epoch_source = epoch_source
+        self._buffer: OfflineBuffer | None = None
         self._topics = {kind: identity.telemetry_topic(kind.value) for kind in Kind}
         self._scheduler = DeliveryScheduler(
             self.config.delivery,
             sample_overhead_bytes=self._overhead(Kind.SAMPLE),
             batch_overhead_bytes=self._overhead(Kind.BATCH),
         )
-        self._connection = VehicleConnection(identity, connection, self, random=random)
-        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._drained = threading.Condition()
+        self._events: deque[_Event] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._flush_requested = False
-        self._generation = 0
+        self._pump: asyncio.Task[None] | None = None
         self._delivered = 0
         self._refused = 0
-        self._idle = False
-        self._pump = threading.Thread(
-            target=self._run, name=f"telemetry-{identity.vehicle_id}", daemon=True
-        )
+        session.add_listener(self)
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> Self:
-        self._pump.start()
-        self._connection.start()
-        return self
+    @property
+    def buffer(self) -> OfflineBuffer:
+        """The persistent buffer, opened (and the pump started) on first use."""
+        if self._buffer is None:
+            self._buffer = OfflineBuffer(
+                self.buffer_path,
+                self.identity.vehicle_id,
+                capacity=self.config.buffer_capacity,
+                durable=self.config.durable,
+                epoch_source=self._epoch_source,
+            )
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run(), name=f"telemetry-{self.identity.vehicle_id}"
+            )
+        return self._buffer
 
-    def close(self) -> None:
-        """Disconnect and stop; whatever is not acknowledged stays in the buffer file."""
-        self._connection.close()
-        self._stopping.set()
-        self._wake.set()
-        if self._pump.is_alive():
-            self._pump.join(10)
-        self.buffer.close()
+    def open(self) -> None:
+        """Open the buffer now (what a previous run left is sent as soon as connected)."""
+        _ = self.buffer
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    async def close(self) -> None:
+        """Stop the pump; whatever is not acknowledged stays in the buffer file."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
 
     # -- the caller's side -------------------------------------------------
     def publish(self, sample: telemetry_pb2.Telemetry) -> PublishedSample:
@@ -178,7 +200,7 @@ class TelemetryPublisher:
             return numbered.SerializeToString()
 
         appended = self.buffer.append(build, enqueued_at=wall)
-        self._wake.set()
+        self._poke()
         stored = appended.sample
         return PublishedSample(
             stored.epoch,
@@ -187,60 +209,75 @@ class TelemetryPublisher:
             appended.dropped,
         )
 
-    def flush(self, timeout: float) -> bool:
+    async def flush(self, within_s: float) -> bool:
         """Send what waits (partial batches included); True once all is acknowledged."""
-        deadline = self._clock() + timeout
-        with self._drained:
-            self._flush_requested = True
-            self._idle = False
-            self._wake.set()
-            try:
-                while not self._idle:
-                    remaining = deadline - self._clock()
-                    if remaining <= 0:
-                        return False
-                    self._drained.wait(min(remaining, 0.1))
-                return True
-            finally:
-                self._flush_requested = False
+        self.open()
+        self._flush_requested = True
+        self._poke()
+        try:
+            await asyncio.wait_for(self._idle.wait(), within_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._flush_requested = False
 
-    def wait_connected(self, timeout: float) -> bool:
-        deadline = self._clock() + timeout
-        while not self._connection.is_connected:
-            if self._clock() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
+    async def wait_connected(self, within_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._session.wait_connected(), within_s)
+            return True
+        except TimeoutError:
+            return False
 
     def stats(self) -> PublisherStats:
+        buffer = self.buffer
         return PublisherStats(
-            buffered=len(self.buffer),
-            dropped_total=self.buffer.dropped_total,
+            buffered=len(buffer),
+            dropped_total=buffer.dropped_total,
             delivered=self._delivered,
             refused=self._refused,
-            connected=self._connection.is_connected,
-            connects=self._connection.counters.connects,
-            alias_only_publishes=self._connection.counters.alias_only_publishes,
+            connected=self._session.connected,
+            connects=self._session.connects,
+            alias_only_publishes=self._session.alias_only_publishes,
             delivery=self._scheduler.counters,
         )
 
-    # -- ConnectionListener (network thread: queue and return) --------------
-    def connection_up(self, generation: int, limits: SessionLimits) -> None:
-        self._events.put(("up", generation, limits, 0))
-        self._wake.set()
+    # -- SessionListener (on the loop: queue and return) --------------------
+    def connection_up(self, limits: SessionLimits) -> None:
+        self._queue(("up", limits, 0))
 
-    def connection_down(self, generation: int, reason_code: int | None) -> None:
-        self._events.put(("down", generation, reason_code, 0))
-        self._wake.set()
+    def connection_down(self, reason_code: int | None) -> None:
+        self._queue(("down", reason_code, 0))
 
-    def puback(self, generation: int, mid: int, reason_code: int) -> None:
-        self._events.put(("puback", generation, reason_code, mid))
+    def puback(self, mid: int, reason_code: int) -> None:
+        self._queue(("puback", reason_code, mid))
+
+    def _queue(self, event: _Event) -> None:
+        if self._pump is None:
+            if event[0] == "up":  # remembered for when the pump starts
+                self._events.clear()
+                self._events.append(event)
+            elif event[0] == "down":
+                self._events.clear()
+            return
+        self._events.append(event)
+        self._poke()
+
+    def _poke(self) -> None:
+        self._idle.clear()
         self._wake.set()
 
     # -- the pump ----------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.config.tick_s)
+    async def _run(self) -> None:
+        while True:
+            wait = self.config.tick_s
+            if self._idle.is_set():
+                # Nothing waits for a timer but the heartbeat: sleep until it is due
+                # (a fleet of idle vehicles must not tick 20 times a second each).
+                due = self._scheduler.heartbeat_in(self._clock())
+                wait = self.config.delivery.heartbeat_interval_s if due is None else due
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             try:
                 self._step()
@@ -248,54 +285,46 @@ class TelemetryPublisher:
                 logger.exception("%s: telemetry pump step failed", self.identity.vehicle_id)
 
     def _step(self) -> None:
-        scheduler = self._scheduler
+        scheduler, buffer = self._scheduler, self.buffer
         now, wall = self._clock(), self._wall_clock()
         finished = self._apply_events(now)
         sends, dead = scheduler.expired(now)
         if dead:
             logger.warning("%s: no PUBACK, link presumed dead", self.identity.vehicle_id)
-            self._connection.drop(self._generation)
+            self._session.drop()
         if scheduler.heartbeat_due(now):
             sends.append(Outgoing(Kind.HEARTBEAT, self._heartbeat(wall)))
-        plan = scheduler.plan(now, self.buffer.peek, wall_now=wall, flush=self._flush_requested)
+        plan = scheduler.plan(now, buffer.peek, wall_now=wall, flush=self._flush_requested)
         for row, code in plan.refused:
             logger.warning(
                 "%s: sample %d refused (0x%02x)", self.identity.vehicle_id, row.sequence, code
             )
         self._refused += len(plan.refused)
         finished += [row.row_id for row, _ in plan.refused]
-        self.buffer.delete(finished)
-        for outgoing in sends + plan.outgoing:
-            mid = self._connection.publish(
-                self._generation,
-                self._topics[outgoing.kind],
-                outgoing.payload,
-                self._props(outgoing),
-            )
-            if mid is None:  # the connection went away: its "down" event is on its way
-                break
-            scheduler.sent(outgoing, mid, now)
-        idle = scheduler.idle and len(self.buffer) == 0
-        with self._drained:
-            self._idle = idle
-            if idle:
-                self._drained.notify_all()
+        buffer.delete(finished)
+        outgoing = sends + plan.outgoing
+        for number, item in enumerate(outgoing):
+            mid = self._session.send(self._topics[item.kind], item.payload, self._props(item))
+            if mid is None:
+                if self._session.connected:  # no packet id free: hold them, try again
+                    for later in outgoing[number:]:
+                        scheduler.unsent(later, now)
+                break  # else the connection went away: its "down" event is on its way
+            scheduler.sent(item, mid, now)
+        if scheduler.idle and len(buffer) == 0 and not self._events:
+            self._idle.set()
+        else:
+            self._idle.clear()
 
     def _apply_events(self, now: float) -> list[int]:
         """Connection events and PUBACKs, in arrival order; returns rows to delete."""
         scheduler = self._scheduler
         finished: list[int] = []
-        while True:
-            try:
-                what, generation, detail, mid = self._events.get_nowait()
-            except queue.Empty:
-                return finished
+        while self._events:
+            what, detail, mid = self._events.popleft()
             if what == "up":
                 assert isinstance(detail, SessionLimits)
-                self._generation = generation
                 scheduler.connected(detail, now)
-            elif generation != self._generation:
-                continue  # an event of a connection already replaced
             elif what == "down":
                 scheduler.disconnected(detail if isinstance(detail, int) else None)
             else:
@@ -304,26 +333,28 @@ class TelemetryPublisher:
                 self._delivered += len(settled.delivered)
                 self._refused += len(settled.refused)
                 finished += settled.finished_row_ids
+        return finished
 
     # -- wire details ------------------------------------------------------
-    def _props(self, outgoing: Outgoing, message_count: int | None = None) -> PublishProperties:
+    def _props(self, outgoing: Outgoing, message_count: int | None = None) -> MqttProperties:
         user = self.identity.user_properties
         if outgoing.kind is not Kind.BATCH:
-            return PublishProperties(CONTENT_TYPE_PROTOBUF, user)
+            return MqttProperties(content_type=CONTENT_TYPE_PROTOBUF, user_properties=user)
         batch = self.config.delivery.batch
         zstd = batch is not None and batch.compression == ZSTD
         count = len(outgoing.rows) if message_count is None else message_count
-        return PublishProperties(
-            CONTENT_TYPE_PROTOBUF_ZSTD if zstd else CONTENT_TYPE_PROTOBUF,
-            (*user, ("compression", "ZSTD" if zstd else "NONE"), ("message_count", str(count))),
+        return MqttProperties(
+            content_type=CONTENT_TYPE_PROTOBUF_ZSTD if zstd else CONTENT_TYPE_PROTOBUF,
+            user_properties=(
+                *user,
+                ("compression", "ZSTD" if zstd else "NONE"),
+                ("message_count", str(count)),
+            ),
         )
 
     def _overhead(self, kind: Kind) -> int:
         """Bytes of a PUBLISH packet around its payload, from the real properties."""
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        publish = self._props(Outgoing(kind, b""), message_count=9999)
-        props.ContentType = publish.content_type
-        props.UserProperty = list(publish.user_properties)
+        props = self._props(Outgoing(kind, b""), message_count=9999).to_paho()
         props.TopicAlias = 1
         fixed_header, packet_id, margin = 5, 2, 16
         topic = 2 + len(self._topics[kind].encode())

@@ -26,9 +26,12 @@ from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
 
+from v2c.contract.dead_letter import UNKNOWN_REGION, topic_region
+
 NAME: Final = "v2c_dlq_messages"
 LABELS: Final = ("queue", "region", "message_type", "reason")
-UNKNOWN_REGION: Final = "unknown"
+
+__all__ = ["LABELS", "NAME", "UNKNOWN_REGION", "dlq_messages", "topic_region"]
 
 _COUNTERS: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -43,9 +46,3 @@ def dlq_messages(registry: CollectorRegistry) -> Counter:
                 NAME, "Records written to a dead-letter queue", LABELS, registry=registry
             )
         return counter
-
-
-def topic_region(topic: str) -> str:
-    """The region segment of `v2c/v1/{region}/{vehicle}/...`, else `unknown`."""
-    parts = topic.split("/")
-    return parts[2] if len(parts) > 3 and parts[2] else UNKNOWN_REGION

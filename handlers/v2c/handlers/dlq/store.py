@@ -4,7 +4,8 @@ Telemetry failures go to an S3 bucket (a lifecycle rule expires them after 90
 days: SQS could keep them 14 days at most); OTA failures go to an SQS queue
 with 14-day retention, the AWS-native redrive source. Both are behind one
 small interface so the gateway, the handlers and `v2c dlq` never care which.
-Vendor errors are translated here into `TransientError`.
+Vendor errors leave as the hierarchy's (`v2c.handlers.aws_errors`):
+`Throttled` or `TransientError`, so a writer retries and never loses a record.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.dead_letter import DeadLetterRecord
-from v2c.contract.errors import CodecError, NotFound, TransientError
+from v2c.contract.errors import CodecError, NotFound, V2CError
+from v2c.handlers.aws_errors import error_code, translate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -86,8 +88,8 @@ class InMemoryDeadLetterStore:
             return len(self._records)
 
 
-def _transient(action: str, exc: Exception) -> TransientError:
-    return TransientError(f"dead-letter store {action} failed: {exc}")
+def _transient(action: str, exc: Exception) -> V2CError:
+    return translate(f"dead-letter store {action}", exc)
 
 
 class S3DeadLetterStore:
@@ -143,7 +145,7 @@ class S3DeadLetterStore:
             body = self._s3.get_object(Bucket=self._bucket, Key=self._key(record_id))["Body"]
             return DeadLetterRecord.loads(body.read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if error_code(exc) in ("NoSuchKey", "404"):
                 raise NotFound(f"no dead-letter record {record_id} in {self.name}") from exc
             raise _transient("get", exc) from exc
         except BotoCoreError as exc:

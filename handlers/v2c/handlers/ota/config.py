@@ -17,17 +17,22 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | OTA_SIGNER | kms | `kms`, or `software` (development only) |
 | OTA_SIGNING_KEY | alias/v2c-ota-signing | KMS key (alias, id, ARN); for `software` a PEM file |
 | OTA_SIGNING_KEY_ID | (fingerprint) | the key id vehicles know the key by |
-| OTA_MQTT_URL | (none) | `mqtts://host:port` (local stack; `mqtt://`: no TLS); else IoT data API |
+| OTA_MQTT_URL | (none) | `mqtts://host:port` (`mqtt://`: no TLS): local broker (see below) |
 | OTA_MQTT_CA_FILE | (none) | with `mqtts`: the CA (PEM) that verifies the broker |
 | OTA_MQTT_CERT_FILE | (none) | with `mqtts`: the service client certificate (PEM) |
 | OTA_MQTT_KEY_FILE | (none) | with `mqtts`: its private key (PEM) |
+
+Without `OTA_MQTT_URL` notifications go through the IoT data plane. With it,
+the process hosting the handlers (the local gateway, the local API server)
+must inject the sink that publishes to that broker
+(`v2c.infra.local.wiring.use_local_ota_services`): handlers run as Lambda
+functions, where no gateway exists, so they never build its publisher.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,8 @@ import boto3
 
 from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import ConfigurationError
+from v2c.contract.mqtt_endpoint import MqttEndpoint
+from v2c.handlers.aws_clients import DYNAMODB_CLIENT_CONFIG, aws_client_config
 from v2c.handlers.dlq.store import SqsDeadLetterStore
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
@@ -55,10 +62,10 @@ from v2c.handlers.ota.notifier import NotificationSink, Notifier
 from v2c.handlers.ota.stats import StatsService
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.per_container import PerContainer
 from v2c.handlers.signing.base import Signer
 from v2c.handlers.signing.kms import KmsSigner
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.handlers.telemetry.config import DYNAMODB_CLIENT_CONFIG, aws_client_config
 
 OTA_DLQ_NAME: Final = "ota"
 
@@ -118,6 +125,21 @@ class OtaConfig:
         if (config.mqtt_cert_file is None) != (config.mqtt_key_file is None):
             raise ConfigurationError("set OTA_MQTT_CERT_FILE and OTA_MQTT_KEY_FILE together")
         return config
+
+    def mqtt_endpoint(self) -> MqttEndpoint | None:
+        """The broker `OTA_MQTT_URL` names, for the local wiring's publisher;
+        None: notifications go through the IoT data plane."""
+        if self.mqtt_url is None:
+            return None
+        url = urlparse(self.mqtt_url)
+        tls = url.scheme == "mqtts"
+        return MqttEndpoint(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or (8883 if tls else 1883),
+            ca_file=self.mqtt_ca_file if tls else None,
+            cert_file=self.mqtt_cert_file if tls else None,
+            key_file=self.mqtt_key_file if tls else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -182,33 +204,30 @@ class LazySqsDeadLetters:
         return self._real().depth()
 
 
-def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, Callable[[], None]]:
+def ota_dead_letters(config: OtaConfig, session: boto3.Session) -> LazySqsDeadLetters:
+    """The OTA DLQ as the notification sinks write it (the local one too)."""
     sqs: Any = session.client(
         "sqs", config=aws_client_config(local=config.endpoint_url is not None)
     )
-    dead_letters = LazySqsDeadLetters(sqs, config.ota_dlq_queue)
-    if config.mqtt_url is None:
-        return IotDataSink(session.client("iot-data"), dead_letters), lambda: None
-    # The local stack: handlers run inside the gateway process and publish
-    # over its broker (imported here only: the Lambda form has no gateway).
-    from v2c.contract.mqtt_endpoint import MqttEndpoint
-    from v2c.gateway.ota_sink import MqttNotificationSink
-    from v2c.gateway.publisher import OutboundPublisher
+    return LazySqsDeadLetters(sqs, config.ota_dlq_queue)
 
-    url = urlparse(config.mqtt_url)
-    tls = url.scheme == "mqtts"
-    endpoint = MqttEndpoint(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or (8883 if tls else 1883),
-        ca_file=config.mqtt_ca_file if tls else None,
-        cert_file=config.mqtt_cert_file if tls else None,
-        key_file=config.mqtt_key_file if tls else None,
+
+def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, Callable[[], None]]:
+    """The Lambda form's sink: the IoT data plane. A broker URL needs the
+    publisher of the process that hosts the handlers (the gateway, the API
+    server), which that process's composition root injects
+    (`v2c.infra.local.wiring.use_local_ota_services`): handlers run as Lambda
+    functions, where no gateway exists, so they never build one themselves."""
+    if config.mqtt_url is not None:
+        raise ConfigurationError(
+            "OTA_MQTT_URL is set, but no notification sink was injected for it: "
+            "the process hosting the handlers must install its services "
+            "(v2c.infra.local.wiring.use_local_ota_services)"
+        )
+    iot: Any = session.client(
+        "iot-data", config=aws_client_config(local=config.endpoint_url is not None)
     )
-    publisher = OutboundPublisher(
-        endpoint, f"v2c-ota-{os.getpid()}-{uuid.uuid4().hex[:8]}", dead_letters
-    )
-    publisher.start()
-    return MqttNotificationSink(publisher), publisher.stop
+    return IotDataSink(iot, ota_dead_letters(config, session)), lambda: None
 
 
 def build_services(
@@ -259,20 +278,15 @@ def build_services(
     )
 
 
-_LOCK = threading.Lock()
-_DEFAULT: OtaServices | None = None
+def _close(services: OtaServices) -> None:
+    services.close()
 
 
-def default_services() -> OtaServices:
-    """Built on first use and kept for the life of the Lambda container."""
-    global _DEFAULT
-    with _LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = build_services(OtaConfig.from_env())
-        return _DEFAULT
-
-
-def set_default_services(services: OtaServices | None) -> None:
-    global _DEFAULT
-    with _LOCK:
-        _DEFAULT = services
+# The container's services, built from the environment on first use and kept
+# for the life of the Lambda container (`PerContainer`: tests and the local
+# stack install their own, or a builder with the local notification sink).
+SERVICES: PerContainer[OtaServices] = PerContainer(
+    lambda: build_services(OtaConfig.from_env()), close=_close
+)
+default_services = SERVICES.get
+set_default_services = SERVICES.install

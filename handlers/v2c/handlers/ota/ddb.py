@@ -1,5 +1,8 @@
-"""DynamoDB plumbing shared by the OTA repositories: item (de)serialization,
-error translation and the retry policy for conditional writes.
+"""DynamoDB plumbing shared by the OTA repositories: item (de)serialization.
+
+botocore's errors are translated by `v2c.handlers.aws_errors`, for every
+feature alike; the names the repositories import from here (`transient`,
+`error_code`, `is_condition_failure`) are that module's.
 
 Floats never reach DynamoDB (its numbers are decimals): the repositories
 store integers, strings, booleans, lists and maps only; a float is a bug and
@@ -13,9 +16,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import Throttled, TransientError
+from v2c.handlers.aws_errors import error_code, is_condition_failure
+from v2c.handlers.aws_errors import translate as transient
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -24,14 +27,8 @@ Item = dict[str, "AttributeValueTypeDef"]
 
 _SERIALIZER: Final = TypeSerializer()
 _DESERIALIZER: Final = TypeDeserializer()
-THROTTLING_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TransactionInProgressException",
-    }
-)
+
+__all__ = ["error_code", "from_item", "is_condition_failure", "to_item", "to_value", "transient"]
 
 
 def to_value(value: Any) -> AttributeValueTypeDef:
@@ -65,28 +62,3 @@ def _plain(value: Any) -> Any:
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A DynamoDB item as plain Python (ints for integral numbers)."""
     return {k: _plain(_DESERIALIZER.deserialize(v)) for k, v in item.items()}
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def is_condition_failure(exc: ClientError) -> bool:
-    """A conditional write lost (alone or inside a cancelled transaction)."""
-    code = error_code(exc)
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons", [])
-        codes = {str(r.get("Code", "")) for r in reasons}
-        if codes:
-            return "ConditionalCheckFailed" in codes
-        return "ConditionalCheckFailed" in str(exc)
-    return False
-
-
-def transient(action: str, exc: BotoCoreError | ClientError) -> TransientError:
-    """The error to raise when DynamoDB could not do `action` (retryable by the caller)."""
-    if isinstance(exc, ClientError) and error_code(exc) in THROTTLING_CODES:
-        return Throttled(f"{action}: throttled ({error_code(exc)})")
-    return TransientError(f"{action} failed: {exc}")

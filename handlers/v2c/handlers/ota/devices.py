@@ -22,19 +22,12 @@ from v2c.handlers.api.models import RequestModel
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.record import Release
 from v2c.handlers.ota.campaigns.release import manifest_for, release_id, sign_release
-from v2c.handlers.ota.campaigns.rollback import previous_version, send_rollback
+from v2c.handlers.ota.campaigns.rollback import previous_version
 from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, Priority
-from v2c.handlers.ota.domain.update_state import (
-    TERMINAL,
-    Command,
-    Outcome,
-    UpdateState,
-    apply_command,
-)
+from v2c.handlers.ota.domain.update_state import TERMINAL, Command, UpdateState
 from v2c.handlers.ota.domain.validation import validate
 from v2c.handlers.ota.fleet import Vehicle
-from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 
@@ -196,77 +189,26 @@ class DeviceService:
         return sign_release(self._d.signer, manifest)
 
     def _send_new(self, vehicle: Vehicle, package: Package, release: Release) -> VehicleUpdate:
-        now = self._now_ms()
-        update = VehicleUpdate(
+        update = VehicleUpdate.notified(
             vehicle_id=vehicle.vehicle_id,
             update_id=release.update_id,
+            now_ms=self._now_ms(),
             kind=UpdateKind.DEVICE,
             firmware_id=package.firmware_id,
             to_version=package.version,
             from_version=vehicle.installed_version,
             region=vehicle.region,
-            state=UpdateState.NOTIFIED,
-            created_at_ms=now,
-            notified_at_ms=now,
-            updated_at_ms=now,
-            notifications=1,
             manifest=release.manifest,
             signature=release.signature,
             key_id=release.key_id,
         )
-        if not self._d.updates.create(update, None):
+        if self._campaigns.notices.first(update, release) is None:
             raise Conflict(f"update {update.device_update_id} exists already")
-        self._notify(update)
         return update
 
-    def _notify(self, update: VehicleUpdate) -> bool:
-        if not update.manifest:
-            release = self._campaigns.get(update.campaign_id).release
-            manifest, signature, key_id = release.manifest, release.signature, release.key_id
-        else:
-            manifest, signature, key_id = update.manifest, update.signature, update.key_id
-        return self._d.notifier.send(
-            Notification(
-                vehicle_id=update.vehicle_id,
-                region=update.region,
-                update_id=update.update_id,
-                device_update_id=update.device_update_id,
-                firmware_id=update.firmware_id,
-                manifest=manifest,
-                signature=signature,
-                key_id=key_id,
-            )
-        )
-
     def _command(self, update: VehicleUpdate, command: Command, max_retries: int) -> VehicleUpdate:
-        for _ in range(8):
-            transition = apply_command(update.machine, command, max_retries=max_retries)
-            if transition.outcome is Outcome.REFUSED or (
-                command is Command.CANCEL
-                and transition.outcome is Outcome.NOOP
-                and update.state is not UpdateState.CANCELLED
-            ):
-                raise Conflict(
-                    f"cannot {command.value} update {update.device_update_id}: {transition.reason}"
-                )
-            if not transition.changed:
-                return update
-            now = self._now_ms()
-            after = update.with_machine(transition.after, updated_at_ms=now, reason=command.value)
-            counters = (
-                self._d.campaigns.counter_update(
-                    update.campaign_id, transition.deltas.nonzero(), update.wave, now
-                )
-                if update.campaign_id
-                else None
-            )
-            try:
-                self._d.updates.save(update, after, counters)
-            except Conflict:
-                update = self._d.updates.get(update.vehicle_id, update.update_id)
-                continue
-            return after
-        raise Conflict(f"update {update.device_update_id} keeps changing; try again")
+        commands = self._campaigns.commands
+        return commands.apply(update, command, max_retries=max_retries, strict=True).update
 
     def cancel(self, device_update_id: str) -> VehicleUpdate:
         update = self.get(device_update_id)
@@ -289,7 +231,7 @@ class DeviceService:
         pending = self._command(update, Command.RETRY, max_retries)
         notified = self._command(pending, Command.NOTIFY, max_retries)
         refreshed = self._d.updates.get(notified.vehicle_id, notified.update_id)
-        self._notify(refreshed)
+        self._campaigns.notices.send(refreshed)
         return refreshed
 
     def rollback(self, vehicle_id: str, body: object) -> VehicleUpdate:
@@ -310,8 +252,7 @@ class DeviceService:
             raise InvalidField("version", f"no {vehicle.model} firmware {version} to roll back to")
         last = next((u for u in reversed(history) if u.state is UpdateState.COMPLETED), None)
         rollback_id = release_id(uuid.uuid4().hex, f"rollback/{version}")
-        return send_rollback(
-            self._d,
+        return self._campaigns.rollbacks.send(
             vehicle_id=vehicle_id,
             region=vehicle.region,
             package=package,

@@ -3,18 +3,20 @@
 IoT Core accepts QoS 0 and 1 only: the notification goes at QoS 1 and the
 exactly-once effect rests on the update id and the report sequence numbers
 (see the spec README). A publish that fails after botocore's retries goes
-to the OTA DLQ like the local sink's.
+to the OTA DLQ like the local sink's, with the properties it was sent with,
+so `v2c dlq replay` sends the same message again.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
+from v2c.contract.mqtt_properties import MqttProperties
+from v2c.handlers.aws_errors import translate
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE
 
@@ -29,28 +31,24 @@ class IotDataSink:
     def send(
         self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
     ) -> bool:
+        properties = MqttProperties(
+            message_expiry_interval=MESSAGE_EXPIRY_S,
+            content_type="application/x-protobuf",
+            correlation_data=correlation_id.encode(),
+        )
         try:
-            self._iot.publish(
-                topic=topic,
-                qos=1,
-                payload=payload,
-                contentType="application/x-protobuf",
-                correlationData=correlation_id,
-                messageExpiry=MESSAGE_EXPIRY_S,
-            )
+            self._iot.publish(topic=topic, qos=1, payload=payload, **properties.to_iot_data())
         except (BotoCoreError, ClientError) as exc:
-            record = DeadLetterRecord.from_error(
+            record = DeadLetterRecord.for_publish(
+                topic,
+                payload,
                 queue=self._dead_letters.name,
                 direction=Direction.OUTBOUND,
                 source=NOTIFY_SOURCE,
-                topic=topic,
-                payload=payload,
-                error=exc,
+                error=translate(f"publishing to {topic}", exc),
                 attempts=3,
-                properties={"message_expiry_interval": MESSAGE_EXPIRY_S},
-                vehicle_id=str(context.get("vehicle_id", "")),
+                properties=properties.to_json(),
                 context={"qos": 1, **context},
-                now_ms=int(time.time() * 1000),
             )
             self._dead_letters.put(record)
             logger.warning("notification dead-lettered", extra={"topic": topic, "error": str(exc)})

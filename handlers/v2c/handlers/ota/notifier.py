@@ -35,6 +35,12 @@ class NotificationSink(Protocol):
         ...
 
 
+class NotificationSender(Protocol):
+    """What the services call to notify a vehicle (`Notifier`, or a recorder in tests)."""
+
+    def send(self, note: Notification) -> bool: ...
+
+
 class PackageUrls(Protocol):
     def download_url(self, firmware_id: str, expires_s: int = URL_TTL_S) -> str: ...
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections import Counter as Tally
 from typing import Any
 
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.campaigns.record import Campaign
-from v2c.handlers.ota.campaigns.repository import CampaignRepository
 from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import UpdateState
-from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.ota.stores import CampaignStore, UpdateStore
 
 FAILED_STATES = frozenset({UpdateState.FAILED, UpdateState.REJECTED, UpdateState.ROLLED_BACK})
 
@@ -40,7 +39,7 @@ def _mean(values: list[int]) -> float | None:
 
 
 class StatsService:
-    def __init__(self, campaigns: CampaignRepository, updates: UpdateRepository) -> None:
+    def __init__(self, campaigns: CampaignStore, updates: UpdateStore) -> None:
         self._campaigns = campaigns
         self._updates = updates
 

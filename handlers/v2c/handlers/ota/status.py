@@ -28,6 +28,7 @@ failed the cloud's own notification); then the rejection is recorded
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 from collections.abc import Callable, Mapping
@@ -38,20 +39,19 @@ from google.protobuf.message import DecodeError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from v2c.contract.errors import CodecError, Conflict, InvalidInput, NotFound, TransientError
-from v2c.contract.events import event_payload
+from v2c.contract.events import InboundEvent
 from v2c.contract.ids import id_text
 from v2c.contract.notification import signed_part_sha256
 from v2c.contract.topics import Domain, Topic
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
-from v2c.handlers.ota.campaigns.rollback import finish_rollback_if_done
 from v2c.handlers.ota.campaigns.service import CampaignService
+from v2c.handlers.ota.concurrency import retry_stale
 from v2c.handlers.ota.domain.update_state import (
     TERMINAL,
     Command,
     Outcome,
     Transition,
     UpdateState,
-    apply_command,
     apply_confirmed_rejection,
     apply_status,
     is_unverified,
@@ -63,7 +63,6 @@ from v2c.v1.ota_pb2 import OTAStatus
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_BYTES: Final = 4096
-CONFLICT_RETRIES: Final = 8
 STARTED: Final = frozenset({UpdateState.ACCEPTED, UpdateState.DOWNLOADING})
 UNVERIFIED_EVENT: Final = "update.unverified_notification"
 UNVERIFIED_ALERT: Final = "unverified_notification"
@@ -143,8 +142,8 @@ class StatusService:
         self._sleep = sleep
 
     def ingest(self, event: Mapping[str, Any]) -> StatusReport:
-        topic = str(event.get("topic", ""))
-        status = parse_status(topic, event_payload(event))
+        inbound = InboundEvent.parse(event)
+        status = parse_status(str(inbound.topic), inbound.payload)
         kwargs: dict[str, Any] = {}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
@@ -167,9 +166,10 @@ class StatusService:
     def _apply(
         self, status: OTAStatus, decide: Callable[[VehicleUpdate], Transition]
     ) -> StatusReport:
-        updates = self._d.updates
-        for _ in range(CONFLICT_RETRIES):
-            update = updates.find(status.vehicle_id, status.update_id)
+        applied: list[tuple[VehicleUpdate, VehicleUpdate, Transition]] = []
+
+        def attempt() -> StatusReport:
+            update = self._d.updates.find(status.vehicle_id, status.update_id)
             if update is None:
                 raise NotFound(f"no update {status.update_id!r} for vehicle {status.vehicle_id}")
             transition = decide(update)
@@ -192,18 +192,19 @@ class StatusService:
             if after_state in TERMINAL:
                 changes["completed_at_ms"] = now_ms
             after = update.with_machine(transition.after, **changes)
-            counters = None
-            if update.kind is UpdateKind.CAMPAIGN and update.campaign_id:
-                counters = self._d.campaigns.counter_update(
-                    update.campaign_id, transition.deltas.nonzero(), update.wave, now_ms
-                )
-            try:
-                updates.save(update, after, counters)
-            except Conflict:
-                continue
-            self._after(update, after, transition)
+            self._campaigns.commands.record(update, after, transition.deltas, now_ms)
+            applied.append((update, after, transition))
             return report
-        raise Conflict(f"update {status.update_id} of {status.vehicle_id} keeps changing")
+
+        report = retry_stale(
+            attempt,
+            gave_up=f"update {status.update_id} of {status.vehicle_id} keeps changing",
+            attempts=self._d.config.conflict_retries,
+        )
+        # The consequences run once, after the write that won, outside the retry.
+        for before, after, transition in applied:
+            self._after(before, after, transition)
+        return report
 
     # -- reports about notifications the vehicle could not verify -------------
 
@@ -295,20 +296,8 @@ class StatusService:
         original = self._d.updates.find(rollback.vehicle_id, rollback.reverts_update_id)
         if original is None or not original.campaign_id:
             return
-        campaign = self._d.campaigns.get(original.campaign_id)
-        for _ in range(CONFLICT_RETRIES):
-            transition = apply_command(original.machine, Command.REVERT)
-            if not transition.changed:
-                break
-            after = original.with_machine(
-                transition.after, updated_at_ms=now_ms, reason="campaign rollback"
-            )
-            counters = self._d.campaigns.counter_update(
-                campaign.campaign_id, transition.deltas.nonzero(), original.wave, now_ms
-            )
-            try:
-                self._d.updates.save(original, after, counters)
-                break
-            except Conflict:
-                original = self._d.updates.get(original.vehicle_id, original.update_id)
-        finish_rollback_if_done(self._d, campaign.campaign_id)
+        campaign_id = original.campaign_id
+        # A record that keeps changing under a revert is left to its writers.
+        with contextlib.suppress(Conflict):
+            self._campaigns.commands.apply(original, Command.REVERT, reason="campaign rollback")
+        self._campaigns.rollbacks.finish_if_done(campaign_id)

@@ -23,16 +23,16 @@ of its settings; the defaults equal `v2c.infra.aws.resources.ResourceNames`'
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import boto3
-from botocore.config import Config
 
 from v2c.contract.errors import ConfigurationError
+from v2c.handlers.aws_clients import DYNAMODB_CLIENT_CONFIG, aws_client_config
 from v2c.handlers.dlq.store import S3DeadLetterStore
+from v2c.handlers.per_container import PerContainer
 from v2c.handlers.telemetry.dead_letters import QUEUE
 from v2c.handlers.telemetry.dedup import DedupWindow
 from v2c.handlers.telemetry.registry import CachedRegistry, DynamoVehicleRegistry
@@ -49,30 +49,6 @@ ENV_DEDUP_WINDOW: Final = "TELEMETRY_DEDUP_WINDOW_S"
 ENV_REGISTRY_TTL: Final = "VEHICLE_REGISTRY_CACHE_TTL_S"
 ENV_RETENTION_DAYS: Final = "TELEMETRY_RETENTION_DAYS"
 ENV_ENDPOINT: Final = "AWS_ENDPOINT_URL"
-
-# DynamoDB: no botocore retries. `store.RetryPolicy` is the one retry layer
-# (the spec's 3 attempts, then the DLQ); nested, 5 x 3 attempts would outlast
-# a Lambda timeout under sustained throttling.
-DYNAMODB_CLIENT_CONFIG: Final = Config(
-    retries={"mode": "standard", "total_max_attempts": 1},
-    connect_timeout=3,
-    read_timeout=10,
-    max_pool_connections=32,
-    tcp_keepalive=True,
-)
-
-
-def aws_client_config(*, local: bool) -> Config:
-    """S3 and Timestream: botocore's standard retries. Locally S3 addresses
-    buckets by path: `bucket.127.0.0.1` does not resolve."""
-    return Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=3,
-        read_timeout=10,
-        max_pool_connections=32,
-        tcp_keepalive=True,
-        s3={"addressing_style": "path"} if local else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,26 +120,20 @@ def build_service(
     )
 
 
-_DEFAULT: TelemetryService | None = None
-_LOCK = threading.Lock()
+# The process's service, shared by both telemetry handlers so that a sample
+# seen on one path is in the dedup window of the other (`PerContainer`).
+SERVICE: PerContainer[TelemetryService] = PerContainer(
+    lambda: build_service(TelemetryConfig.from_env()), close=TelemetryService.close
+)
+default_service = SERVICE.get
+set_default_service = SERVICE.install
 
-
-def default_service() -> TelemetryService:
-    """The process's service, built from the environment on first use (a
-    Lambda cold start) and shared by both telemetry handlers, so a sample
-    seen on one path is in the dedup window of the other."""
-    global _DEFAULT
-    with _LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = build_service(TelemetryConfig.from_env())
-        return _DEFAULT
-
-
-def set_default_service(service: TelemetryService | None) -> None:
-    """Install a service (tests, a gateway wired in code), or None to rebuild
-    from the environment on next use."""
-    global _DEFAULT
-    with _LOCK:
-        previous, _DEFAULT = _DEFAULT, service
-    if previous is not None and previous is not service:
-        previous.close()
+__all__ = [
+    "DYNAMODB_CLIENT_CONFIG",
+    "SERVICE",
+    "TelemetryConfig",
+    "aws_client_config",
+    "build_service",
+    "default_service",
+    "set_default_service",
+]

@@ -30,8 +30,8 @@ from typing import Any, Final
 
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import InvalidField, TransientError, V2CError
+from v2c.contract.events import InboundEvent
 from v2c.handlers.dlq.store import DeadLetterStore
-from v2c.handlers.telemetry.events import InboundEvent
 from v2c.handlers.telemetry.metrics import TelemetryMetrics
 
 QUEUE: Final = "telemetry"

@@ -3,7 +3,8 @@
 They live in prometheus_client's default REGISTRY unless a registry is
 injected (tests pass their own, so counters start at zero and two services in
 one process do not collide). The default instance is created once per
-process by `default_metrics()`: registering the same names twice raises.
+process by `default_metrics()` (a `PerContainer`): registering the same
+names twice raises.
 `v2c gateway run` keeps its own metrics in that REGISTRY too and serves it,
 so one endpoint shows both; `v2c_dlq_messages_total` is one counter for the
 gateway's and the handlers' dead letters (`v2c.handlers.dlq.metrics`).
@@ -14,11 +15,10 @@ per-invocation `IngestReport` (see `v2c.handlers.telemetry_ingest`).
 
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from v2c.handlers.dlq.metrics import dlq_messages
+from v2c.handlers.per_container import PerContainer
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
@@ -94,14 +94,6 @@ class TelemetryMetrics:
         )
 
 
-_DEFAULT: TelemetryMetrics | None = None
-_LOCK = threading.Lock()
-
-
-def default_metrics() -> TelemetryMetrics:
-    """The process-wide instance on prometheus_client's default REGISTRY."""
-    global _DEFAULT
-    with _LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = TelemetryMetrics()
-        return _DEFAULT
+# The process-wide instance on prometheus_client's default REGISTRY.
+METRICS: PerContainer[TelemetryMetrics] = PerContainer(TelemetryMetrics)
+default_metrics = METRICS.get

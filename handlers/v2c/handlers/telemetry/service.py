@@ -34,11 +34,11 @@ from typing import Any, Final
 
 from v2c.contract.batch_codec import DEFAULT_CONFIG, CodecConfig, DecodedBatch, decode_envelope
 from v2c.contract.errors import CodecError, InvalidField, InvalidInput, V2CError
+from v2c.contract.events import InboundEvent, is_replay, raw_payload, raw_topic
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.handlers.telemetry.dead_letters import SampleFailure, TelemetryDeadLetters
 from v2c.handlers.telemetry.dedup import DedupWindow, first_occurrences, partition
 from v2c.handlers.telemetry.envelope import envelope_summary
-from v2c.handlers.telemetry.events import REPLAY_PROPERTY, InboundEvent, raw_payload, raw_topic
 from v2c.handlers.telemetry.metrics import TelemetryMetrics, default_metrics
 from v2c.handlers.telemetry.model import Arrival, OperationalRecord, Path, Sample, VehicleInfo
 from v2c.handlers.telemetry.registry import VehicleRegistry
@@ -312,8 +312,7 @@ class TelemetryService:
             return InboundEvent.parse(raw_event, rule)
         except InvalidInput as exc:
             report.invalid = 1
-            properties = raw_event.get("properties") or {}
-            if isinstance(properties, Mapping) and properties.get(REPLAY_PROPERTY):
+            if is_replay(raw_event):
                 raise
             self._dlq.unparsed(
                 rule=str(raw_event.get("rule") or rule),

@@ -18,7 +18,7 @@ ThrottlingException, RequestLimitExceeded), 5xx and connection errors are
 retried by `RetryPolicy` (3 attempts, exponential backoff with jitter), then
 reported as `Throttled` / `TransientError` for the caller to dead-letter.
 This is the only retry layer: the handler's DynamoDB client is built with
-botocore retries off (`config.DYNAMODB_CLIENT_CONFIG`), or 5 botocore
+botocore retries off (`aws_clients.DYNAMODB_CLIENT_CONFIG`), or 5 botocore
 attempts inside each of 3 of ours would turn one throttled write into 15.
 """
 
@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import InvalidInput, Throttled, TransientError, V2CError
+from v2c.contract.errors import Throttled, V2CError
+from v2c.handlers import aws_errors
+from v2c.handlers.aws_errors import CONDITION_FAILED, VALIDATION, error_code, retryable
 from v2c.handlers.telemetry.model import OperationalRecord
 
 if TYPE_CHECKING:
@@ -43,11 +45,8 @@ if TYPE_CHECKING:
 BATCH_WRITE_LIMIT: Final = 25  # DynamoDB's BatchWriteItem maximum
 BATCH_GET_LIMIT: Final = 100  # DynamoDB's BatchGetItem maximum
 DEFAULT_RETENTION_S: Final = 90 * 24 * 3600
-THROTTLING_CODES: Final = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-_SERVER_CODES: Final = frozenset({"InternalServerError", "ServiceUnavailable"})
-_CONDITION_FAILED: Final = "ConditionalCheckFailedException"
+# DynamoDB refusing the item (over 400 KB, say) is the sample's fault, not the table's.
+_REFUSED: Final = frozenset({VALIDATION})
 
 Item = dict[str, "AttributeValueTypeDef"]
 ErrorObserver = Callable[[str], None]
@@ -97,26 +96,9 @@ class RecordStore(Protocol):
         ...
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def translate(exc: Exception, action: str) -> V2CError:
     """A vendor error as the hierarchy's: what the DLQ record's reason says."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        if code in THROTTLING_CODES:
-            return Throttled(f"DynamoDB {action} throttled: {code}")
-        if code == "ValidationException":
-            return InvalidInput(f"DynamoDB {action} refused the item: {exc}")
-        return TransientError(f"DynamoDB {action} failed: {code or exc}")
-    return TransientError(f"DynamoDB {action} failed: {exc}")
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, ClientError):
-        return error_code(exc) in THROTTLING_CODES | _SERVER_CODES
-    return isinstance(exc, BotoCoreError)
+    return aws_errors.translate(f"DynamoDB {action}", exc, refused=_REFUSED)
 
 
 class DynamoRecordStore:
@@ -148,7 +130,7 @@ class DynamoRecordStore:
                 ),
             )
         except ClientError as exc:  # only the non-retryable ones get here
-            if error_code(exc) == _CONDITION_FAILED:
+            if error_code(exc) == CONDITION_FAILED:
                 return False
             raise translate(exc, "PutItem") from exc
         return True
@@ -186,7 +168,7 @@ class DynamoRecordStore:
                 request()
                 return
             except (ClientError, BotoCoreError) as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
                 self._on_error(error_code(exc) if isinstance(exc, ClientError) else "connection")
                 if attempt == self._retry.attempts:
@@ -203,7 +185,7 @@ class DynamoRecordStore:
             try:
                 answer = self._ddb.batch_write_item(RequestItems={self._table: requests})
             except (ClientError, BotoCoreError) as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     failure = translate(exc, "BatchWriteItem")
                     return [], [(record, failure) for record in pending.values()]
                 self._on_error(error_code(exc) if isinstance(exc, ClientError) else "connection")
@@ -240,7 +222,7 @@ class DynamoRecordStore:
             try:
                 answer = self._ddb.batch_get_item(RequestItems=request)
             except (ClientError, BotoCoreError) as exc:
-                if not _retryable(exc) or attempt == self._retry.attempts:
+                if not retryable(exc) or attempt == self._retry.attempts:
                     raise translate(exc, "BatchGetItem") from exc
                 self._on_error(error_code(exc) if isinstance(exc, ClientError) else "connection")
             else:

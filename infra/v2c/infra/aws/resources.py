@@ -13,7 +13,6 @@ key attributes are strings unless marked N):
 | table | partition key | sort key | GSIs (partition, sort) | TTL |
 |---|---|---|---|---|
 | v2c-telemetry | vehicle_id | sample_key | - | expires_at |
-| v2c-telemetry-dedup | message_id | - | - | expires_at |
 | v2c-vehicle-registry | vehicle_id | - | by-model-year (model, year N) | - |
 | v2c-firmware | firmware_id | - | by-device-model (device_model, version) | - |
 | v2c-campaigns | campaign_id | - | by-status (status, created_at) | - |
@@ -28,9 +27,9 @@ Why these keys:
 * telemetry: `sample_key` is derived from the sample (e.g. zero-padded
   epoch and sequence), so a redelivered sample overwrites itself: the
   idempotent backstop BatchWriteItem needs, as it cannot carry conditions.
-* dedup: `message_id` is `v2c.contract.ids.id_text(...)`; `expires_at`
-  (epoch seconds) ends the dedup window. TTL deletion is lazy (up to days in
-  AWS): readers must still compare `expires_at` with now.
+  That key is the dedup too: there is no dedup table (ADR 0001). TTL
+  deletion is lazy (up to days in AWS): readers must still compare
+  `expires_at` with now.
 * vehicle registry: campaign targeting (`model = X AND year >= Y`) is one
   Query on by-model-year instead of a Scan.
 * firmware: `firmware_id` is deterministic (BR-OTA-004); by-device-model
@@ -86,7 +85,6 @@ def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
     by_campaign = Index("by-campaign", Key("campaign_id"), vehicle)
     return (
         TableSpec(names.telemetry_table, vehicle, Key("sample_key"), ttl_attribute="expires_at"),
-        TableSpec(names.dedup_table, Key("message_id"), ttl_attribute="expires_at"),
         TableSpec(
             names.vehicle_registry_table,
             vehicle,

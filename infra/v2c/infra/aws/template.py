@@ -173,7 +173,6 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
     names = names or ResourceNames()
     env = {
         "TELEMETRY_TABLE": names.telemetry_table,
-        "DEDUP_TABLE": names.dedup_table,
         "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
         "FIRMWARE_TABLE": names.firmware_table,
         "CAMPAIGNS_TABLE": names.campaigns_table,

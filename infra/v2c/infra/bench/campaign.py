@@ -39,6 +39,7 @@ from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
 from v2c.handlers.ota.metrics import PrometheusAlerts
 from v2c.handlers.ota.notifier import Notifier
 from v2c.handlers.ota.status import StatusService
+from v2c.handlers.ota.stores import FleetDirectory
 from v2c.handlers.ota.updates.repository import UpdateRepository
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.aws.resources import ensure_resources
@@ -188,7 +189,7 @@ def _raw_transacts(ddb: Any, names: ResourceNames, campaign_id: str, n: int) -> 
     return {"transactions": n, "seconds": round(took, 3), "transactions_per_s": per_second(n, took)}
 
 
-def _seed(fleet: FleetRegistry, start: int, n: int) -> float:
+def _seed(fleet: FleetDirectory, start: int, n: int) -> float:
     vehicles = (
         Vehicle(vin(start + i), MODEL, REGIONS[i % 3], 2024, "Bench", "hw", "1.0.0")
         for i in range(n)

@@ -30,16 +30,11 @@ from rich.console import Console
 from rich.table import Table
 
 from v2c.contract.errors import V2CError
+from v2c.infra.errors import BenchError as BenchError
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig, find_mosquitto
 
 SCHEMA_VERSION: Final = 1
 JsonDict = dict[str, Any]
-
-
-class BenchError(V2CError):
-    """A bench could not run to the end (a process failed, a phase timed out)."""
-
-    reason = "bench_failed"
 
 
 # -- statistics -------------------------------------------------------------

@@ -55,9 +55,9 @@ from v2c.infra.bench.common import (
     process_cpu_s,
     ratio,
 )
+from v2c.infra.local.fleet_provisioning import stack_fleet
 from v2c.infra.settings import MqttSettings, StackSettings
-from v2c.vehicle_sim.fleet.simulator import FleetSimulator
-from v2c.vehicle_sim.ota.download import DownloadConfig, RangeDownloader
+from v2c.vehicle_sim.ota.device.download import DownloadConfig, RangeDownloader
 
 MIB: Final = 1024 * 1024
 READ_CHUNK: Final = 256 * 1024
@@ -153,7 +153,7 @@ async def _idle_fleet(size: int, params: FleetBenchParams, trusted: TrustedKeySe
         gc.collect()
         rss_before = rss_bytes()
         broker_rss_before = rss_bytes(broker.pid) if broker.pid else None
-        fleet = FleetSimulator(
+        fleet = stack_fleet(
             settings,
             size,
             base_dir=Path(base),

@@ -26,7 +26,6 @@ backlog (the figure that matters) from those after it drained.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -42,7 +41,7 @@ import zstandard
 
 from v2c.contract.batch_columns import PER_SAMPLE_COLUMNS
 from v2c.contract.topics import Domain, TopicFilter
-from v2c.infra.bench.common import BenchError, JsonDict, ratio, summarize_ns
+from v2c.infra.bench.common import JsonDict, ratio, summarize_ns
 from v2c.infra.bench.load import PublisherSpec, bench_topic, bench_vin, read_stamp
 from v2c.infra.bench.phase import PhaseOutcome, run_phase
 from v2c.infra.bench.sinks import (
@@ -50,8 +49,8 @@ from v2c.infra.bench.sinks import (
     PROBE_RULE,
     SinkSpec,
     counter_total,
-    prove_subscribed,
     run_sink,
+    serving_gateway,
     wait_for,
 )
 from v2c.v1 import telemetry_pb2
@@ -202,19 +201,15 @@ class _SlowDeadLetters:
 async def _fairness_sink(spec: FairnessSinkSpec, out: Queue[Any]) -> JsonDict:
     from prometheus_client import CollectorRegistry
 
-    from v2c.contract.mqtt_endpoint import MqttEndpoint
-    from v2c.gateway import runtime
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import Rule
     from v2c.handlers import telemetry_batch
-    from v2c.handlers.dlq.store import InMemoryDeadLetterStore
     from v2c.handlers.telemetry.config import set_default_service
     from v2c.handlers.telemetry.metrics import TelemetryMetrics
     from v2c.handlers.telemetry.service import TelemetryService
     from v2c.handlers.telemetry.store import InMemoryRecordStore
     from v2c.handlers.telemetry.timeseries import InMemoryTimeSeriesSink
 
-    runtime.logger.setLevel(logging.ERROR)  # its disconnect warning at stop is routine
     telemetry_batch.logger.setLevel(logging.ERROR)  # one warning per bomb otherwise
     sink = spec.sink
     tally = _TALLY
@@ -237,54 +232,30 @@ async def _fairness_sink(spec: FairnessSinkSpec, out: Queue[Any]) -> JsonDict:
     )
     metrics = GatewayMetrics()
     registry = metrics.registry
-    gateway = runtime.Gateway(
-        runtime.GatewayConfig(
-            endpoint=MqttEndpoint(sink.host, sink.port),
-            client_id=f"bench-fairness-{os.getpid()}",
-            share_group=sink.share_group,
-            receive_maximum=sink.receive_maximum,
-            workers=sink.workers,
-            per_vehicle_in_flight=sink.per_vehicle_in_flight,
-            session_expiry_s=0,
-        ),
-        rules,
-        {"telemetry": InMemoryDeadLetterStore("telemetry")},
-        metrics,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run_gateway(gateway, stop))
 
     def progress() -> str:
         return f"innocent {len(tally.innocent_ns)}, flood {tally.flood_settled}"
 
-    def done() -> bool:
-        if task.done():
-            task.result()
-            raise BenchError("the gateway stopped on its own")
-        return (
-            len(tally.innocent_ns) >= spec.innocent_expected
-            and tally.flood_settled >= spec.flood_expected
-        )
-
     flood_done_at: float | None = None
     try:
-        connected = asyncio.create_task(gateway.wait_connected())
-        await asyncio.wait({task, connected}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        connected.cancel()
-        await prove_subscribed(
-            sink, lambda: counter_total(registry, "v2c_gateway_messages_handled", PROBE_RULE) > 0
-        )
-        out.put(("ready", "sink", {}))
-        cpu0 = time.process_time()
-        if spec.flood_expected:
-            await wait_for(lambda: tally.flood_settled >= spec.flood_expected, sink, progress)
-            flood_done_at = time.monotonic()
-        await wait_for(done, sink, progress)
-        cpu1 = time.process_time()
+        async with serving_gateway(sink, "fairness", rules, metrics, out) as run:
+
+            def done() -> bool:
+                run.check()
+                return (
+                    len(tally.innocent_ns) >= spec.innocent_expected
+                    and tally.flood_settled >= spec.flood_expected
+                )
+
+            cpu0 = time.process_time()
+            if spec.flood_expected:
+                await wait_for(lambda: tally.flood_settled >= spec.flood_expected, sink, progress)
+                flood_done_at = time.monotonic()
+            await wait_for(done, sink, progress)
+            cpu1 = time.process_time()
     finally:
-        stop.set()
-        await task
         set_default_service(None)
+    gateway = run.gateway
     return {
         "innocent_ns": list(tally.innocent_ns),
         "backlog": list(tally.backlog),

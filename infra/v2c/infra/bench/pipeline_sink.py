@@ -20,8 +20,6 @@ only installed first (`set_default_service`), with that session.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -37,8 +35,8 @@ from v2c.infra.bench.sinks import (
     PROBE_RULE,
     SinkSpec,
     counter_total,
-    prove_subscribed,
     run_sink,
+    serving_gateway,
     use_fine_latency_buckets,
     wait_for,
 )
@@ -114,14 +112,10 @@ async def _pipeline_sink(spec: PipelineSinkSpec, out: Queue[Any]) -> JsonDict:
     # Loggers are configured at import, in this process only.
     from prometheus_client import REGISTRY
 
-    from v2c.contract.mqtt_endpoint import MqttEndpoint
-    from v2c.gateway import runtime
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import RULES, Rule
-    from v2c.handlers.dlq.store import InMemoryDeadLetterStore
     from v2c.handlers.telemetry.config import TelemetryConfig, build_service, set_default_service
 
-    runtime.logger.setLevel(logging.ERROR)  # its disconnect warning at stop is routine
     sink = spec.sink
     config = TelemetryConfig.from_env()
     clock = StoredClock(config.telemetry_table)
@@ -133,21 +127,6 @@ async def _pipeline_sink(spec: PipelineSinkSpec, out: Queue[Any]) -> JsonDict:
     rules += (Rule(PROBE_RULE, sink.probe_filter, NOOP_HANDLER, dlq="telemetry", qos=sink.qos),)
     metrics = GatewayMetrics(REGISTRY)
     use_fine_latency_buckets(metrics)
-    gateway = runtime.Gateway(
-        runtime.GatewayConfig(
-            endpoint=MqttEndpoint(sink.host, sink.port),
-            client_id=f"bench-pipeline-{os.getpid()}",
-            share_group=sink.share_group,
-            receive_maximum=sink.receive_maximum,
-            workers=sink.workers,
-            session_expiry_s=0,
-        ),
-        rules,
-        {"telemetry": InMemoryDeadLetterStore("telemetry")},
-        metrics,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run_gateway(gateway, stop))
 
     def settled() -> float:
         return sum(
@@ -156,27 +135,21 @@ async def _pipeline_sink(spec: PipelineSinkSpec, out: Queue[Any]) -> JsonDict:
             for rule in TELEMETRY_RULES
         )
 
-    def done() -> bool:
-        if task.done():
-            task.result()  # the gateway stopped: raise why
-            raise BenchError("the gateway stopped on its own")
-        return settled() >= sink.expected
-
     try:
-        connected = asyncio.create_task(gateway.wait_connected())
-        await asyncio.wait({task, connected}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        connected.cancel()
-        await prove_subscribed(
-            sink, lambda: counter_total(REGISTRY, "v2c_gateway_messages_handled", PROBE_RULE) > 0
-        )
-        out.put(("ready", "sink", {}))
-        cpu0 = time.process_time()
-        await wait_for(done, sink, lambda: f"{settled():.0f} handled, {len(clock.stored)} stored")
-        cpu1 = time.process_time()
+        async with serving_gateway(sink, "pipeline", rules, metrics, out) as run:
+
+            def done() -> bool:
+                run.check()
+                return settled() >= sink.expected
+
+            cpu0 = time.process_time()
+            await wait_for(
+                done, sink, lambda: f"{settled():.0f} handled, {len(clock.stored)} stored"
+            )
+            cpu1 = time.process_time()
     finally:
-        stop.set()
-        await task
         set_default_service(None)
+    gateway = run.gateway
     outcomes = {
         status: int(_sum_samples(REGISTRY, "v2c_telemetry_messages", status=status))
         for status in ("stored", "duplicate", "invalid", "failed")

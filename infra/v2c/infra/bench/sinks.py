@@ -21,7 +21,8 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import TYPE_CHECKING, Any, Final
@@ -34,6 +35,8 @@ from v2c.infra.bench.load import read_stamp
 
 if TYPE_CHECKING:
     from v2c.gateway.metrics import GatewayMetrics
+    from v2c.gateway.rules import Rule
+    from v2c.gateway.runtime import Gateway
 
 NOOP_HANDLER: Final = "v2c.handlers.noop:lambda_handler"
 STAMP_HANDLER: Final = f"{__name__}:stamp_handler"
@@ -192,27 +195,41 @@ def use_fine_latency_buckets(metrics: GatewayMetrics) -> None:
     )
 
 
-async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
+@dataclass
+class GatewayRun:
+    """The gateway a sink runs for one phase (`serving_gateway`)."""
+
+    gateway: Gateway
+    registry: CollectorRegistry
+    task: asyncio.Task[None]
+
+    def check(self) -> None:
+        """Raise why the gateway stopped, if it did: a phase must not wait for a dead sink."""
+        if self.task.done():
+            self.task.result()
+            raise BenchError("the gateway stopped on its own")
+
+
+@asynccontextmanager
+async def serving_gateway(
+    spec: SinkSpec, name: str, rules: tuple[Rule, ...], metrics: GatewayMetrics, out: Queue[Any]
+) -> AsyncIterator[GatewayRun]:
+    """The real gateway on the bench's broker, as every gateway sink runs it.
+
+    Its subscription is proven live by a probe before the parent hears
+    `ready`, so no counted message can be published into the void; it is
+    stopped on the way out, whatever happened, so no phase leaves a gateway
+    behind to steal the next phase's messages.
+    """
     # Imported here: the gateway's Logger is configured at import, in this process only.
     from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway import runtime
-    from v2c.gateway.metrics import GatewayMetrics
-    from v2c.gateway.rules import Rule
     from v2c.handlers.dlq.store import InMemoryDeadLetterStore
 
     runtime.logger.setLevel(logging.ERROR)  # its disconnect warning at stop is routine
-    handler = STAMP_HANDLER if spec.record_latency else NOOP_HANDLER
-    rules = (
-        Rule(BENCH_RULE, spec.topic_filter, handler, dlq="telemetry", qos=spec.qos),
-        Rule(PROBE_RULE, spec.probe_filter, NOOP_HANDLER, dlq="telemetry", qos=spec.qos),
-    )
-    metrics = GatewayMetrics()
-    registry = metrics.registry
-    if spec.record_latency:
-        use_fine_latency_buckets(metrics)
     config = runtime.GatewayConfig(
         endpoint=MqttEndpoint(spec.host, spec.port),
-        client_id=f"bench-gateway-{os.getpid()}",
+        client_id=f"bench-{name}-{os.getpid()}",
         share_group=spec.share_group,
         receive_maximum=spec.receive_maximum,
         workers=spec.workers,
@@ -222,20 +239,9 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
     gateway = runtime.Gateway(
         config, rules, {"telemetry": InMemoryDeadLetterStore("telemetry")}, metrics
     )
+    registry = metrics.registry
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run_gateway(gateway, stop))
-
-    def settled() -> float:
-        return counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE) + counter_total(
-            registry, "v2c_gateway_messages_failed", BENCH_RULE
-        )
-
-    def done() -> bool:
-        if task.done():
-            task.result()  # the gateway stopped: raise why
-            raise BenchError("the gateway stopped on its own")
-        return settled() >= spec.expected
-
     try:
         connected = asyncio.create_task(gateway.wait_connected())
         await asyncio.wait({task, connected}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -244,13 +250,42 @@ async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
             spec, lambda: counter_total(registry, "v2c_gateway_messages_handled", PROBE_RULE) > 0
         )
         out.put(("ready", SINK, {}))
+        yield GatewayRun(gateway, registry, task)
+    finally:
+        stop.set()
+        await task
+
+
+async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
+    from v2c.gateway.metrics import GatewayMetrics
+    from v2c.gateway.rules import Rule
+
+    handler = STAMP_HANDLER if spec.record_latency else NOOP_HANDLER
+    rules = (
+        Rule(BENCH_RULE, spec.topic_filter, handler, dlq="telemetry", qos=spec.qos),
+        Rule(PROBE_RULE, spec.probe_filter, NOOP_HANDLER, dlq="telemetry", qos=spec.qos),
+    )
+    metrics = GatewayMetrics()
+    registry = metrics.registry
+    if spec.record_latency:
+        use_fine_latency_buckets(metrics)
+
+    def settled() -> float:
+        return counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE) + counter_total(
+            registry, "v2c_gateway_messages_failed", BENCH_RULE
+        )
+
+    async with serving_gateway(spec, "gateway", rules, metrics, out) as run:
+
+        def done() -> bool:
+            run.check()
+            return settled() >= spec.expected
+
         cpu0 = time.process_time()
         await wait_for(done, spec, lambda: f"{settled():.0f} handled or failed")
         done_at = time.monotonic()
         cpu1 = time.process_time()
-    finally:
-        stop.set()
-        await task
+    gateway = run.gateway
     return {
         "received": int(settled()),
         "handled": int(counter_total(registry, "v2c_gateway_messages_handled", BENCH_RULE)),

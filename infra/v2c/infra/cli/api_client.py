@@ -25,24 +25,14 @@ from typing import IO, Any, Final
 
 import requests
 
-from v2c.contract.errors import ConfigurationError, V2CError
+from v2c.contract.errors import ConfigurationError
+from v2c.infra.errors import ApiError as ApiError
 
 DEFAULT_TIMEOUT_S: Final = 30.0
 ENV_API_ROLE: Final = "V2C_API_ROLE"
 DEFAULT_ROLE: Final = "fleet_manager"
 ROLES: Final = ("viewer", "fleet_manager", "approver", "operator")
 UPLOAD_CHUNK: Final = 1024 * 1024
-
-
-class ApiError(V2CError):
-    """The API refused a request; `status` is its HTTP status."""
-
-    reason = "api_error"
-
-    def __init__(self, status: int, detail: str, reason: str = "api_error") -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-        self.api_reason = reason
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@
    per state and reason, each canary gate's decision, telemetry and DLQ
    depth, durations, and where to look next.
 
-The exit code says whether each campaign behaved as the gate rules say:
-the canary's own counters are evaluated again here with the campaign's
-thresholds, and a passing gate must have released the next wave, a failing
-one must have paused the campaign.
+The exit code says whether each campaign behaved as the gate rules say.
+`gate_problem` is a test oracle, not a second copy of the rules: it runs the
+domain's own `evaluate_gate` again on the canary's counters and the
+campaign's thresholds, as a reader would by hand, and checks the cloud acted
+on the verdict (a passing gate released the next wave, a failing one paused
+the campaign). It decides nothing for the campaign; if the cloud and this
+re-evaluation disagree, the demo fails.
 
 Every run starts fresh (`fresh_directory`): what an earlier run left in the
 directory (the vehicles' flash and agent state, the packages, the broker's
@@ -40,14 +43,15 @@ from rich.table import Table
 
 from v2c.contract.errors import Conflict, InvalidInput
 from v2c.handlers.ota.domain.canary import GateThresholds, GateVerdict, evaluate_gate
-from v2c.handlers.ota.domain.counters import CampaignCounters
+from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.infra.cli.api_client import ApiClient, ApiTarget
-from v2c.infra.cli.commands.campaign import STATES, STYLE
+from v2c.infra.cli.commands.campaign import STYLE
 
 BASE: Final = "/api/v1/ota"
 OLD_VERSION: Final = "1.0.0"
 NEW_VERSION: Final = "2.0.0"
-COUNTERS: Final = STATES  # the campaign counters, in the order `v2c campaign watch` shows
+COUNTERS: Final = tuple(Counter)  # in the order `v2c campaign watch` shows them
 SETTLED: Final = frozenset({"completed", "cancelled", "rolled_back", "paused"})
 # What a run makes in its directory; `stack/pki` survives a new run.
 RUN_PARTS: Final = frozenset({"stack", "fleet", "packages"})
@@ -120,7 +124,7 @@ def image_for(model: str, version: str, size: int = 256 * 1024) -> bytes:
 def upload_package(client: ApiClient, model: str, version: str, workdir: Path) -> str:
     """Build a real update package and upload it through the API (as a file,
     streamed with its length, as `v2c firmware upload` does); its firmware id."""
-    from v2c.vehicle_sim.ota.package import build_package
+    from v2c.vehicle_sim.ota.device.package import build_package
 
     path = workdir / f"{model.lower()}-ecu-{version}.bin"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,12 +172,14 @@ def gate_problem(campaign: dict[str, Any]) -> str:
     )
     decision = evaluate_gate(counters, thresholds)
     status, wave = campaign["status"], campaign["current_wave"]
-    if decision.verdict is GateVerdict.PASS and wave < 1 and status != "paused":
+    if decision.verdict is GateVerdict.PASS and wave < 1 and status != CampaignStatus.PAUSED:
         return f"gate passes ({decision.reason}) but the rollout was not released"
     # A failing gate pauses; updates already in flight then finish, and if their
     # failures cross `failure_threshold_percent` the campaign rolls back on its own
     # (BR-OTA-019/020). Either way the rollout must not have gone past the canary.
-    stopped = {"paused", "rolled_back"} if spec.get("auto_rollback", True) else {"paused"}
+    stopped = {CampaignStatus.PAUSED}
+    if spec.get("auto_rollback", True):
+        stopped.add(CampaignStatus.ROLLED_BACK)
     if decision.verdict is GateVerdict.FAIL_PAUSE and (status not in stopped or wave != 0):
         return f"gate fails ({decision.reason}) but the campaign is {status} at wave {wave}"
     if decision.verdict is GateVerdict.WAIT:

@@ -1,5 +1,5 @@
 """The `v2c` command line: one typer app; each command group lives in its own
-module under `v2c.infra.cli.commands` and is registered here.
+module under `v2c.infra.cli.commands` and is listed here, once, in `COMMANDS`.
 
 Errors end every command the same way, in the root group (`V2CGroup`): one
 line on stderr and a documented exit code (0 done, 1 failed, 2 usage,
@@ -7,11 +7,26 @@ line on stderr and a documented exit code (0 done, 1 failed, 2 usage,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib.metadata import version as package_version
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import typer
 
+from v2c.infra.cli.commands import (
+    api,
+    aws,
+    bench,
+    campaign,
+    demo,
+    dlq,
+    firmware,
+    gateway,
+    pki,
+    selftest,
+    sim,
+    stack,
+)
 from v2c.infra.cli.errors import V2CGroup
 
 app = typer.Typer(
@@ -42,44 +57,30 @@ def root(
     """v2c: the cloud side of OTA updates and vehicle telemetry, and a fleet to test it with."""
 
 
-def _register() -> None:
-    from v2c.infra.cli.commands import pki
-
-    app.add_typer(pki.app, name="pki")
-    from v2c.infra.cli.commands import gateway, selftest
-
-    app.command(name="selftest")(selftest.selftest)
-    app.add_typer(gateway.app, name="gateway")
-    from v2c.infra.cli.commands import aws
-
-    app.add_typer(aws.app, name="aws")
-    from v2c.infra.cli.commands import dlq
-
-    app.add_typer(dlq.app, name="dlq")
-    from v2c.infra.cli.commands import bench
-
-    app.add_typer(bench.app, name="bench")
-    from v2c.infra.cli.commands import stack
-
-    app.add_typer(stack.app, name="stack")
-    from v2c.infra.cli.commands import api, campaign, demo
-
-    app.command(name="demo")(demo.demo)
-
-    app.add_typer(api.app, name="api")
-
-    app.add_typer(campaign.app, name="campaign")
-    app.add_typer(campaign.device_app, name="device")
-    app.command(name="stats")(campaign.stats)
-    from v2c.infra.cli.commands import firmware
-
-    app.add_typer(firmware.app, name="firmware")
-    from v2c.infra.cli.commands import sim
-
-    app.command(name="sim")(sim.sim)
-
-
-_register()
+# Every command of `v2c`, sorted by name: a typer app is a group of
+# subcommands, a function is one command (`v2c --help` shows the single
+# commands first, then the groups, each in this order).
+COMMANDS: Final[Mapping[str, typer.Typer | Callable[..., Any]]] = {
+    "api": api.app,
+    "aws": aws.app,
+    "bench": bench.app,
+    "campaign": campaign.app,
+    "demo": demo.demo,
+    "device": campaign.device_app,
+    "dlq": dlq.app,
+    "firmware": firmware.app,
+    "gateway": gateway.app,
+    "pki": pki.app,
+    "selftest": selftest.selftest,
+    "sim": sim.sim,
+    "stack": stack.app,
+    "stats": campaign.stats,
+}
+for _name, _command in COMMANDS.items():
+    if isinstance(_command, typer.Typer):
+        app.add_typer(_command, name=_name)
+    else:
+        app.command(name=_name)(_command)
 
 
 def main() -> None:

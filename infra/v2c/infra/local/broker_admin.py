@@ -33,7 +33,7 @@ from v2c.infra.device_policy import (
     CONTROL_TOPIC,
     vehicle_registration,
 )
-from v2c.infra.local.broker import MAX_PACKET_SIZE
+from v2c.infra.local.mosquitto_config import MAX_PACKET_SIZE
 from v2c.infra.settings import StackSettings
 from v2c.infra.tools.mqtt5 import MqttClientError, PahoV5Client
 

@@ -38,7 +38,8 @@ from v2c.handlers.api.firmware_models import (
 )
 from v2c.handlers.ota.firmware.ingest import too_large
 from v2c.handlers.ota.firmware.service import FirmwareService
-from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, QUERY_HEADER, ByteStream, StreamingRoute
+from v2c.infra.local.http_adapter import PRINCIPAL_HEADER, QUERY_HEADER, StreamingRoute
+from v2c.infra.local.http_body import ByteStream
 
 _LIST_FIELDS: Final = frozenset(
     name for name, field in UploadQuery.model_fields.items() if get_origin(field.annotation) is list

@@ -23,21 +23,15 @@ payload limit or a handler that raises becomes 502. Every refusal, the
 server's own included (a malformed request line, a request line over 64 KiB,
 a slow client), is JSON in the API's `{detail, reason}` shape.
 
-Hostile clients (`HttpLimits`; each bound is configurable):
-
-* a declared `Content-Length` over the limit is answered 413 at once, from
-  the headers, before a byte of the body is read; a modest excess is read
-  and dropped afterwards so the client sees the answer, a huge one is not;
-* `Transfer-Encoding: chunked` is refused with 411 (every body has a length,
-  so every limit applies before reading);
-* slow clients: the request line and headers must arrive within
-  `header_timeout_s` (else 408 and the connection is closed); a body must
-  keep coming: no gap longer than `read_timeout_s`, and no slower on
-  average than `min_body_rate` bytes/s once `body_grace_s` have passed
-  (else 408, closed). Waiting costs no thread: uvicorn reads every
-  connection on one event loop, and a handler's thread starts only once the
-  whole body is there (streaming routes excepted: their thread reads, within
-  the same bounds).
+Hostile clients (`HttpLimits`; each bound is configurable): an oversized
+declared body is refused from the headers (413), `Transfer-Encoding:
+chunked` with 411 (every body has a length, so every limit applies before
+reading), slow heads and slow bodies with 408 and a closed connection.
+Waiting costs no thread: uvicorn reads every connection on one event loop,
+and a handler's thread starts only once the whole body is there (streaming
+routes excepted: their thread reads, within the same bounds). The body's
+bounds are in `v2c.infra.local.http_body`, the head's and uvicorn's own
+refusals in `v2c.infra.local.http_protocol`.
 
 Concurrency: requests run concurrently, each handler call on a thread of a
 pool of `workers`, so one slow request (a 100,000-target campaign being
@@ -67,7 +61,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -77,12 +70,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from v2c.contract.errors import NotAuthorized, V2CError
 from v2c.infra.local.api_gateway_event import (
@@ -92,22 +83,24 @@ from v2c.infra.local.api_gateway_event import (
     header_name,
     parse_result,
 )
+from v2c.infra.local.http_body import (
+    ByteStream,
+    ClientGone,
+    HttpLimits,
+    Message,
+    Receive,
+    RequestBody,
+    RequestTimeout,
+    ThreadStream,
+)
+from v2c.infra.local.http_protocol import ApiConfig, ApiProtocol, error_body
 from v2c.infra.net import LOOPBACK
 
 log = logging.getLogger("v2c.infra.local.http_adapter")  # also when run as __main__
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Scope = Mapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class ByteStream(Protocol):
-    """What a streaming route reads the body from."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-
 
 StreamingRoute = Callable[[ByteStream, int, Mapping[str, str]], tuple[int, Any]]
 StreamingAuth = Callable[[Mapping[str, Any]], object]
@@ -117,46 +110,10 @@ QUERY_HEADER: Final = "X-V2C-Query"
 _ADAPTER_HEADERS: Final = frozenset({PRINCIPAL_HEADER.lower(), QUERY_HEADER.lower()})
 API_GATEWAY_MAX_BODY: Final = 10 * 1024 * 1024
 LAMBDA_MAX_RESPONSE: Final = 6 * 1024 * 1024
-MAX_REQUEST_LINE: Final = 64 * 1024
-
-
-class RequestTimeout(V2CError):
-    """The client did not send its request (headers or body) in time."""
-
-    reason = "request_timeout"
-    http_status = 408
-
-
-class ClientGone(V2CError):
-    """The client closed the connection before its body was complete."""
-
-    reason = "client_closed_request"
-    http_status = 400
-
-
-HEADER_TIMEOUT_S: Final = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """How long and how much a client may take (see the module docstring)."""
-
-    header_timeout_s: float = HEADER_TIMEOUT_S
-    read_timeout_s: float = 15.0
-    body_grace_s: float = 30.0
-    min_body_rate: int = 64 * 1024  # bytes/s, averaged, after the grace
-    max_request_line: int = MAX_REQUEST_LINE
-    max_head_bytes: int = 96 * 1024  # request line and headers together
-    drain_factor: int = 4  # read and drop up to this many times max_body_bytes after a 413
-    keep_alive_s: int = 5  # an idle kept-alive connection is closed after this
-
-
-def _error_body(detail: str, reason: str) -> bytes:
-    return json.dumps({"detail": detail, "reason": reason}).encode()
 
 
 def _json_error(status: int, detail: str, reason: str) -> Answer:
-    return status, [("Content-Type", "application/json")], _error_body(detail, reason)
+    return status, [("Content-Type", "application/json")], error_body(detail, reason)
 
 
 def _v2c_error(error: V2CError) -> Answer:
@@ -189,109 +146,6 @@ class _Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-# -- the body, read within the limits ------------------------------------------
-
-
-class _Body:
-    """The request body as it arrives, within `HttpLimits` (event-loop side)."""
-
-    def __init__(self, receive: Receive, length: int, limits: HttpLimits) -> None:
-        self._receive = receive
-        self._limits = limits
-        self._buffer = bytearray()
-        self._more = length > 0
-        self.remaining = length  # declared bytes not yet handed out
-        self.received = 0
-        self.started = time.monotonic()
-
-    async def _fill(self) -> None:
-        """Wait for the next part of the body, within the read timeout and the
-        average-rate deadline; `RequestTimeout` past either."""
-        limits = self._limits
-        deadline = self.started + limits.body_grace_s + self.received / limits.min_body_rate
-        budget = min(limits.read_timeout_s, deadline - time.monotonic())
-        slow = f"the request body arrives slower than {limits.min_body_rate} bytes/s"
-        if budget <= 0:
-            raise RequestTimeout(slow)
-        try:
-            message = await asyncio.wait_for(self._receive(), budget)
-        except TimeoutError:
-            stalled = budget >= limits.read_timeout_s
-            raise RequestTimeout(
-                f"no part of the request body came for {limits.read_timeout_s:g} s"
-                if stalled
-                else slow
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ClientGone("the client closed the connection during its body")
-        chunk = message.get("body", b"")
-        self._more = bool(message.get("more_body", False))
-        self.received += len(chunk)
-        self._buffer.extend(chunk)
-
-    async def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes as soon as some are there (all of it for -1);
-        b"" at the end."""
-        if size is None or size < 0:
-            while self._more:
-                await self._fill()
-            want = len(self._buffer)
-        else:
-            while not self._buffer and self._more:
-                await self._fill()
-            want = min(size, len(self._buffer))
-        data = bytes(self._buffer[:want])
-        del self._buffer[:want]
-        self.remaining = max(0, self.remaining - len(data))
-        return data
-
-    async def drain(self, limit: int) -> None:
-        """Read and drop up to `limit` unread bytes (so the client, still
-        sending, reads the answer instead of a reset); a timeout ends it."""
-        left = min(self.remaining, limit)
-        with contextlib.suppress(V2CError):
-            while left > 0:
-                chunk = await self.read(min(left, 1024 * 1024))
-                if not chunk:
-                    break
-                left -= len(chunk)
-
-
-class _ThreadStream:
-    """`_Body` as a blocking stream for a streaming route on a worker thread."""
-
-    def __init__(
-        self,
-        body: _Body,
-        loop: asyncio.AbstractEventLoop,
-        limits: HttpLimits,
-        stopping: threading.Event,
-    ) -> None:
-        self._body = body
-        self._loop = loop
-        self._wait = limits.read_timeout_s + 5.0
-        self._stopping = stopping
-
-    @property
-    def remaining(self) -> int:
-        return self._body.remaining
-
-    def read(self, size: int = -1, /) -> bytes:
-        future = asyncio.run_coroutine_threadsafe(self._body.read(size), self._loop)
-        deadline = time.monotonic() + self._wait  # `_Body` has its own, shorter bounds
-        while True:
-            try:
-                return future.result(0.5)
-            except TimeoutError:
-                # A stopping server's loop may never finish the read: do not wait for it.
-                if self._stopping.is_set() or time.monotonic() > deadline:
-                    future.cancel()
-                    raise RequestTimeout("the request body stopped arriving") from None
-
-    def readable(self) -> bool:
-        return True
 
 
 # -- the ASGI application --------------------------------------------------------
@@ -333,7 +187,7 @@ class _AsgiApp:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = int(value)  # h11 has checked it is a number
-        body = _Body(receive, length, self.owner.limits)
+        body = RequestBody(receive, length, self.owner.limits)
         reply = await self._answer(scope, method, target, headers, body, request_id)
         if reply is None:  # the client left: nobody to answer
             return
@@ -371,7 +225,7 @@ class _AsgiApp:
         method: str,
         target: str,
         headers: list[tuple[str, str]],
-        body: _Body,
+        body: RequestBody,
         request_id: str,
     ) -> _Reply | None:
         owner, limits = self.owner, self.owner.limits
@@ -440,14 +294,14 @@ class _AsgiApp:
         method: str,
         target: str,
         raw_headers: list[tuple[str, str]],
-        body: _Body,
+        body: RequestBody,
         route: StreamingRoute,
     ) -> _Reply | None:
         owner = self.owner
         parts = urlsplit(target)
         headers = _Headers((n, v) for n, v in raw_headers if n.lower() not in _ADAPTER_HEADERS)
         headers[QUERY_HEADER] = parts.query
-        stream = _ThreadStream(body, asyncio.get_running_loop(), owner.limits, owner.stopping)
+        stream = ThreadStream(body, asyncio.get_running_loop(), owner.limits, owner.stopping)
         auth = owner.streaming_auth
 
         def run() -> tuple[int, Any]:
@@ -477,100 +331,6 @@ class _AsgiApp:
             # little so the client sees the answer, then close.
             reply.close, reply.drain = True, owner.max_body_bytes
         return reply
-
-
-# -- the server: uvicorn, with JSON refusals and a deadline on request heads --------
-
-
-class _Config(uvicorn.Config):
-    header_timeout_s: float = HEADER_TIMEOUT_S
-
-
-class _Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with two changes: its own 400 (malformed
-    request) answers in the API's JSON shape, and a request line and headers
-    that do not arrive within `header_timeout_s` get 408 and a closed
-    connection (uvicorn bounds an idle kept-alive connection, not a slow head)."""
-
-    _head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE:
-            # h11 refuses a Content-Length of more than 20 digits as malformed
-            # (400); it is a well-formed claim of a huge body: 413, like any.
-            pending = self.conn.trailing_data[0] + data
-            end = pending.find(b"\r\n\r\n")
-            if end >= 0 and _HUGE_LENGTH.search(pending[:end]):
-                self._cancel_head_timer()
-                self.transport.write(
-                    _raw_answer(413, "the declared Content-Length is over every limit of this API")
-                )
-                self.transport.close()
-                return
-        super().data_received(data)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_timer()
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        timeout = float(getattr(self.config, "header_timeout_s", HEADER_TIMEOUT_S))
-        self._head_timer = self.loop.call_later(timeout, self._head_timed_out, self.cycle)
-
-    def _head_timed_out(self, cycle: RequestResponseCycle | None) -> None:
-        self._head_timer = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is not cycle or not (cycle is None or cycle.response_complete):
-            return  # a request came (its body has the application's own bounds)
-        pending, _ = self.conn.trailing_data
-        if pending:  # part of a request line or headers: say why
-            self.transport.write(
-                _raw_answer(408, "the request line and headers did not arrive in time")
-            )
-        self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        self._cancel_head_timer()
-        with contextlib.suppress(h11.LocalProtocolError):
-            self.conn.send(h11.ConnectionClosed())
-        self.transport.write(
-            _raw_answer(
-                400,
-                "malformed HTTP request (request line, headers or framing), "
-                "or its head is over the size limit",
-            )
-        )
-        self.transport.close()
-
-
-_HUGE_LENGTH: Final = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*[0-9]{19,}[ \t]*$")
-
-
-def _raw_answer(status: int, detail: str) -> bytes:
-    reason = {400: "bad_request", 408: "request_timeout", 413: "payload_too_large"}[status]
-    phrase = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}[status]
-    body = _error_body(detail, reason)
-    head = (
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
 
 
 class ApiHttpServer:
@@ -634,9 +394,9 @@ class ApiHttpServer:
         self.stopping.clear()
         sock = socket.create_server((self.host, self._port), backlog=1024)
         limits = self.limits
-        config = _Config(
+        config = ApiConfig(
             _AsgiApp(self),
-            http=_Protocol,
+            http=ApiProtocol,
             lifespan="off",
             log_config=None,
             access_log=False,  # the application logs its own access line

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from v2c.contract.errors import TransientError
+from v2c.infra.local.processes import stop_child, terminate
 from v2c.infra.net import LOOPBACK
 
 if TYPE_CHECKING:
@@ -123,13 +124,7 @@ class MotoServer:
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 stream.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_child(proc, timeout)
 
     def reset(self) -> None:
         """Forget every resource in every backend (moto's `/moto-api/reset`)."""
@@ -193,33 +188,7 @@ def stop_pid(pid: int, timeout: float = 5.0) -> bool:
     PID recycled by an unrelated process is left alone. True when a server
     was running and has stopped.
     """
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if _MODULE.encode() not in cmdline:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    # A child of ours that exited is a zombie until reaped: reap it here.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return terminate(pid, _MODULE.encode(), timeout)
 
 
 def _open(url: str, *, method: str) -> HTTPResponse:

@@ -1,5 +1,9 @@
 """Processes of a stack seen from outside: alive or not, ours or not, stopped for good.
 
+Also the one way a child this process spawned is stopped (`stop_child`): a
+polite SIGTERM, then SIGKILL after a bound, and always reaped, so no zombie
+or orphan outlives a stack, a moto server or a test.
+
 `v2c stack status` and `v2c stack down` run in another process than the one
 that started the stack, so all they have are the PIDs in stack.json. A PID
 can be recycled by an unrelated process after a crash; every signal sent here
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -68,3 +73,14 @@ def terminate(pid: int, marker: bytes, timeout: float = 20.0) -> bool:
             os.kill(pid, signal.SIGKILL)
         wait_gone(pid, 5.0)
     return True
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a child of ours, SIGKILL it after `timeout`; reaped either way."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

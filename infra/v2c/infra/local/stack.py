@@ -41,8 +41,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from v2c.contract.errors import Conflict, TransientError
+from v2c.contract.errors import Conflict
 from v2c.infra.aws.resources import ensure_resources
+from v2c.infra.errors import StackError as StackError
 from v2c.infra.local import processes
 from v2c.infra.local.api_credentials import api_settings
 from v2c.infra.local.broker import BrokerStartError, MosquittoBroker
@@ -78,12 +79,6 @@ from v2c.infra.settings import (
 )
 
 GATEWAY_CLIENT_ID: Final = "v2c-gateway-1"
-
-
-class StackError(TransientError):
-    """A component of the local stack did not start or stopped on its own."""
-
-    reason = "stack_error"
 
 
 class StackAlreadyRunning(Conflict):
@@ -393,22 +388,10 @@ class LocalStack:
         """API, gateway (drains), then moto, then the broker; idempotent, no process left behind."""
         api, self._api = self._api, None
         if api is not None:
-            if api.poll() is None:
-                api.send_signal(signal.SIGTERM)
-            try:
-                api.wait(15)
-            except subprocess.TimeoutExpired:
-                api.kill()
-                api.wait()
+            processes.stop_child(api, 15)
         gateway, self._gateway = self._gateway, None
         if gateway is not None:
-            if gateway.poll() is None:
-                gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+            processes.stop_child(gateway, 30)
         moto, self._moto = self._moto, None
         if moto is not None:
             moto.stop()

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from v2c.infra.device_policy import dynsec_config
-from v2c.infra.local.broker import CONFIG_NAME, DYNSEC_NAME, BrokerTls, MosquittoConfig
+from v2c.infra.local.mosquitto_config import CONFIG_NAME, DYNSEC_NAME, BrokerTls, MosquittoConfig
 from v2c.infra.pki.authority import PkiPaths, init_pki
 from v2c.infra.settings import STACK_FILE, MqttSettings
 

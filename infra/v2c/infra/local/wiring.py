@@ -1,12 +1,29 @@
 """Builds the cloud-side objects from a stack description: the one place that
 knows which resource backs which dead-letter queue and how services reach the
-broker. Commands and the stack call these; nothing else reads settings."""
+broker. Commands and the stack call these; nothing else reads settings.
+
+It is also where the local processes that host handlers (`v2c gateway run`,
+`v2c api serve`) give the OTA services their notification sink: in AWS the
+handlers publish through the IoT data plane; locally through the gateway's
+MQTT publisher, which handlers may not import (they run as Lambda functions,
+where no gateway exists). `use_local_ota_services` installs the builder
+before any handler runs, so `ota.config.default_services()` builds services
+that publish to the broker `OTA_MQTT_URL` names.
+"""
 
 from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 from v2c.infra.settings import LOCAL_CREDENTIAL, StackSettings
+
+if TYPE_CHECKING:
+    from v2c.handlers.ota.config import OtaConfig, OtaServices
 
 TELEMETRY_DLQ = "telemetry"
 OTA_DLQ = "ota"
@@ -86,3 +103,46 @@ def handler_environment(settings: StackSettings) -> dict[str, str]:
         environment["AWS_ACCESS_KEY_ID"] = LOCAL_CREDENTIAL
         environment["AWS_SECRET_ACCESS_KEY"] = LOCAL_CREDENTIAL
     return environment
+
+
+def local_ota_services(config: OtaConfig | None = None) -> OtaServices:
+    """The OTA services as a local process hosts them: notifications through
+    the broker `OTA_MQTT_URL` names (QoS 2, a publisher of their own), else,
+    without one, through the IoT data plane as in AWS. Closing the services
+    stops the publisher."""
+    # Imported here: most callers of this module (the CLI's every command)
+    # need neither the OTA services nor the gateway's publisher.
+    import boto3
+
+    from v2c.gateway.ota_sink import MqttNotificationSink
+    from v2c.gateway.publisher import OutboundPublisher
+    from v2c.handlers.ota.config import OtaConfig, build_services, ota_dead_letters
+
+    config = config or OtaConfig.from_env()
+    endpoint = config.mqtt_endpoint()
+    if endpoint is None:
+        return build_services(config)
+    session = boto3.Session()
+    # A client id of its own per process: two clients with one id make the
+    # broker close each in turn (session takeover) and lose QoS 2 messages.
+    client_id = f"v2c-ota-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    publisher = OutboundPublisher(endpoint, client_id, ota_dead_letters(config, session))
+    publisher.start()
+    try:
+        services = build_services(config, session, sink=MqttNotificationSink(publisher))
+    except BaseException:
+        publisher.stop()
+        raise
+
+    def close() -> None:
+        services.close()
+        publisher.stop()
+
+    return replace(services, close=close)
+
+
+def use_local_ota_services() -> None:
+    """Make this process's OTA handlers build `local_ota_services()` on first use."""
+    from v2c.handlers.ota.config import SERVICES
+
+    SERVICES.build_with(local_ota_services)

@@ -3,9 +3,10 @@
 v2c runs both libraries against the same broker: vehicles speak paho-mqtt,
 the gateway speaks gmqtt. `v2c selftest` and the integration tests need each
 side to connect, subscribe, publish with MQTT 5 properties and wait for what
-arrives, with every wait bounded; these wrappers do exactly that and convert
-each library's property representation in one place (`Mqtt5Properties`).
-They are deliberately thin: not the vehicle's or the gateway's client.
+arrives, with every wait bounded; these wrappers do exactly that, and leave
+the properties to the contract's one codec (`v2c.contract.mqtt_properties`),
+so what a test sends is converted exactly as the gateway and the publisher
+convert it. They are deliberately thin: not the vehicle's or the gateway's client.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -25,11 +26,14 @@ import gmqtt
 import paho.mqtt.client as paho
 from gmqtt.mqtt.constants import MQTTv50
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from v2c.contract.errors import TransientError
+from v2c.contract.mqtt_properties import MqttProperties
+
+# The name the selftest, the round trip and the tests know the contract's codec by.
+Mqtt5Properties = MqttProperties
 
 CONTENT_TYPE_PROTOBUF: Final = "application/x-protobuf"
 KEEPALIVE_S: Final = 30
@@ -39,70 +43,6 @@ class MqttClientError(TransientError):
     """A connect, subscribe, publish or receive did not complete in time or was refused."""
 
     reason = "mqtt_client_error"
-
-
-@dataclass(frozen=True)
-class Mqtt5Properties:
-    """The PUBLISH properties v2c relies on, independent of the client library."""
-
-    message_expiry_interval: int | None = None
-    content_type: str | None = None
-    correlation_data: bytes | None = None
-    user_properties: tuple[tuple[str, str], ...] = ()
-
-    def to_paho(self) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if self.message_expiry_interval is not None:
-            props.MessageExpiryInterval = self.message_expiry_interval
-        if self.content_type is not None:
-            props.ContentType = self.content_type
-        if self.correlation_data is not None:
-            props.CorrelationData = self.correlation_data
-        if self.user_properties:
-            props.UserProperty = list(self.user_properties)
-        return props
-
-    @classmethod
-    def from_paho(cls, props: Properties | None) -> Mqtt5Properties:
-        if props is None:
-            return cls()
-        user = getattr(props, "UserProperty", None) or []
-        correlation = getattr(props, "CorrelationData", None)
-        return cls(
-            message_expiry_interval=getattr(props, "MessageExpiryInterval", None),
-            content_type=getattr(props, "ContentType", None),
-            correlation_data=None if correlation is None else bytes(correlation),
-            user_properties=tuple((str(k), str(v)) for k, v in user),
-        )
-
-    def to_gmqtt(self) -> dict[str, Any]:
-        """Keyword arguments for `gmqtt.Client.publish` (its property names)."""
-        kwargs: dict[str, Any] = {}
-        if self.message_expiry_interval is not None:
-            kwargs["message_expiry_interval"] = self.message_expiry_interval
-        if self.content_type is not None:
-            kwargs["content_type"] = self.content_type
-        if self.correlation_data is not None:
-            kwargs["correlation_data"] = self.correlation_data
-        if self.user_properties:
-            kwargs["user_property"] = list(self.user_properties)
-        return kwargs
-
-    @classmethod
-    def from_gmqtt(cls, props: Mapping[str, Any]) -> Mqtt5Properties:
-        """gmqtt hands every property over as a list of values, even single ones."""
-
-        def first(name: str) -> Any:
-            values = props.get(name)
-            return values[0] if values else None
-
-        correlation = first("correlation_data")
-        return cls(
-            message_expiry_interval=first("message_expiry_interval"),
-            content_type=first("content_type"),
-            correlation_data=None if correlation is None else bytes(correlation),
-            user_properties=tuple((str(k), str(v)) for k, v in props.get("user_property", [])),
-        )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Many simulated vehicles in one process: identities, certificates, the simulator.
+"""Many simulated vehicles in one process: identities, the simulator, its summary.
 
-`FleetSimulator` (simulator.py) runs N `VehicleRuntime`s on one event loop
-against a stack; `identity` makes the fleet's VINs and registry entries
-deterministically; `certs` issues (and caches) each vehicle's client
-certificate; `summary` counts vehicles by the state and reason they last
-reported.
+`FleetSimulator` (simulator.py) runs N `Vehicle`s on one event loop;
+`identity` makes the fleet's VINs and registry entries deterministically;
+`summary` counts vehicles by the state and reason they last reported. What
+a stack must provide (certificates, the trusted key, the registry) is
+provisioned by `v2c.infra.local.fleet_provisioning`: the vehicle knows the
+contract and nothing of the cloud's code.
 """

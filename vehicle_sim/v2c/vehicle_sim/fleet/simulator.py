@@ -1,19 +1,19 @@
-"""N simulated vehicles against a stack, in one process, on one event loop.
+"""N simulated vehicles, in one process, on one event loop.
 
-`FleetSimulator(settings, n, ...)` is the fleet of `v2c sim` and `v2c demo`:
+`FleetSimulator(vehicles, trusted, ...)` is the fleet of `v2c sim` and `v2c demo`.
+What a stack must provide comes in ready-made (`v2c.infra.local.fleet_provisioning`
+builds it): the vehicles, each with its broker target and, for mTLS, its
+own certificate; the key set they trust; and a `registrar` that writes the
+booted vehicles to the cloud's registry. The simulator then
 
-1. identities: N VINs, models, regions and years, deterministic (`identity`);
-2. certificates: one client certificate per vehicle when the stack's broker
-   speaks mTLS, cached in the stack's PKI directory (`certs`), and each new
-   vehicle admitted to the running broker's policy (`v2c.infra.local.broker_admin`);
-3. vehicles: one `VehicleRuntime` per VIN, each in its own directory under
-   `base_dir` (flash, agent state, downloads); a new flash is provisioned with
-   `installed_version`, an existing one boots what it holds;
-4. registry: every vehicle written to the cloud's vehicle registry with the
-   version it actually runs, so campaigns can target it;
-5. sessions: each vehicle connects its own MQTT session (QoS 2, persistent
-   session), a bounded number at a time so a large fleet does not storm the
-   broker.
+1. builds one `Vehicle` per member, each in its own directory under
+   `base_dir` (flash, agent state, downloads, telemetry buffer); a new flash
+   is provisioned with `installed_version`, an existing one boots what it holds;
+2. boots them all, then hands the versions they actually run to the registrar,
+   so campaigns can target them;
+3. connects each vehicle's one MQTT session (QoS 2 for OTA, QoS 1 for
+   telemetry, persistent session), a bounded number at a time so a large
+   fleet does not storm the broker.
 
 Nothing runs in a thread per vehicle: the MQTT sessions are gmqtt protocol
 objects, the downloads share one aiohttp session, the installer's disk work
@@ -33,35 +33,42 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import aiohttp
 
-from v2c.contract.errors import ConfigurationError
-from v2c.contract.keyset import TrustedKey, TrustedKeySet
-from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.infra.local.broker_admin import register_in_stack
-from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
-from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, DEFAULT_PREFIX, fleet_members
+from v2c.contract.keyset import TrustedKeySet
+from v2c.vehicle_sim.fleet.identity import FleetMember
 from v2c.vehicle_sim.fleet.summary import FleetSummary
 from v2c.vehicle_sim.mqtt_async import MqttTarget
-from v2c.vehicle_sim.ota.fault_proxy import DownloadFaultProxy, has_download_faults
-from v2c.vehicle_sim.ota.faults import FaultProfile
-from v2c.vehicle_sim.ota.runtime import RuntimeConfig, VehicleRuntime, VehicleSpec
-from v2c.vehicle_sim.ota.sim_time import SimTime
-
-if TYPE_CHECKING:
-    from v2c.infra.settings import StackSettings
+from v2c.vehicle_sim.ota.device.fault_proxy import DownloadFaultProxy, has_download_faults
+from v2c.vehicle_sim.ota.device.faults import FaultProfile
+from v2c.vehicle_sim.ota.device.runtime import VehicleRuntime
+from v2c.vehicle_sim.ota.device.sim_time import SimTime
+from v2c.vehicle_sim.ota.device.spec import RuntimeConfig, VehicleSpec
+from v2c.vehicle_sim.telemetry_publisher import PublisherConfig
+from v2c.vehicle_sim.vehicle import FLEET_TELEMETRY, Vehicle
 
 logger = logging.getLogger(__name__)
 
-TRUSTED_SINCE: Final = datetime(2020, 1, 1, tzinfo=UTC)
 # asyncio's TLS transport reads into a 256 KiB buffer per connection: 250 of
 # the ~360 KiB an mTLS vehicle costs (measured at 1,000). A TLS record is at
 # most 16 KiB, so 32 KiB loses nothing but a few more read calls.
 TLS_READ_BUFFER: Final = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FleetVehicle:
+    """One member of the fleet and where it connects (with its certificate for mTLS)."""
+
+    member: FleetMember
+    target: MqttTarget
+
+
+# Called (in a worker thread) with every member and the version it runs, after boot.
+Registrar = Callable[[Sequence[tuple[FleetMember, str]]], object]
 
 
 def shrink_tls_read_buffer(size: int) -> None:
@@ -79,44 +86,29 @@ def shrink_tls_read_buffer(size: int) -> None:
         sslproto.SSLProtocol.max_size = size
 
 
-def stack_trusted_keys(settings: StackSettings) -> TrustedKeySet:
-    """What the vehicles trust: the stack's campaign signing key (KMS), under
-    the key id the OTA handlers sign with (its fingerprint, as they are
-    configured by `v2c stack up`)."""
-    from v2c.handlers.signing.kms import KmsSigner
-
-    signer = KmsSigner(settings.aws.client("kms"), settings.resources.signing_key_alias)
-    return TrustedKeySet([TrustedKey(signer.key_id, signer.public_key(), TRUSTED_SINCE)])
-
-
 class FleetSimulator:
     """A fleet of simulated vehicles: `await start()`, watch `summary()`, `await stop()`."""
 
     def __init__(
         self,
-        settings: StackSettings,
-        n: int,
+        vehicles: Sequence[FleetVehicle],
+        trusted: TrustedKeySet,
         *,
-        models: Sequence[str] = DEFAULT_MODELS,
-        regions: int | Sequence[str] = 3,
         faults: FaultProfile | None = None,
         time_scale: float = 0.01,
         base_dir: Path | None = None,
         installed_version: str = "1.0.0",
         hardware_id: str = "",
-        trusted: TrustedKeySet | None = None,
         config: RuntimeConfig | None = None,
-        vin_prefix: str = DEFAULT_PREFIX,
+        telemetry: PublisherConfig = FLEET_TELEMETRY,
+        registrar: Registrar | None = None,
         connect_concurrency: int = 64,
         boot_concurrency: int = 256,
-        tls: bool | None = None,
-        pki_dir: Path | None = None,
-        register: bool = True,
         tls_read_buffer_bytes: int | None = TLS_READ_BUFFER,
     ) -> None:
-        self.settings = settings
-        self.mqtt = settings.require_mqtt()
-        self.members = fleet_members(n, models=models, regions=regions, prefix=vin_prefix)
+        self.members = [v.member for v in vehicles]
+        self._targets = {v.member.vehicle_id: v.target for v in vehicles}
+        self.trusted = trusted
         self.profile = faults or FaultProfile.builtin("none")
         self.sim = SimTime(time_scale)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -126,14 +118,12 @@ class FleetSimulator:
         self.base_dir = Path(base_dir)
         self.installed_version = installed_version
         self.hardware_id = hardware_id
-        self._trusted = trusted
         self.config = config or RuntimeConfig()
+        self.telemetry = telemetry
+        self.registrar = registrar
         self.connect_concurrency = max(1, connect_concurrency)
         self.boot_concurrency = max(1, boot_concurrency)
-        has_tls = self.mqtt.tls_port is not None and self.mqtt.ca_file is not None
-        self.tls = has_tls if tls is None else tls
-        self.pki_dir = pki_dir or (self.mqtt.ca_file.parent if self.mqtt.ca_file else None)
-        self.register_vehicles = register
+        self.tls = any(target.uses_tls for target in self._targets.values())
         self.tls_read_buffer_bytes = tls_read_buffer_bytes
         self.specs = [
             VehicleSpec(
@@ -148,23 +138,23 @@ class FleetSimulator:
         ]
         tally = self.profile.tally(s.vehicle_id for s in self.specs)
         self.fault_tally = {mode.value: n for mode, n in sorted(tally.items())}
-        self.runtimes: dict[str, VehicleRuntime] = {}
+        self.vehicles: dict[str, Vehicle] = {}
         self.proxy: DownloadFaultProxy | None = None
         self._http: aiohttp.ClientSession | None = None
         self._started_real = 0.0
         self._started_sim = 0.0
-        self.certificates_issued = 0
         self.on_report: Callable[[VehicleRuntime], None] | None = None
+
+    @property
+    def runtimes(self) -> dict[str, VehicleRuntime]:
+        """Each vehicle's OTA half, by vehicle id."""
+        return {vid: vehicle.ota for vid, vehicle in self.vehicles.items()}
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, *, connect: bool = True) -> None:
         """Build, boot, register and connect every vehicle."""
         self._started_real, self._started_sim = time.monotonic(), self.sim.now()
-        trusted = self._trusted
-        if trusted is None:
-            trusted = await asyncio.to_thread(stack_trusted_keys, self.settings)
-        targets = await asyncio.to_thread(self._targets)
         if self.tls and self.tls_read_buffer_bytes:
             shrink_tls_read_buffer(self.tls_read_buffer_bytes)
         self._http = aiohttp.ClientSession(
@@ -174,28 +164,29 @@ class FleetSimulator:
             self.proxy = DownloadFaultProxy(session=self._http)
             await self.proxy.start()
         for spec in self.specs:
-            self.runtimes[spec.vehicle_id] = VehicleRuntime(
+            self.vehicles[spec.vehicle_id] = Vehicle(
                 self.base_dir / spec.vehicle_id,
                 spec,
-                trusted,
+                self._targets[spec.vehicle_id],
+                self.trusted,
                 sim=self.sim,
-                mqtt=targets[spec.vehicle_id],
+                telemetry=self.telemetry,
+                config=self.config,
                 http=self._http,
                 fault_proxy=self.proxy,
-                config=self.config,
                 on_report=self._reported,
             )
-        await self._bounded(self.boot_concurrency, [r.boot for r in self.runtimes.values()])
-        if self.register_vehicles:
-            await asyncio.to_thread(self.register)
+        await self._bounded(self.boot_concurrency, [v.boot for v in self.vehicles.values()])
+        if self.registrar is not None:
+            await asyncio.to_thread(self.registrar, self.installed())
         if connect:
             await self.connect()
 
     async def connect(self) -> None:
-        await self._bounded(self.connect_concurrency, [r.connect for r in self.runtimes.values()])
+        await self._bounded(self.connect_concurrency, [v.connect for v in self.vehicles.values()])
 
     async def stop(self) -> None:
-        await asyncio.gather(*(r.stop() for r in self.runtimes.values()), return_exceptions=True)
+        await asyncio.gather(*(v.stop() for v in self.vehicles.values()), return_exceptions=True)
         if self.proxy is not None:
             await self.proxy.stop()
         if self._http is not None:
@@ -228,47 +219,13 @@ class FleetSimulator:
                 return summary
             await asyncio.sleep(every_s)
 
-    # -- the cloud side ------------------------------------------------------
-
-    def register(self) -> int:
-        """Write every vehicle to the registry with the version it runs."""
-        aws, names = self.settings.aws, self.settings.resources
-        registry = FleetRegistry(aws.client("dynamodb"), names.vehicle_registry_table)
-        return registry.put(
-            Vehicle(
-                vehicle_id=m.vehicle_id,
-                model=m.model,
-                region=m.region,
-                year=m.year,
-                make=m.make,
-                hardware_id=self.hardware_id,
-                installed_version=self._installed(m.vehicle_id),
-            )
-            for m in self.members
-        )
+    def installed(self) -> list[tuple[FleetMember, str]]:
+        """Every member with the version it runs (the configured one before boot)."""
+        return [(m, self._installed(m.vehicle_id)) for m in self.members]
 
     def _installed(self, vehicle_id: str) -> str:
-        runtime = self.runtimes.get(vehicle_id)
-        return runtime.installed_version if runtime is not None else self.installed_version
-
-    def _targets(self) -> dict[str, MqttTarget]:
-        mqtt = self.mqtt
-        if not self.tls:
-            return {s.vehicle_id: MqttTarget(mqtt.host, mqtt.port) for s in self.specs}
-        if mqtt.tls_port is None or mqtt.ca_file is None or self.pki_dir is None:
-            raise ConfigurationError("the stack's broker has no TLS listener for vehicles")
-        certs, self.certificates_issued = ensure_vehicle_certs(
-            self.pki_dir, [s.vehicle_id for s in self.specs]
-        )
-        # The broker admits only registered vehicles: those `v2c stack up` found
-        # in the PKI are; the rest are registered now (a no-op for the others).
-        register_in_stack(self.settings, certs)
-        return {
-            vid: MqttTarget(
-                mqtt.host, mqtt.tls_port, ca_file=mqtt.ca_file, cert_file=c.cert, key_file=c.key
-            )
-            for vid, c in certs.items()
-        }
+        vehicle = self.vehicles.get(vehicle_id)
+        return vehicle.ota.installed_version if vehicle is not None else self.installed_version
 
     # -- watching ------------------------------------------------------------
 
@@ -277,10 +234,11 @@ class FleetSimulator:
             self.on_report(runtime)
 
     def summary(self) -> FleetSummary:
-        runtimes = list(self.runtimes.values())
+        vehicles = list(self.vehicles.values())
+        runtimes = [v.ota for v in vehicles]
         return FleetSummary.of(
             (r.state for r in runtimes),
-            connected=sum(1 for r in runtimes if r.session is not None and r.session.connected),
+            connected=sum(1 for v in vehicles if v.connected),
             reports=sum(r.report_count for r in runtimes),
             delivered=sum(r.delivered for r in runtimes),
             notifications=sum(r.notifications for r in runtimes),

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from v2c.handlers.api.app import OTA_PREFIX, OtaApi
 from v2c.handlers.api.models import RequestModel
 from v2c.handlers.api.services import ApiServices, require
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
 from v2c.handlers.ota.campaigns.record import Campaign
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.stats import counters_json
 
 CampaignId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="campaign id")]

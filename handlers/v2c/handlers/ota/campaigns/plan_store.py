@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import TransientError
-from v2c.handlers.ota.campaigns.model_types import Target
+from v2c.handlers.ota.domain.plan import Target
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

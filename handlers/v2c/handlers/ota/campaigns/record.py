@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from v2c.handlers.ota.campaigns.lifecycle import CampaignStatus
-from v2c.handlers.ota.campaigns.plan import Wave
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
 from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
+from v2c.handlers.ota.domain.plan import Wave
 
 
 def counter_attr(counter: Counter | str, wave: int | None = None) -> str:
@@ -179,12 +179,46 @@ class Campaign:
             revision=int(item.get("revision", 0)),
         )
 
+    def event_detail(self, **extra: Any) -> dict[str, Any]:
+        """The campaign as every `campaign.*` event shows it, with `extra`."""
+        return {
+            "campaign_id": self.campaign_id,
+            "name": self.name,
+            "status": self.status.value,
+            "firmware_id": self.firmware_id,
+            "version": self.version,
+            "target_count": self.target_count,
+            **extra,
+        }
+
     def evolve(self, **changes: Any) -> Campaign:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise TypeError(f"unknown campaign fields {sorted(unknown)}")
         return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A campaign's move to `status` and what is recorded with it (None: left
+    as stored). A value, so a service states the move and the repository
+    alone knows how it is written."""
+
+    status: CampaignStatus
+    updated_at_ms: int | None = None
+    status_reason: str | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    last_progress_at_ms: int | None = None
+    approved_by: str | None = None
+    approved_at_ms: int | None = None
+    gate: dict[str, Any] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The `Campaign` fields this change sets."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 def _opt_int(value: Any) -> int | None:

@@ -4,7 +4,10 @@ lease and the cursor, and counter moves.
 Every write that depends on what was read carries a condition on it (the
 status, the cursor, the lease), so two gateways, a monitor and an API call
 working on one campaign at once cannot double-notify a vehicle or resurrect
-a cancelled campaign: the loser gets `Conflict` and re-reads.
+a cancelled campaign: the loser gets `StaleWrite` and re-reads.
+
+The public writes are named for what they mean to a campaign; `_update` is
+the one place that turns a change into an update expression.
 """
 
 from __future__ import annotations
@@ -19,15 +22,45 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import Conflict, NotFound
-from v2c.handlers.ota.campaigns.lifecycle import ACTIVE, CampaignStatus
-from v2c.handlers.ota.campaigns.record import Campaign, counter_attr
+from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange, counter_attr
+from v2c.handlers.ota.concurrency import StaleWrite
 from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
-from v2c.handlers.ota.domain.counters import Counter
+from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
+from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
+from v2c.handlers.ota.updates.repository import TransactItem
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 MAX_PAGE: Final = 100
+
+# `Campaign` field -> stored attribute, for the fields a status change sets.
+_ATTRIBUTES: Final = {
+    "status": "status",
+    "updated_at_ms": "updated_at",
+    "status_reason": "status_reason",
+    "started_at_ms": "started_at",
+    "finished_at_ms": "finished_at",
+    "last_progress_at_ms": "last_progress_at",
+    "approved_by": "approved_by",
+    "approved_at_ms": "approved_at",
+    "gate": "gate",
+}
+
+
+def _stored(name: str, value: Any) -> Any:
+    if isinstance(value, CampaignStatus):
+        return value.value
+    if name == "gate":
+        return json.dumps(value)
+    return value
+
+
+def _adds(moves: CounterMoves) -> dict[str, int]:
+    adds = {counter_attr(c): delta for c, delta in moves.campaign.items()}
+    for wave, wave_moves in moves.waves.items():
+        adds.update({counter_attr(c, wave): delta for c, delta in wave_moves.items()})
+    return adds
 
 
 class CampaignRepository:
@@ -129,7 +162,44 @@ class CampaignRepository:
         except BotoCoreError as exc:
             raise transient("creating a campaign", exc) from exc
 
-    def update(
+    def change_status(
+        self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None
+    ) -> Campaign:
+        values = {_ATTRIBUTES[k]: _stored(k, v) for k, v in change.changes().items()}
+        if unnotified is None:
+            return self._update(campaign, set_values=values)
+        return self._update(campaign, set_values=values, add=_adds(unnotified), expect_cursor=True)
+
+    def set_release(self, campaign: Campaign, release: Release) -> Campaign:
+        return self._update(campaign, set_values={"release": release.to_item()})
+
+    def next_wave(self, campaign: Campaign) -> Campaign:
+        return self._update(
+            campaign, set_values={"current_wave": campaign.current_wave + 1}, expect_wave=True
+        )
+
+    def pass_gate(self, campaign: Campaign, summary: dict[str, Any]) -> Campaign:
+        return self._update(
+            campaign,
+            set_values={"current_wave": campaign.current_wave + 1, "gate": json.dumps(summary)},
+            expect_wave=True,
+        )
+
+    def fail_gate(self, campaign: Campaign, reason: str, summary: dict[str, Any]) -> Campaign:
+        return self._update(
+            campaign,
+            set_values={
+                "status": CampaignStatus.PAUSED.value,
+                "status_reason": reason,
+                "gate": json.dumps(summary),
+            },
+            expect_wave=True,
+        )
+
+    def flag_stalled(self, campaign: Campaign) -> Campaign:
+        return self._update(campaign, set_values={"stalled": True})
+
+    def _update(
         self,
         campaign: Campaign,
         *,
@@ -192,7 +262,7 @@ class CampaignRepository:
             )
         except ClientError as exc:
             if is_condition_failure(exc):
-                raise Conflict(
+                raise StaleWrite(
                     f"campaign {campaign.campaign_id} changed meanwhile; read it again"
                 ) from exc
             raise transient("updating a campaign", exc) from exc
@@ -242,15 +312,45 @@ class CampaignRepository:
         except BotoCoreError as exc:
             raise transient("releasing a campaign lease", exc) from exc
 
-    def counter_update(
-        self, campaign_id: str, deltas: Mapping[str, int], wave: int | None, now_ms: int
-    ) -> dict[str, Any]:
-        """The transaction item that moves a campaign's counters (whole
-        campaign and the vehicle's wave) with a vehicle record's change."""
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> TransactItem:
+        index, wave = campaign.cursor, campaign.current_wave
+        return TransactItem(
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"campaign_id": {"S": campaign.campaign_id}},
+                    "UpdateExpression": "SET #cursor = :next, last_progress_at = :now "
+                    "ADD #p :minus, #i :plus, #wp :minus, #wi :plus",
+                    "ConditionExpression": "#status = :running AND #cursor = :at "
+                    "AND current_wave = :w",
+                    "ExpressionAttributeNames": {
+                        "#cursor": "cursor",
+                        "#status": "status",
+                        "#p": counter_attr(Counter.PENDING),
+                        "#i": counter_attr(Counter.IN_PROGRESS),
+                        "#wp": counter_attr(Counter.PENDING, wave),
+                        "#wi": counter_attr(Counter.IN_PROGRESS, wave),
+                    },
+                    "ExpressionAttributeValues": {
+                        ":next": {"N": str(index + 1)},
+                        ":at": {"N": str(index)},
+                        ":w": {"N": str(wave)},
+                        ":now": {"N": str(now_ms)},
+                        ":running": {"S": CampaignStatus.IN_PROGRESS.value},
+                        ":minus": {"N": "-1"},
+                        ":plus": {"N": "1"},
+                    },
+                }
+            }
+        )
+
+    def move_counters(
+        self, campaign_id: str, deltas: CounterDeltas, wave: int | None, now_ms: int
+    ) -> TransactItem:
         names: dict[str, str] = {"#lp": "last_progress_at", "#st": "stalled"}
         values: dict[str, Any] = {":now": to_value(now_ms), ":false": to_value(False)}
         adds: list[str] = []
-        for number, (counter, delta) in enumerate(deltas.items()):
+        for number, (counter, delta) in enumerate(deltas.nonzero().items()):
             values[f":d{number}"] = to_value(delta)
             names[f"#c{number}"] = counter_attr(Counter(counter))
             adds.append(f"#c{number} :d{number}")
@@ -260,15 +360,17 @@ class CampaignRepository:
         expression = "SET #lp = :now, #st = :false"
         if adds:
             expression += " ADD " + ", ".join(adds)
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": {"campaign_id": {"S": campaign_id}},
-                "UpdateExpression": expression,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
+        return TransactItem(
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"campaign_id": {"S": campaign_id}},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
             }
-        }
+        )
 
 
 def _encode_start(key: Mapping[str, Any]) -> str:

@@ -13,5 +13,10 @@ what to persist and when, and the rules are tested without any I/O:
 * `counters`: campaign counters and the rates of BR-OTA-041;
 * `update_state`: the per-vehicle update state machine fed by `OTAStatus` reports;
 * `rollout`: staged waves, blue/green cohorts, batch sizing;
-* `campaign_health`: failure threshold, auto-pause / auto-rollback, stalled campaigns.
+* `plan`: the rollout plan, every target in dispatch order cut into waves;
+* `lifecycle`: campaign statuses and which command may move a campaign where;
+* `campaign_health`: failure threshold, auto-pause / auto-rollback, stalled campaigns;
+* `campaign_run`: what running a campaign does with all of the above (who is
+  eligible, the end of a wave, what a cancel moves, the reaction to outcomes,
+  stall detection), as decisions the campaign service carries out.
 """

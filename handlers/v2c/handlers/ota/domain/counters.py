@@ -16,7 +16,8 @@ updates are outside both rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 
@@ -58,6 +59,21 @@ class CounterDeltas:
 
 
 @dataclass(frozen=True, slots=True)
+class CounterMoves:
+    """Many units moved at once, for the whole campaign and per wave: what a
+    cancel or a rollback does to targets that were never notified (they have
+    no record to move one by one, only a share of `pending`)."""
+
+    campaign: Mapping[Counter, int] = field(default_factory=dict)
+    waves: Mapping[int, Mapping[Counter, int]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any(self.campaign.values()) or any(
+            any(moves.values()) for moves in self.waves.values()
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignCounters:
     pending: int = 0
     in_progress: int = 0
@@ -76,6 +92,11 @@ class CampaignCounters:
         return CampaignCounters(
             **{f.name: getattr(self, f.name) + getattr(deltas, f.name) for f in fields(self)}
         )
+
+    def moved(self, moves: Mapping[Counter, int]) -> CampaignCounters:
+        """The counters after a bulk move (`CounterMoves`); a repository's
+        `ADD` cannot refuse to go below zero, so neither does this: it stops at 0."""
+        return CampaignCounters(**{c.value: max(0, self.get(c) + moves.get(c, 0)) for c in Counter})
 
     def get(self, counter: Counter) -> int:
         value: int = getattr(self, counter.value)

@@ -65,6 +65,23 @@ class VehicleUpdate:
     signature: bytes = b""
     key_id: str = ""
 
+    @classmethod
+    def notified(
+        cls, *, vehicle_id: str, update_id: str, now_ms: int, **fields: Any
+    ) -> VehicleUpdate:
+        """A record born notified: the cloud writes it when it tells the
+        vehicle, never earlier (pending targets live only in the plan)."""
+        return cls(
+            vehicle_id=vehicle_id,
+            update_id=update_id,
+            state=UpdateState.NOTIFIED,
+            created_at_ms=now_ms,
+            notified_at_ms=now_ms,
+            updated_at_ms=now_ms,
+            notifications=1,
+            **fields,
+        )
+
     @property
     def device_update_id(self) -> str:
         return device_update_id(self.update_id, self.vehicle_id)

@@ -2,26 +2,45 @@
 
 A state change is one `TransactWriteItems`: the record, conditioned on the
 state and sequence it was read with, and the campaign's counters moved by
-`ADD`. A lost race raises `Conflict`; the caller re-reads and applies the
+`ADD`. A lost race raises `StaleWrite`; the caller re-reads and applies the
 report again (where it is then a duplicate, or still applies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import Conflict, NotFound
+from v2c.contract.errors import NotFound
+from v2c.handlers.ota.concurrency import StaleWrite
 from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
 from v2c.handlers.ota.domain.update_state import UpdateState
+from v2c.handlers.ota.stores import CampaignWrite
 from v2c.handlers.ota.updates.record import VehicleUpdate
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 MACHINE_FIELDS: Final = ("state", "last_sequence", "retries", "decided_by_cloud")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TransactItem(CampaignWrite):
+    """A campaign write as one `TransactWriteItems` entry (made by
+    `CampaignRepository`, committed here with the update record)."""
+
+    item: Mapping[str, Any]
+
+
+def _item(write: CampaignWrite | None) -> Mapping[str, Any] | None:
+    if write is None:
+        return None
+    if not isinstance(write, TransactItem):
+        raise TypeError(f"a DynamoDB update store cannot commit {type(write).__name__}")
+    return write.item
 
 
 class UpdateRepository:
@@ -96,7 +115,7 @@ class UpdateRepository:
                 return
             kwargs["ExclusiveStartKey"] = last
 
-    def create(self, update: VehicleUpdate, campaign_item: Mapping[str, Any] | None) -> bool:
+    def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
         """Write a new record (and move the campaign's counters with it);
         False if the record already exists (a retried dispatch)."""
         put = {
@@ -106,13 +125,13 @@ class UpdateRepository:
                 "ConditionExpression": "attribute_not_exists(update_id)",
             }
         }
-        return self._transact([put, campaign_item], "recording a notification")
+        return self._transact([put, _item(with_campaign)], "recording a notification")
 
     def save(
         self,
         before: VehicleUpdate,
         after: VehicleUpdate,
-        campaign_item: Mapping[str, Any] | None = None,
+        with_campaign: CampaignWrite | None = None,
     ) -> None:
         """Write `after` if the stored record still has `before`'s machine state."""
         item = after.to_item()
@@ -142,8 +161,8 @@ class UpdateRepository:
                 "ExpressionAttributeValues": values,
             }
         }
-        if not self._transact([update, campaign_item], "recording an update's progress"):
-            raise Conflict(f"update {after.update_id} of {after.vehicle_id} changed meanwhile")
+        if not self._transact([update, _item(with_campaign)], "recording an update's progress"):
+            raise StaleWrite(f"update {after.update_id} of {after.vehicle_id} changed meanwhile")
 
     def _transact(self, items: list[Mapping[str, Any] | None], action: str) -> bool:
         present: Any = [i for i in items if i is not None]

@@ -175,16 +175,22 @@ def serve(
 ) -> None:
     """Serve the API of the stack in STACK until SIGTERM or Ctrl-C."""
     from v2c.handlers.api import ApiAuth, build_app
-    from v2c.handlers.ota_api import build_services, default_app, lambda_handler, set_default_app
+    from v2c.handlers.api.config import build_services, default_app, set_default_app
+    from v2c.handlers.ota.config import default_services
+    from v2c.handlers.ota_api import lambda_handler
     from v2c.infra.local.api_credentials import ensure_credentials
     from v2c.infra.local.http_adapter import ApiHttpServer
+    from v2c.infra.local.wiring import use_local_ota_services
     from v2c.infra.settings import read_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = read_settings(stack / "stack.json")
     key_files = ensure_credentials(key_dir or stack)
     os.environ.update(api_environment(settings, key_files))
-    services = replace(build_services(), dlq=_dead_letters(settings))
+    # One set of OTA services for the API and its monitor, notifying through
+    # the stack's broker with a publisher this process owns.
+    use_local_ota_services()
+    services = replace(build_services(ota=default_services()), dlq=_dead_letters(settings))
     set_default_app(build_app(services, ApiAuth.from_env()))
     routes = _streaming_routes()
     stop = threading.Event()

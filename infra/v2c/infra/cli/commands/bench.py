@@ -9,10 +9,13 @@ To add a bench: put its runner in `v2c.infra.bench.<name>` (reusing
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+P = TypeVar("P")
 
 app = typer.Typer(
     help="Benchmarks on a private broker, each with its baseline measured in the same run.",
@@ -22,6 +25,35 @@ app = typer.Typer(
 JsonOut = Annotated[
     Path | None, typer.Option("--json-out", help="Also write the JSON report to this file.")
 ]
+
+
+def _run(
+    params: Callable[[], P],
+    bench: Callable[[P], Mapping[str, Any]],
+    rows: Callable[[Any], Sequence[tuple[str, str]]],
+    json_out: Path | None,
+) -> None:
+    """What every bench command does around its own runner, so they fail alike:
+    options its parameters refuse are a usage error (exit 2), a run that cannot
+    finish is one line and exit 1, and a finished run is one JSON report."""
+    from v2c.contract.errors import V2CError
+    from v2c.infra.bench.common import emit_report
+
+    try:
+        built = params()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        report = bench(built)
+    except V2CError as exc:
+        typer.echo(f"bench failed: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    emit_report(report, rows(report), json_out=json_out)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """`--sizes 1000,10000`; a part that is not a number is a `ValueError` (a usage error)."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
 
 
 @app.command("gateway")
@@ -55,11 +87,10 @@ def gateway(
 ) -> None:
     """Broker → Gateway → no-op handler at QoS 1, beside raw broker → bare gmqtt subscriber;
     then an innocent vehicle's latency while another floods (the fairness phase)."""
-    from v2c.infra.bench.common import BenchError, emit_report
     from v2c.infra.bench.gateway import GatewayBenchParams, run_gateway_bench, table_rows
 
-    try:
-        params = GatewayBenchParams(
+    _run(
+        lambda: GatewayBenchParams(
             messages=messages,
             publishers=publishers,
             qos=qos,
@@ -73,15 +104,11 @@ def gateway(
             fairness_rate=innocent_rate,
             fairness_seconds=innocent_duration,
             fairness_handler_ms=handler_ms,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        report = run_gateway_bench(params)
-    except BenchError as exc:
-        typer.echo(f"bench failed: {exc.detail}", err=True)
-        raise typer.Exit(1) from None
-    emit_report(report, table_rows(report), json_out=json_out)
+        ),
+        run_gateway_bench,
+        table_rows,
+        json_out,
+    )
 
 
 @app.command("telemetry")
@@ -126,12 +153,10 @@ def telemetry(
 ) -> None:
     """Batch compression; stored msg/s through the telemetry handlers and end to end through
     broker and gateway, with publish→stored latency, beside raw broker and moto rates."""
-    from v2c.contract.errors import V2CError
-    from v2c.infra.bench.common import emit_report
     from v2c.infra.bench.telemetry import TelemetryBenchParams, run_telemetry_bench, table_rows
     from v2c.infra.bench.telemetry_e2e import PipelineParams
 
-    try:
+    def params() -> TelemetryBenchParams:
         pipeline = (
             PipelineParams(
                 publishers=publishers,
@@ -145,7 +170,7 @@ def telemetry(
             if end_to_end
             else None
         )
-        params = TelemetryBenchParams(
+        return TelemetryBenchParams(
             messages=messages,
             batch_size=batch_size,
             vehicles=vehicles,
@@ -154,14 +179,8 @@ def telemetry(
             training_batches=training_batches,
             pipeline=pipeline,
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        report = run_telemetry_bench(params)
-    except V2CError as exc:
-        typer.echo(f"bench failed: {exc.detail}", err=True)
-        raise typer.Exit(1) from None
-    emit_report(report, table_rows(report), json_out=json_out)
+
+    _run(params, run_telemetry_bench, table_rows, json_out)
 
 
 @app.command("campaign")
@@ -176,23 +195,16 @@ def campaign(
     json_out: JsonOut = None,
 ) -> None:
     """Campaign creation time, QoS-2 fan-out and status ingest beside raw broker and moto rates."""
-    from v2c.contract.errors import V2CError
     from v2c.infra.bench.campaign import CampaignBenchParams, run_campaign_bench, table_rows
-    from v2c.infra.bench.common import emit_report
 
-    try:
-        sizes = tuple(int(s) for s in fleet_sizes.split(",") if s.strip())
-        params = CampaignBenchParams(
-            fleet_sizes=sizes, fanout=fanout, baseline_messages=baseline_messages
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        report = run_campaign_bench(params)
-    except V2CError as exc:
-        typer.echo(f"bench failed: {exc.detail}", err=True)
-        raise typer.Exit(1) from None
-    emit_report(report, table_rows(report), json_out=json_out)
+    _run(
+        lambda: CampaignBenchParams(
+            fleet_sizes=_sizes(fleet_sizes), fanout=fanout, baseline_messages=baseline_messages
+        ),
+        run_campaign_bench,
+        table_rows,
+        json_out,
+    )
 
 
 @app.command("fleet")
@@ -214,24 +226,18 @@ def fleet(
     json_out: JsonOut = None,
 ) -> None:
     """Idle vehicles per process and memory per vehicle; downloader throughput beside plain GET."""
-    from v2c.contract.errors import V2CError
-    from v2c.infra.bench.common import emit_report
     from v2c.infra.bench.fleet import FleetBenchParams, run_fleet_bench, table_rows
 
-    try:
-        params = FleetBenchParams(
-            sizes=tuple(int(s) for s in sizes.split(",") if s.strip()),
+    _run(
+        lambda: FleetBenchParams(
+            sizes=_sizes(sizes),
             downloads=downloads,
             package_bytes=max(1, int(package_mib * 1024 * 1024)),
             idle_s=idle_s,
             connect_concurrency=connect_concurrency,
             connect_timeout_s=connect_timeout_s,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        report = run_fleet_bench(params)
-    except V2CError as exc:
-        typer.echo(f"bench failed: {exc.detail}", err=True)
-        raise typer.Exit(1) from None
-    emit_report(report, table_rows(report), json_out=json_out)
+        ),
+        run_fleet_bench,
+        table_rows,
+        json_out,
+    )

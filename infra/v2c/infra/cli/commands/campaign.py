@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
@@ -28,7 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from v2c.infra.cli.api_client import DEFAULT_ROLE, ApiClient, resolve_target
+from v2c.handlers.ota.domain.counters import Counter
+from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
+from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
 
 app = typer.Typer(
     name="campaign", help="OTA campaigns: create, follow and steer.", no_args_is_help=True
@@ -38,47 +39,18 @@ device_app = typer.Typer(name="device", help="Updates of one vehicle.", no_args_
 _out = Console(soft_wrap=True, highlight=False)
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 BASE = "/api/v1/ota"
-FINAL = frozenset({"completed", "cancelled", "rolled_back"})
-STATES = ("pending", "in_progress", "completed", "failed", "rolled_back", "cancelled")
-STYLE = {
-    "pending": "white",
-    "in_progress": "cyan",
-    "completed": "green",
-    "failed": "red",
-    "rolled_back": "magenta",
-    "cancelled": "yellow",
+# Read from the domain, so a new status or counter cannot be missed here: the
+# statuses after which nothing moves any more, and the counters in their order.
+FINAL: Final = frozenset(CampaignStatus) - ACTIVE
+STATES: Final = tuple(Counter)
+STYLE: Final[Mapping[Counter, str]] = {
+    Counter.PENDING: "white",
+    Counter.IN_PROGRESS: "cyan",
+    Counter.COMPLETED: "green",
+    Counter.FAILED: "red",
+    Counter.ROLLED_BACK: "magenta",
+    Counter.CANCELLED: "yellow",
 }
-
-Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
-ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
-AsRole = Annotated[
-    str | None,
-    typer.Option(
-        "--as",
-        help="Use the stack's credential of this role: viewer, fleet_manager, approver, "
-        "operator (default fleet_manager; or set V2C_API_ROLE).",
-        show_default=False,
-    ),
-]
-
-
-@contextmanager
-def _client(
-    stack: Path | None,
-    url: str | None,
-    key: str | None,
-    role: str | None = None,
-    *,
-    default_role: str = DEFAULT_ROLE,
-) -> Iterator[ApiClient]:
-    # An error ends the command in the root group: one line, the documented code.
-    client = ApiClient(resolve_target(url, key, stack, role, default_role=default_role))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _counters_line(counters: dict[str, Any]) -> str:
@@ -158,7 +130,7 @@ def create(
         if value is not None:
             body[key] = value
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         _print(client.post(f"{BASE}/campaigns", body, headers=headers), as_json)
 
 
@@ -173,7 +145,7 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """List campaigns."""
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         page = client.get(f"{BASE}/campaigns", status=status, limit=limit)
     if as_json:
         sys.stdout.write(json.dumps(page, indent=2) + "\n")
@@ -202,7 +174,7 @@ def _command(verb: str, help_text: str) -> None:
         as_role: AsRole = None,
         as_json: AsJson = False,
     ) -> None:
-        with _client(stack, api_url, api_key, as_role) as client:
+        with api_client(stack, api_url, api_key, as_role) as client:
             if verb == "show":
                 answer = client.get(f"{BASE}/campaigns/{campaign_id}")
             else:
@@ -236,7 +208,7 @@ def approve(
     """Approve a campaign that requires approval, as the stack's approver (default
     `--as approver`). The API records the credential's principal as the approver;
     the campaign's creator cannot approve it."""
-    with _client(stack, api_url, api_key, as_role, default_role="approver") as client:
+    with api_client(stack, api_url, api_key, as_role, default_role="approver") as client:
         _print(client.post(f"{BASE}/campaigns/{campaign_id}/approve"), as_json)
 
 
@@ -261,7 +233,7 @@ def watch(
 ) -> None:
     """Follow a campaign live until it reaches a final status."""
     deadline = time.monotonic() + timeout
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         campaign = client.get(f"{BASE}/campaigns/{campaign_id}")
         total = max(1, campaign["target_count"])
         progress = _progress()
@@ -270,7 +242,7 @@ def watch(
             while True:
                 for state in STATES:
                     progress.update(tasks[state], completed=campaign["counters"][state])
-                if campaign["status"] in FINAL or campaign["status"] == "paused":
+                if campaign["status"] in FINAL or campaign["status"] == CampaignStatus.PAUSED:
                     break
                 if time.monotonic() > deadline:
                     _err.print("timed out; the campaign goes on")
@@ -291,7 +263,7 @@ def device_update(
     as_role: AsRole = None,
 ) -> None:
     """Update one vehicle outside any campaign."""
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.post(
             f"{BASE}/devices/{device_id}/update", {"firmware_id": firmware, "force": force}
         )
@@ -312,7 +284,7 @@ def device_rollback(
     body: dict[str, Any] = {"reason": reason}
     if version:
         body["version"] = version
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         _print(client.post(f"{BASE}/devices/{device_id}/rollback", body), True)
 
 
@@ -326,7 +298,7 @@ def device_history(
     as_json: AsJson = False,
 ) -> None:
     """A vehicle's updates, oldest first."""
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.get(f"{BASE}/devices/{device_id}/updates")
     if as_json:
         _print(answer, True)
@@ -348,5 +320,5 @@ def stats(
 ) -> None:
     """Update statistics, fleet-wide or for one campaign (JSON)."""
     path = f"{BASE}/stats" if campaign_id is None else f"{BASE}/stats/campaigns/{campaign_id}"
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role) as client:
         _print(client.get(path), True)

@@ -19,12 +19,17 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from v2c.vehicle_sim.fleet.simulator import FleetSimulator
+    from v2c.vehicle_sim.fleet.summary import FleetSummary
+
 T = TypeVar("T")
+TELEMETRY_SAMPLES = 25
 
 
 class _Loop:
@@ -43,23 +48,19 @@ class _Loop:
         self.thread.join(10)
 
 
-async def _publish_telemetry(runtimes: dict[str, Any], samples: int) -> int:
-    """Each vehicle sends one ZSTD batch of `samples` through its own session."""
-    from v2c.contract.batch_codec import encode_envelope
-    from v2c.contract.topics import Domain, Topic
+async def _publish_telemetry(fleet: FleetSimulator, samples: int, within_s: float = 60) -> int:
+    """Each vehicle sends `samples` samples through its own telemetry uplink as
+    one ZSTD batch (buffered first, deleted on PUBACK); the samples acknowledged."""
     from v2c.vehicle_sim.sampler import TelemetrySampler
 
     start_ms = int(time.time() * 1000) - samples * 60_000
-    futures = []
-    for number, (vehicle_id, runtime) in enumerate(sorted(runtimes.items())):
-        session = getattr(runtime, "session", None)
-        if session is None:
-            continue
-        batch = TelemetrySampler(vehicle_id, seed=number, start_ms=start_ms).samples(samples)
-        topic = Topic(runtime.spec.region, vehicle_id, Domain.TELEMETRY, "batch")
-        futures.append(session.publish(str(topic), encode_envelope(batch), qos=1))
-    done = await asyncio.gather(*futures, return_exceptions=True)
-    return sum(samples for ok in done if ok is True)
+    vehicles = sorted(fleet.vehicles.items())
+    for number, (vehicle_id, vehicle) in enumerate(vehicles):
+        sampler = TelemetrySampler(vehicle_id, seed=number, start_ms=start_ms)
+        for sample in sampler.samples(samples):
+            vehicle.telemetry.publish(sample)
+    await asyncio.gather(*(v.telemetry.flush(within_s) for _, v in vehicles))
+    return sum(v.telemetry.stats().delivered for _, v in vehicles)
 
 
 def demo(
@@ -91,13 +92,14 @@ def demo(
     """
     from v2c.infra.cli import demo_view as show
     from v2c.infra.cli.api_client import ApiClient
+    from v2c.infra.local.fleet_provisioning import ensure_vehicle_certs, stack_fleet
     from v2c.infra.local.stack import LocalStack
     from v2c.infra.local.wiring import dead_letter_stores
     from v2c.infra.pki.authority import init_pki
-    from v2c.vehicle_sim.fleet.certs import ensure_vehicle_certs
+    from v2c.vehicle_sim.delivery import BatchPolicy, DeliveryConfig
     from v2c.vehicle_sim.fleet.identity import DEFAULT_MODELS, vin_for
-    from v2c.vehicle_sim.fleet.simulator import FleetSimulator
-    from v2c.vehicle_sim.ota.faults import FaultProfile
+    from v2c.vehicle_sim.ota.device.faults import FaultProfile
+    from v2c.vehicle_sim.telemetry_publisher import PublisherConfig
 
     console = Console(stderr=True)
     started = time.monotonic()
@@ -120,7 +122,7 @@ def demo(
     stack = LocalStack(directory / "stack")
     settings = stack.start()
     loop = _Loop()
-    fleet: Any = None
+    fleet: FleetSimulator | None = None
     outcome = show.DemoOutcome()
     try:
         assert settings.api is not None
@@ -133,17 +135,20 @@ def demo(
                 client, model, show.NEW_VERSION, directory / "packages"
             )
         console.print(f"starting {vehicles} vehicles (faults: {faults}) ...")
-        fleet = FleetSimulator(
+        # Each vehicle's samples leave as one ZSTD batch of 25.
+        batches = BatchPolicy(min_samples=TELEMETRY_SAMPLES, max_samples=TELEMETRY_SAMPLES)
+        fleet = stack_fleet(
             settings,
             vehicles,
             faults=profile,
             time_scale=time_scale,
             base_dir=directory / "fleet",
             installed_version=show.OLD_VERSION,
+            telemetry=PublisherConfig(durable=False, delivery=DeliveryConfig(batch=batches)),
         )
         loop.run(fleet.start())
         console.print(f"faults drawn: {fleet.fault_tally or 'none'}")
-        stored = loop.run(_publish_telemetry(fleet.runtimes, 25))
+        stored = loop.run(_publish_telemetry(fleet, TELEMETRY_SAMPLES))
         console.print(f"telemetry: {stored} samples sent in ZSTD batches")
         per_model = {m: sum(1 for s in fleet.specs if s.model == m) for m in DEFAULT_MODELS}
         ids = []
@@ -154,6 +159,7 @@ def demo(
             ids.append(created["campaign_id"])
 
         def states() -> dict[str, int]:
+            assert fleet is not None
             return dict(loop.run(_summary(fleet)).by_state)
 
         outcome.campaigns = show.watch(client, ids, states, console, timeout)
@@ -197,7 +203,7 @@ def demo(
     console.print("[green]every campaign behaved as its gate rules say[/]")
 
 
-async def _summary(fleet: Any) -> Any:
+async def _summary(fleet: FleetSimulator) -> FleetSummary:
     return fleet.summary()
 
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -40,14 +39,12 @@ from rich.table import Table
 from rich.text import Text
 
 from v2c.infra.cli.api_client import (
-    DEFAULT_ROLE,
     UPLOAD_CHUNK,
-    ApiClient,
     ApiError,
     SizedBody,
-    resolve_target,
 )
-from v2c.infra.cli.errors import exit_code_for, message_for
+from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
+from v2c.infra.cli.errors import print_error
 
 app = typer.Typer(
     name="firmware",
@@ -61,46 +58,18 @@ BASE: Final = "/api/v1/ota/firmware"
 UPLOADS: Final = "/api/v1/ota/firmware-uploads"
 PUT_TIMEOUT_S: Final = 60.0
 
-Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
-ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
-AsRole = Annotated[
-    str | None,
-    typer.Option(
-        "--as",
-        help="Use the stack's credential of this role: viewer, fleet_manager, approver, "
-        "operator (default fleet_manager; or set V2C_API_ROLE).",
-        show_default=False,
-    ),
-]
 FirmwareId = Annotated[str, typer.Argument(help="Firmware id (32 hex digits).")]
 Reason = Annotated[str, typer.Option(help="Why; recorded with the change.")]
 Force = Annotated[bool, typer.Option(help="Also while an active campaign uses it.")]
 
 
 def _fail(detail: str, code: int) -> typer.Exit:
-    _err.print(Text.assemble(("error: ", "bold red"), detail))
+    print_error(detail)
     return typer.Exit(code)
 
 
-@contextmanager
-def _client(
-    stack: Path | None,
-    url: str | None,
-    key: str | None,
-    role: str | None = None,
-    *,
-    default_role: str = DEFAULT_ROLE,
-) -> Iterator[ApiClient]:
-    client = ApiClient(resolve_target(url, key, stack, role, default_role=default_role))
-    try:
-        yield client
-    except ApiError as exc:
-        hint = " (upload it with --presigned)" if exc.status == 413 else ""
-        raise _fail(message_for(exc) + hint, exit_code_for(exc)) from exc
-    finally:
-        client.close()  # other errors end the command in the root group (`cli_errors`)
+# The one refusal an upload can avoid by another route: the body is over the API's limit.
+_HINTS: Final = {413: "upload it with --presigned"}
 
 
 def _size(size: int) -> str:
@@ -241,7 +210,10 @@ def upload(
         "hardware_id": hardware_id,
         "min_installed_version": min_installed_version,
     }
-    with _client(stack, api_url, api_key, as_role) as client, _progress() as progress:
+    with (
+        api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client,
+        _progress() as progress,
+    ):
         if verify and sha256 is None:
             task = progress.add_task("hashing", total=size)
             sha256 = _sha256(file, lambda n: progress.advance(task, n))
@@ -304,7 +276,7 @@ def list_(
         "limit": limit,
         "offset": offset,
     }
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         page = client.get(BASE, **params)
     if as_json:
         sys.stdout.write(json.dumps(page, indent=2) + "\n")
@@ -339,7 +311,7 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """Show one package."""
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         _print(client.get(f"{BASE}/{firmware_id}"), as_json)
 
 
@@ -356,7 +328,7 @@ def download_url(
     as_json: AsJson = False,
 ) -> None:
     """Print a time-limited download URL (the checksums go to stderr)."""
-    with _client(stack, api_url, api_key, as_role) as client:
+    with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         answer = client.get(f"{BASE}/{firmware_id}/download", expires_in=expires_in)
     if as_json:
         sys.stdout.write(json.dumps(answer, indent=2) + "\n")
@@ -379,7 +351,7 @@ def _lifecycle(verb: str, help_text: str) -> None:
         as_role: AsRole = None,
         as_json: AsJson = False,
     ) -> None:
-        with _client(stack, api_url, api_key, as_role) as client:
+        with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
             if verb == "delete":
                 params = {"reason": reason, "force": str(force).lower()}
                 answer = client.request("DELETE", f"{BASE}/{firmware_id}", params=params)

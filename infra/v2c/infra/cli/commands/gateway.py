@@ -4,6 +4,8 @@ way too), stopping cleanly on SIGTERM or Ctrl-C after draining in-flight work.
 With a stack, the handlers' environment (`wiring.handler_environment`) is
 exported before the rules are loaded, since handlers read their resources
 from it; variables already set win, as they would in a Lambda's own config.
+The OTA handlers' notification sink (the broker, over this process's own
+publisher) is injected here too (`wiring.use_local_ota_services`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def run(
     else:
         endpoint = MqttEndpoint(host, port or 1883)
         stores = {}
+    from v2c.infra.local.wiring import use_local_ota_services
+
+    # Before any handler runs: the OTA handlers notify vehicles through the
+    # broker `OTA_MQTT_URL` names, with a publisher this process owns.
+    use_local_ota_services()
     table = load_rules(rules)
     if not stores:
         stores = {r.dlq: InMemoryDeadLetterStore(r.dlq) for r in table}

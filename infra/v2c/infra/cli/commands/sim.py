@@ -77,28 +77,34 @@ def sim(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run N simulated vehicles against the stack until Ctrl-C or --duration."""
+    from v2c.infra.local.fleet_provisioning import stack_fleet
     from v2c.infra.settings import load_settings
-    from v2c.vehicle_sim.fleet.simulator import FleetSimulator
-    from v2c.vehicle_sim.ota.faults import FaultProfile
+    from v2c.vehicle_sim.fleet.identity import fleet_members
+    from v2c.vehicle_sim.ota.device.faults import FaultProfile
 
     directory = _stack_dir(stack)
+    model_names = tuple(m.strip() for m in models.split(",") if m.strip())
     try:
         profile = FaultProfile.resolve(faults)
+        fleet_members(vehicles, models=model_names, regions=regions)  # the options are valid
         settings = load_settings(stack_dir=directory)
-        fleet = FleetSimulator(
+        settings.require_mqtt()
+    except V2CError as exc:  # no stack (3), a bad option value (2): `cli_errors`
+        _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
+        raise typer.Exit(exit_code_for(exc)) from exc
+    try:
+        # Certificates, broker admission and the trusted key come from the
+        # stack; the vehicles know the contract only.
+        fleet = stack_fleet(
             settings,
             vehicles,
-            models=tuple(m.strip() for m in models.split(",") if m.strip()),
+            models=model_names,
             regions=regions,
             faults=profile,
             time_scale=time_scale,
             base_dir=directory / "fleet",
             installed_version=installed_version,
         )
-    except V2CError as exc:  # no stack (3), a bad option value (2): `cli_errors`
-        _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
-        raise typer.Exit(exit_code_for(exc)) from exc
-    try:
         summary = asyncio.run(_run(fleet, duration))
     except (V2CError, OSError) as exc:
         _err.print(Text.assemble(("error: ", "bold red"), str(exc)))

@@ -1,0 +1,70 @@
+"""The `dlq_admin` Lambda's wiring from environment variables.
+
+| variable | default | meaning |
+|---|---|---|
+| TELEMETRY_DLQ_BUCKET | - (required) | the telemetry DLQ (S3) |
+| OTA_DLQ_QUEUE_URL | - (required) | the OTA DLQ (SQS) |
+| RULE_FUNCTION_PREFIX | v2c- | an inbound record replays into function prefix + rule |
+
+Both queues are required: an admin function that silently saw only one
+queue would report a depth of zero for the other. The API's `/api/v1/dlq`
+uses the same service when both are set (`v2c.handlers.api.config`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from v2c.contract.dead_letter import Direction
+from v2c.contract.errors import ConfigurationError
+from v2c.handlers.aws_clients import aws_client_config
+from v2c.handlers.dlq.redrive import IotDataRedriver, LambdaRedriver
+from v2c.handlers.dlq.service import DeadLetterService, Redrive
+from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
+from v2c.handlers.per_container import PerContainer
+
+ClientFactory = Callable[[str], Any]
+
+ENV_TELEMETRY_BUCKET: Final = "TELEMETRY_DLQ_BUCKET"
+ENV_OTA_QUEUE_URL: Final = "OTA_DLQ_QUEUE_URL"
+ENV_FUNCTION_PREFIX: Final = "RULE_FUNCTION_PREFIX"
+ENV_ENDPOINT: Final = "AWS_ENDPOINT_URL"
+
+
+def configured(environ: Mapping[str, str]) -> bool:
+    """Whether `environ` names both queues (else the API has no `/api/v1/dlq`)."""
+    return bool(environ.get(ENV_TELEMETRY_BUCKET) and environ.get(ENV_OTA_QUEUE_URL))
+
+
+def _boto3_client(service: str) -> Any:
+    import boto3
+
+    local = bool(os.environ.get(ENV_ENDPOINT))
+    return boto3.client(service, config=aws_client_config(local=local))  # type: ignore[call-overload]
+
+
+def build_service(
+    environ: Mapping[str, str] | None = None, client: ClientFactory | None = None
+) -> DeadLetterService:
+    """The service over the deployed DLQs; resource names come from the environment."""
+    env = os.environ if environ is None else environ
+    make = client or _boto3_client
+    missing = [name for name in (ENV_TELEMETRY_BUCKET, ENV_OTA_QUEUE_URL) if not env.get(name)]
+    if missing:
+        raise ConfigurationError(f"the function's environment lacks {', '.join(missing)}")
+    stores: dict[str, DeadLetterStore] = {
+        "telemetry": S3DeadLetterStore("telemetry", make("s3"), env[ENV_TELEMETRY_BUCKET]),
+        "ota": SqsDeadLetterStore("ota", make("sqs"), env[ENV_OTA_QUEUE_URL]),
+    }
+    redrivers: dict[Direction, Redrive] = {
+        Direction.INBOUND: LambdaRedriver(make("lambda"), env.get(ENV_FUNCTION_PREFIX, "v2c-")),
+        Direction.OUTBOUND: IotDataRedriver(make("iot-data")),
+    }
+    return DeadLetterService(stores, redrivers)
+
+
+# Clients and stores once per container (`PerContainer`).
+SERVICE: PerContainer[DeadLetterService] = PerContainer(lambda: build_service())
+default_service = SERVICE.get

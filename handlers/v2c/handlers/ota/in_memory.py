@@ -1,0 +1,437 @@
+"""The OTA stores in memory: for unit tests, and for a run without AWS.
+
+Each class keeps the contract of its DynamoDB or S3 counterpart (see
+`stores.py`), because a fake that is kinder than the real store hides the
+races the services are written to survive:
+
+* conditional writes compare what the caller read with what is stored
+  (status, cursor, wave, lease; an update's state and sequence) and raise
+  `StaleWrite` without writing anything when they differ;
+* a new update record and its campaign write commit together or not at all,
+  like one `TransactWriteItems`;
+* counters move by adding, and a counter read never goes below zero
+  (`Campaign.from_item` clamps the same way);
+* `get` raises `NotFound`, `find` returns None, `put_new` refuses an
+  existing id with `Conflict`.
+
+`conflicts` lets a test make the next N conditional writes of a store lose
+their race, the one thing a single-threaded test cannot arrange otherwise.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from v2c.contract.errors import Conflict, NotFound
+from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange
+from v2c.handlers.ota.concurrency import StaleWrite
+from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
+from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
+from v2c.handlers.ota.domain.plan import Target
+from v2c.handlers.ota.domain.target_filter import Expr, evaluate
+from v2c.handlers.ota.domain.update_state import UpdateState
+from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.notifier import Notification
+from v2c.handlers.ota.ports import Package
+from v2c.handlers.ota.stores import CampaignWrite
+from v2c.handlers.ota.updates.record import VehicleUpdate
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MemoryWrite(CampaignWrite):
+    """A campaign write held back until the update record commits with it."""
+
+    store: InMemoryCampaignStore
+    campaign_id: str
+    holds: Callable[[Campaign], bool]  # the write's condition
+    change: Callable[[Campaign], Campaign]
+
+
+def _moved(campaign: Campaign, moves: Mapping[int | None, Mapping[Counter, int]]) -> Campaign:
+    """`campaign` after adding `moves` (key None: the whole campaign; else a wave)."""
+    waves = list(campaign.wave_counters)
+    counters = campaign.counters
+    for wave, deltas in moves.items():
+        if wave is None:
+            counters = counters.moved(deltas)
+        elif wave < len(waves):
+            waves[wave] = waves[wave].moved(deltas)
+    return campaign.evolve(counters=counters, wave_counters=tuple(waves))
+
+
+class InMemoryCampaignStore:
+    def __init__(self) -> None:
+        self._items: dict[str, Campaign] = {}
+        self._lock = threading.RLock()
+        self.conflicts = 0  # the next N conditional writes lose their race
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, campaign_id: str) -> Campaign:
+        with self._lock:
+            try:
+                return self._items[campaign_id]
+            except KeyError:
+                raise NotFound(f"campaign {campaign_id!r} not found") from None
+
+    def list(
+        self, status: CampaignStatus | None = None, *, limit: int = 50, start: str | None = None
+    ) -> tuple[builtins.list[Campaign], str | None]:
+        with self._lock:
+            found = [c for c in self._items.values() if status is None or c.status is status]
+        if status is not None:
+            found.sort(key=lambda c: c.created_at_ms, reverse=True)
+        first = int(start) if start else 0
+        page = found[first : first + max(1, min(limit, 100))]
+        rest = first + len(page)
+        return page, str(rest) if rest < len(found) else None
+
+    def iter_status(self, *statuses: CampaignStatus) -> Iterator[Campaign]:
+        for status in statuses:
+            yield from self.list(status, limit=100)[0]
+
+    def active_campaigns_using(self, firmware_id: str) -> builtins.list[str]:
+        with self._lock:
+            return sorted(
+                c.campaign_id
+                for c in self._items.values()
+                if c.status in ACTIVE and c.firmware_id == firmware_id
+            )
+
+    # -- writes ----------------------------------------------------------------
+
+    def put_new(self, campaign: Campaign) -> None:
+        with self._lock:
+            if campaign.campaign_id in self._items:
+                raise Conflict(f"campaign {campaign.campaign_id!r} already exists")
+            self._items[campaign.campaign_id] = campaign
+
+    def _update(
+        self,
+        campaign: Campaign,
+        *,
+        cursor: bool = False,
+        wave: bool = False,
+        moves: Mapping[int | None, Mapping[Counter, int]] | None = None,
+        **changes: Any,
+    ) -> Campaign:
+        with self._lock:
+            stored = self.get(campaign.campaign_id)
+            lost = (
+                self._lose()
+                or stored.status is not campaign.status
+                or (cursor and stored.cursor != campaign.cursor)
+                or (wave and stored.current_wave != campaign.current_wave)
+            )
+            if lost:
+                raise StaleWrite(
+                    f"campaign {campaign.campaign_id} changed meanwhile; read it again"
+                )
+            after = stored.evolve(revision=stored.revision + 1, **changes)
+            after = _moved(after, moves or {})
+            self._items[campaign.campaign_id] = after
+            return after
+
+    def _lose(self) -> bool:
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            return True
+        return False
+
+    def change_status(
+        self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None
+    ) -> Campaign:
+        if unnotified is None:
+            return self._update(campaign, **change.changes())
+        moves: dict[int | None, Mapping[Counter, int]] = {None: unnotified.campaign}
+        moves.update({wave: deltas for wave, deltas in unnotified.waves.items()})
+        return self._update(campaign, cursor=True, moves=moves, **change.changes())
+
+    def set_release(self, campaign: Campaign, release: Release) -> Campaign:
+        return self._update(campaign, release=release)
+
+    def next_wave(self, campaign: Campaign) -> Campaign:
+        return self._update(campaign, wave=True, current_wave=campaign.current_wave + 1)
+
+    def pass_gate(self, campaign: Campaign, summary: dict[str, Any]) -> Campaign:
+        return self._update(
+            campaign, wave=True, current_wave=campaign.current_wave + 1, gate=summary
+        )
+
+    def fail_gate(self, campaign: Campaign, reason: str, summary: dict[str, Any]) -> Campaign:
+        return self._update(
+            campaign, wave=True, status=CampaignStatus.PAUSED, status_reason=reason, gate=summary
+        )
+
+    def flag_stalled(self, campaign: Campaign) -> Campaign:
+        return self._update(campaign, stalled=True)
+
+    def acquire_lease(
+        self, campaign: Campaign, owner: str, now_ms: int, ttl_ms: int
+    ) -> Campaign | None:
+        with self._lock:
+            stored = self._items.get(campaign.campaign_id)
+            if stored is None or not (
+                stored.lease_until_ms < now_ms or stored.lease_owner == owner
+            ):
+                return None
+            leased = stored.evolve(lease_owner=owner, lease_until_ms=now_ms + ttl_ms)
+            self._items[campaign.campaign_id] = leased
+            return leased
+
+    def release_lease(self, campaign_id: str, owner: str) -> None:
+        with self._lock:
+            stored = self._items.get(campaign_id)
+            if stored is not None and stored.lease_owner == owner:
+                self._items[campaign_id] = stored.evolve(lease_until_ms=0)
+
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> MemoryWrite:
+        at, wave = campaign.cursor, campaign.current_wave
+        move = {Counter.PENDING: -1, Counter.IN_PROGRESS: 1}
+
+        def holds(stored: Campaign) -> bool:
+            return (
+                stored.status is CampaignStatus.IN_PROGRESS
+                and stored.cursor == at
+                and stored.current_wave == wave
+            )
+
+        def change(stored: Campaign) -> Campaign:
+            after = stored.evolve(cursor=at + 1, last_progress_at_ms=now_ms)
+            return _moved(after, {None: move, wave: move})
+
+        return MemoryWrite(self, campaign.campaign_id, holds, change)
+
+    def move_counters(
+        self, campaign_id: str, deltas: CounterDeltas, wave: int | None, now_ms: int
+    ) -> MemoryWrite:
+        moves = {Counter(name): delta for name, delta in deltas.nonzero().items()}
+
+        def change(stored: Campaign) -> Campaign:
+            after = stored.evolve(last_progress_at_ms=now_ms, stalled=False)
+            return _moved(after, {None: moves} if wave is None else {None: moves, wave: moves})
+
+        return MemoryWrite(self, campaign_id, lambda _stored: True, change)
+
+    def commit(self, write: MemoryWrite, record: Callable[[], None]) -> bool:
+        """Check `write`'s condition, run `record` (the update record's own
+        conditional write, which may raise), then apply `write`: all or nothing."""
+        with self._lock:
+            stored = self._items.get(write.campaign_id)
+            if stored is not None and not write.holds(stored):
+                return False
+            record()
+            if stored is not None:
+                self._items[write.campaign_id] = write.change(stored)
+            return True
+
+
+class InMemoryUpdateStore:
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], VehicleUpdate] = {}
+        self._lock = threading.RLock()
+        self.conflicts = 0  # the next N `save`s lose their race
+
+    def find(self, vehicle_id: str, update_id: str) -> VehicleUpdate | None:
+        with self._lock:
+            return self._items.get((vehicle_id, update_id))
+
+    def get(self, vehicle_id: str, update_id: str) -> VehicleUpdate:
+        found = self.find(vehicle_id, update_id)
+        if found is None:
+            raise NotFound(f"no update {update_id!r} for vehicle {vehicle_id!r}")
+        return found
+
+    def by_device_update_id(self, device_update_id: str) -> VehicleUpdate:
+        with self._lock:
+            for update in self._items.values():
+                if update.device_update_id == device_update_id:
+                    return update
+        raise NotFound(f"update {device_update_id!r} not found")
+
+    def for_vehicle(self, vehicle_id: str) -> list[VehicleUpdate]:
+        with self._lock:
+            mine = [u for (v, _), u in self._items.items() if v == vehicle_id]
+        return sorted(mine, key=lambda u: (u.created_at_ms, u.update_id))
+
+    def for_campaign(
+        self, campaign_id: str, states: frozenset[UpdateState] | None = None
+    ) -> Iterator[VehicleUpdate]:
+        with self._lock:
+            found = [u for u in self._items.values() if u.campaign_id == campaign_id]
+        yield from (u for u in found if states is None or u.state in states)
+
+    def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
+        key = (update.vehicle_id, update.update_id)
+
+        def record() -> None:
+            if key in self._items:
+                raise _Exists
+            self._items[key] = update
+
+        with self._lock:
+            try:
+                return _together(with_campaign, record)
+            except _Exists:
+                return False
+
+    def save(
+        self,
+        before: VehicleUpdate,
+        after: VehicleUpdate,
+        with_campaign: CampaignWrite | None = None,
+    ) -> None:
+        key = (after.vehicle_id, after.update_id)
+
+        def record() -> None:
+            stored = self._items.get(key)
+            if (
+                self.conflicts > 0
+                or stored is None
+                or (stored.state, stored.last_sequence) != (before.state, before.last_sequence)
+            ):
+                self.conflicts = max(0, self.conflicts - 1)
+                raise StaleWrite(
+                    f"update {after.update_id} of {after.vehicle_id} changed meanwhile"
+                )
+            self._items[key] = after
+
+        with self._lock:
+            if not _together(with_campaign, record):
+                raise StaleWrite(
+                    f"update {after.update_id} of {after.vehicle_id} changed meanwhile"
+                )
+
+
+class _Exists(Exception):
+    pass
+
+
+def _together(write: CampaignWrite | None, record: Callable[[], None]) -> bool:
+    if write is None:
+        record()
+        return True
+    if not isinstance(write, MemoryWrite):
+        raise TypeError(f"an in-memory update store cannot commit {type(write).__name__}")
+    return write.store.commit(write, record)
+
+
+class InMemoryPlanStore:
+    def __init__(self) -> None:
+        self._plans: dict[str, tuple[Target, ...]] = {}
+
+    def write(self, campaign_id: str, targets: Sequence[Target]) -> int:
+        self._plans[campaign_id] = tuple(targets)
+        return 1 if targets else 0
+
+    def read(self, campaign_id: str, start: int, stop: int) -> list[Target]:
+        return list(self._plans.get(campaign_id, ())[start:stop])
+
+
+class InMemoryFleet:
+    def __init__(self, vehicles: Iterable[Vehicle] = ()) -> None:
+        self._vehicles: dict[str, Vehicle] = {}
+        self.put(vehicles)
+
+    def put(self, vehicles: Iterable[Vehicle]) -> int:
+        written = 0
+        for vehicle in vehicles:
+            self._vehicles[vehicle.vehicle_id] = vehicle
+            written += 1
+        return written
+
+    def get(self, vehicle_id: str) -> Vehicle | None:
+        return self._vehicles.get(vehicle_id)
+
+    def select(
+        self, expr: Expr | None, devices: Iterable[str] = (), groups: Iterable[str] = ()
+    ) -> list[Vehicle]:
+        chosen = {v: self._vehicles[v] for v in devices if v in self._vehicles}
+        wanted = frozenset(groups)
+        for vehicle in self._vehicles.values():
+            if (expr is not None and evaluate(expr, vehicle.attributes())) or (
+                wanted & vehicle.groups
+            ):
+                chosen.setdefault(vehicle.vehicle_id, vehicle)
+        return [chosen[v] for v in sorted(chosen)]
+
+    def set_installed_version(self, vehicle_id: str, version: str) -> None:
+        vehicle = self._vehicles.get(vehicle_id)
+        if vehicle is not None:
+            self._vehicles[vehicle_id] = replace(vehicle, installed_version=version)
+
+
+class InMemoryRollbackLog:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def put(self, row: dict[str, Any]) -> None:
+        self.rows[(row["vehicle_id"], row["rollback_id"])] = dict(row)
+
+    def finish(self, vehicle_id: str, rollback_id: str, status: str, now_ms: int) -> None:
+        row = self.rows.get((vehicle_id, rollback_id))
+        if row is not None:
+            row.update(status=status, finished_at=now_ms)
+
+    def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.rows.values() if r.get("campaign_id") == campaign_id]
+
+
+class InMemoryPackages:
+    """A firmware catalog; `missing` names packages whose object is not in the bucket."""
+
+    def __init__(self, packages: Iterable[Package] = ()) -> None:
+        self.packages = {p.firmware_id: p for p in packages}
+        self.missing: set[str] = set()
+
+    def add(self, package: Package) -> Package:
+        self.packages[package.firmware_id] = package
+        return package
+
+    def package(self, firmware_id: str) -> Package:
+        try:
+            return self.packages[firmware_id]
+        except KeyError:
+            raise NotFound(f"firmware {firmware_id} not found") from None
+
+    def find_version(self, device_model: str, version: str) -> Package | None:
+        for package in self.packages.values():
+            if package.device_model == device_model and package.version == version:
+                return package
+        return None
+
+    def package_exists(self, firmware_id: str) -> bool:
+        return firmware_id in self.packages and firmware_id not in self.missing
+
+    def download_url(self, firmware_id: str, expires_s: int = 3600) -> str:
+        return f"memory://firmware/{firmware_id}?expires={expires_s}"
+
+
+@dataclass
+class RecordingNotifier:
+    """Keeps every notification; `deliver=False` plays a dead-lettered publish."""
+
+    sent: list[Notification] = field(default_factory=list)
+    deliver: bool = True
+
+    def send(self, note: Notification) -> bool:
+        self.sent.append(note)
+        return self.deliver
+
+    def vehicles(self) -> list[str]:
+        return [n.vehicle_id for n in self.sent]
+
+
+@dataclass
+class RecordingAlerts:
+    alerts: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def alert(self, name: str, campaign_id: str, detail: str) -> None:
+        self.alerts.append((name, campaign_id, detail))
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.alerts]

@@ -1,0 +1,163 @@
+"""What the campaign, status and device services need from storage, as protocols.
+
+The services are written against these, not against the DynamoDB and S3
+classes, so the same orchestration runs over AWS, moto and the in-memory
+stores of `in_memory.py` (the millisecond unit tests). Each method is named
+for what it means to a campaign (`pass_gate`, `notify_at_cursor`), never
+for how it is written: expressions, attribute names and transaction items
+stay inside the adapters.
+
+The contract every implementation keeps:
+
+* a write conditioned on what was read (status, cursor, wave, lease; an
+  update's state and sequence) raises `StaleWrite` when the stored record
+  moved meanwhile, and changes nothing;
+* a missing record is `NotFound` from `get`, None from `find`;
+* counters move by adding, never by writing totals: concurrent reports
+  must not overwrite each other's moves.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange
+from v2c.handlers.ota.domain.counters import CounterDeltas, CounterMoves
+from v2c.handlers.ota.domain.lifecycle import CampaignStatus
+from v2c.handlers.ota.domain.plan import Target
+from v2c.handlers.ota.domain.target_filter import Expr
+from v2c.handlers.ota.domain.update_state import UpdateState
+from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.updates.record import VehicleUpdate
+
+
+class CampaignWrite:
+    """A write on a campaign item that must commit together with a vehicle's
+    update record (one transaction). The campaign store makes it, the update
+    store of the same backend commits it; the services only pass it along."""
+
+    __slots__ = ()
+
+
+class CampaignStore(Protocol):
+    def get(self, campaign_id: str) -> Campaign: ...
+
+    def list(
+        self, status: CampaignStatus | None = None, *, limit: int = 50, start: str | None = None
+    ) -> tuple[list[Campaign], str | None]: ...
+
+    def iter_status(self, *statuses: CampaignStatus) -> Iterator[Campaign]: ...
+
+    def active_campaigns_using(self, firmware_id: str) -> builtins.list[str]: ...
+
+    def put_new(self, campaign: Campaign) -> None:
+        """`Conflict` if the id exists (a retried creation)."""
+        ...
+
+    def change_status(
+        self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None
+    ) -> Campaign:
+        """Move `campaign` as read to `change.status`. With `unnotified` (a
+        cancel, a rollback) the cursor must not have moved either, so no
+        vehicle is notified between the count and the stop."""
+        ...
+
+    def set_release(self, campaign: Campaign, release: Release) -> Campaign: ...
+
+    def next_wave(self, campaign: Campaign) -> Campaign:
+        """Start the next wave; conditioned on the wave as read."""
+        ...
+
+    def pass_gate(self, campaign: Campaign, summary: dict[str, Any]) -> Campaign:
+        """Record the gate's verdict and start the next wave."""
+        ...
+
+    def fail_gate(self, campaign: Campaign, reason: str, summary: dict[str, Any]) -> Campaign:
+        """Record the gate's verdict and pause."""
+        ...
+
+    def flag_stalled(self, campaign: Campaign) -> Campaign: ...
+
+    def acquire_lease(
+        self, campaign: Campaign, owner: str, now_ms: int, ttl_ms: int
+    ) -> Campaign | None:
+        """Become the one dispatcher for `ttl_ms`, or None while another
+        holds an unexpired lease."""
+        ...
+
+    def release_lease(self, campaign_id: str, owner: str) -> None: ...
+
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> CampaignWrite:
+        """Move the cursor past one target, pending to in progress, if the
+        campaign is still running at this cursor and wave (else the update
+        record is not written either)."""
+        ...
+
+    def move_counters(
+        self, campaign_id: str, deltas: CounterDeltas, wave: int | None, now_ms: int
+    ) -> CampaignWrite:
+        """Move the counters with an update record's change, and mark progress."""
+        ...
+
+
+class UpdateStore(Protocol):
+    def find(self, vehicle_id: str, update_id: str) -> VehicleUpdate | None: ...
+
+    def get(self, vehicle_id: str, update_id: str) -> VehicleUpdate: ...
+
+    def by_device_update_id(self, device_update_id: str) -> VehicleUpdate: ...
+
+    def for_vehicle(self, vehicle_id: str) -> list[VehicleUpdate]: ...
+
+    def for_campaign(
+        self, campaign_id: str, states: frozenset[UpdateState] | None = None
+    ) -> Iterator[VehicleUpdate]: ...
+
+    def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
+        """Write a new record; False if it exists already or `with_campaign`'s
+        condition failed (nothing is written then)."""
+        ...
+
+    def save(
+        self,
+        before: VehicleUpdate,
+        after: VehicleUpdate,
+        with_campaign: CampaignWrite | None = None,
+    ) -> None:
+        """Write `after` if the stored record still has `before`'s state and
+        sequence, else `StaleWrite`."""
+        ...
+
+
+class PlanStore(Protocol):
+    def write(self, campaign_id: str, targets: Sequence[Target]) -> int: ...
+
+    def read(self, campaign_id: str, start: int, stop: int) -> list[Target]:
+        """Targets `[start, stop)` in dispatch order."""
+        ...
+
+
+class FleetDirectory(Protocol):
+    def put(self, vehicles: Iterable[Vehicle]) -> int: ...
+
+    def get(self, vehicle_id: str) -> Vehicle | None: ...
+
+    def select(
+        self, expr: Expr | None, devices: Iterable[str] = (), groups: Iterable[str] = ()
+    ) -> list[Vehicle]: ...
+
+    def set_installed_version(self, vehicle_id: str, version: str) -> None:
+        """No-op for a vehicle that is not registered."""
+        ...
+
+
+class RollbackLog(Protocol):
+    def put(self, row: dict[str, Any]) -> None: ...
+
+    def finish(self, vehicle_id: str, rollback_id: str, status: str, now_ms: int) -> None:
+        """No-op for a rollback that was never recorded."""
+        ...
+
+    def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]: ...
