@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from v2c.contract.topics import Domain, TopicFilter
-from v2c.gateway.rules import Rule
+from v2c.gateway.rules import EventSource, Rule
 
 RECORD_ENV = "V2C_TEST_RECORD_FILE"
 FAIL_FLAG_ENV = "V2C_TEST_FAIL_FLAG"
@@ -46,6 +46,25 @@ def _append(event: dict[str, Any], context: Any) -> None:
 def record_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     _append(event, context)
     return {"status": "ok"}
+
+
+HOLD_ENV = "V2C_TEST_HOLD_PAYLOAD"
+HELD_MARKER = "held"
+
+
+def record_batch_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A queue-fed function (SQS records in, partial-batch response out) that
+    records every message of its batch. The message named by `HOLD_ENV` is
+    never finished: the call writes a marker and hangs, so a test can kill the
+    gateway while a batch is in the handler."""
+    held = os.environ.get(HOLD_ENV)
+    inner = [json.loads(record["body"]) for record in event["Records"]]
+    if held and any(base64.b64decode(e["payload"]).decode() == held for e in inner):
+        _append({**inner[0], "payload": base64.b64encode(HELD_MARKER.encode()).decode()}, context)
+        time.sleep(3600)
+    for message in inner:
+        _append(message, context)
+    return {"batchItemFailures": []}
 
 
 def flaky_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
@@ -158,6 +177,19 @@ RECORDING_RULES = (
 FLAKY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:flaky_handler", dlq="telemetry", qos=1),)
 SLOW_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:slow_handler", dlq="telemetry", qos=1),)
 BUSY_RULES = (Rule("telemetry", TELEMETRY, f"{__name__}:busy_handler", dlq="telemetry", qos=1),)
+BATCH_RECORDING_RULES = (
+    Rule(
+        "telemetry",
+        TELEMETRY,
+        f"{__name__}:record_batch_handler",
+        dlq="telemetry",
+        qos=1,
+        source=EventSource.SQS,
+        queue="v2c-telemetry-ingest",
+        batch_size=50,
+        batch_window_ms=20,
+    ),
+)
 HELD_RULES = (
     Rule("telemetry", TELEMETRY, f"{__name__}:held_busy_handler", dlq="telemetry", qos=1),
 )

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from v2c.gateway.rules import RULES
 from v2c.infra.aws.resources import (
     DLQ_RETENTION_DAYS,
     ResourceMismatch,
     ensure_resources,
+    ingest_rules,
+    queue_specs,
     table_specs,
 )
+from v2c.infra.aws.template import TEMPLATE_PATH
 from v2c.infra.local.moto_server import reset
 from v2c.infra.names import ResourceNames
 from v2c.infra.settings import (
@@ -45,6 +51,8 @@ def test_bootstrap_on_an_empty_moto_creates_every_resource(aws_stack: AwsStack) 
     assert ("s3-bucket", NAMES.firmware_bucket) in kinds
     assert ("s3-bucket", NAMES.telemetry_dlq_bucket) in kinds
     assert ("sqs-queue", NAMES.ota_dlq_queue) in kinds
+    assert ("sqs-queue", NAMES.ingest_dlq_queue) in kinds
+    assert {("sqs-queue", rule.queue) for rule in ingest_rules(RULES)} <= kinds
     assert ("kms-key", NAMES.signing_key_alias) in kinds
     assert ("event-bus", NAMES.event_bus) in kinds
     assert ("timestream-database", NAMES.timestream_database) in kinds
@@ -146,6 +154,78 @@ def test_ota_dlq_queue_keeps_messages_for_14_days(aws_stack: AwsStack) -> None:
     assert attrs["Attributes"]["MessageRetentionPeriod"] == "1209600"
 
 
+def _queue_attributes(sqs: Any, name: str) -> dict[str, str]:
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes: dict[str, str] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    return attributes
+
+
+def test_ingest_queues_redrive_to_the_ingest_dlq_after_the_rules_receive_count(
+    aws_stack: AwsStack,
+) -> None:
+    sqs = aws_stack.aws.client("sqs")
+    dlq = _queue_attributes(sqs, aws_stack.names.ingest_dlq_queue)
+
+    assert dlq["MessageRetentionPeriod"] == "1209600"
+    for rule in ingest_rules(RULES):
+        attributes = _queue_attributes(sqs, rule.queue)
+        redrive = json.loads(attributes["RedrivePolicy"])
+
+        assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+        assert int(redrive["maxReceiveCount"]) == rule.max_receive_count
+        assert int(attributes["VisibilityTimeout"]) >= 6 * rule.timeout_s
+
+
+def test_a_record_received_max_receive_count_times_moves_to_the_ingest_dlq(
+    aws_stack: AwsStack,
+) -> None:
+    # Given a record on the telemetry queue that every receiver fails (never deletes)
+    rule = next(r for r in RULES if r.name == "telemetry")
+    sqs = aws_stack.aws.client("sqs")
+    url = sqs.get_queue_url(QueueName=rule.queue)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody='{"rule": "telemetry"}')
+
+    # When it is received max_receive_count times, made visible again at once each time
+    for _ in range(rule.max_receive_count):
+        (message,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+
+    # Then the next receive finds it in the DLQ, not on the queue
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []) == []
+    dlq = sqs.get_queue_url(QueueName=aws_stack.names.ingest_dlq_queue)["QueueUrl"]
+    (moved,) = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)["Messages"]
+    assert moved["Body"] == '{"rule": "telemetry"}'
+
+
+def test_the_bootstrapped_queues_are_the_templates_queues(aws_stack: AwsStack) -> None:
+    sqs = aws_stack.aws.client("sqs")
+    resources = yaml.safe_load(TEMPLATE_PATH.read_text())["Resources"]
+    declared = {
+        logical: r["Properties"]
+        for logical, r in resources.items()
+        if r["Type"] == "AWS::SQS::Queue"
+    }
+    names = {logical: props["QueueName"] for logical, props in declared.items()}
+
+    assert sorted(names.values()) == sorted(spec.name for spec in queue_specs(aws_stack.names))
+    for props in declared.values():
+        have = _queue_attributes(sqs, props["QueueName"])
+        assert have["MessageRetentionPeriod"] == str(props["MessageRetentionPeriod"])
+        if "VisibilityTimeout" in props:
+            assert have["VisibilityTimeout"] == str(props["VisibilityTimeout"])
+        if "RedrivePolicy" in props:
+            want, redrive = props["RedrivePolicy"], json.loads(have["RedrivePolicy"])
+            target = names[want["deadLetterTargetArn"]["Fn::GetAtt"][0]]
+            assert redrive["deadLetterTargetArn"].endswith(f":{target}")
+            assert int(redrive["maxReceiveCount"]) == want["maxReceiveCount"]
+        else:
+            assert "RedrivePolicy" not in have
+
+
 def test_signing_key_is_a_p256_sign_verify_key_whose_signatures_verify(
     aws_stack: AwsStack,
 ) -> None:
@@ -203,6 +283,33 @@ def test_bootstrap_puts_drifted_settings_back_and_reports_them_updated(
     # Then
     updated = {item.name for item in report.items if item.action == "updated"}
     assert updated == {names.telemetry_dlq_bucket, names.ota_dlq_queue, names.telemetry_table}
+    assert ensure_resources(aws, names).changed is False
+
+
+def test_bootstrap_puts_a_removed_redrive_policy_and_visibility_timeout_back(
+    aws_stack: AwsStack,
+) -> None:
+    # Given: someone took the batch queue's redrive policy and shortened its visibility
+    aws, names = aws_stack.aws, aws_stack.names
+    sqs = aws.client("sqs")
+    url = sqs.get_queue_url(QueueName=names.telemetry_batch_ingest_queue)["QueueUrl"]
+    sqs.set_queue_attributes(
+        QueueUrl=url, Attributes={"RedrivePolicy": "", "VisibilityTimeout": "30"}
+    )
+    before = _queue_attributes(sqs, names.telemetry_batch_ingest_queue)
+
+    # When
+    report = ensure_resources(aws, names)
+
+    # Then
+    assert report.find("sqs-queue", names.telemetry_batch_ingest_queue).action == "updated"
+    assert [i.name for i in report.items if i.action == "updated"] == [
+        names.telemetry_batch_ingest_queue
+    ]
+    after = _queue_attributes(sqs, names.telemetry_batch_ingest_queue)
+    assert (before.get("RedrivePolicy") or "") == ""
+    assert json.loads(after["RedrivePolicy"])["maxReceiveCount"] in (3, "3")
+    assert after["VisibilityTimeout"] == "180"
     assert ensure_resources(aws, names).changed is False
 
 
@@ -395,10 +502,10 @@ def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server
     second = CliRunner().invoke(app, args, env=env)
 
     assert first.exit_code == 0, first.output
-    assert "14 created, 0 updated, 0 unchanged" in first.output
+    assert "18 created, 0 updated, 0 unchanged" in first.output
     assert "alias/v2c-ota-signing" in first.output
     assert second.exit_code == 0, second.output
-    assert "0 created, 0 updated, 14 unchanged" in second.output
+    assert "0 created, 0 updated, 18 unchanged" in second.output
 
 
 def test_bootstrap_command_fails_with_a_hint_when_moto_is_not_running() -> None:

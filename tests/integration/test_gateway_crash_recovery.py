@@ -1,5 +1,6 @@
-"""Nothing acknowledged is lost: the gateway killed with SIGKILL halfway, or the
-broker restarted halfway, through 1,000 QoS 1 messages."""
+"""Nothing acknowledged is lost: the gateway killed with SIGKILL halfway (also
+while a queue-fed rule's batch is in its handler), or the broker restarted
+halfway, through 1,000 QoS 1 messages."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway_handlers import RECORDING_RULES, read_records
+from gateway_handlers import HELD_MARKER, HOLD_ENV, RECORDING_RULES, read_records
 from gateway_support import publish_all, running_gateway, vehicle_client, wait_until
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
@@ -26,17 +27,22 @@ V2C = Path(sys.executable).parent / "v2c"
 
 @contextmanager
 def gateway_process(
-    broker: MosquittoBroker, record_file: str, log: Path
+    broker: MosquittoBroker,
+    record_file: str,
+    log: Path,
+    rules: str = "RECORDING_RULES",
+    hold: str = "",
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "V2C_TEST_RECORD_FILE": record_file,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        HOLD_ENV: hold,
     }
     command = [
         str(V2C), "gateway", "run", "--host", broker.host, "--port", str(broker.port),
-        "--client-id", "gw-crash", "--rules", "gateway_handlers:RECORDING_RULES",
+        "--client-id", "gw-crash", "--rules", f"gateway_handlers:{rules}",
         "--dlq", "memory", "--receive-maximum", "20",
     ]  # fmt: skip
     with log.open("ab") as out:
@@ -83,6 +89,38 @@ def test_gateway_sigkilled_halfway_loses_nothing(tmp_path: Path) -> None:
             # The second half queues in the dead gateway's persistent session.
             publish_all(vehicle, messages[TOTAL // 2 :])
             with gateway_process(broker, record_file, tmp_path / "gw2.log"):
+                wait_until(
+                    lambda: len(_payloads(record_file)) == TOTAL, timeout=60, what="all messages"
+                )
+    assert _payloads(record_file) == {f"m{i}" for i in range(TOTAL)}
+
+
+def test_gateway_sigkilled_while_a_batch_is_in_its_handler_loses_nothing(tmp_path: Path) -> None:
+    record_file = str(tmp_path / "records.jsonl")
+    held = f"m{TOTAL // 2}"
+    with MosquittoBroker(MosquittoConfig(data_dir=tmp_path / "broker")) as broker:
+        endpoint = MqttEndpoint(broker.host, broker.port)
+        with vehicle_client(endpoint, VIN) as vehicle:
+            first = gateway_process(
+                broker, record_file, tmp_path / "gw1.log", "BATCH_RECORDING_RULES", hold=held
+            )
+            with first as process:
+                _wait_subscribed(vehicle, record_file)
+                messages = [(TOPIC, f"m{i}".encode()) for i in range(TOTAL)]
+                publish_all(vehicle, messages[: TOTAL // 2 + 10])
+                wait_until(
+                    lambda: any(r["payload"] == HELD_MARKER for r in read_records(record_file)),
+                    timeout=60,
+                    what="the batch holding the marked message to be in the handler",
+                )
+                process.send_signal(signal.SIGKILL)  # mid-batch: nothing of it acknowledged
+                process.wait(10)
+            assert held not in _payloads(record_file)
+            publish_all(vehicle, messages[TOTAL // 2 + 10 :])
+            second = gateway_process(
+                broker, record_file, tmp_path / "gw2.log", "BATCH_RECORDING_RULES"
+            )
+            with second:
                 wait_until(
                     lambda: len(_payloads(record_file)) == TOTAL, timeout=60, what="all messages"
                 )

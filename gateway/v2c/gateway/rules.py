@@ -8,12 +8,23 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
 from v2c.contract.errors import InvalidInput
 from v2c.contract.topics import Domain, TopicFilter, filter_matches, qos_for
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class EventSource(StrEnum):
+    """How a rule's messages reach its handler, as in AWS (ADR 0009)."""
+
+    # IoT rule with a Lambda action: one event per message (test tables, tools).
+    IOT = "iot"
+    # IoT rule with an SQS action, and an event source mapping: batches of SQS
+    # records, answered with a partial-batch response (the production rules).
+    SQS = "sqs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +35,20 @@ class Rule:
     dlq: str  # dead-letter queue name: "telemetry" (S3) or "ota" (SQS)
     qos: int = 1
     timeout_s: float = 30.0
+    source: EventSource = EventSource.IOT
+    # SQS only: the queue the rule feeds (named in each record's ARN), and the
+    # event source mapping's BatchSize, MaximumBatchingWindow and the queue's
+    # redrive maxReceiveCount. template.yaml states the same numbers.
+    queue: str = ""
+    batch_size: int = 1
+    batch_window_ms: int = 0
+    max_receive_count: int = 3
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_window_ms < 0 or self.max_receive_count < 1:
+            raise ValueError(f"rule {self.name}: batch size, receive count >= 1; window >= 0")
+        if self.source is EventSource.SQS and not self.queue:
+            raise ValueError(f"rule {self.name}: an SQS rule names its queue")
 
     def matches(self, topic: str) -> bool:
         return filter_matches(self.topic_filter, topic)
@@ -52,14 +77,27 @@ def match_rules(rules: Sequence[Rule], topic: str) -> list[Rule]:
     return [rule for rule in rules if rule.matches(topic)]
 
 
+# The production rules' event source mapping (template.yaml says the same):
+# up to 100 records, or what arrived within 20 ms, per call.
+BATCH_SIZE: Final = 100
+BATCH_WINDOW_MS: Final = 20
+MAX_RECEIVE_COUNT: Final = 3
+
+
 def _rule(name: str, domain: Domain, kind: str, handler: str, dlq: str) -> Rule:
-    """A production rule; its QoS comes from the one QoS table, never restated."""
+    """A production rule: fed through its queue in batches; its QoS comes from
+    the one QoS table, never restated."""
     return Rule(
         name=name,
         topic_filter=str(TopicFilter(domain=domain, kind=kind)),
         handler=handler,
         dlq=dlq,
         qos=qos_for(domain),
+        source=EventSource.SQS,
+        queue=f"v2c-{name.replace('_', '-')}-ingest",
+        batch_size=BATCH_SIZE,
+        batch_window_ms=BATCH_WINDOW_MS,
+        max_receive_count=MAX_RECEIVE_COUNT,
     )
 
 

@@ -48,9 +48,10 @@ from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import HandlerTimeout, TransientError
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.mqtt_properties import MqttProperties
-from v2c.gateway.event import LambdaContext, build_event
+from v2c.gateway.batcher import DeadLetter, PendingRecord, RuleBatcher
+from v2c.gateway.event import LambdaContext, build_event, event_payload
 from v2c.gateway.metrics import GatewayMetrics
-from v2c.gateway.rules import Handler, Rule, load_handler, match_rules
+from v2c.gateway.rules import EventSource, Handler, Rule, load_handler, match_rules
 from v2c.gateway.scheduler import FairScheduler
 from v2c.gateway.workers import HandlerPool
 from v2c.handlers.dlq.store import DeadLetterStore
@@ -122,6 +123,19 @@ class Gateway:
         # and the rules each topic matches.
         self._rule_metrics = {r.name: _RuleMetrics.of(self.metrics, r.name) for r in rules}
         self._routes: dict[str, tuple[Rule, ...]] = {}
+        # Queue-fed rules collect their messages into batches (ADR 0009).
+        self._batchers = {
+            r.name: RuleBatcher(
+                r,
+                self._handlers[r.name],
+                self._pool,
+                self._dead_letter_record(r),
+                log_stream=config.client_id,
+                hurry=lambda: self._scheduler.waiting > 0,
+            )
+            for r in rules
+            if r.source is EventSource.SQS
+        }
         # Receive Maximum, enforced here as well: mosquitto 2.0.11 (Debian 12)
         # overruns it once messages queue for a client: each PUBACK refills the
         # window by more than one message (measured: 1,600+ unacknowledged
@@ -180,6 +194,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Drain: wait for in-flight messages to be acknowledged, then disconnect."""
+        for batcher in self._batchers.values():
+            batcher.flush_now()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.config.drain_timeout_s)
         except TimeoutError:
@@ -232,6 +248,8 @@ class Gateway:
                 waiting = scheduler.waiting + 1
                 if waiting > self._max_waiting:
                     self._max_waiting = waiting
+                for batcher in self._batchers.values():
+                    batcher.flush_now()  # open batches hold the slots it waits for
                 await scheduler.acquire(key)
             try:
                 self._in_flight += 1
@@ -279,6 +297,26 @@ class Gateway:
         metrics = self._rule_metrics[rule.name]
         metrics.received.inc()
         started = time.perf_counter()
+        batcher = self._batchers.get(rule.name)
+        if batcher is not None:
+            try:
+                event = build_event(
+                    rule=rule.name,
+                    topic=topic,
+                    payload=payload,
+                    qos=qos,
+                    properties=props,
+                    received_at_ms=received,
+                )
+            except Exception as exc:
+                await self._dead_letter(rule, topic, payload, props, exc)
+            else:
+                # Settles once the record succeeded or was dead-lettered.
+                if await batcher.submit(event, received):
+                    metrics.handled.inc()
+            finally:
+                metrics.latency.observe(time.perf_counter() - started)
+            return
         try:
             event = build_event(
                 rule=rule.name,
@@ -310,8 +348,30 @@ class Gateway:
         finally:
             metrics.latency.observe(time.perf_counter() - started)
 
+    def _dead_letter_record(self, rule: Rule) -> DeadLetter:
+        """How a batcher dead-letters one of its records: as the message it came from."""
+
+        async def dead_letter(record: PendingRecord, exc: Exception) -> None:
+            event = record.message.event
+            await self._dead_letter(
+                rule,
+                str(event["topic"]),
+                event_payload(event),
+                dict(event.get("properties") or {}),
+                exc,
+                attempts=record.message.receive_count,
+            )
+
+        return dead_letter
+
     async def _dead_letter(
-        self, rule: Rule, topic: str, payload: bytes, props: dict[str, Any], exc: Exception
+        self,
+        rule: Rule,
+        topic: str,
+        payload: bytes,
+        props: dict[str, Any],
+        exc: Exception,
+        attempts: int = 1,
     ) -> None:
         record = DeadLetterRecord.for_publish(
             topic,
@@ -320,7 +380,7 @@ class Gateway:
             direction=Direction.INBOUND,
             source=rule.name,
             error=exc,
-            attempts=1,
+            attempts=attempts,
             properties=props,
         )
         self.metrics.failed.labels(rule.name, record.reason).inc()

@@ -1,10 +1,14 @@
-"""Lambda function `ota_status`: a vehicle's report from `.../ota/status`.
+"""Lambda function `ota_status`: vehicles' reports from `.../ota/status`.
 
-Thin on purpose: `v2c.handlers.ota.status.StatusService` applies the report
-(exactly once in effect, by sequence number) and the campaign reacts. A
-malformed report, one naming another vehicle or an unknown update raises a
-typed error, which the gateway (or the IoT rule's error action) dead-letters
-to the OTA DLQ with the payload and the reason.
+Thin on purpose: `v2c.handlers.ota.status.StatusService` applies a report
+(exactly once in effect, by sequence number) and the campaign reacts. Fed
+by its SQS queue (ADR 0009), the function gets a batch of reports and
+answers with a partial-batch response (`ota.status_batch`): a report that
+cannot be applied (malformed, naming another vehicle or an unknown update)
+is dead-lettered to the OTA DLQ with its payload and reason, and only what
+a retry can mend comes back from the queue. Invoked directly (a DLQ
+replay), it gets one IoT event and raises the report's error, so the DLQ
+keeps its record.
 """
 
 from __future__ import annotations
@@ -14,17 +18,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from v2c.handlers.ota.config import default_services
-from v2c.handlers.ota.metrics import STATUS_REPORTS
+from v2c.handlers.ota.status_batch import handle
 
 logger = Logger(service="v2c-ota-status")
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    try:
-        report = default_services().status.ingest(event)
-    except Exception:
-        STATUS_REPORTS.labels("error").inc()
-        raise
-    STATUS_REPORTS.labels(report.outcome.value).inc()
-    return report.to_json()
+    return handle(default_services(), event, context)

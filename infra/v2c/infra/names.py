@@ -42,6 +42,14 @@ class ResourceNames(BaseModel):
     firmware_bucket: str = Field(default=f"{PREFIX}-firmware", pattern=_BUCKET)
     telemetry_dlq_bucket: str = Field(default=f"{PREFIX}-telemetry-dlq", pattern=_BUCKET)
     ota_dlq_queue: str = Field(default=f"{PREFIX}-ota-dlq", pattern=_QUEUE)
+    # The queues the production IoT rules deliver into and the functions read
+    # in batches (ADR 0009), and where SQS moves a record they failed too often.
+    ota_status_ingest_queue: str = Field(default=f"{PREFIX}-ota-status-ingest", pattern=_QUEUE)
+    telemetry_ingest_queue: str = Field(default=f"{PREFIX}-telemetry-ingest", pattern=_QUEUE)
+    telemetry_batch_ingest_queue: str = Field(
+        default=f"{PREFIX}-telemetry-batch-ingest", pattern=_QUEUE
+    )
+    ingest_dlq_queue: str = Field(default=f"{PREFIX}-ingest-dlq", pattern=_QUEUE)
     signing_key_alias: str = Field(default=f"alias/{PREFIX}-ota-signing", pattern=_ALIAS)
     event_bus: str = Field(default=f"{PREFIX}-events", pattern=_QUEUE)
     timestream_database: str | None = Field(default=f"{PREFIX}-telemetry", pattern=_TS_NAME)
@@ -56,6 +64,17 @@ class ResourceNames(BaseModel):
         if isinstance(data, dict):
             return {key: value for key, value in data.items() if key not in RETIRED}
         return data
+
+    @property
+    def ingest_queues(self) -> dict[str, str]:
+        """Each production rule's queue, by the rule's name: the rules table sits
+        above this module (`v2c.gateway.rules`), so the names meet it by key and
+        a test checks that every queue-fed rule has one."""
+        return {
+            "ota_status": self.ota_status_ingest_queue,
+            "telemetry": self.telemetry_ingest_queue,
+            "telemetry_batch": self.telemetry_batch_ingest_queue,
+        }
 
     @field_validator("signing_key_alias")
     @classmethod

@@ -218,6 +218,13 @@ class HandlerTimeout(TransientError):
     reason = "handler_timeout"
 
 
+class BatchItemFailed(TransientError):
+    """A batch handler named the record in `batchItemFailures` on every receive
+    it was given (`max_receive_count`): what SQS would move to the queue's DLQ."""
+
+    reason = "batch_item_failure"
+
+
 class SigningUnavailable(TransientError):
     """The signing backend (HSM, KMS) failed or timed out on every attempt:
     creating a campaign answers 503 and leaves nothing half-made."""

@@ -12,7 +12,7 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | ROLLBACKS_TABLE | v2c-rollbacks | |
 | FIRMWARE_TABLE | v2c-firmware | |
 | FIRMWARE_BUCKET | v2c-firmware | packages and campaign plans |
-| OTA_DLQ_QUEUE | v2c-ota-dlq | failed notifications |
+| OTA_DLQ_QUEUE | v2c-ota-dlq | failed notifications and refused status reports |
 | EVENT_BUS | v2c-events | EventBridge bus; empty: no events |
 | OTA_SIGNER | kms | `kms`, or `software` (development only) |
 | OTA_SIGNING_KEY | alias/v2c-ota-signing | KMS key (alias, id, ARN); for `software` a PEM file |
@@ -45,7 +45,7 @@ from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.aws_clients import DYNAMODB_CLIENT_CONFIG, aws_client_config
-from v2c.handlers.dlq.store import SqsDeadLetterStore
+from v2c.handlers.dlq.store import DeadLetterStore, SqsDeadLetterStore
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
 from v2c.handlers.ota.campaigns.repository import CampaignRepository
@@ -150,6 +150,9 @@ class OtaServices:
     devices: DeviceService
     stats: StatsService
     firmware: FirmwareService
+    # The OTA DLQ: `ota_status` dead-letters the reports it refuses itself,
+    # since it is fed in batches (`status_batch`).
+    dead_letters: DeadLetterStore
     close: Callable[[], None]
 
 
@@ -212,7 +215,9 @@ def ota_dead_letters(config: OtaConfig, session: boto3.Session) -> LazySqsDeadLe
     return LazySqsDeadLetters(sqs, config.ota_dlq_queue)
 
 
-def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, Callable[[], None]]:
+def _sink(
+    config: OtaConfig, session: boto3.Session, dead_letters: DeadLetterStore
+) -> tuple[NotificationSink, Callable[[], None]]:
     """The Lambda form's sink: the IoT data plane. A broker URL needs the
     publisher of the process that hosts the handlers (the gateway, the API
     server), which that process's composition root injects
@@ -227,7 +232,7 @@ def _sink(config: OtaConfig, session: boto3.Session) -> tuple[NotificationSink, 
     iot: Any = session.client(
         "iot-data", config=aws_client_config(local=config.endpoint_url is not None)
     )
-    return IotDataSink(iot, ota_dead_letters(config, session)), lambda: None
+    return IotDataSink(iot, dead_letters), lambda: None
 
 
 def build_services(
@@ -236,14 +241,17 @@ def build_services(
     *,
     sink: NotificationSink | None = None,
     signer: Signer | None = None,
+    dead_letters: DeadLetterStore | None = None,
 ) -> OtaServices:
     session = session or boto3.Session()
     local = config.endpoint_url is not None
+    if dead_letters is None:
+        dead_letters = ota_dead_letters(config, session)
     ddb: Any = session.client("dynamodb", config=DYNAMODB_CLIENT_CONFIG)
     s3: Any = session.client("s3", config=aws_client_config(local=local))
     close: Callable[[], None] = lambda: None  # noqa: E731
     if sink is None:
-        sink, close = _sink(config, session)
+        sink, close = _sink(config, session, dead_letters)
     packages = FirmwareCatalog(ddb, s3, config.firmware_table, config.firmware_bucket)
     events_client: Any = session.client("events", config=aws_client_config(local=local))
     deps = CampaignServiceDeps(
@@ -274,6 +282,7 @@ def build_services(
         DeviceService(deps, campaigns),
         StatsService(deps.campaigns, deps.updates),
         firmware,
+        dead_letters,
         close,
     )
 

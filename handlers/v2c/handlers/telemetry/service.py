@@ -30,10 +30,10 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from v2c.contract.batch_codec import DEFAULT_CONFIG, CodecConfig, DecodedBatch, decode_envelope
-from v2c.contract.errors import CodecError, InvalidField, InvalidInput, V2CError
+from v2c.contract.errors import InvalidField, InvalidInput, V2CError
 from v2c.contract.events import InboundEvent, is_replay, raw_payload, raw_topic
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.handlers.telemetry.dead_letters import SampleFailure, TelemetryDeadLetters
@@ -52,18 +52,16 @@ from v2c.handlers.telemetry.timeseries import (
     to_point,
 )
 from v2c.handlers.telemetry.validation import (
+    BATCH_CONTENT_TYPES,
     DEFAULT_LIMITS,
+    SINGLE_CONTENT_TYPES,
     Limits,
     batch_span_outliers,
+    check_content_type,
     parse_telemetry,
     validate,
 )
 from v2c.v1 import telemetry_pb2
-
-SINGLE_CONTENT_TYPES: Final = frozenset({"", "application/x-protobuf"})
-BATCH_CONTENT_TYPES: Final = frozenset(
-    {"", "application/x-protobuf", "application/x-protobuf+zstd"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +72,19 @@ class ServiceSettings:
     codec: CodecConfig = DEFAULT_CONFIG
     max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
     timeseries_workers: int = 8
+
+
+@dataclass(slots=True)
+class _Single:
+    """One valid individual message of a queue batch, on its way to the store."""
+
+    event: InboundEvent
+    report: IngestReport
+    sample: Sample
+
+    @property
+    def item_key(self) -> tuple[str, str]:
+        return (self.sample.vehicle_id, self.sample.key)
 
 
 @dataclass(slots=True)
@@ -119,16 +130,90 @@ class TelemetryService:
             report.received = 1
             self._ingest_one(event, report)
             self._finish(event, report, started)
-        return report
+        return _raise_if_replay_failed(report)
 
-    def _ingest_one(self, event: InboundEvent, report: IngestReport) -> None:
+    def ingest_many(self, raw_events: Sequence[Mapping[str, Any]]) -> list[IngestReport]:
+        """Individual messages from many vehicles at once (a queue batch), one
+        report each. The same rules as `ingest`, with the store's work done per
+        batch: one BatchGetItem per 100 samples for duplicates (the key stays
+        the backstop), BatchWriteItem in chunks of 25 retrying only the
+        unprocessed items, the time-series sink in chunks of its maximum."""
+        started = time.perf_counter()
+        reports: list[IngestReport] = []
+        valid: list[_Single] = []
+        for raw in raw_events:
+            report = IngestReport(Path.INDIVIDUAL)
+            reports.append(report)
+            event = self._parse_event(raw, self.settings.single_rule, report)
+            if event is None:
+                continue
+            report.received = 1
+            sample = None if event.replay_of else self._valid_single(event, report)
+            if sample is None:  # a replay goes alone; a rejected message is done
+                if event.replay_of:
+                    self._ingest_one(event, report)
+                self._finish(event, report, started)
+                continue
+            valid.append(_Single(event, report, sample))
+        firsts, repeats = first_occurrences(valid, lambda s: s.sample.message_id)
+        fresh, seen = partition(firsts, lambda s: self.window.seen(s.sample.message_id))
         try:
-            _check_content_type(event, SINGLE_CONTENT_TYPES)
+            stored = self._records.existing_many([s.item_key for s in fresh])
+        except V2CError:  # the check only saves writes: the puts are idempotent
+            for region in {s.event.region for s in fresh}:
+                self.metrics.dedup_check_failures.labels(region).inc()
+            stored = set()
+        new, known = partition(fresh, lambda s: s.item_key in stored)
+        self.window.add(s.sample.message_id for s in known)
+        for single in (*repeats, *seen, *known):
+            single.report.duplicates = 1
+            self._finish(single.event, single.report, started)
+        self._store_singles(new, started)
+        return reports
+
+    def _store_singles(self, singles: Sequence[_Single], started: float) -> None:
+        records = [
+            self._record(
+                s.sample, s.event, Arrival(s.event.region, Path.INDIVIDUAL, s.event.received_at_ms)
+            )
+            for s in singles
+        ]
+        pending = self._write_timeseries(records)
+        result = self._records.put_many(records)
+        ts_failures = {failure[0].message_id: failure for failure in pending.result()}
+        failed = {record.sample.message_id: error for record, error in result.failed}
+        self.window.add(record.sample.message_id for record in result.written)
+        for single in singles:
+            event, report, message_id = single.event, single.report, single.sample.message_id
+            if message_id in failed:
+                report.failed = 1
+                self._reject(
+                    event, report, failed[message_id], message_type="individual", sink="dynamodb"
+                )
+            else:
+                report.stored = 1
+                if message_id in ts_failures:
+                    failure = ts_failures[message_id]
+                    self._count_rejections(event.region, [failure])
+                    self._reject(
+                        event, report, failure[1], message_type="individual", sink="timeseries"
+                    )
+            self._finish(event, report, started)
+
+    def _valid_single(self, event: InboundEvent, report: IngestReport) -> Sample | None:
+        """The message's sample, or None once it was rejected (dead-lettered)."""
+        try:
+            check_content_type(event.content_type, SINGLE_CONTENT_TYPES)
             message = parse_telemetry(event.payload)
-            sample = validate(message, topic_vehicle_id=event.vehicle_id, limits=self._limits)
+            return validate(message, topic_vehicle_id=event.vehicle_id, limits=self._limits)
         except InvalidInput as exc:
             report.invalid = 1
             self._reject(event, report, exc, message_type="individual")
+            return None
+
+    def _ingest_one(self, event: InboundEvent, report: IngestReport) -> None:
+        sample = self._valid_single(event, report)
+        if sample is None:
             return
         replay = bool(event.replay_of)
         if not replay and self.window.seen(sample.message_id):
@@ -173,12 +258,12 @@ class TelemetryService:
             if batch is not None:
                 self._ingest_samples(event, batch, report)
             self._finish(event, report, started)
-        return report
+        return _raise_if_replay_failed(report)
 
     def _decode(self, event: InboundEvent, report: IngestReport) -> DecodedBatch | None:
         """The decoded batch, or None after dead-lettering it whole."""
         try:
-            _check_content_type(event, BATCH_CONTENT_TYPES)
+            check_content_type(event.content_type, BATCH_CONTENT_TYPES)
             batch = decode_envelope(event.payload, self.settings.codec)
             if batch.vehicle_id != event.vehicle_id:
                 raise InvalidField(
@@ -405,10 +490,10 @@ class TelemetryService:
             waited = max(0.0, time.time() - event.received_at_ms / 1000)
             self.metrics.store_latency.labels(topic).observe(waited)
         self.metrics.processing.labels(topic).observe(time.perf_counter() - started)
-        if report.errors:  # a replay that failed again: the DLQ keeps the record
-            raise report.errors[0]
 
 
-def _check_content_type(event: InboundEvent, allowed: frozenset[str]) -> None:
-    if event.content_type not in allowed:
-        raise CodecError(f"content type {event.content_type!r} is not one of {sorted(allowed)}")
+def _raise_if_replay_failed(report: IngestReport) -> IngestReport:
+    """A replay that failed again raises: the DLQ keeps its record."""
+    if report.errors:
+        raise report.errors[0]
+    return report

@@ -10,8 +10,9 @@ Writes:
   durable duplicate check of the single path, one round trip for both;
 * `put`: the same item unconditionally (a DLQ replay: the item may exist);
 * `put_many`: BatchWriteItem in chunks of 25, UnprocessedItems retried;
-* `existing`: BatchGetItem (chunks of 100, keys only): the durable duplicate
-  check of the batch path, one round trip per batch.
+* `existing` / `existing_many`: BatchGetItem (chunks of 100, keys only): the
+  durable duplicate check of the batch paths (an envelope's samples, a queue
+  batch of singles from many vehicles), one round trip per 100 keys.
 
 Failures: throttling (ProvisionedThroughputExceededException,
 ThrottlingException, RequestLimitExceeded), 5xx and connection errors are
@@ -49,6 +50,7 @@ DEFAULT_RETENTION_S: Final = 90 * 24 * 3600
 _REFUSED: Final = frozenset({VALIDATION})
 
 Item = dict[str, "AttributeValueTypeDef"]
+ItemKey = tuple[str, str]  # (vehicle_id, sample_key): the table's key
 ErrorObserver = Callable[[str], None]
 
 
@@ -93,6 +95,11 @@ class RecordStore(Protocol):
 
     def existing(self, vehicle_id: str, keys: Sequence[str]) -> set[str]:
         """The subset of `keys` (sample keys of one vehicle) already stored."""
+        ...
+
+    def existing_many(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        """The subset of `keys` ((vehicle_id, sample_key), any vehicles) already stored:
+        the duplicate check of a queue batch of singles, one BatchGetItem per 100."""
         ...
 
 
@@ -153,9 +160,14 @@ class DynamoRecordStore:
         return BatchWriteResult(written, failed)
 
     def existing(self, vehicle_id: str, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(keys), BATCH_GET_LIMIT):
-            found |= self._get_chunk(vehicle_id, keys[start : start + BATCH_GET_LIMIT])
+        found = self.existing_many([(vehicle_id, key) for key in keys])
+        return {key for _vehicle, key in found}
+
+    def existing_many(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        unique = list(dict.fromkeys(keys))
+        found: set[ItemKey] = set()
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            found |= self._get_chunk(unique[start : start + BATCH_GET_LIMIT])
         return found
 
     # -- internals -----------------------------------------------------------
@@ -178,7 +190,7 @@ class DynamoRecordStore:
     def _write_chunk(
         self, chunk: Sequence[OperationalRecord]
     ) -> tuple[list[OperationalRecord], list[tuple[OperationalRecord, V2CError]]]:
-        pending = {record.key: record for record in chunk}
+        pending = {_item_key(record): record for record in chunk}
         error: V2CError = Throttled("DynamoDB BatchWriteItem left items unprocessed")
         for attempt in range(1, self._retry.attempts + 1):
             requests: Any = [{"PutRequest": {"Item": self.item(r)}} for r in pending.values()]
@@ -192,7 +204,7 @@ class DynamoRecordStore:
                 error = translate(exc, "BatchWriteItem")
             else:
                 left = answer.get("UnprocessedItems", {}).get(self._table, [])
-                unprocessed = {str(r["PutRequest"]["Item"]["sample_key"]["S"]) for r in left}
+                unprocessed = {_key_of(r["PutRequest"]["Item"]) for r in left}
                 if not unprocessed:
                     return list(chunk), []
                 self._on_error("UnprocessedItems")
@@ -203,20 +215,20 @@ class DynamoRecordStore:
                 )
             if attempt < self._retry.attempts:
                 self._retry.sleep(self._retry.delay(attempt))
-        done = [record for record in chunk if record.key not in pending]
+        done = [record for record in chunk if _item_key(record) not in pending]
         return done, [(record, error) for record in pending.values()]
 
-    def _get_chunk(self, vehicle_id: str, keys: Sequence[str]) -> set[str]:
-        pending: list[str] = list(dict.fromkeys(keys))
-        found: set[str] = set()
+    def _get_chunk(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        pending: list[ItemKey] = list(keys)
+        found: set[ItemKey] = set()
         for attempt in range(1, self._retry.attempts + 1):
             request: Any = {
                 self._table: {
                     "Keys": [
-                        {"vehicle_id": {"S": vehicle_id}, "sample_key": {"S": key}}
-                        for key in pending
+                        {"vehicle_id": {"S": vehicle}, "sample_key": {"S": key}}
+                        for vehicle, key in pending
                     ],
-                    "ProjectionExpression": "sample_key",
+                    "ProjectionExpression": "vehicle_id, sample_key",
                 }
             }
             try:
@@ -227,10 +239,10 @@ class DynamoRecordStore:
                 self._on_error(error_code(exc) if isinstance(exc, ClientError) else "connection")
             else:
                 for item in answer.get("Responses", {}).get(self._table, []):
-                    found.add(str(item["sample_key"]["S"]))
+                    found.add(_key_of(item))
                 unprocessed: Any = answer.get("UnprocessedKeys", {})
                 left = unprocessed.get(self._table, {}).get("Keys", [])
-                pending = [str(key["sample_key"]["S"]) for key in left]
+                pending = [_key_of(key) for key in left]
                 if not pending:
                     return found
                 if attempt == self._retry.attempts:
@@ -303,6 +315,15 @@ class DynamoRecordStore:
         return item
 
 
+def _item_key(record: OperationalRecord) -> ItemKey:
+    return (record.sample.vehicle_id, record.key)
+
+
+def _key_of(item: Mapping[str, Any]) -> ItemKey:
+    """The key of an item (or key) as DynamoDB's low-level API returns it."""
+    return (str(item["vehicle_id"]["S"]), str(item["sample_key"]["S"]))
+
+
 def _n(value: float) -> AttributeValueTypeDef:
     """A DynamoDB number: `repr` is the shortest text that reads back as the same float."""
     return {"N": repr(value)}
@@ -338,6 +359,10 @@ class InMemoryRecordStore:
     def existing(self, vehicle_id: str, keys: Sequence[str]) -> set[str]:
         with self._lock:
             return {key for key in keys if (vehicle_id, key) in self._records}
+
+    def existing_many(self, keys: Sequence[ItemKey]) -> set[ItemKey]:
+        with self._lock:
+            return {key for key in keys if key in self._records}
 
     def records(self) -> Iterator[OperationalRecord]:
         with self._lock:

@@ -250,3 +250,15 @@ def _check_dtcs(codes: Sequence[str], limits: Limits) -> None:
     for code in codes:
         if not _DTC.fullmatch(code):
             raise InvalidField("dtc_codes", f"{code!r} is not an OBD-II code such as P0301")
+
+
+SINGLE_CONTENT_TYPES: Final = frozenset({"", "application/x-protobuf"})
+BATCH_CONTENT_TYPES: Final = frozenset(
+    {"", "application/x-protobuf", "application/x-protobuf+zstd"}
+)
+
+
+def check_content_type(content_type: str, allowed: frozenset[str]) -> None:
+    """`CodecError` unless the MQTT 5 content type is one the path decodes."""
+    if content_type not in allowed:
+        raise CodecError(f"content type {content_type!r} is not one of {sorted(allowed)}")

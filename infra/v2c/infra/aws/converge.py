@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import BucketLocationConstraintType
     from mypy_boto3_s3.type_defs import LifecycleRuleTypeDef, PublicAccessBlockConfigurationTypeDef
-    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_timestream_write import TimestreamWriteClient
 
 KeyType = Literal["S", "N", "B"]
@@ -78,7 +77,7 @@ class ResourceStatus:
     identifier: str = ""  # ARN, queue URL or key id, where AWS gives one
 
 
-def _code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
@@ -137,7 +136,7 @@ def tables(ddb: DynamoDBClient, specs: Iterable[TableSpec], local: bool) -> list
                 )
             created.add(spec.name)
         except ClientError as exc:
-            if _code(exc) != "ResourceInUseException":  # a concurrent bootstrap won
+            if error_code(exc) != "ResourceInUseException":  # a concurrent bootstrap won
                 raise
     waiter = ddb.get_waiter("table_exists")
     statuses = []
@@ -237,12 +236,12 @@ def bucket(
     try:
         s3.head_bucket(Bucket=name)
     except ClientError as exc:
-        if _code(exc) == "403":
+        if error_code(exc) == "403":
             raise ResourceMismatch(
                 f"bucket {name} belongs to another account: bucket names are global, "
                 "choose another prefix (ResourceNames.with_prefix)"
             ) from exc
-        if _code(exc) not in ("404", "NoSuchBucket"):
+        if error_code(exc) not in ("404", "NoSuchBucket"):
             raise
         created = _create_bucket(s3, name, region)
     changes = _converge_bucket(s3, name, expire_days)
@@ -263,9 +262,9 @@ def _create_bucket(s3: S3Client, name: str, region: str) -> bool:
                 },
             )
     except ClientError as exc:
-        if _code(exc) == "BucketAlreadyOwnedByYou":
+        if error_code(exc) == "BucketAlreadyOwnedByYou":
             return False
-        if _code(exc) == "BucketAlreadyExists":
+        if error_code(exc) == "BucketAlreadyExists":
             raise ResourceMismatch(f"bucket name {name} is taken by another account") from exc
         raise
     return True
@@ -285,7 +284,7 @@ def _converge_bucket(s3: S3Client, name: str, expire_days: int | None) -> list[s
     try:
         have = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchPublicAccessBlockConfiguration":
+        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
             raise
         have = {}
     if any(have.get(k) is not True for k in block):
@@ -315,7 +314,7 @@ def _lifecycle_ok(s3: S3Client, name: str, days: int) -> bool:
     try:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchLifecycleConfiguration":
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
         return False
     for rule in rules:
@@ -328,26 +327,7 @@ def _lifecycle_ok(s3: S3Client, name: str, days: int) -> bool:
     return False
 
 
-# ---- SQS, KMS, EventBridge, Timestream -------------------------------------
-
-
-def queue(sqs: SQSClient, name: str, retention_seconds: int) -> ResourceStatus:
-    retention = str(retention_seconds)
-    detail = f"retention {retention_seconds}s"
-    try:
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except ClientError as exc:
-        if _code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise
-        url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": retention})[
-            "QueueUrl"
-        ]
-        return ResourceStatus("sqs-queue", name, "created", detail, url)
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["MessageRetentionPeriod"])
-    if attrs.get("Attributes", {}).get("MessageRetentionPeriod") == retention:
-        return ResourceStatus("sqs-queue", name, "exists", detail, url)
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": retention})
-    return ResourceStatus("sqs-queue", name, "updated", detail, url)
+# ---- KMS, EventBridge, Timestream (SQS: converge_queues) -------------------------------------
 
 
 SIGNING_KEY_SPEC: Final = "ECC_NIST_P256"
@@ -361,7 +341,7 @@ def signing_key(kms: KMSClient, alias: str) -> ResourceStatus:
     try:
         meta = kms.describe_key(KeyId=alias)["KeyMetadata"]
     except ClientError as exc:
-        if _code(exc) != "NotFoundException":
+        if error_code(exc) != "NotFoundException":
             raise
         meta = kms.create_key(
             KeySpec=SIGNING_KEY_SPEC,
@@ -371,7 +351,7 @@ def signing_key(kms: KMSClient, alias: str) -> ResourceStatus:
         try:
             kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
         except ClientError as alias_exc:
-            if _code(alias_exc) != "AlreadyExistsException":
+            if error_code(alias_exc) != "AlreadyExistsException":
                 raise
             # A concurrent bootstrap won: drop our key and use theirs.
             kms.schedule_key_deletion(KeyId=meta["KeyId"], PendingWindowInDays=7)
@@ -391,7 +371,7 @@ def event_bus(events: EventBridgeClient, name: str) -> ResourceStatus:
     try:
         arn = events.describe_event_bus(Name=name)["Arn"]
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
         arn = events.create_event_bus(Name=name)["EventBusArn"]
         return ResourceStatus("event-bus", name, "created", "", arn)
@@ -408,7 +388,7 @@ def timestream(ts: TimestreamWriteClient, database: str, table: str) -> list[Res
         arn = ts.describe_database(DatabaseName=database)["Database"]["Arn"]
         statuses.append(ResourceStatus("timestream-database", database, "exists", "", arn))
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
         arn = ts.create_database(DatabaseName=database)["Database"]["Arn"]
         statuses.append(ResourceStatus("timestream-database", database, "created", "", arn))
@@ -418,7 +398,7 @@ def timestream(ts: TimestreamWriteClient, database: str, table: str) -> list[Res
         arn = ts.describe_table(DatabaseName=database, TableName=table)["Table"]["Arn"]
         statuses.append(ResourceStatus("timestream-table", qualified, "exists", detail, arn))
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
         arn = ts.create_table(
             DatabaseName=database,

@@ -51,32 +51,72 @@ retention, SQS's maximum); KMS key ECC_NIST_P256 / SIGN_VERIFY behind
 `alias/v2c-ota-signing`; EventBridge bus `v2c-events`; Timestream database
 `v2c-telemetry` with table `vehicle-telemetry` (skipped when
 `timestream_database` is None: AWS now steers new users elsewhere).
+
+SQS queues of the batch-shaped data path (ADR 0009), one per queue-fed rule
+of `v2c.gateway.rules.RULES`:
+
+| queue | retention | visibility | redrive |
+|---|---|---|---|
+| v2c-ota-status-ingest | 4 d | 6 x function timeout (180 s) | v2c-ingest-dlq after 3 receives |
+| v2c-telemetry-ingest | 4 d | 180 s | v2c-ingest-dlq after 3 receives |
+| v2c-telemetry-batch-ingest | 4 d | 180 s | v2c-ingest-dlq after 3 receives |
+| v2c-ingest-dlq | 14 d | - | - |
+
+The receive count is the rule's `max_receive_count` and the visibility
+timeout follows the rule's timeout, so the queues cannot drift from the rules.
+The local stack provisions them too, although its gateway plays queue and
+event source mapping in memory (`v2c.gateway.batcher`): what `v2c aws
+bootstrap` makes of moto is what it makes of an account.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import ReadTimeoutError
 
-from v2c.contract.errors import TransientError
-from v2c.infra.aws import converge
-from v2c.infra.aws.converge import Index, Key, ResourceMismatch, ResourceStatus, TableSpec
+from v2c.contract.errors import ConfigurationError, TransientError
+from v2c.gateway.rules import RULES, EventSource, Rule
+from v2c.infra.aws import converge, converge_queues
+from v2c.infra.aws.converge import (
+    Index,
+    Key,
+    ResourceMismatch,
+    ResourceStatus,
+    TableSpec,
+)
+from v2c.infra.aws.converge_queues import QueueSpec
 from v2c.infra.names import DLQ_RETENTION_DAYS, SQS_MAX_RETENTION_SECONDS, ResourceNames
 
 if TYPE_CHECKING:
     from v2c.infra.settings import AwsSettings
 
 __all__ = [
+    "QueueSpec",
     "ResourceMismatch",
     "ResourceReport",
     "ResourceStatus",
     "TableSpec",
     "ensure_resources",
+    "function_timeout_s",
+    "ingest_queue_name",
+    "ingest_rules",
+    "queue_specs",
     "table_specs",
 ]
+
+# SQS's own default, stated so the template and bootstrap agree: a record is
+# handled within seconds or dead-lettered after its receives, and the DLQ must
+# keep it longer, since a message moved there keeps its first enqueue time.
+INGEST_RETENTION_SECONDS: Final = 4 * 24 * 3600
+# AWS guidance for a queue a Lambda function reads: hide a received batch for
+# at least six function timeouts, so that a batch Lambda is still retrying
+# (throttled, or waiting for a free instance) is not delivered a second time.
+VISIBILITY_PER_FUNCTION_TIMEOUT: Final = 6
 
 
 def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
@@ -109,6 +149,49 @@ def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
         TableSpec(names.rollbacks_table, vehicle, Key("rollback_id"), indexes=(by_campaign,)),
         TableSpec(names.idempotency_table, Key("id"), ttl_attribute="expiration"),
     )
+
+
+def function_timeout_s(rule: Rule) -> int:
+    """The Lambda timeout of a rule's function: whole seconds, never below the
+    gateway's own timeout for the rule."""
+    return math.ceil(rule.timeout_s)
+
+
+def ingest_rules(rules: Sequence[Rule] = RULES) -> tuple[Rule, ...]:
+    """The rules an IoT rule feeds through a queue (the others invoke their
+    function directly, one event per message)."""
+    return tuple(rule for rule in rules if rule.source is EventSource.SQS)
+
+
+def ingest_queue_name(names: ResourceNames, rule: Rule) -> str:
+    """The provisioned name of a queue-fed rule's queue: `ResourceNames` owns
+    names (a prefix renames it), the rule only the default."""
+    try:
+        return names.ingest_queues[rule.name]
+    except KeyError:
+        raise ConfigurationError(
+            f"rule {rule.name} is fed by a queue ResourceNames has no name for"
+        ) from None
+
+
+def queue_specs(names: ResourceNames, rules: Sequence[Rule] = RULES) -> tuple[QueueSpec, ...]:
+    """The SQS queues, dead-letter queues first (a redrive policy names its
+    target's ARN), as in the module docstring's table."""
+    specs = [
+        QueueSpec(names.ota_dlq_queue, SQS_MAX_RETENTION_SECONDS),
+        QueueSpec(names.ingest_dlq_queue, SQS_MAX_RETENTION_SECONDS),
+    ]
+    specs += [
+        QueueSpec(
+            ingest_queue_name(names, rule),
+            INGEST_RETENTION_SECONDS,
+            visibility_timeout_s=VISIBILITY_PER_FUNCTION_TIMEOUT * function_timeout_s(rule),
+            dead_letter=names.ingest_dlq_queue,
+            max_receive_count=rule.max_receive_count,
+        )
+        for rule in ingest_rules(rules)
+    ]
+    return tuple(specs)
 
 
 @dataclass
@@ -148,9 +231,7 @@ def ensure_resources(aws: AwsSettings, names: ResourceNames | None = None) -> Re
                 s3, names.telemetry_dlq_bucket, aws.region, expire_days=DLQ_RETENTION_DAYS
             )
         )
-        report.items.append(
-            converge.queue(aws.client("sqs"), names.ota_dlq_queue, SQS_MAX_RETENTION_SECONDS)
-        )
+        report.items.extend(converge_queues.queues(aws.client("sqs"), queue_specs(names)))
         report.items.append(converge.signing_key(aws.client("kms"), names.signing_key_alias))
         report.items.append(converge.event_bus(aws.client("events"), names.event_bus))
         if names.timestream_database is not None:

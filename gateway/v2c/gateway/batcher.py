@@ -1,0 +1,171 @@
+"""Collect a queue-fed rule's messages into batches, as an SQS event source mapping does.
+
+A message admitted by the scheduler joins its rule's open batch; the batch
+is handed to the handler when it holds `batch_size` records or when its
+first record has waited `batch_window_ms` (Lambda's `BatchSize` and
+`MaximumBatchingWindowInSeconds`), or at once when messages wait for the
+slots its records hold (`hurry`). The handler gets the SQS event of
+`v2c.contract.queue_event` and answers with a partial-batch response.
+
+Each message's future settles only when its record succeeded or was
+dead-lettered, and the gateway acknowledges the MQTT message then: a SIGKILL
+mid-batch leaves every record of the batch unacknowledged in the broker, and a
+record that failed never holds up its neighbours.
+
+Failures, as SQS and Lambda treat them:
+* a record named in `batchItemFailures`, or every record of a batch whose
+  call raised, is delivered again in a later batch, up to `max_receive_count`
+  receives; then it is dead-lettered with the last error;
+* a call that outlives the rule's timeout is given up (its thread replaced by
+  the pool) and its records dead-lettered at once as `handler_timeout`: a
+  retry would only hold another thread for as long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from v2c.contract.errors import BatchItemFailed, HandlerTimeout
+from v2c.contract.queue_event import QueuedMessage, failed_item_ids, sqs_event
+from v2c.gateway.event import LambdaContext
+from v2c.gateway.rules import Handler, Rule
+from v2c.gateway.workers import HandlerPool
+
+
+@dataclass(slots=True)
+class PendingRecord:
+    """One message waiting in, or travelling with, a batch."""
+
+    message: QueuedMessage
+    settled: asyncio.Future[bool]  # True: handled; False: dead-lettered
+    last_error: Exception | None = None
+
+
+DeadLetter = Callable[[PendingRecord, Exception], Awaitable[None]]
+
+
+@dataclass
+class RuleBatcher:
+    """The open batch of one rule, and the calls of its full batches."""
+
+    rule: Rule
+    handler: Handler
+    pool: HandlerPool
+    dead_letter: DeadLetter
+    log_stream: str = "gateway"
+    region: str = "local"
+    # True while messages wait for a slot that a batch's records hold: then a
+    # batch goes at once instead of waiting out its window (with a per-vehicle
+    # cap, a few flooding vehicles could never fill it, and would wait 20 ms
+    # for every handful of records).
+    hurry: Callable[[], bool] = lambda: False
+    _open: list[PendingRecord] = field(default_factory=list)
+    _timer: asyncio.TimerHandle | None = None
+    _calls: set[asyncio.Task[None]] = field(default_factory=set)
+    batches: int = 0  # calls made: records / batches is the mean batch size
+
+    async def submit(self, event: dict[str, Any], received_at_ms: int) -> bool:
+        """Queue one message's event; returns once its record succeeded (True) or
+        was dead-lettered (False); never raises for the record's own failure."""
+        loop = asyncio.get_running_loop()
+        record = PendingRecord(
+            QueuedMessage(str(uuid.uuid4()), event, received_at_ms), loop.create_future()
+        )
+        self._add(record)
+        return await record.settled
+
+    def _add(self, record: PendingRecord) -> None:
+        self._open.append(record)
+        if len(self._open) >= self.rule.batch_size or self.hurry():
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.rule.batch_window_ms / 1000, self._flush
+            )
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._open = self._open, []
+        if batch:
+            self._start(batch)
+
+    def _start(self, batch: list[PendingRecord]) -> None:
+        task = asyncio.create_task(self._call(batch))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, batch: list[PendingRecord]) -> None:
+        rule = self.rule
+        self.batches += 1
+        event = sqs_event([r.message for r in batch], queue=rule.queue, region=self.region)
+        context = LambdaContext(
+            function_name=rule.name, timeout_s=rule.timeout_s, log_stream_name=self.log_stream
+        )
+        call = self.pool.submit(self.handler, event, context)
+        try:
+            async with asyncio.timeout(rule.timeout_s):
+                response = await call
+            failed = failed_item_ids(response)
+        except TimeoutError:
+            self.pool.abandon(call)
+            timeout = HandlerTimeout(f"handler {rule.handler} exceeded {rule.timeout_s}s")
+            await asyncio.gather(*(self._give_up(r, timeout) for r in batch))
+            return
+        except Exception as exc:  # the whole batch failed, as Lambda sees a raise
+            for record in batch:
+                record.last_error = exc
+            failed = {r.message.message_id for r in batch}
+            # One poison record must not take its neighbours to the DLQ with
+            # it: each is tried again alone (Lambda's BisectBatchOnFunctionError,
+            # taken to the end at once).
+            alone = len(batch) > 1
+        else:
+            alone = False
+        retry: list[PendingRecord] = []
+        for record in batch:
+            if record.message.message_id not in failed:
+                _settle(record, handled=True)
+            elif record.message.receive_count >= rule.max_receive_count:
+                error = record.last_error or BatchItemFailed(
+                    f"handler reported the record failed on {record.message.receive_count}"
+                    f" receive(s) (max_receive_count {rule.max_receive_count})"
+                )
+                await self._give_up(record, error)
+            else:
+                retry.append(record)
+        for record in retry:
+            message = record.message
+            record.message = QueuedMessage(
+                message.message_id, message.event, message.sent_at_ms, message.receive_count + 1
+            )
+            if alone:
+                self._start([record])
+            else:
+                self._add(record)
+
+    async def _give_up(self, record: PendingRecord, error: Exception) -> None:
+        """Dead-letter the record, then let its message be acknowledged. If even
+        the dead-letter write fails, the message's submitter raises and the
+        message stays unacknowledged (the broker delivers it again)."""
+        try:
+            await self.dead_letter(record, error)
+        except BaseException as exc:
+            if not record.settled.done():
+                record.settled.set_exception(exc)
+            return
+        _settle(record, handled=False)
+
+    def flush_now(self) -> None:
+        """Hand the open batch over without waiting for its window (a drain)."""
+        self._flush()
+
+
+def _settle(record: PendingRecord, *, handled: bool) -> None:
+    if not record.settled.done():
+        record.settled.set_result(handled)
