@@ -172,3 +172,25 @@ def test_a_malformed_answer_counts_as_a_failure_of_the_whole_batch() -> None:
             failed_item_ids(answer)
     assert failed_item_ids(None) == set()
     assert failed_item_ids({"batchItemFailures": [{"itemIdentifier": "m1"}]}) == {"m1"}
+
+
+def test_messages_admitted_in_one_turn_of_the_loop_go_in_one_batch_when_others_wait() -> None:
+    """With messages waiting for slots (`hurry`), a batch does not wait out its
+    window, but still takes every record admitted in the same turn of the loop:
+    freed slots admit a crowd at once, and a batch per record would undo batching."""
+    handler = Recorder()
+
+    async def run() -> list[bool]:
+        pool = HandlerPool(4)
+        rule = _rule(batch_window_ms=60_000)  # only the hurry can end these batches
+        batcher = RuleBatcher(rule, handler, pool, DeadLetters(), hurry=lambda: True)
+        try:
+            first = [batcher.submit(_event(f"a{i}"), 0) for i in range(5)]
+            done = await asyncio.gather(*first)
+            second = [batcher.submit(_event(f"b{i}"), 0) for i in range(3)]
+            return [*done, *await asyncio.gather(*second)]
+        finally:
+            pool.shutdown()
+
+    assert asyncio.run(run()) == [True] * 8
+    assert [len(call) for call in handler.calls] == [5, 3]

@@ -59,12 +59,13 @@ class RuleBatcher:
     log_stream: str = "gateway"
     region: str = "local"
     # True while messages wait for a slot that a batch's records hold: then a
-    # batch goes at once instead of waiting out its window (with a per-vehicle
+    # batch goes on the loop's next turn instead of waiting out its window (with a per-vehicle
     # cap, a few flooding vehicles could never fill it, and would wait 20 ms
     # for every handful of records).
     hurry: Callable[[], bool] = lambda: False
     _open: list[PendingRecord] = field(default_factory=list)
     _timer: asyncio.TimerHandle | None = None
+    _soon: asyncio.Handle | None = None
     _calls: set[asyncio.Task[None]] = field(default_factory=set)
     batches: int = 0  # calls made: records / batches is the mean batch size
 
@@ -80,17 +81,32 @@ class RuleBatcher:
 
     def _add(self, record: PendingRecord) -> None:
         self._open.append(record)
-        if len(self._open) >= self.rule.batch_size or self.hurry():
+        if len(self._open) >= self.rule.batch_size:
             self._flush()
+        elif self.hurry():
+            self.flush_soon()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(
                 self.rule.batch_window_ms / 1000, self._flush
             )
 
+    def flush_soon(self) -> None:
+        """Hand the open batch over once the event loop has run what is ready now.
+
+        When a batch's call ends, its slots are freed together and the waiting
+        messages they admit resume in the same turn of the loop; flushing on
+        the next turn, not at the first of them, keeps them in one batch
+        (flushing at once made batches of one record under a flood)."""
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         batch, self._open = self._open, []
         if batch:
             self._start(batch)

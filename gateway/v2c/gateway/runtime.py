@@ -249,7 +249,7 @@ class Gateway:
                 if waiting > self._max_waiting:
                     self._max_waiting = waiting
                 for batcher in self._batchers.values():
-                    batcher.flush_now()  # open batches hold the slots it waits for
+                    batcher.flush_soon()  # open batches hold the slots it waits for
                 await scheduler.acquire(key)
             try:
                 self._in_flight += 1
