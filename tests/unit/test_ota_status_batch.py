@@ -1,11 +1,12 @@
-"""The `ota_status` function fed by its queue: each report of a batch applied
-on its own, refusals dead-lettered by the function with their reason, only
-what a retry can mend named in `batchItemFailures`; and invoked directly (a
-DLQ replay), one event whose error raises, as before the queue."""
+"""The `ota_status` function fed by its queue: the reports of a batch applied
+together and answered each on its own, refusals dead-lettered by the function
+with their reason, only what a retry can mend named in `batchItemFailures`;
+and invoked directly (a DLQ replay), one event whose error raises, as before
+the queue."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,14 +204,15 @@ def test_a_report_the_dead_letter_store_cannot_take_comes_back_from_the_queue(
 
 def test_an_unexpected_exception_fails_its_record_only() -> None:
     class Broken:
-        def __init__(self) -> None:
-            self.calls = 0
-
         def ingest(self, event: Mapping[str, Any]) -> StatusReport:
-            self.calls += 1
-            if self.calls == 2:
-                raise KeyError("a bug")
             raise NotFound("no such update")
+
+        def ingest_batch(
+            self, events: Sequence[Mapping[str, Any]]
+        ) -> list[StatusReport | Exception]:
+            answers: list[StatusReport | Exception] = [NotFound("no such update")] * len(events)
+            answers[1] = KeyError("a bug")
+            return answers
 
     dlq = InMemoryDeadLetterStore("ota")
     events = [report("VIN-1HGBH41JXMN000001", "u") for _ in range(3)]

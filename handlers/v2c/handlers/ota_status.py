@@ -1,7 +1,8 @@
 """Lambda function `ota_status`: vehicles' reports from `.../ota/status`.
 
-Thin on purpose: `v2c.handlers.ota.status.StatusService` applies a report
-(exactly once in effect, by sequence number) and the campaign reacts. Fed
+Thin on purpose: `v2c.handlers.ota.status.StatusService` applies a batch
+of reports (one read, a few transactions, exactly once in effect by
+sequence number) and each campaign touched reacts once. Fed
 by its SQS queue (ADR 0009), the function gets a batch of reports and
 answers with a partial-batch response (`ota.status_batch`): a report that
 cannot be applied (malformed, naming another vehicle or an unknown update)

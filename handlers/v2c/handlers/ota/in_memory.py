@@ -6,29 +6,34 @@ races the services are written to survive:
 
 * conditional writes compare what the caller read with what is stored
   (status, cursor, wave, lease; an update's state and sequence) and raise
-  `StaleWrite` without writing anything when they differ;
+  `StaleWrite` without writing anything when they differ (`StaleRecords`,
+  naming every record that moved, for a batch of records);
 * a new update record and its campaign write commit together or not at all,
-  like one `TransactWriteItems`;
+  like one `TransactWriteItems`, and so do a batch of records and its
+  campaigns' counter writes;
 * counters move by adding, and a counter read never goes below zero
   (`Campaign.from_item` clamps the same way);
 * `get` raises `NotFound`, `find` returns None, `put_new` refuses an
   existing id with `Conflict`.
 
 `conflicts` lets a test make the next N conditional writes of a store lose
-their race, the one thing a single-threaded test cannot arrange otherwise.
+their race, the one thing a single-threaded test cannot arrange otherwise
+(a batch loses on its first record). A record `find` cannot read (a
+subclass raising `TransientError`) is unread in `find_reported`, as a key
+DynamoDB leaves unprocessed.
 """
 
 from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from v2c.contract.errors import Conflict, NotFound
+from v2c.contract.errors import Conflict, NotFound, TransientError, V2CError
 from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange
-from v2c.handlers.ota.concurrency import StaleWrite
+from v2c.handlers.ota.concurrency import StaleRecords, StaleWrite
 from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
@@ -37,7 +42,7 @@ from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.ota.ports import Package
-from v2c.handlers.ota.stores import CampaignWrite
+from v2c.handlers.ota.stores import CampaignWrite, RecordsRead, UpdateKey
 from v2c.handlers.ota.updates.record import VehicleUpdate
 
 
@@ -217,6 +222,15 @@ class InMemoryCampaignStore:
 
         return MemoryWrite(self, campaign_id, lambda _stored: True, change)
 
+    def count_reports(self, campaign_id: str, moves: CounterMoves, now_ms: int) -> MemoryWrite:
+        summed: dict[int | None, Mapping[Counter, int]] = {None: moves.campaign}
+        summed.update({wave: deltas for wave, deltas in moves.waves.items()})
+
+        def change(stored: Campaign) -> Campaign:
+            return _moved(stored.evolve(last_progress_at_ms=now_ms, stalled=False), summed)
+
+        return MemoryWrite(self, campaign_id, lambda _stored: True, change)
+
     def commit(self, write: MemoryWrite, record: Callable[[], None]) -> bool:
         """Check `write`'s condition, run `record` (the update record's own
         conditional write, which may raise), then apply `write`: all or nothing."""
@@ -306,9 +320,55 @@ class InMemoryUpdateStore:
                     f"update {after.update_id} of {after.vehicle_id} changed meanwhile"
                 )
 
+    def find_reported(self, keys: Collection[UpdateKey]) -> RecordsRead:
+        found: dict[UpdateKey, VehicleUpdate] = {}
+        unread: dict[UpdateKey, V2CError] = {}
+        for vehicle_id, update_id in dict.fromkeys(keys):
+            try:
+                update = self.find(vehicle_id, update_id)
+            except TransientError as exc:
+                unread[(vehicle_id, update_id)] = exc
+                continue
+            if update is not None:
+                found[(vehicle_id, update_id)] = update
+        return RecordsRead(found, unread)
+
+    def save_reported(
+        self,
+        changes: Sequence[tuple[VehicleUpdate, VehicleUpdate]],
+        with_campaigns: Sequence[CampaignWrite] = (),
+    ) -> None:
+        def records() -> None:
+            stale = [
+                (a.vehicle_id, a.update_id)
+                for b, a in changes
+                if (stored := self._items.get((a.vehicle_id, a.update_id))) is None
+                or (stored.state, stored.last_sequence) != (b.state, b.last_sequence)
+            ]
+            if changes and self.conflicts > 0:
+                self.conflicts -= 1
+                stale.append((changes[0][1].vehicle_id, changes[0][1].update_id))
+            if stale:
+                raise StaleRecords(f"{len(stale)} of {len(changes)} updates moved", stale)
+            for _before, after in changes:
+                self._items[(after.vehicle_id, after.update_id)] = after
+
+        with self._lock:
+            _all_together(list(with_campaigns), records)
+
 
 class _Exists(Exception):
     pass
+
+
+def _all_together(writes: list[CampaignWrite], record: Callable[[], None]) -> None:
+    """`record` and every campaign write, all or nothing (their conditions
+    checked first, as a transaction does); the campaign writes of one batch
+    carry no condition, so a refusal here is a broken fake, not a race."""
+    if not writes:
+        record()
+    elif not _together(writes[0], lambda: _all_together(writes[1:], record)):
+        raise StaleWrite("a campaign write's condition failed")
 
 
 def _together(write: CampaignWrite | None, record: Callable[[], None]) -> bool:

@@ -1,17 +1,29 @@
-"""Status ingest: a vehicle's `OTAStatus` applied to its update record.
+"""Status ingest: vehicles' `OTAStatus` reports applied to their update records, a batch at a time.
 
-Exactly-once in effect on an at-least-once transport: the state machine
-(`update_state.apply_status`) accepts a report only above the last applied
-sequence, and the repository writes the new record and the campaign's
-counter move in one transaction conditioned on the record as read. A
-duplicate or stale report changes nothing; a lost race re-reads and applies
-again. After a report that moved the success or failure rates, the campaign
-reacts at once (pause, roll back, pass a gate, or refill the concurrency
-window): the PRD's 60 s is a ceiling, not a polling period.
+The function is fed by a queue in batches of up to 100 reports (ADR 0009);
+a direct invocation (a DLQ replay) is a batch of one. A batch costs one
+read of the records it names (`UpdateStore.find_reported`), the pure
+decisions (`report_batch.fold_reports`: several reports about one update
+applied in sequence order, duplicates and stale reports changing nothing:
+exactly-once in effect on an at-least-once transport), a few conditional
+transactions, each holding changed records and one summed counter write per
+campaign (`updates.reports.ReportRecorder`, which re-reads only the records
+that lost a race), and then one reaction per campaign touched (pause, roll
+back, pass a gate, finish, refill the concurrency window) instead of one per
+report: under a burst the campaign is read and judged once, on counters
+that already include the whole batch. The PRD's 60 s is a ceiling, not a
+polling period.
 
-A report that cannot be applied because it is malformed, names another
-vehicle or an unknown update raises a typed error: the gateway (or IoT
-Core's error action) dead-letters it with the original payload and reason.
+Every report still gets its own answer: a `StatusReport`, or the error that
+kept it from being applied. A report that is malformed, names another
+vehicle or an unknown update is refused (`retryable=False`: the caller
+dead-letters it with the original payload and reason); a transient failure
+(a read left unprocessed, a chunk throttled, a campaign reaction that could
+not run) is tried again here, then answered as retryable so the queue
+delivers that report again. A redelivered report whose record already moved
+is a duplicate; a duplicate of the report that ended an update makes its
+campaign react once more, since the first delivery may have crashed before
+the reaction.
 
 A report about a notification the vehicle could not verify
 (`update_state.is_unverified`) is never applied on the vehicle's word: its
@@ -31,41 +43,48 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from v2c.contract.errors import CodecError, Conflict, InvalidInput, NotFound, TransientError
+from v2c.contract.errors import (
+    CodecError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TransientError,
+    V2CError,
+)
 from v2c.contract.events import InboundEvent
 from v2c.contract.ids import id_text
 from v2c.contract.notification import signed_part_sha256
 from v2c.contract.topics import Domain, Topic
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.service import CampaignService
-from v2c.handlers.ota.concurrency import retry_stale
+from v2c.handlers.ota.domain.report_batch import Report, Step
 from v2c.handlers.ota.domain.update_state import (
     TERMINAL,
     Command,
     Outcome,
-    Transition,
     UpdateState,
-    apply_confirmed_rejection,
-    apply_status,
     is_unverified,
 )
 from v2c.handlers.ota.metrics import UNVERIFIED_NOTIFICATIONS
+from v2c.handlers.ota.stores import UpdateKey
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
+from v2c.handlers.ota.updates.reports import Decided, ReportRecorder
 from v2c.v1.ota_pb2 import OTAStatus
 
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_BYTES: Final = 4096
-STARTED: Final = frozenset({UpdateState.ACCEPTED, UpdateState.DOWNLOADING})
 UNVERIFIED_EVENT: Final = "update.unverified_notification"
 UNVERIFIED_ALERT: Final = "unverified_notification"
+TRANSIENT_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +128,18 @@ def parse_status(topic: str, payload: bytes) -> OTAStatus:
     return status
 
 
-def _record_fields(status: OTAStatus, now_ms: int, update: VehicleUpdate) -> dict[str, Any]:
-    reason = OTAStatus.Reason.Name(status.reason) if status.reason else ""
-    fields: dict[str, Any] = {
-        "updated_at_ms": now_ms,
-        "reason": reason,
-        "error_detail": status.error_detail[:500],
-        "progress_percent": min(100, status.progress_percent),
-        "bytes_downloaded": max(update.bytes_downloaded, status.bytes_downloaded),
-    }
-    for name in ("download_duration_ms", "install_duration_ms", "total_duration_ms"):
-        value = getattr(status, name)
-        if value:
-            fields[name] = value
-    if status.installed_version:
-        fields["installed_version"] = status.installed_version
-    return fields
+def _answer(step: Step) -> StatusReport:
+    status, transition = step.report.status, step.transition
+    report = StatusReport(
+        status.vehicle_id,
+        status.update_id,
+        transition.outcome,
+        transition.after.state.value,
+        transition.reason,
+    )
+    if transition.outcome is Outcome.INVALID:
+        logger.warning("invalid status report", extra=report.to_json())
+    return report
 
 
 class StatusService:
@@ -140,78 +155,108 @@ class StatusService:
         self._campaigns = campaigns
         self._retry_wait_s = retry_wait_s
         self._sleep = sleep
+        self._recorder = ReportRecorder(
+            deps.campaigns, deps.updates, deps.clock, deps.config.conflict_retries
+        )
+
+    # -- events in ---------------------------------------------------------------
 
     def ingest(self, event: Mapping[str, Any]) -> StatusReport:
-        inbound = InboundEvent.parse(event)
-        status = parse_status(str(inbound.topic), inbound.payload)
-        kwargs: dict[str, Any] = {}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
-        for attempt in Retrying(
-            stop=stop_after_attempt(3),
-            wait=wait_exponential(multiplier=self._retry_wait_s, max=5),
-            retry=retry_if_exception_type(TransientError),
-            reraise=True,
-            **kwargs,
-        ):
-            with attempt:
-                return self.apply(status)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One IoT event (a direct invocation, a DLQ replay): its report, or its error raised."""
+        [answer] = self.ingest_batch([event])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def ingest_batch(self, events: Sequence[Mapping[str, Any]]) -> list[StatusReport | Exception]:
+        """Every event of a queue batch: per event, its `StatusReport` or the
+        exception that kept it from being applied (never raised: one report's
+        fault is its own). Transient failures are tried again, for the
+        reports that had them only, before they are answered."""
+        answers: dict[int, StatusReport | Exception] = {}
+        pending: dict[int, OTAStatus] = {}
+        for index, event in enumerate(events):
+            try:
+                inbound = InboundEvent.parse(event)
+                pending[index] = parse_status(str(inbound.topic), inbound.payload)
+            except Exception as exc:  # a bug on one input fails that input alone
+                answers[index] = exc
+
+        def attempt() -> dict[int, OTAStatus]:
+            nonlocal pending
+            results = self.apply_batch(list(pending.values()))
+            for index, result in zip(list(pending), results, strict=True):
+                answers[index] = result
+            pending = {
+                index: status
+                for (index, status), result in zip(pending.items(), results, strict=True)
+                if isinstance(result, TransientError)
+            }
+            return pending
+
+        if pending:
+            kwargs: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
+            Retrying(
+                stop=stop_after_attempt(TRANSIENT_ATTEMPTS),
+                wait=wait_exponential(multiplier=self._retry_wait_s, max=5),
+                retry=retry_if_result(bool),
+                retry_error_callback=lambda _state: None,
+                **kwargs,
+            )(attempt)
+        return [answers[index] for index in range(len(events))]
+
+    # -- decoded reports -----------------------------------------------------------
 
     def apply(self, status: OTAStatus) -> StatusReport:
-        if is_unverified(status):
-            return self._unverified(status)
-        return self._apply(status, lambda update: apply_status(update.machine, status))
+        """One decoded report; its error raises."""
+        [answer] = self.apply_batch([status])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-    def _apply(
-        self, status: OTAStatus, decide: Callable[[VehicleUpdate], Transition]
-    ) -> StatusReport:
-        applied: list[tuple[VehicleUpdate, VehicleUpdate, Transition]] = []
-
-        def attempt() -> StatusReport:
-            update = self._d.updates.find(status.vehicle_id, status.update_id)
-            if update is None:
-                raise NotFound(f"no update {status.update_id!r} for vehicle {status.vehicle_id}")
-            transition = decide(update)
-            report = StatusReport(
-                status.vehicle_id,
-                status.update_id,
-                transition.outcome,
-                transition.after.state.value,
-                transition.reason,
-            )
-            if transition.outcome is not Outcome.APPLIED:
-                if transition.outcome is Outcome.INVALID:
-                    logger.warning("invalid status report", extra=report.to_json())
-                return report
-            now_ms = int(self._d.clock() * 1000)
-            changes = _record_fields(status, now_ms, update)
-            after_state = transition.after.state
-            if after_state in STARTED and not update.started_at_ms:
-                changes["started_at_ms"] = now_ms
-            if after_state in TERMINAL:
-                changes["completed_at_ms"] = now_ms
-            after = update.with_machine(transition.after, **changes)
-            self._campaigns.commands.record(update, after, transition.deltas, now_ms)
-            applied.append((update, after, transition))
-            return report
-
-        report = retry_stale(
-            attempt,
-            gave_up=f"update {status.update_id} of {status.vehicle_id} keeps changing",
-            attempts=self._d.config.conflict_retries,
-        )
-        # The consequences run once, after the write that won, outside the retry.
-        for before, after, transition in applied:
-            self._after(before, after, transition)
-        return report
+    def apply_batch(self, statuses: Sequence[OTAStatus]) -> list[StatusReport | V2CError]:
+        """Per report, in the order given, its `StatusReport` or its error:
+        read once, decide, write in chunks, react once per campaign."""
+        answers: dict[int, StatusReport | V2CError] = {}
+        keys: list[UpdateKey] = [(s.vehicle_id, s.update_id) for s in statuses]
+        read = self._d.updates.find_reported(keys)
+        reports: defaultdict[UpdateKey, list[Report]] = defaultdict(list)
+        for index, (status, key) in enumerate(zip(statuses, keys, strict=True)):
+            if key in read.unread:
+                answers[index] = read.unread[key]
+                continue
+            update = read.found.get(key)
+            try:
+                if is_unverified(status):
+                    if update is not None and self._signed_by_us(
+                        update, status.notification_sha256
+                    ):
+                        reports[key].append(Report(index, status, confirmed_rejection=True))
+                    else:
+                        answers[index] = self._unverified(status, update)
+                elif update is None:
+                    answers[index] = NotFound(
+                        f"no update {status.update_id!r} for vehicle {status.vehicle_id}"
+                    )
+                else:
+                    reports[key].append(Report(index, status))
+            except TransientError as exc:
+                answers[index] = exc
+        recorded = self._recorder.record(read.found, reports)
+        for key, error in recorded.failed.items():
+            for report in reports[key]:
+                answers[report.index] = error
+        for decided in recorded.done.values():
+            for step in decided.folded.steps:
+                answers[step.report.index] = _answer(step)
+        for decided, error in self._after(list(recorded.done.values())):
+            for step in decided.folded.steps:
+                answers[step.report.index] = error
+        return [answers[index] for index in range(len(statuses))]
 
     # -- reports about notifications the vehicle could not verify -------------
 
-    def _unverified(self, status: OTAStatus) -> StatusReport:
-        update = self._d.updates.find(status.vehicle_id, status.update_id)
-        if update is not None and self._signed_by_us(update, status.notification_sha256):
-            return self._apply(status, lambda fresh: apply_confirmed_rejection(fresh.machine))
+    def _unverified(self, status: OTAStatus, update: VehicleUpdate | None) -> StatusReport:
         self._audit_unverified(status, update)
         return StatusReport(
             status.vehicle_id,
@@ -269,35 +314,80 @@ class StatusService:
         )
         self._d.events.publish(UNVERIFIED_EVENT, detail)
 
-    def _after(self, before: VehicleUpdate, after: VehicleUpdate, transition: Transition) -> None:
-        """Consequences outside the record: the registry's installed version,
-        rollback bookkeeping, and the campaign's reaction."""
-        if after.state in TERMINAL and after.installed_version:
+    # -- consequences outside the records ----------------------------------------
+
+    def _after(self, decided: list[Decided]) -> list[tuple[Decided, TransientError]]:
+        """What follows the writes, once: the registry's installed version and
+        rollback bookkeeping per record that ended, then per campaign the
+        rollback's end and the campaign's reaction. Returns the records whose
+        consequences failed transiently: their reports are answered with that
+        error, so they come back, as duplicates that make the reaction due again."""
+        failed: list[tuple[Decided, TransientError]] = []
+        reacting: defaultdict[str, list[Decided]] = defaultdict(list)
+        rolling_back: defaultdict[str, list[Decided]] = defaultdict(list)
+        for record in decided:
+            folded, after = record.folded, record.after
+            ended = after.state in TERMINAL and (folded.changed or folded.repeats_the_end)
+            if not ended:
+                continue
+            try:
+                self._record_end(after, rolling_back, record)
+            except TransientError as exc:
+                failed.append((record, exc))
+                continue
+            if (
+                after.kind is UpdateKind.CAMPAIGN
+                and after.campaign_id
+                and (folded.affects_rates or folded.finished or folded.repeats_the_end)
+            ):
+                reacting[after.campaign_id].append(record)
+        failed += self._per_campaign(rolling_back, self._campaigns.rollbacks.finish_if_done)
+        failed += self._per_campaign(reacting, self._campaigns.on_outcome)
+        return failed
+
+    def _per_campaign(
+        self, records: Mapping[str, list[Decided]], react: Callable[[str], object]
+    ) -> Iterable[tuple[Decided, TransientError]]:
+        for campaign_id, about in sorted(records.items()):
+            try:
+                react(campaign_id)
+            except TransientError as exc:
+                yield from ((record, exc) for record in about)
+            except V2CError as exc:  # the reports are applied: a DLQ record would be a lie
+                logger.warning(
+                    "campaign reaction refused",
+                    extra={"campaign_id": campaign_id, "error": str(exc)},
+                )
+
+    def _record_end(
+        self,
+        after: VehicleUpdate,
+        rolling_back: defaultdict[str, list[Decided]],
+        record: Decided,
+    ) -> None:
+        """The registry's installed version; a finished rollback's bookkeeping."""
+        if after.installed_version:
             self._d.fleet.set_installed_version(after.vehicle_id, after.installed_version)
         elif after.state is UpdateState.COMPLETED:
             self._d.fleet.set_installed_version(after.vehicle_id, after.to_version)
-        if after.kind is UpdateKind.ROLLBACK and after.state in TERMINAL:
-            self._finish_rollback(after)
-        finished = before.state not in TERMINAL and after.state in TERMINAL
-        if (
-            after.kind is UpdateKind.CAMPAIGN
-            and after.campaign_id
-            and (transition.affects_rates or finished)
-        ):
-            self._campaigns.on_outcome(after.campaign_id)
+        if after.kind is UpdateKind.ROLLBACK:
+            campaign_id = self._finish_rollback(after)
+            if campaign_id:
+                rolling_back[campaign_id].append(record)
 
-    def _finish_rollback(self, rollback: VehicleUpdate) -> None:
-        now_ms = int(self._d.clock() * 1000)
+    def _finish_rollback(self, rollback: VehicleUpdate) -> str:
+        """Record how a rollback ended and revert the update it undid; the
+        campaign whose rollback may now be over ("" for none)."""
+        finished_ms = rollback.completed_at_ms or int(self._d.clock() * 1000)
         self._d.rollbacks.finish(
-            rollback.vehicle_id, rollback.update_id, rollback.state.value, now_ms
+            rollback.vehicle_id, rollback.update_id, rollback.state.value, finished_ms
         )
         if rollback.state is not UpdateState.COMPLETED or not rollback.reverts_update_id:
-            return
+            return ""
         original = self._d.updates.find(rollback.vehicle_id, rollback.reverts_update_id)
         if original is None or not original.campaign_id:
-            return
-        campaign_id = original.campaign_id
+            return ""
         # A record that keeps changing under a revert is left to its writers.
         with contextlib.suppress(Conflict):
             self._campaigns.commands.apply(original, Command.REVERT, reason="campaign rollback")
-        self._campaigns.rollbacks.finish_if_done(campaign_id)
+        return original.campaign_id

@@ -1,9 +1,11 @@
 """OTA status reports in, as the `ota_status` function is invoked: a queue batch, or one event.
 
 Fed by its SQS queue (ADR 0009), the function gets many vehicles' reports
-at once. Each is applied on its own (`StatusService.ingest`, exactly once in
-effect by sequence number), so one bad report neither holds up the reports
-beside it nor takes them to the DLQ with it.
+at once and hands them to the service together (`StatusService.ingest_batch`:
+one read of the records, a few transactions, one reaction per campaign),
+which answers each report on its own (exactly once in effect by sequence
+number), so one bad report neither holds up the reports beside it nor takes
+them to the DLQ with it.
 
 A report that fails is sorted by whether trying again could help:
 
@@ -17,7 +19,10 @@ A report that fails is sorted by whether trying again could help:
   fails that record alone (`batchItemFailures`): the queue delivers it again
   and, after `maxReceiveCount` receives, dead-letters it. A dead-letter store
   that cannot take a refusal's record fails the record the same way: the
-  report was not applied, so the retry is safe and nothing is lost.
+  report was not applied, so the retry is safe and nothing is lost. An
+  exception out of the batch-wide work itself (a bug, not one report's)
+  fails the whole call, which the gateway answers by trying each record
+  alone, as Lambda's bisection would.
 
 Invoked directly with one IoT event (a DLQ replay: `v2c dlq replay`, the
 `dlq_admin` Lambda), every error raises, as before the queue: the replay
@@ -31,7 +36,7 @@ threads at once and a processor keeps the records of its call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from aws_lambda_powertools.utilities.batch import (
@@ -62,6 +67,10 @@ logger = logging.getLogger(__name__)
 
 class StatusIngest(Protocol):
     def ingest(self, event: Mapping[str, Any]) -> StatusReport: ...
+
+    def ingest_batch(
+        self, events: Sequence[Mapping[str, Any]]
+    ) -> list[StatusReport | Exception]: ...
 
 
 class DeadLetterSink(Protocol):
@@ -112,29 +121,39 @@ def handle_batch(
 ) -> JsonDict:
     """Every record of a queue batch; the response names the ones to deliver again."""
     dead_letters = _DeadLetters(services.dead_letters, registry)
+    carried: dict[str, JsonDict | InvalidInput] = {}
+    for raw in event["Records"]:
+        try:
+            carried[str(raw["messageId"])] = record_event(str(raw.get("body", "")))
+        except InvalidInput as exc:
+            carried[str(raw["messageId"])] = exc
+    events = {mid: c for mid, c in carried.items() if not isinstance(c, InvalidInput)}
+    answers = dict(zip(events, services.status.ingest_batch(list(events.values())), strict=True))
 
     def record_handler(record: SQSRecord) -> None:
         attempts = _receive_count(record)
-        try:
-            carried = record_event(record.body)
-        except InvalidInput as exc:
+        body = carried[record.message_id]
+        if isinstance(body, InvalidInput):
             STATUS_REPORTS.labels("error").inc()
-            dead_letters.put(RULE, "", record.body.encode(), {}, exc, attempts)
+            dead_letters.put(RULE, "", record.body.encode(), {}, body, attempts)
             return
-        try:
-            ingest_one(services.status, carried)
-        except V2CError as exc:
-            if exc.retryable:
-                raise
-            properties = carried.get("properties")
+        answer = answers[record.message_id]
+        if not isinstance(answer, Exception):
+            STATUS_REPORTS.labels(answer.outcome.value).inc()
+            return
+        STATUS_REPORTS.labels("error").inc()
+        if isinstance(answer, V2CError) and not answer.retryable:
+            properties = body.get("properties")
             dead_letters.put(
-                str(carried.get("rule") or RULE),
-                raw_topic(carried),
-                raw_payload(carried),
+                str(body.get("rule") or RULE),
+                raw_topic(body),
+                raw_payload(body),
                 dict(properties) if isinstance(properties, Mapping) else {},
-                exc,
+                answer,
                 attempts,
             )
+            return
+        raise answer
 
     # Every record failing is a partial failure too: raising would say the
     # same with less detail, and have the gateway try each record alone.

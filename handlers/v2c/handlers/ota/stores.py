@@ -14,15 +14,21 @@ The contract every implementation keeps:
   moved meanwhile, and changes nothing;
 * a missing record is `NotFound` from `get`, None from `find`;
 * counters move by adding, never by writing totals: concurrent reports
-  must not overwrite each other's moves.
+  must not overwrite each other's moves;
+* a batch of update records is written in one all-or-nothing transaction
+  of at most `TRANSACTION_ITEMS` items (records and campaign writes); a
+  record that moved meanwhile makes it `StaleRecords`, naming every such
+  record, and nothing is written.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from v2c.contract.errors import V2CError
 from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange
 from v2c.handlers.ota.domain.counters import CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
@@ -31,6 +37,19 @@ from v2c.handlers.ota.domain.target_filter import Expr
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.updates.record import VehicleUpdate
+
+UpdateKey = tuple[str, str]  # (vehicle_id, update_id): an update record's key
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsRead:
+    """The records a batch of reports names, as one read found them."""
+
+    found: Mapping[UpdateKey, VehicleUpdate]
+    # Keys the store could not read now (DynamoDB left them unprocessed, or
+    # the request failed), each with the error: their reports are retried,
+    # never taken for reports about unknown updates.
+    unread: Mapping[UpdateKey, V2CError] = field(default_factory=dict)
 
 
 class CampaignWrite:
@@ -101,6 +120,12 @@ class CampaignStore(Protocol):
         """Move the counters with an update record's change, and mark progress."""
         ...
 
+    def count_reports(self, campaign_id: str, moves: CounterMoves, now_ms: int) -> CampaignWrite:
+        """Move the counters by the summed changes of a batch's records of this
+        campaign (whole campaign and per wave: one write, not one per report),
+        and mark progress."""
+        ...
+
 
 class UpdateStore(Protocol):
     def find(self, vehicle_id: str, update_id: str) -> VehicleUpdate | None: ...
@@ -128,6 +153,21 @@ class UpdateStore(Protocol):
     ) -> None:
         """Write `after` if the stored record still has `before`'s state and
         sequence, else `StaleWrite`."""
+        ...
+
+    def find_reported(self, keys: Collection[UpdateKey]) -> RecordsRead:
+        """The current records a batch of status reports names, read together
+        (consistently; DynamoDB: BatchGetItem, 100 keys a request)."""
+        ...
+
+    def save_reported(
+        self,
+        changes: Sequence[tuple[VehicleUpdate, VehicleUpdate]],
+        with_campaigns: Sequence[CampaignWrite] = (),
+    ) -> None:
+        """Write every `(before, after)` and the campaign writes in one
+        transaction, each record conditioned on `before`'s state and sequence;
+        `StaleRecords` naming the records that moved (nothing is written)."""
         ...
 
 

@@ -372,6 +372,33 @@ class CampaignRepository:
             }
         )
 
+    def count_reports(self, campaign_id: str, moves: CounterMoves, now_ms: int) -> TransactItem:
+        """One `ADD` per counter (campaign and wave) for a chunk of records:
+        DynamoDB refuses two operations on one item in a transaction, and one
+        summed write is what keeps the hot campaign item off the critical path."""
+        names: dict[str, str] = {"#lp": "last_progress_at", "#st": "stalled"}
+        values: dict[str, Any] = {":now": to_value(now_ms), ":false": to_value(False)}
+        adds: list[str] = []
+        for number, (attr, delta) in enumerate(sorted(_adds(moves).items())):
+            if delta:
+                names[f"#c{number}"] = attr
+                values[f":d{number}"] = to_value(delta)
+                adds.append(f"#c{number} :d{number}")
+        expression = "SET #lp = :now, #st = :false"
+        if adds:
+            expression += " ADD " + ", ".join(adds)
+        return TransactItem(
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"campaign_id": {"S": campaign_id}},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        )
+
 
 def _encode_start(key: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(from_item(key)).encode()).decode()

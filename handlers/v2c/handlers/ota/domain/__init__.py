@@ -12,6 +12,8 @@ what to persist and when, and the rules are tested without any I/O:
 * `canary`: stratified canary selection and the canary gate;
 * `counters`: campaign counters and the rates of BR-OTA-041;
 * `update_state`: the per-vehicle update state machine fed by `OTAStatus` reports;
+* `report_batch`: a batch of those reports folded per update in sequence order,
+  and its writes cut into transactions;
 * `rollout`: staged waves, blue/green cohorts, batch sizing;
 * `plan`: the rollout plan, every target in dispatch order cut into waves;
 * `lifecycle`: campaign statuses and which command may move a campaign where;

@@ -16,7 +16,8 @@ updates are outside both rates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
@@ -70,6 +71,24 @@ class CounterMoves:
     def __bool__(self) -> bool:
         return any(self.campaign.values()) or any(
             any(moves.values()) for moves in self.waves.values()
+        )
+
+    @classmethod
+    def summed(cls, changes: Iterable[tuple[CounterDeltas, int | None]]) -> CounterMoves:
+        """The moves of many records' changes (each its deltas and its wave) as
+        one: what a batch of status reports does to one campaign, written as a
+        single `ADD` per counter instead of one write per report. Counters that
+        sum to zero are left out (nothing to write for them)."""
+        campaign: defaultdict[Counter, int] = defaultdict(int)
+        waves: defaultdict[int, defaultdict[Counter, int]] = defaultdict(lambda: defaultdict(int))
+        for deltas, wave in changes:
+            for name, delta in deltas.nonzero().items():
+                campaign[Counter(name)] += delta
+                if wave is not None:
+                    waves[wave][Counter(name)] += delta
+        return cls(
+            {c: d for c, d in campaign.items() if d},
+            {w: {c: d for c, d in m.items() if d} for w, m in waves.items() if any(m.values())},
         )
 
 

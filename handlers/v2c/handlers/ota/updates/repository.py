@@ -4,27 +4,45 @@ A state change is one `TransactWriteItems`: the record, conditioned on the
 state and sequence it was read with, and the campaign's counters moved by
 `ADD`. A lost race raises `StaleWrite`; the caller re-reads and applies the
 report again (where it is then a duplicate, or still applies).
+
+A batch of status reports is read with `BatchGetItem` (`find_reported`) and
+written as a few transactions of many records (`save_reported`): a cancelled
+transaction's reasons say which records lost their condition, so only those
+are read again (`StaleRecords`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2c.contract.errors import NotFound
-from v2c.handlers.ota.concurrency import StaleWrite
-from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
+from v2c.contract.errors import NotFound, Throttled, V2CError
+from v2c.handlers.ota.concurrency import StaleRecords, StaleWrite
+from v2c.handlers.ota.ddb import (
+    error_code,
+    from_item,
+    is_condition_failure,
+    to_item,
+    to_value,
+    transient,
+)
+from v2c.handlers.ota.domain.report_batch import TRANSACTION_ITEMS
 from v2c.handlers.ota.domain.update_state import UpdateState
-from v2c.handlers.ota.stores import CampaignWrite
+from v2c.handlers.ota.stores import CampaignWrite, RecordsRead, UpdateKey
 from v2c.handlers.ota.updates.record import VehicleUpdate
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 MACHINE_FIELDS: Final = ("state", "last_sequence", "retries", "decided_by_cloud")
+BATCH_GET_KEYS: Final = 100  # BatchGetItem's limit per request
+# Rounds of BatchGetItem for the keys DynamoDB left unprocessed (it does so
+# under throttling, with a 200 answer botocore does not retry).
+UNPROCESSED_ROUNDS: Final = 4
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,9 +62,16 @@ def _item(write: CampaignWrite | None) -> Mapping[str, Any] | None:
 
 
 class UpdateRepository:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._ddb = client
         self.table = table
+        self._sleep = sleep
 
     def _key(self, vehicle_id: str, update_id: str) -> dict[str, Any]:
         return {"vehicle_id": {"S": vehicle_id}, "update_id": {"S": update_id}}
@@ -134,6 +159,81 @@ class UpdateRepository:
         with_campaign: CampaignWrite | None = None,
     ) -> None:
         """Write `after` if the stored record still has `before`'s machine state."""
+        update = self._conditional_update(before, after)
+        if not self._transact([update, _item(with_campaign)], "recording an update's progress"):
+            raise StaleWrite(f"update {after.update_id} of {after.vehicle_id} changed meanwhile")
+
+    def find_reported(self, keys: Collection[UpdateKey]) -> RecordsRead:
+        """The records a batch of reports names, 100 keys a `BatchGetItem`,
+        strongly consistent (a report decided on a stale copy would lose its
+        condition anyway, one round trip later). Keys still unprocessed after
+        a few rounds, or of a request that failed, are returned unread."""
+        unique = list(dict.fromkeys(keys))  # BatchGetItem refuses a repeated key
+        found: dict[UpdateKey, VehicleUpdate] = {}
+        unread: dict[UpdateKey, V2CError] = {}
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            pending = unique[start : start + BATCH_GET_KEYS]
+            for round_ in range(UNPROCESSED_ROUNDS):
+                if round_:
+                    self._sleep(0.05 * 2**round_)
+                request: Any = {
+                    self.table: {
+                        "Keys": [self._key(v, u) for v, u in pending],
+                        "ConsistentRead": True,
+                    }
+                }
+                try:
+                    answer: Any = self._ddb.batch_get_item(RequestItems=request)
+                except (BotoCoreError, ClientError) as exc:
+                    error = transient("reading updates", exc)
+                    unread.update(dict.fromkeys(pending, error))
+                    pending = []
+                    break
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    update = VehicleUpdate.from_item(from_item(item))
+                    found[(update.vehicle_id, update.update_id)] = update
+                left = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                pending = [(k["vehicle_id"]["S"], k["update_id"]["S"]) for k in left]
+                if not pending:
+                    break
+            if pending:
+                error = Throttled(f"DynamoDB left {len(pending)} update reads unprocessed")
+                unread.update(dict.fromkeys(pending, error))
+        return RecordsRead(found, unread)
+
+    def save_reported(
+        self,
+        changes: Sequence[tuple[VehicleUpdate, VehicleUpdate]],
+        with_campaigns: Sequence[CampaignWrite] = (),
+    ) -> None:
+        """One `TransactWriteItems`: every record conditioned on its `before`,
+        then the campaign writes. A cancellation whose reasons name failed
+        conditions raises `StaleRecords` with exactly those records; one
+        cancelled for another reason (a concurrent transaction on the same
+        campaign item: `TransactionConflict`) is transient, tried again."""
+        items: Any = [self._conditional_update(b, a) for b, a in changes]
+        items += [i for i in map(_item, with_campaigns) if i is not None]
+        if len(items) > TRANSACTION_ITEMS:
+            raise ValueError(f"{len(items)} items exceed one transaction ({TRANSACTION_ITEMS})")
+        if not items:
+            return
+        keys = [(a.vehicle_id, a.update_id) for _, a in changes]
+        action = "recording status reports"
+        try:
+            if len(items) == 1:
+                self._ddb.update_item(**items[0]["Update"])
+            else:
+                self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            stale = _lost_conditions(exc, keys)
+            if stale:
+                raise StaleRecords(f"{len(stale)} of {len(keys)} updates moved", stale) from exc
+            raise transient(action, exc) from exc
+        except BotoCoreError as exc:
+            raise transient(action, exc) from exc
+
+    def _conditional_update(self, before: VehicleUpdate, after: VehicleUpdate) -> dict[str, Any]:
+        """`after` as a transaction's Update item, conditioned on `before`."""
         item = after.to_item()
         previous = before.to_item()
         names: dict[str, str] = {}
@@ -151,7 +251,7 @@ class UpdateRepository:
         names["#seq"] = "last_sequence"
         values[":before_state"] = to_value(before.state.value)
         values[":before_seq"] = to_value(before.last_sequence)
-        update = {
+        return {
             "Update": {
                 "TableName": self.table,
                 "Key": self._key(after.vehicle_id, after.update_id),
@@ -161,8 +261,6 @@ class UpdateRepository:
                 "ExpressionAttributeValues": values,
             }
         }
-        if not self._transact([update, _item(with_campaign)], "recording an update's progress"):
-            raise StaleWrite(f"update {after.update_id} of {after.vehicle_id} changed meanwhile")
 
     def _transact(self, items: list[Mapping[str, Any] | None], action: str) -> bool:
         present: Any = [i for i in items if i is not None]
@@ -180,3 +278,22 @@ class UpdateRepository:
         except BotoCoreError as exc:
             raise transient(action, exc) from exc
         return True
+
+
+def _lost_conditions(exc: ClientError, keys: Sequence[UpdateKey]) -> set[UpdateKey]:
+    """The records of `keys` (the transaction's first items, in order) whose
+    condition failed. A condition failure the reasons do not place (a lone
+    UpdateItem, or reasons missing) is taken as every record's: re-reading a
+    record that did not move costs a read and decides the same."""
+    if not is_condition_failure(exc):
+        return set()
+    if error_code(exc) == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons", [])
+        placed = {
+            keys[n]
+            for n, reason in enumerate(reasons)
+            if n < len(keys) and reason.get("Code") == "ConditionalCheckFailed"
+        }
+        if placed:
+            return placed
+    return set(keys)
