@@ -347,46 +347,33 @@ class CampaignRepository:
     def move_counters(
         self, campaign_id: str, deltas: CounterDeltas, wave: int | None, now_ms: int
     ) -> TransactItem:
-        names: dict[str, str] = {"#lp": "last_progress_at", "#st": "stalled"}
-        values: dict[str, Any] = {":now": to_value(now_ms), ":false": to_value(False)}
-        adds: list[str] = []
-        for number, (counter, delta) in enumerate(deltas.nonzero().items()):
-            values[f":d{number}"] = to_value(delta)
-            names[f"#c{number}"] = counter_attr(Counter(counter))
-            adds.append(f"#c{number} :d{number}")
+        adds: dict[str, int] = {}
+        for counter, delta in deltas.nonzero().items():
+            adds[counter_attr(Counter(counter))] = delta
             if wave is not None:
-                names[f"#w{number}"] = counter_attr(Counter(counter), wave)
-                adds.append(f"#w{number} :d{number}")
-        expression = "SET #lp = :now, #st = :false"
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        return TransactItem(
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": {"campaign_id": {"S": campaign_id}},
-                    "UpdateExpression": expression,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                }
-            }
-        )
+                adds[counter_attr(Counter(counter), wave)] = delta
+        return self._add_counters(campaign_id, adds, now_ms)
 
     def count_reports(self, campaign_id: str, moves: CounterMoves, now_ms: int) -> TransactItem:
         """One `ADD` per counter (campaign and wave) for a chunk of records:
         DynamoDB refuses two operations on one item in a transaction, and one
         summed write is what keeps the hot campaign item off the critical path."""
+        return self._add_counters(campaign_id, dict(sorted(_adds(moves).items())), now_ms)
+
+    def _add_counters(self, campaign_id: str, adds: Mapping[str, int], now_ms: int) -> TransactItem:
+        """The campaign item's counter update: every nonzero delta `ADD`ed, and
+        progress stamped (which also clears the stalled flag)."""
         names: dict[str, str] = {"#lp": "last_progress_at", "#st": "stalled"}
         values: dict[str, Any] = {":now": to_value(now_ms), ":false": to_value(False)}
-        adds: list[str] = []
-        for number, (attr, delta) in enumerate(sorted(_adds(moves).items())):
+        terms: list[str] = []
+        for number, (attr, delta) in enumerate(adds.items()):
             if delta:
                 names[f"#c{number}"] = attr
                 values[f":d{number}"] = to_value(delta)
-                adds.append(f"#c{number} :d{number}")
+                terms.append(f"#c{number} :d{number}")
         expression = "SET #lp = :now, #st = :false"
-        if adds:
-            expression += " ADD " + ", ".join(adds)
+        if terms:
+            expression += " ADD " + ", ".join(terms)
         return TransactItem(
             {
                 "Update": {
