@@ -16,6 +16,11 @@ With `tie_to_parent` (the default) the child watches its stdin, a pipe from
 the parent, and exits when it closes: a crashed test run leaves no orphaned
 moto behind. `v2c stack up` passes `tie_to_parent=False` so the server
 outlives the command; `stop_pid` ends it later by the PID in stack.json.
+
+Two corrections make the emulator behave like DynamoDB where v2c depends on
+it: `atomic_dynamodb` (conditional writes are atomic) and
+`moto_transactions` (a transaction costs what its items cost, not what the
+table holds).
 """
 
 from __future__ import annotations
@@ -218,6 +223,9 @@ def _serve(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server
 
+    from v2c.infra.local import moto_transactions
+
+    moto_transactions.install()
     app = atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
