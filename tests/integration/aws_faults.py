@@ -13,6 +13,12 @@ Faults:
 * `LeaveUnprocessed`: forward only part of a BatchWriteItem and answer with
   the rest as `UnprocessedItems`, DynamoDB's partial-success answer that
   moto itself never gives.
+
+Policies: `Nth` counts requests (`every_other`, `bursts`): deterministic for
+one caller at a time. `FirstAttempts` faults each distinct write once, the
+first time it is sent, whatever the concurrency: for writers that overlap
+(a gateway's batches, two processes), where a running count could throttle
+one write on every attempt while others' calls pass.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import re
 import socket
 import threading
 from collections import Counter
@@ -33,6 +40,9 @@ from urllib.parse import urlsplit
 from v2c.infra.net import LOOPBACK
 
 DYNAMODB_WRITES = frozenset({"DynamoDB_20120810.PutItem", "DynamoDB_20120810.BatchWriteItem"})
+BATCH_WRITE = "DynamoDB_20120810.BatchWriteItem"
+TRANSACT_WRITE = "DynamoDB_20120810.TransactWriteItems"
+BATCH_WRITES = frozenset({BATCH_WRITE, TRANSACT_WRITE})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
@@ -100,6 +110,85 @@ def bursts(length: int, fault: Fault | None = None) -> Nth:
     return Nth(lambda n: (n // length) % 2 == 0, fault)
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def write_identities(request: Request) -> set[str]:
+    """What a write request writes, one identity per write that a retry sends again:
+
+    * BatchWriteItem: each put item (or deleted key), whole: a retry, of the
+      call or of the items left unprocessed, sends the same items again;
+    * TransactWriteItems: each conditioned item as (table, key, the values its
+      condition names): a caller that retries reads and decides again, so the
+      new values (timestamps) differ but the record and the state it is
+      conditioned on do not. Unconditioned items (a campaign's counter `ADD`)
+      ride along with the records and are left out.
+    """
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    if request.target == BATCH_WRITE:
+        for table, writes in body.get("RequestItems", {}).items():
+            for write in writes:
+                put, delete = write.get("PutRequest"), write.get("DeleteRequest")
+                item = put["Item"] if put else (delete or {}).get("Key")
+                found.add(_canonical([table, item]))
+        return found
+    for entry in body.get("TransactItems", []):
+        for operation in entry.values():
+            condition = operation.get("ConditionExpression")
+            if not condition:
+                continue
+            values = operation.get("ExpressionAttributeValues", {})
+            named = {v: values.get(v) for v in re.findall(r":\w+", condition)}
+            key = operation.get("Key") or operation.get("Item")
+            found.add(_canonical([operation.get("TableName"), key, named]))
+    return found
+
+
+class FirstAttempts:
+    """Fault a write request none of whose writes (`write_identities`) was
+    sent before; let every other request through. A write is thus refused at
+    most once and the retry of a refused request passes: about half the
+    write calls fail, whichever callers overlap, and no write is refused
+    past a retry budget of two attempts.
+
+    `faults` are used in turn for the faulted requests of each target; a
+    `LeaveUnprocessed` throttles instead where it could not leave anything
+    (not a BatchWriteItem, or one of a single item)."""
+
+    def __init__(
+        self,
+        faults: tuple[Fault, ...] = (Throttle(),),
+        targets: frozenset[str] = BATCH_WRITES,
+    ) -> None:
+        self._faults = faults
+        self._targets = targets
+        self._seen: set[str] = set()
+        self._turns: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Fault | None:
+        if request.target not in self._targets:
+            return None
+        identities = write_identities(request)
+        with self._lock:
+            if not identities or identities & self._seen:
+                self._seen |= identities
+                return None
+            self._seen |= identities
+            fault = self._faults[self._turns[request.target] % len(self._faults)]
+            self._turns[request.target] += 1
+        if isinstance(fault, LeaveUnprocessed) and (
+            request.target != BATCH_WRITE or len(identities) < 2
+        ):
+            return Throttle()  # nothing to leave unprocessed: a write of one item
+        return fault
+
+
 class AwsFaultProxy:
     """`endpoint_url` is what clients under test use instead of moto's."""
 
@@ -109,6 +198,9 @@ class AwsFaultProxy:
         self.policy = policy
         self.seen: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        # Errors the upstream itself answered, by (target, error code): a
+        # transaction cancelled on a lost condition, say.
+        self.upstream_errors: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
         self._server.daemon_threads = True
@@ -135,6 +227,14 @@ class AwsFaultProxy:
     def _count(self, counter: Counter[str], target: str) -> None:
         with self._lock:
             counter[target] += 1
+
+    def _count_error(self, target: str, answer: bytes) -> None:
+        try:
+            code = str(json.loads(answer).get("__type", "")).rpartition("#")[2]
+        except (ValueError, AttributeError):
+            code = ""
+        with self._lock:
+            self.upstream_errors[(target, code or "unknown")] += 1
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -170,6 +270,8 @@ class AwsFaultProxy:
                     proxy._count(proxy.injected, request.target)
                     body, held = _split_batch(body, fault.keep)
                 status, headers, answer = self._forward(body)
+                if status >= 400:
+                    proxy._count_error(request.target, answer)
                 if held and status == 200:
                     data = json.loads(answer or b"{}")
                     data["UnprocessedItems"] = held

@@ -10,9 +10,11 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from v2c.contract.topics import Domain, TopicFilter
+from v2c.gateway.rules import RULES as PRODUCTION_RULES
 from v2c.gateway.rules import EventSource, Rule
 
 RECORD_ENV = "V2C_TEST_RECORD_FILE"
@@ -193,3 +195,7 @@ BATCH_RECORDING_RULES = (
 HELD_RULES = (
     Rule("telemetry", TELEMETRY, f"{__name__}:held_busy_handler", dlq="telemetry", qos=1),
 )
+
+# The production rules with handler timeouts a loaded test machine cannot reach by
+# slowness alone (`fleet_support.patient_rules`): for `v2c gateway run --rules`.
+PATIENT_RULES = tuple(replace(rule, timeout_s=240.0) for rule in PRODUCTION_RULES)

@@ -1,25 +1,41 @@
 """Run a gateway in a background event loop, and publish like a vehicle.
 
 The tests stay synchronous (paho publishes, polling the record file) while the
-gateway runs exactly as in production, on its own asyncio loop."""
+gateway runs exactly as in production, on its own asyncio loop.
+`gateway_process` runs one as `v2c gateway run` instead, in a process of its
+own with the handlers' environment, for the tests that kill it or run two."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.contract.puback import PubackOutcome, classify_puback
 from v2c.gateway.rules import Rule
 from v2c.gateway.runtime import Gateway, GatewayConfig, run_gateway
 from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
+from v2c.infra.local.wiring import handler_environment
+from v2c.infra.net import LOOPBACK, free_port
+from v2c.infra.settings import StackSettings
+
+HERE = Path(__file__).parent
+V2C = Path(sys.executable).parent / "v2c"
 
 
 def memory_dlqs() -> dict[str, DeadLetterStore]:
@@ -151,3 +167,132 @@ def publish_all(client: mqtt.Client, messages: Sequence[tuple[str, bytes]], qos:
                 time.sleep(0.2)
     finally:
         client.on_publish = previous
+
+
+# -- `v2c gateway run` as a process of its own ------------------------------------
+
+PATIENT_RULES = "gateway_handlers:PATIENT_RULES"  # the production rules, slow moto allowed
+
+
+@dataclass
+class GatewayProcess:
+    """A running `v2c gateway run`, read through its Prometheus endpoint."""
+
+    process: subprocess.Popen[bytes]
+    client_id: str
+    metrics_port: int
+    log: Path
+
+    def scrape(self) -> str:
+        """The exposition text; empty while the endpoint does not answer."""
+        url = f"http://{LOOPBACK}:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text: str = answer.read().decode()
+        except OSError:
+            return ""
+        return text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include `labels`."""
+        wanted = set(labels.items())
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(self.scrape())
+            for sample in family.samples
+            if sample.name == name and wanted <= set(sample.labels.items())
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_connected(self, timeout: float = 60.0) -> None:
+        def connected() -> bool:
+            assert self.alive(), f"gateway {self.client_id} exited:\n{self.log_tail()}"
+            return self.metric("v2c_gateway_connected") == 1
+
+        wait_until(connected, timeout=timeout, what=f"gateway {self.client_id} to connect")
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, nothing acknowledged that was not handled."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@contextmanager
+def gateway_process(
+    broker: MqttEndpoint,
+    settings: StackSettings,
+    log: Path,
+    *,
+    client_id: str,
+    rules: str = PATIENT_RULES,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[GatewayProcess]:
+    """`v2c gateway run` on `broker` with the handlers' environment from
+    `settings` (as the stack exports it; `environment` wins, e.g. an
+    `AWS_ENDPOINT_URL` through a fault proxy), dead letters of its own in
+    memory (the handlers write theirs to S3 and SQS), a metrics endpoint, and
+    `client_id` (the same id again resumes the session). Connected when this
+    yields; stopped with SIGTERM (a drain) on the way out."""
+    env = {
+        **os.environ,
+        **handler_environment(settings),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **(environment or {}),
+    }
+    port = free_port()
+    command = [
+        str(V2C), "gateway", "run", "--host", broker.host, "--port", str(broker.port),
+        "--client-id", client_id, "--rules", rules, "--dlq", "memory",
+        "--metrics-port", str(port),
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    gateway = GatewayProcess(process, client_id, port, log)
+    try:
+        gateway.wait_connected()
+        yield gateway
+    finally:
+        if gateway.alive():
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def publish_from_clients(
+    endpoint: MqttEndpoint,
+    messages: Sequence[tuple[str, bytes]],
+    *,
+    clients: int = 3,
+    prefix: str = "fleet",
+    qos: int = 1,
+) -> None:
+    """Publish `messages` from `clients` connections at once, message n from
+    client n mod `clients` (so neighbours leave together), each as `publish_all`."""
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            with vehicle_client(endpoint, f"{prefix}-{number}") as client:
+                publish_all(client, messages[number::clients], qos=qos)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads), "a publisher never finished"

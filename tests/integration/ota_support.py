@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from v2c.contract.errors import NotFound
-from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
+from v2c.handlers.ota.campaigns.deps import CampaignConfig, CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
 from v2c.handlers.ota.campaigns.repository import CampaignRepository
 from v2c.handlers.ota.campaigns.rollback_log import RollbackLog
 from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.handlers.ota.notifier import NotificationSink, Notifier
+from v2c.handlers.ota.notifier import NotificationSink, Notifier, SinkMessage
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.updates.repository import UpdateRepository
@@ -123,6 +124,12 @@ class RecordingSink:
         self.sent.append((topic, payload))
         return not self.fail
 
+    def send_many(self, messages: Sequence[SinkMessage]) -> list[bool]:
+        return [
+            self.send(m.topic, m.payload, correlation_id=m.correlation_id, context=m.context)
+            for m in messages
+        ]
+
     def vehicles(self) -> list[str]:
         return [t.split("/")[3] for t, _ in self.sent]
 
@@ -177,7 +184,10 @@ class OtaServices:
 
 
 def ota_services(
-    stack: AwsStack, sink: NotificationSink | None = None, signer: Signer | None = None
+    stack: AwsStack,
+    sink: NotificationSink | None = None,
+    signer: Signer | None = None,
+    config: CampaignConfig | None = None,
 ) -> OtaServices:
     aws, names = stack.aws, stack.names
     ddb, s3 = aws.client("dynamodb"), aws.client("s3")
@@ -198,6 +208,7 @@ def ota_services(
         alerts=alerts,
         rollbacks=RollbackLog(ddb, names.rollbacks_table),
         clock=clock,
+        config=config or CampaignConfig(),
     )
     campaigns = CampaignService(deps)
     return OtaServices(

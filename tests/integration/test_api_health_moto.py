@@ -52,7 +52,13 @@ def test_every_dependency_answers(lambda_env: AwsStack) -> None:
 
 
 def test_a_missing_bucket_is_503_naming_it(lambda_env: AwsStack) -> None:
-    lambda_env.aws.client("s3").delete_bucket(Bucket=lambda_env.names.firmware_bucket)
+    s3, bucket = lambda_env.aws.client("s3"), lambda_env.names.firmware_bucket
+    # The stack leaves objects in it (the fleet index's "built" marker), in
+    # a versioned bucket: every version goes before the bucket can.
+    listing = s3.list_object_versions(Bucket=bucket)
+    for entry in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]:
+        s3.delete_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+    s3.delete_bucket(Bucket=bucket)
     status, body = _detailed()
     assert status == 503
     components = body["components"]

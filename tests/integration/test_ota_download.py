@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from v2c.vehicle_sim.ota.device.download import (
     RangeDownloader,
     discard_download,
 )
+from v2c.vehicle_sim.ota.device.partial import PartialDownload
 
 FIFTY_MB = 52_428_800
 TWENTY_PERCENT = 10_485_760
@@ -133,10 +133,9 @@ def sha256_of(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def saved_offset(dest: Path, update_id: str = UPDATE_ID) -> int:
-    state = json.loads((dest / f"{update_id}.state.json").read_text())
-    offset: int = state["offset"]
-    return offset
+def saved_offset(dest: Path, package: Package, update_id: str = UPDATE_ID) -> int:
+    """The offset the state on disk vouches for (what a new process resumes from)."""
+    return PartialDownload(dest, update_id, package.size, package.sha256).committed_offset()
 
 
 def range_ends(server: FileServer) -> list[int]:
@@ -166,7 +165,7 @@ def test_connection_lost_at_20_percent_resumes_at_exactly_byte_10485760(
     # Then the download pauses with exactly 20 % on disk, durably
     assert first.outcome is DownloadOutcome.PAUSED
     assert (first.bytes_downloaded, first.percent) == (TWENTY_PERCENT, 20)
-    assert saved_offset(dest) == TWENTY_PERCENT
+    assert saved_offset(dest, big) == TWENTY_PERCENT
     assert (dest / f"{UPDATE_ID}.part").stat().st_size == TWENTY_PERCENT
     assert progress[-1].bytes_downloaded == TWENTY_PERCENT
     assert sleeps.delays == [2.0, 4.0]  # attempts 2 and 3, the spec's backoff; then PAUSED
@@ -177,9 +176,10 @@ def test_connection_lost_at_20_percent_resumes_at_exactly_byte_10485760(
     seen = len(big_server.requests)
     second = fetch(downloader(fsync=True), big_server.url, dest, big)
 
-    # Then its first request is the spec's: chunk 11, from byte 10485760
+    # Then its first request is the spec's: chunk 11, from byte 10485760; then the rest
     assert big_server.requests[seen].range == "bytes=10485760-11534335"
     assert big_server.requests[seen].status == 206
+    assert [r.range for r in big_server.requests[seen + 1 :]] == ["bytes=11534336-52428799"]
     assert second.outcome is DownloadOutcome.COMPLETED
     assert second.resumed_from == TWENTY_PERCENT
     assert second.bytes_fetched == FIFTY_MB - TWENTY_PERCENT  # no byte fetched twice
@@ -203,7 +203,9 @@ def test_a_proxy_cut_mid_transfer_pauses_and_the_download_resumes_after_heal(
 
         first = fetch(downloader(), url, dest, big, cut_at_30_percent)
         assert first.outcome is DownloadOutcome.PAUSED
-        assert first.bytes_downloaded == cut_at[0] == saved_offset(dest)
+        # What was in flight when the link broke is kept, in whole granules.
+        assert cut_at[0] <= first.bytes_downloaded == saved_offset(dest, big)
+        assert first.bytes_downloaded % GRANULE == 0
         assert 30 <= first.percent < 100
 
         proxy.heal()
@@ -254,7 +256,8 @@ def test_a_stalled_link_is_a_lost_link_after_the_stall_timeout(
             blackhole_at_20_percent,
         )
     assert result.outcome is DownloadOutcome.PAUSED
-    assert result.bytes_downloaded == stalled[0] == saved_offset(dest)
+    assert stalled[0] <= result.bytes_downloaded == saved_offset(dest, big)
+    assert result.bytes_downloaded < FIFTY_MB
     assert "Timeout" in result.detail
 
 
@@ -400,6 +403,87 @@ def test_a_server_ignoring_range_is_read_through_once(
     assert sha256_of(result.path) == small.sha256
 
 
+def test_a_retry_continues_at_the_first_byte_not_received_not_at_the_commit(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    # Given a link cut once mid-granule, 1000 bytes past 2 MiB
+    cut = 2 * MIB + 1000
+    server.faults.cut_after, server.faults.cut_times = cut, 1
+    sleeps, progress = Sleeps(), list[DownloadProgress]()
+    result = fetch(downloader(sleeps), server.url, dest, small, progress.append)
+
+    # Then the complete granules were committed at the cut, the retry asked
+    # for the very next byte (the running hash is there), and nothing came twice
+    assert result.ok
+    assert 2 * MIB in [p.bytes_downloaded for p in progress]
+    assert server.requests[-1].range == f"bytes={cut}-{SMALL - 1}"
+    assert sleeps.delays == [2.0]
+    assert result.bytes_fetched == SMALL
+    assert result.path is not None
+    assert sha256_of(result.path) == small.sha256
+
+
+def test_a_crash_after_uncommitted_writes_resumes_at_the_commit_and_verifies(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    # Given a process that dies at 30 % (cancelled from its progress report)
+    committed: list[int] = []
+
+    async def dies_at_30_percent() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def die(p: DownloadProgress) -> None:
+            if p.percent >= 30 and not committed:
+                committed.append(p.bytes_downloaded)
+                task.cancel()
+
+        await downloader().download(server.url, dest, UPDATE_ID, small.size, small.sha256, die)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(dies_at_30_percent())
+    # ... after writing bytes it never committed (granules past the last commit)
+    with (dest / f"{UPDATE_ID}.part").open("ab") as torn:
+        torn.write(b"\xff" * 100_000)
+
+    # When a new process resumes
+    seen = len(server.requests)
+    result = fetch(downloader(), server.url, dest, small)
+
+    # Then it starts at the commit, re-hashes the prefix and the package verifies
+    assert result.ok, result.detail
+    assert result.resumed_from == committed[0]
+    assert server.requests[seen].range_start == committed[0]
+    assert result.bytes_fetched == SMALL - committed[0]
+    assert result.path is not None
+    assert sha256_of(result.path) == small.sha256
+
+
+def test_a_partial_file_corrupted_on_disk_fails_the_digest_and_is_deleted(
+    server: FileServer, small: Package, dest: Path
+) -> None:
+    # Given a paused download whose committed prefix rotted on disk (one bit)
+    pause_at(server, downloader(), dest, small, 2 * MIB)
+    with (dest / f"{UPDATE_ID}.part").open("r+b") as part:
+        part.seek(MIB)
+        byte = part.read(1)
+        part.seek(MIB)
+        part.write(bytes([byte[0] ^ 0x01]))
+
+    # When it resumes, the digest of prefix + rest does not match: detected, all deleted
+    result = fetch(downloader(), server.url, dest, small)
+    assert (result.outcome, result.reason) == (DownloadOutcome.FAILED, OTAStatus.CHECKSUM_MISMATCH)
+    assert result.resumed_from == 2 * MIB
+    assert list(dest.iterdir()) == []
+
+    # And the next attempt starts over from byte 0 and succeeds
+    again = fetch(downloader(), server.url, dest, small)
+    assert again.ok
+    assert again.resumed_from == 0
+    assert again.path is not None
+    assert sha256_of(again.path) == small.sha256
+
+
 def test_a_partial_file_of_another_package_is_not_resumed(
     server: FileServer, small: Package, dest: Path, tmp_path: Path
 ) -> None:
@@ -438,7 +522,7 @@ def test_a_slow_server_runs_into_the_overall_timeout(
     assert (result.outcome, result.reason) == (DownloadOutcome.FAILED, OTAStatus.DOWNLOAD_TIMEOUT)
     assert result.bytes_downloaded < SMALL
     assert result.bytes_downloaded % GRANULE == 0
-    assert saved_offset(dest) == result.bytes_downloaded  # kept: a retry resumes from it
+    assert saved_offset(dest, small) == result.bytes_downloaded  # kept: a retry resumes from it
 
 
 def test_the_timeout_also_bounds_the_backoff(
@@ -521,16 +605,15 @@ def test_chunks_start_at_1_mib_grow_on_a_fast_link_and_report_every_10_percent(
     clock = StepClock(0.001)  # every chunk "takes" a few ms: a fast link
     result = fetch(downloader(clock=clock), big_server.url, dest, big, progress.append)
     assert result.ok
-    sizes = [
-        int(r.range.split("-")[1]) - int(r.range[6:].split("-")[0]) + 1
-        for r in big_server.requests
-        if r.range
-    ]
-    assert sizes[:4] == [MIB, 2 * MIB, 4 * MIB, 5 * MIB]  # x2, then capped at 10 %
-    assert max(sizes) == 5 * MIB
+    # Two requests: the first chunk (the spec's 1 MiB), then the rest in one stream.
+    assert [r.range for r in big_server.requests] == ["bytes=0-1048575", "bytes=1048576-52428799"]
+    assert result.requests == 2
+    # Committed and reported chunk by chunk: x2, then capped at 10 %.
     offsets = [0] + [p.bytes_downloaded for p in progress]
+    sizes = [b - a for a, b in itertools.pairwise(offsets)]
+    assert sizes[:5] == [MIB, 2 * MIB, 4 * MIB, 5 * MIB, 5 * MIB]
     assert offsets[-1] == FIFTY_MB
-    assert max(b - a for a, b in itertools.pairwise(offsets)) <= FIFTY_MB // 10
+    assert max(sizes) <= FIFTY_MB // 10
 
 
 def test_memory_is_bounded_by_the_chunk_not_the_package(

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from v2c.contract.errors import InvalidField
-from v2c.vehicle_sim.ota.device.partial import PartialDownload, package_path
+from v2c.vehicle_sim.ota.device.partial import (
+    SLOT_OFFSETS,
+    SLOT_SIZE,
+    PartialDownload,
+    decode_slot,
+    decode_state,
+    encode_slot,
+    package_path,
+)
 
 DATA = bytes(range(256)) * 1024  # 256 KiB
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -90,3 +98,52 @@ def test_finish_renames_and_verified_package_rechecks_the_hash(tmp_path: Path) -
 def test_an_update_id_that_is_not_a_plain_file_name_is_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(InvalidField):
         PartialDownload(tmp_path, bad, 1, SHA)
+
+
+def test_commits_update_the_state_in_place_alternating_two_slots(tmp_path: Path) -> None:
+    p = committed(tmp_path, 65_536)  # the first commit creates the file: slot 1
+    inode = p.state_path.stat().st_ino
+    assert decode_state(p.state_path.read_bytes()) == (p.identity, [65_536, None])
+    f, offset, _ = partial(tmp_path).open_for_resume()
+    with f:
+        f.write(DATA[offset:196_608])
+        resumed = partial(tmp_path)
+        assert resumed.committed_offset() == 65_536
+        resumed.commit(f, 131_072)  # the other slot, never the newest
+        assert decode_state(p.state_path.read_bytes())[1] == [65_536, 131_072]
+        resumed.commit(f, 196_608)  # and back: the older of the two
+    assert decode_state(p.state_path.read_bytes())[1] == [196_608, 131_072]
+    assert p.state_path.stat().st_ino == inode  # no new file per commit
+    assert partial(tmp_path).committed_offset() == 196_608
+
+
+def test_a_torn_slot_falls_back_to_the_previous_commit(tmp_path: Path) -> None:
+    # Given a commit of 131072 whose slot write was torn by a power cut
+    p = committed(tmp_path, 65_536)
+    with p.state_path.open("r+b") as state:
+        state.seek(SLOT_OFFSETS[1])
+        state.write(encode_slot(131_072)[:12] + b"\0" * 18)
+    # Then the other slot's commit counts, and the bytes beyond it are cut off
+    f, offset, hasher = partial(tmp_path).open_for_resume()
+    with f:
+        assert offset == 65_536
+        assert hasher.hexdigest() == hashlib.sha256(DATA[:65_536]).hexdigest()
+
+
+def test_a_slot_detects_any_change_to_its_offset() -> None:
+    slot = encode_slot(10_485_760)
+    assert decode_slot(slot) == 10_485_760
+    assert len(slot) == SLOT_SIZE
+    assert decode_slot(slot.replace(b"1048", b"1049")) is None
+    assert decode_slot(b" " * SLOT_SIZE) is None
+
+
+def test_a_format_1_state_file_is_discarded(tmp_path: Path) -> None:
+    p = committed(tmp_path, 100_000)
+    p.state_path.unlink()
+    legacy = tmp_path / "ota-1.state.json"
+    legacy.write_text(json.dumps({"format": 1, "offset": 100_000}))
+    f, offset, _ = partial(tmp_path).open_for_resume()
+    with f:
+        assert offset == 0
+    assert not legacy.exists()

@@ -1,10 +1,12 @@
 """The outbound (cloud → vehicle) publisher against a real mosquitto, and its
 failure path into the real SQS OTA DLQ on moto: QoS 2 with MQTT 5 properties
 arrives; with the broker down, 3 attempts with exponential backoff end in an
-outbound record; after the broker is back, `v2c dlq replay` delivers it."""
+outbound record; after the broker is back, `v2c dlq replay` delivers it. The
+pipelined form (`publish_many`) keeps the same guarantees per message."""
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typer.testing import CliRunner
 
 from v2c.contract.dead_letter import Direction
 from v2c.contract.mqtt_endpoint import MqttEndpoint
-from v2c.gateway.publisher import OutboundPublisher
+from v2c.gateway.publisher import OutboundMessage, OutboundPublisher
 from v2c.handlers.dlq.store import DeadLetterStore
 from v2c.infra.cli.main import app
 from v2c.infra.local.broker import MosquittoBroker
@@ -203,3 +205,73 @@ def test_broker_down_dead_letters_after_three_attempts_and_replay_delivers_after
     assert tuple(arrived.properties.UserProperty) == USER_PROPERTIES
     assert list(ota_dlq.list()) == []
     assert ota_dlq.depth() == 0
+
+
+# -- pipelined publishes (`publish_many`) -----------------------------------------------
+
+
+def _many(payloads: list[bytes]) -> list[OutboundMessage]:
+    return [
+        OutboundMessage(
+            OTA_TOPIC,
+            payload,
+            expiry_s=3600,
+            correlation_data=b"corr-" + payload,
+            user_properties=USER_PROPERTIES,
+            context={"update_id": payload.decode()},
+        )
+        for payload in payloads
+    ]
+
+
+def test_publish_many_delivers_every_message_with_a_window_in_flight(
+    publisher: OutboundPublisher, vehicle: Vehicle
+) -> None:
+    # more than one window (100) of QoS 2 flows
+    payloads = [f"n-{i:04d}".encode() for i in range(250)]
+
+    results = publisher.publish_many(_many(payloads))
+
+    assert [(r.delivered, r.attempts, r.dead_letter_id) for r in results] == [(True, 1, None)] * 250
+    wait_until(lambda: len(vehicle.payloads()) >= 250, what="every notification")
+    assert sorted(vehicle.payloads()) == payloads  # each once, whatever the order
+    for arrived in vehicle.arrived:
+        assert arrived.qos == 2
+        assert arrived.properties.CorrelationData == b"corr-" + arrived.payload
+        assert tuple(arrived.properties.UserProperty) == USER_PROPERTIES
+
+
+def test_publish_many_with_the_broker_down_dead_letters_each_message_alone(
+    mosquitto: MosquittoBroker,
+    publisher: OutboundPublisher,
+    vehicle: Vehicle,
+    ota_dlq: DeadLetterStore,
+    waits: list[float],
+) -> None:
+    # Given: the broker is down and the publisher knows it
+    mosquitto.stop()
+    wait_until(lambda: not publisher.connected, what="the publisher to see the broker gone")
+    payloads = [f"down-{i}".encode() for i in range(5)]
+
+    # When: a chunk of notifications is published
+    results = publisher.publish_many(_many(payloads))
+
+    # Then: three attempts each (in rounds: one backoff for all, not one per
+    # message), then one outbound record per message, answered per message
+    assert [(r.delivered, r.attempts) for r in results] == [(False, 3)] * 5
+    assert waits == [0.2, 0.4]
+    records = {r.record_id: r for r in ota_dlq.list()}
+    assert set(records) == {r.dead_letter_id for r in results}
+    for result, payload in zip(results, payloads, strict=True):
+        record = records[result.dead_letter_id]  # type: ignore[index]
+        assert record.payload == payload
+        assert (record.topic, record.attempts, record.reason) == (
+            OTA_TOPIC,
+            3,
+            "dependency_unavailable",
+        )
+        assert record.context == {"qos": 2, "update_id": payload.decode()}
+        assert (
+            record.properties["correlation_data_b64"]
+            == base64.b64encode(b"corr-" + payload).decode()
+        )

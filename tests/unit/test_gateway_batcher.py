@@ -194,3 +194,51 @@ def test_messages_admitted_in_one_turn_of_the_loop_go_in_one_batch_when_others_w
 
     assert asyncio.run(run()) == [True] * 8
     assert [len(call) for call in handler.calls] == [5, 3]
+
+
+def test_while_max_concurrency_batches_run_the_next_one_keeps_filling() -> None:
+    """`max_concurrency` (the mapping's MaximumConcurrency): with both calls
+    held in the handler, records that arrive meanwhile are not made into
+    small batches of their own window each; they wait in one batch that
+    goes when a call ends (Lambda keeps them in the queue the same way)."""
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    calls: list[list[str]] = []
+    lock = threading.Lock()
+
+    def held(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with lock:
+            calls.append([_text(r) for r in event["Records"]])
+        entered.release()
+        release.wait(30)
+        return {"batchItemFailures": []}
+
+    async def run() -> list[bool]:
+        pool = HandlerPool(8)
+        rule = _rule(batch_size=2, batch_window_ms=1, max_concurrency=2)
+        batcher = RuleBatcher(rule, held, pool, DeadLetters())
+        try:
+            first = [asyncio.ensure_future(batcher.submit(_event(f"a{i}"), 0)) for i in range(4)]
+            for _ in range(2):  # both allowed calls are in the handler
+                await asyncio.to_thread(entered.acquire)
+            later = [asyncio.ensure_future(batcher.submit(_event(f"b{i}"), 0)) for i in range(5)]
+            for _ in range(3):  # windows run out while every call is busy
+                await asyncio.sleep(0.005)
+            with lock:
+                assert len(calls) == 2  # nothing started beyond the limit
+            release.set()
+            return [*await asyncio.gather(*first), *await asyncio.gather(*later)]
+        finally:
+            release.set()
+            pool.shutdown()
+
+    assert asyncio.run(run()) == [True] * 9
+    assert calls[:2] == [["a0", "a1"], ["a2", "a3"]]
+    # b0..b4 went in full batches of 2 and the rest, never more than 2 at once
+    assert sorted(t for call in calls[2:] for t in call) == [f"b{i}" for i in range(5)]
+    assert [len(c) for c in calls[2:]] == [2, 2, 1]
+
+
+def test_max_concurrency_below_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_concurrency"):
+        _rule(max_concurrency=1)

@@ -114,6 +114,8 @@ def test_a_queue_fed_rule_and_its_queue_mapping_say_what_the_rule_says(rule: Rul
     assert mapping["BatchSize"] == rule.batch_size
     assert PARTIAL_BATCH_RESPONSE in mapping["FunctionResponseTypes"]
     assert mapping["MaximumBatchingWindowInSeconds"] == batching_window_s(rule)
+    # as many batches at once in Lambda as in the gateway
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == rule.max_concurrency
     # a record failed max_receive_count times moves to the ingest DLQ
     redrive = queue_props["RedrivePolicy"]
     assert redrive["maxReceiveCount"] == rule.max_receive_count

@@ -4,8 +4,11 @@ A message admitted by the scheduler joins its rule's open batch; the batch
 is handed to the handler when it holds `batch_size` records or when its
 first record has waited `batch_window_ms` (Lambda's `BatchSize` and
 `MaximumBatchingWindowInSeconds`), or at once when messages wait for the
-slots its records hold (`hurry`). The handler gets the SQS event of
-`v2c.contract.queue_event` and answers with a partial-batch response.
+slots its records hold (`hurry`). At most `max_concurrency` batches are in
+the handler at once (the mapping's `ScalingConfig.MaximumConcurrency`): a
+batch due meanwhile waits for a call to end, and the open batch goes on
+filling. The handler gets the SQS event of `v2c.contract.queue_event` and
+answers with a partial-batch response.
 
 Each message's future settles only when its record succeeded or was
 dead-lettered, and the gateway acknowledges the MQTT message then: a SIGKILL
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +71,7 @@ class RuleBatcher:
     _timer: asyncio.TimerHandle | None = None
     _soon: asyncio.Handle | None = None
     _calls: set[asyncio.Task[None]] = field(default_factory=set)
+    _due: deque[list[PendingRecord]] = field(default_factory=deque)  # full, waiting for a call
     batches: int = 0  # calls made: records / batches is the mean batch size
 
     async def submit(self, event: dict[str, Any], received_at_ms: int) -> bool:
@@ -107,14 +112,31 @@ class RuleBatcher:
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
+        if not self._open:
+            return
+        if self._busy() and len(self._open) < self.rule.batch_size:
+            return  # keeps filling; a call's end hands it over
         batch, self._open = self._open, []
-        if batch:
-            self._start(batch)
+        self._start(batch)
+
+    def _busy(self) -> bool:
+        limit = self.rule.max_concurrency
+        return limit is not None and len(self._calls) >= limit
 
     def _start(self, batch: list[PendingRecord]) -> None:
+        if self._busy():
+            self._due.append(batch)
+            return
         task = asyncio.create_task(self._call(batch))
         self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        task.add_done_callback(self._call_ended)
+
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self._calls.discard(task)
+        if self._due:
+            self._start(self._due.popleft())
+        elif self._open and (self._timer is None or self.hurry()):
+            self._flush()  # its window ran out while every call was busy
 
     async def _call(self, batch: list[PendingRecord]) -> None:
         rule = self.rule

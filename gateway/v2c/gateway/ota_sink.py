@@ -5,15 +5,33 @@ In AWS the handlers publish through the IoT data plane
 gateway process, publish through an `OutboundPublisher`: QoS 2, message
 expiry 86,400 s, the per-vehicle update id as correlation data, three
 attempts with backoff, then the OTA DLQ (SQS) with vehicle, update and
-attempts, from where `v2c dlq replay` sends it again.
+attempts, from where `v2c dlq replay` sends it again. A campaign chunk goes
+through `publish_many`: the publisher's window of QoS 2 flows in flight,
+each message answered (delivered or dead-lettered) on its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from v2c.gateway.publisher import OutboundPublisher
-from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE
+from v2c.gateway.publisher import OutboundMessage, OutboundPublisher
+from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE, SinkMessage
+
+
+def _outbound(
+    topic: str, payload: bytes, correlation_id: str, context: dict[str, Any]
+) -> OutboundMessage:
+    return OutboundMessage(
+        topic,
+        payload,
+        qos=2,
+        expiry_s=MESSAGE_EXPIRY_S,
+        correlation_data=correlation_id.encode(),
+        user_properties=(("update_id", str(context.get("update_id", ""))),),
+        source=NOTIFY_SOURCE,
+        context=context,
+    )
 
 
 class MqttNotificationSink:
@@ -23,14 +41,8 @@ class MqttNotificationSink:
     def send(
         self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
     ) -> bool:
-        result = self._publisher.publish(
-            topic,
-            payload,
-            qos=2,
-            expiry_s=MESSAGE_EXPIRY_S,
-            correlation_data=correlation_id.encode(),
-            user_properties=(("update_id", str(context.get("update_id", ""))),),
-            source=NOTIFY_SOURCE,
-            context=context,
-        )
-        return result.delivered
+        return self.send_many([SinkMessage(topic, payload, correlation_id, context)])[0]
+
+    def send_many(self, messages: Sequence[SinkMessage]) -> list[bool]:
+        outbound = [_outbound(m.topic, m.payload, m.correlation_id, m.context) for m in messages]
+        return [r.delivered for r in self._publisher.publish_many(outbound)]

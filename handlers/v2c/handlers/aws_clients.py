@@ -17,8 +17,14 @@ from botocore.config import Config
 # that fits a Lambda timeout: `telemetry.store.RetryPolicy` (the spec's 3
 # attempts, then the DLQ) and the OTA services' conflict and status retries.
 # Nested, 5 botocore x 3 of ours would outlast a Lambda under throttling.
+# No client-side parameter validation: DynamoDB validates every request
+# itself (a `ValidationException`, translated like any other error), and
+# botocore's walk over every attribute of a 25-item BatchWriteItem cost 36 %
+# of the client's CPU per request (5.2 ms vs 3.3 ms, measured on this
+# machine), on the path every telemetry sample and status report takes.
 DYNAMODB_CLIENT_CONFIG: Final = Config(
     retries={"mode": "standard", "total_max_attempts": 1},
+    parameter_validation=False,
     connect_timeout=3,
     read_timeout=10,
     max_pool_connections=32,

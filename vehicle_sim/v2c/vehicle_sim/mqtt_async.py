@@ -15,7 +15,8 @@ and telemetry (`telemetry_publisher`, through `send`). What OTA needs:
   deliver again. Outbound, `publish` returns a future that resolves when the
   broker finished the exchange (PUBCOMP for QoS 2, PUBACK for QoS 1);
 * mutual TLS with the vehicle's own certificate (CN = vehicle id) when the
-  target has a CA, plain TCP otherwise (a test broker).
+  target has a CA, plain TCP otherwise (a test broker); what a TLS session
+  costs in memory and what is shared between vehicles: `tls_memory`.
 
 gmqtt does not return packet ids from `publish`; `_Deliveries` is its
 in-flight store (the `persistent_storage` hook) and learns the id as the
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import struct
 from collections import deque
@@ -57,6 +59,7 @@ from gmqtt.storage import PersistentStorage
 from v2c.contract.mqtt_properties import MqttProperties
 from v2c.vehicle_sim.backoff import Backoff, BackoffPolicy
 from v2c.vehicle_sim.delivery import SessionLimits
+from v2c.vehicle_sim.tls_memory import client_context, share_read_buffer
 from v2c.vehicle_sim.topic_alias import TopicAliases
 
 logger = logging.getLogger(__name__)
@@ -86,11 +89,7 @@ class MqttTarget:
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.ca_file is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file is not None and self.key_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        return context
+        return client_context(self.ca_file, self.cert_file, self.key_file)
 
 
 class SessionListener(Protocol):
@@ -172,7 +171,11 @@ class AsyncMqttSession:
         self.target = target
         self._subscriptions = tuple(subscriptions)
         self._handler = on_message
-        self._backoff = Backoff(backoff or BackoffPolicy(initial_s=1.0, max_s=30.0))
+        # The process's random source for the jitter: a `random.Random` per
+        # vehicle would cost 2.5 KiB each for nothing a shared one lacks.
+        self._backoff = Backoff(
+            backoff or BackoffPolicy(initial_s=1.0, max_s=30.0), random=random.random
+        )
         self._reconnect_delay_s = reconnect_delay_s
         self._outbox: deque[_Outgoing] = deque()
         self._deliveries = _Deliveries(self._requeue)
@@ -393,6 +396,9 @@ class AsyncMqttSession:
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         self.connects += 1
         self._connected.set()
+        if self.target.uses_tls:  # every (re)connect is a new transport
+            connection = getattr(client, "_connection", None)
+            share_read_buffer(getattr(connection, "_transport", None))
         # The broker's own values: gmqtt merges our CONNECT properties over them.
         connack = client._package_handler._connack_properties
         limits = SessionLimits(

@@ -11,7 +11,7 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | VEHICLE_REGISTRY_TABLE | v2c-vehicle-registry | |
 | ROLLBACKS_TABLE | v2c-rollbacks | |
 | FIRMWARE_TABLE | v2c-firmware | |
-| FIRMWARE_BUCKET | v2c-firmware | packages and campaign plans |
+| FIRMWARE_BUCKET | v2c-firmware | packages, campaign plans and the fleet index |
 | OTA_DLQ_QUEUE | v2c-ota-dlq | failed notifications and refused status reports |
 | EVENT_BUS | v2c-events | EventBridge bus; empty: no events |
 | OTA_SIGNER | kms | `kms`, or `software` (development only) |
@@ -21,6 +21,9 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | OTA_MQTT_CA_FILE | (none) | with `mqtts`: the CA (PEM) that verifies the broker |
 | OTA_MQTT_CERT_FILE | (none) | with `mqtts`: the service client certificate (PEM) |
 | OTA_MQTT_KEY_FILE | (none) | with `mqtts`: its private key (PEM) |
+| OTA_PLANNER_FUNCTION | (none) | plans large campaigns after creation answered (AWS: the monitor) |
+| OTA_NOTIFY_CHUNK | 99 | targets per dispatch write (1-99: + the campaign = 100 items) |
+| OTA_NOTIFY_WINDOW | 32 | IoT data plane publishes in flight at once (`send_many`) |
 
 Without `OTA_MQTT_URL` notifications go through the IoT data plane. With it,
 the process hosting the handlers (the local gateway, the local API server)
@@ -40,14 +43,20 @@ from typing import Any, Final
 from urllib.parse import urlparse
 
 import boto3
+from botocore.config import Config
 
 from v2c.contract.dead_letter import DeadLetterRecord
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.aws_clients import DYNAMODB_CLIENT_CONFIG, aws_client_config
 from v2c.handlers.dlq.store import DeadLetterStore, SqsDeadLetterStore
-from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
+from v2c.handlers.ota.campaigns.deps import MAX_NOTIFY_CHUNK, CampaignConfig, CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
+from v2c.handlers.ota.campaigns.planning_queue import (
+    BackgroundPlanning,
+    LambdaPlanning,
+    PlanningQueue,
+)
 from v2c.handlers.ota.campaigns.repository import CampaignRepository
 from v2c.handlers.ota.campaigns.rollback_log import RollbackLog
 from v2c.handlers.ota.campaigns.service import CampaignService
@@ -56,6 +65,8 @@ from v2c.handlers.ota.events import EventBridgePublisher
 from v2c.handlers.ota.firmware.service import FirmwareService
 from v2c.handlers.ota.firmware_catalog import FirmwareCatalog
 from v2c.handlers.ota.fleet import FleetRegistry
+from v2c.handlers.ota.fleet_index.store import FleetIndex
+from v2c.handlers.ota.iot_sink import DEFAULT_WINDOW as IOT_NOTIFY_WINDOW
 from v2c.handlers.ota.iot_sink import IotDataSink
 from v2c.handlers.ota.metrics import PrometheusAlerts, signing_failed
 from v2c.handlers.ota.notifier import NotificationSink, Notifier
@@ -87,7 +98,10 @@ class OtaConfig:
     mqtt_ca_file: str | None = None
     mqtt_cert_file: str | None = None
     mqtt_key_file: str | None = None
+    planner_function: str | None = None
     endpoint_url: str | None = None
+    notify_chunk: int = MAX_NOTIFY_CHUNK
+    notify_window: int = IOT_NOTIFY_WINDOW
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OtaConfig:
@@ -109,7 +123,10 @@ class OtaConfig:
             mqtt_ca_file=env.get("OTA_MQTT_CA_FILE") or None,
             mqtt_cert_file=env.get("OTA_MQTT_CERT_FILE") or None,
             mqtt_key_file=env.get("OTA_MQTT_KEY_FILE") or None,
+            planner_function=env.get("OTA_PLANNER_FUNCTION") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            notify_chunk=_count(env, "OTA_NOTIFY_CHUNK", d.notify_chunk, MAX_NOTIFY_CHUNK),
+            notify_window=_count(env, "OTA_NOTIFY_WINDOW", d.notify_window, 1_000),
         )
         if config.signer not in ("kms", "software"):
             raise ConfigurationError(f"OTA_SIGNER must be kms or software, not {config.signer!r}")
@@ -140,6 +157,19 @@ class OtaConfig:
             cert_file=self.mqtt_cert_file if tls else None,
             key_file=self.mqtt_key_file if tls else None,
         )
+
+
+def _count(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if not 1 <= value <= most:
+        raise ConfigurationError(f"{name} must be 1-{most}, not {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -229,10 +259,34 @@ def _sink(
             "the process hosting the handlers must install its services "
             "(v2c.infra.local.wiring.use_local_ota_services)"
         )
+    # One pooled connection per publish in flight (`send_many`'s window).
+    pool = Config(max_pool_connections=max(32, config.notify_window))
     iot: Any = session.client(
-        "iot-data", config=aws_client_config(local=config.endpoint_url is not None)
+        "iot-data", config=aws_client_config(local=config.endpoint_url is not None).merge(pool)
     )
-    return IotDataSink(iot, dead_letters), lambda: None
+    return IotDataSink(iot, dead_letters, window=config.notify_window), lambda: None
+
+
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        try:
+            first()
+        finally:
+            second()
+
+    return both
+
+
+def _planning(config: OtaConfig, session: boto3.Session) -> PlanningQueue:
+    """Where a large campaign is planned after creation answered: the
+    planner function (AWS), else a worker thread of this process (a local
+    API server; in a Lambda without the variable the monitor plans it)."""
+    if config.planner_function is None:
+        return BackgroundPlanning()
+    client: Any = session.client(
+        "lambda", config=aws_client_config(local=config.endpoint_url is not None)
+    )
+    return LambdaPlanning(client, config.planner_function)
 
 
 def build_services(
@@ -254,19 +308,27 @@ def build_services(
         sink, close = _sink(config, session, dead_letters)
     packages = FirmwareCatalog(ddb, s3, config.firmware_table, config.firmware_bucket)
     events_client: Any = session.client("events", config=aws_client_config(local=local))
+    planning = _planning(config, session)
     deps = CampaignServiceDeps(
         campaigns=CampaignRepository(ddb, config.campaigns_table),
         updates=UpdateRepository(ddb, config.updates_table),
         plans=PlanStore(s3, config.firmware_bucket),
-        fleet=FleetRegistry(ddb, config.registry_table),
+        fleet=FleetRegistry(
+            ddb, config.registry_table, index=FleetIndex(s3, config.firmware_bucket)
+        ),
         packages=packages,
         signer=signer or _signer(config, session),
         notifier=Notifier(sink, packages),
         events=EventBridgePublisher(events_client, config.event_bus),
         alerts=PrometheusAlerts(),
         rollbacks=RollbackLog(ddb, config.rollbacks_table),
+        planning=planning,
+        config=CampaignConfig(notify_chunk=config.notify_chunk),
     )
     campaigns = CampaignService(deps)
+    if isinstance(planning, BackgroundPlanning):
+        planning.bind(campaigns.plan)
+        close = _then(close, planning.close)
     firmware = FirmwareService.from_clients(
         ddb,
         s3,

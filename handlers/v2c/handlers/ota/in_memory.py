@@ -9,8 +9,9 @@ races the services are written to survive:
   `StaleWrite` without writing anything when they differ (`StaleRecords`,
   naming every record that moved, for a batch of records);
 * a new update record and its campaign write commit together or not at all,
-  like one `TransactWriteItems`, and so do a batch of records and its
-  campaigns' counter writes;
+  like one `TransactWriteItems`, and so do a dispatch chunk's new records
+  and its cursor move, and a batch of records and its campaigns' counter
+  writes (at most `TRANSACTION_ITEMS` items, as DynamoDB allows);
 * counters move by adding, and a counter read never goes below zero
   (`Campaign.from_item` clamps the same way);
 * `get` raises `NotFound`, `find` returns None, `put_new` refuses an
@@ -37,9 +38,12 @@ from v2c.handlers.ota.concurrency import StaleRecords, StaleWrite
 from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
+from v2c.handlers.ota.domain.report_batch import TRANSACTION_ITEMS
 from v2c.handlers.ota.domain.target_filter import Expr, evaluate
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.fleet_index.codec import Columns, IndexRow
+from v2c.handlers.ota.fleet_index.select import FleetSnapshot
 from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.stores import CampaignWrite, RecordsRead, UpdateKey
@@ -114,6 +118,24 @@ class InMemoryCampaignStore:
             if campaign.campaign_id in self._items:
                 raise Conflict(f"campaign {campaign.campaign_id!r} already exists")
             self._items[campaign.campaign_id] = campaign
+
+    def request_start(self, campaign: Campaign, now_ms: int) -> Campaign:
+        return self._update(campaign, start_requested_at_ms=now_ms)
+
+    def finish_planning(self, leased: Campaign, planned: Campaign) -> Campaign:
+        with self._lock:
+            stored = self.get(leased.campaign_id)
+            if (
+                self._lose()
+                or stored.status is not CampaignStatus.PLANNING
+                or stored.lease_owner != leased.lease_owner
+            ):
+                raise StaleWrite(
+                    f"campaign {leased.campaign_id} is no longer planned by this planner"
+                )
+            after = planned.evolve(start_requested_at_ms=stored.start_requested_at_ms)
+            self._items[leased.campaign_id] = after
+            return after
 
     def _update(
         self,
@@ -194,9 +216,11 @@ class InMemoryCampaignStore:
             if stored is not None and stored.lease_owner == owner:
                 self._items[campaign_id] = stored.evolve(lease_until_ms=0)
 
-    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> MemoryWrite:
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int, count: int = 1) -> MemoryWrite:
+        if count < 1:
+            raise ValueError(f"a chunk notifies at least one target, not {count}")
         at, wave = campaign.cursor, campaign.current_wave
-        move = {Counter.PENDING: -1, Counter.IN_PROGRESS: 1}
+        move = {Counter.PENDING: -count, Counter.IN_PROGRESS: count}
 
         def holds(stored: Campaign) -> bool:
             return (
@@ -206,7 +230,7 @@ class InMemoryCampaignStore:
             )
 
         def change(stored: Campaign) -> Campaign:
-            after = stored.evolve(cursor=at + 1, last_progress_at_ms=now_ms)
+            after = stored.evolve(cursor=at + count, last_progress_at_ms=now_ms)
             return _moved(after, {None: move, wave: move})
 
         return MemoryWrite(self, campaign.campaign_id, holds, change)
@@ -290,6 +314,25 @@ class InMemoryUpdateStore:
         with self._lock:
             try:
                 return _together(with_campaign, record)
+            except _Exists:
+                return False
+
+    def create_many(
+        self, updates: Sequence[VehicleUpdate], with_campaign: CampaignWrite | None = None
+    ) -> bool:
+        items = len(updates) + (with_campaign is not None)
+        if items > TRANSACTION_ITEMS:
+            raise ValueError(f"{items} items exceed one transaction ({TRANSACTION_ITEMS})")
+        keys = [(u.vehicle_id, u.update_id) for u in updates]
+
+        def records() -> None:
+            if len(set(keys)) < len(keys) or any(k in self._items for k in keys):
+                raise _Exists
+            self._items.update(zip(keys, updates, strict=True))
+
+        with self._lock:
+            try:
+                return _together(with_campaign, records)
             except _Exists:
                 return False
 
@@ -393,8 +436,14 @@ class InMemoryPlanStore:
 
 
 class InMemoryFleet:
-    def __init__(self, vehicles: Iterable[Vehicle] = ()) -> None:
+    """The registry in memory. With `indexed`, it also answers as a fleet
+    index would (`index_size`, `snapshot`), so creation takes the path a
+    registry with an index takes (planning after the answer for a large
+    fleet); without, creation selects from it as from a table."""
+
+    def __init__(self, vehicles: Iterable[Vehicle] = (), *, indexed: bool = False) -> None:
         self._vehicles: dict[str, Vehicle] = {}
+        self._indexed = indexed
         self.put(vehicles)
 
     def put(self, vehicles: Iterable[Vehicle]) -> int:
@@ -406,6 +455,9 @@ class InMemoryFleet:
 
     def get(self, vehicle_id: str) -> Vehicle | None:
         return self._vehicles.get(vehicle_id)
+
+    def get_many(self, vehicle_ids: Iterable[str]) -> dict[str, Vehicle]:
+        return {v: self._vehicles[v] for v in vehicle_ids if v in self._vehicles}
 
     def select(
         self, expr: Expr | None, devices: Iterable[str] = (), groups: Iterable[str] = ()
@@ -423,6 +475,29 @@ class InMemoryFleet:
         vehicle = self._vehicles.get(vehicle_id)
         if vehicle is not None:
             self._vehicles[vehicle_id] = replace(vehicle, installed_version=version)
+
+    def set_installed_versions(self, versions: Mapping[str, str]) -> None:
+        for vehicle_id, version in versions.items():
+            self.set_installed_version(vehicle_id, version)
+
+    def index_size(self, models: Collection[str] | None = None) -> int | None:
+        if not self._indexed:
+            return None
+        return 40 * sum(1 for v in self._vehicles.values() if models is None or v.model in models)
+
+    def snapshot(self, models: Collection[str] | None = None) -> FleetSnapshot:
+        rows: dict[str, list[IndexRow]] = {}
+        for vehicle in self._vehicles.values():
+            if models is None or vehicle.model in models:
+                rows.setdefault(vehicle.model, []).append(vehicle.index_row(0))
+        found: dict[str, Columns] = {}
+        for model, model_rows in rows.items():
+            found[model] = Columns(model)
+            found[model].apply(model_rows)
+        return FleetSnapshot(found)
+
+    def maintain(self) -> dict[str, int]:
+        return {}
 
 
 class InMemoryRollbackLog:
@@ -478,9 +553,15 @@ class RecordingNotifier:
     sent: list[Notification] = field(default_factory=list)
     deliver: bool = True
 
+    chunks: list[int] = field(default_factory=list)  # the size of each `send_many`
+
     def send(self, note: Notification) -> bool:
         self.sent.append(note)
         return self.deliver
+
+    def send_many(self, notes: Sequence[Notification]) -> list[bool]:
+        self.chunks.append(len(notes))
+        return [self.send(note) for note in notes]
 
     def vehicles(self) -> list[str]:
         return [n.vehicle_id for n in self.sent]

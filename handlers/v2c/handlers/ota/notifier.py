@@ -7,13 +7,18 @@ a message expiry of 86,400 s (a vehicle offline longer gets the update from
 the next re-notification instead of a day-old URL), QoS 2, and the
 per-vehicle update id as correlation data so the status reports can be
 traced to it.
+
+A campaign notifies a chunk of vehicles at once (`send_many`): the sink
+keeps up to a window of publishes in flight instead of waiting for each
+one's acknowledgement before the next, and answers per message, so one
+dead-lettered notification never fails its neighbours.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -27,6 +32,16 @@ MESSAGE_EXPIRY_S: Final = 86_400
 NOTIFY_SOURCE: Final = "ota.notify"
 
 
+@dataclass(frozen=True, slots=True)
+class SinkMessage:
+    """One built notification, as a sink publishes it."""
+
+    topic: str
+    payload: bytes
+    correlation_id: str
+    context: dict[str, Any]
+
+
 class NotificationSink(Protocol):
     def send(
         self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
@@ -34,11 +49,20 @@ class NotificationSink(Protocol):
         """Publish at QoS 2 with retries; False once the message was dead-lettered."""
         ...
 
+    def send_many(self, messages: Sequence[SinkMessage]) -> list[bool]:
+        """Publish each as `send` does, with a window of them in flight at
+        once; one answer per message, in order."""
+        ...
+
 
 class NotificationSender(Protocol):
     """What the services call to notify a vehicle (`Notifier`, or a recorder in tests)."""
 
     def send(self, note: Notification) -> bool: ...
+
+    def send_many(self, notes: Sequence[Notification]) -> list[bool]:
+        """`send` for each, pipelined; one answer per note, in order."""
+        ...
 
 
 class PackageUrls(Protocol):
@@ -68,7 +92,9 @@ class Notifier:
         self._urls = urls
         self._clock = clock
 
-    def build(self, note: Notification) -> tuple[str, bytes]:
+    def build(self, note: Notification, url: str | None = None) -> tuple[str, bytes]:
+        """Topic and payload; `url` is the package's presigned URL when the
+        caller already has one (a chunk shares its firmware's)."""
         header = Header(
             message_id=uuid.uuid4().bytes,
             correlation_id=note.device_update_id,
@@ -80,18 +106,33 @@ class Notifier:
             manifest=note.manifest,
             signature=note.signature,
             key_id=note.key_id,
-            download_url=self._urls.download_url(note.firmware_id, URL_TTL_S),
+            download_url=url or self._urls.download_url(note.firmware_id, URL_TTL_S),
         )
         topic = Topic(note.region, note.vehicle_id, Domain.OTA, "available")
         return str(topic), message.SerializeToString()
 
-    def send(self, note: Notification) -> bool:
-        topic, payload = self.build(note)
+    def message(self, note: Notification, url: str | None = None) -> SinkMessage:
+        topic, payload = self.build(note, url)
         context = {
             "vehicle_id": note.vehicle_id,
             "update_id": note.update_id,
             "device_update_id": note.device_update_id,
         }
+        return SinkMessage(topic, payload, note.device_update_id, context)
+
+    def send(self, note: Notification) -> bool:
+        m = self.message(note)
         return self._sink.send(
-            topic, payload, correlation_id=note.device_update_id, context=context
+            m.topic, m.payload, correlation_id=m.correlation_id, context=m.context
         )
+
+    def send_many(self, notes: Sequence[Notification]) -> list[bool]:
+        """Build every message (one presigned URL per firmware: a campaign's
+        chunk shares one) and hand them to the sink together."""
+        urls: dict[str, str] = {}
+        messages = []
+        for note in notes:
+            if note.firmware_id not in urls:
+                urls[note.firmware_id] = self._urls.download_url(note.firmware_id, URL_TTL_S)
+            messages.append(self.message(note, urls[note.firmware_id]))
+        return self._sink.send_many(messages) if messages else []

@@ -325,11 +325,18 @@ class StatusService:
         failed: list[tuple[Decided, TransientError]] = []
         reacting: defaultdict[str, list[Decided]] = defaultdict(list)
         rolling_back: defaultdict[str, list[Decided]] = defaultdict(list)
-        for record in decided:
+        ended = [
+            record
+            for record in decided
+            if record.after.state in TERMINAL
+            and (record.folded.changed or record.folded.repeats_the_end)
+        ]
+        try:
+            self._record_installed(ended)
+        except TransientError as exc:
+            return [(record, exc) for record in ended]
+        for record in ended:
             folded, after = record.folded, record.after
-            ended = after.state in TERMINAL and (folded.changed or folded.repeats_the_end)
-            if not ended:
-                continue
             try:
                 self._record_end(after, rolling_back, record)
             except TransientError as exc:
@@ -359,17 +366,27 @@ class StatusService:
                     extra={"campaign_id": campaign_id, "error": str(exc)},
                 )
 
+    def _record_installed(self, ended: Sequence[Decided]) -> None:
+        """The registry's installed version of every vehicle whose update
+        ended here, in one call for the batch (one fleet-index delta per
+        model, not one per report)."""
+        versions: dict[str, str] = {}
+        for record in ended:
+            after = record.after
+            if after.installed_version:
+                versions[after.vehicle_id] = after.installed_version
+            elif after.state is UpdateState.COMPLETED:
+                versions[after.vehicle_id] = after.to_version
+        if versions:
+            self._d.fleet.set_installed_versions(versions)
+
     def _record_end(
         self,
         after: VehicleUpdate,
         rolling_back: defaultdict[str, list[Decided]],
         record: Decided,
     ) -> None:
-        """The registry's installed version; a finished rollback's bookkeeping."""
-        if after.installed_version:
-            self._d.fleet.set_installed_version(after.vehicle_id, after.installed_version)
-        elif after.state is UpdateState.COMPLETED:
-            self._d.fleet.set_installed_version(after.vehicle_id, after.to_version)
+        """A finished rollback's bookkeeping."""
         if after.kind is UpdateKind.ROLLBACK:
             campaign_id = self._finish_rollback(after)
             if campaign_id:

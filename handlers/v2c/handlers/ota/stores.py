@@ -18,7 +18,8 @@ The contract every implementation keeps:
 * a batch of update records is written in one all-or-nothing transaction
   of at most `TRANSACTION_ITEMS` items (records and campaign writes); a
   record that moved meanwhile makes it `StaleRecords`, naming every such
-  record, and nothing is written.
+  record, and nothing is written; a dispatch chunk's new records commit the
+  same way with the campaign's cursor move (`create_many`), all or none.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from v2c.handlers.ota.domain.plan import Target
 from v2c.handlers.ota.domain.target_filter import Expr
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.fleet_index.select import FleetSnapshot
 from v2c.handlers.ota.updates.record import VehicleUpdate
 
 UpdateKey = tuple[str, str]  # (vehicle_id, update_id): an update record's key
@@ -75,6 +77,18 @@ class CampaignStore(Protocol):
         """`Conflict` if the id exists (a retried creation)."""
         ...
 
+    def request_start(self, campaign: Campaign, now_ms: int) -> Campaign:
+        """Record a start asked for while planning (`StaleWrite` if the
+        campaign is no longer planning: start it the usual way)."""
+        ...
+
+    def finish_planning(self, leased: Campaign, planned: Campaign) -> Campaign:
+        """Move a planning campaign to `planned` (created, with its targets,
+        waves and counters; or planning failed) if it is still planning under
+        `leased`'s lease, else `StaleWrite` (cancelled meanwhile, or another
+        planner took over). A start requested meanwhile is kept."""
+        ...
+
     def change_status(
         self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None
     ) -> Campaign:
@@ -108,10 +122,11 @@ class CampaignStore(Protocol):
 
     def release_lease(self, campaign_id: str, owner: str) -> None: ...
 
-    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> CampaignWrite:
-        """Move the cursor past one target, pending to in progress, if the
-        campaign is still running at this cursor and wave (else the update
-        record is not written either)."""
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int, count: int = 1) -> CampaignWrite:
+        """Move the cursor past the next `count` targets (a dispatch chunk),
+        `count` from pending to in progress for the campaign and its current
+        wave, if the campaign is still running at this cursor and wave (else
+        none of the chunk's update records is written either)."""
         ...
 
     def move_counters(
@@ -143,6 +158,15 @@ class UpdateStore(Protocol):
     def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
         """Write a new record; False if it exists already or `with_campaign`'s
         condition failed (nothing is written then)."""
+        ...
+
+    def create_many(
+        self, updates: Sequence[VehicleUpdate], with_campaign: CampaignWrite | None = None
+    ) -> bool:
+        """Write new records and `with_campaign` in one transaction of at most
+        `TRANSACTION_ITEMS` items (`ValueError` beyond); False, and nothing
+        written, if any record exists already or the campaign write's
+        condition failed."""
         ...
 
     def save(
@@ -184,12 +208,35 @@ class FleetDirectory(Protocol):
 
     def get(self, vehicle_id: str) -> Vehicle | None: ...
 
+    def get_many(self, vehicle_ids: Iterable[str]) -> dict[str, Vehicle]: ...
+
     def select(
         self, expr: Expr | None, devices: Iterable[str] = (), groups: Iterable[str] = ()
-    ) -> list[Vehicle]: ...
+    ) -> list[Vehicle]:
+        """The registered vehicles a campaign targets, read from the registry
+        itself (exact; a full read of the matching partition)."""
+        ...
 
     def set_installed_version(self, vehicle_id: str, version: str) -> None:
         """No-op for a vehicle that is not registered."""
+        ...
+
+    def set_installed_versions(self, versions: Mapping[str, str]) -> None:
+        """`set_installed_version` for many vehicles (one index delta per model)."""
+        ...
+
+    def index_size(self, models: Collection[str] | None = None) -> int | None:
+        """Bytes a read of the fleet index for `models` (None: every model)
+        would fetch; None: this directory keeps no index (select instead)."""
+        ...
+
+    def snapshot(self, models: Collection[str] | None = None) -> FleetSnapshot:
+        """The fleet index for `models` (None: every model), eventually
+        consistent with the registry."""
+        ...
+
+    def maintain(self) -> dict[str, int]:
+        """Keep the index cheap to read (the monitor's pass); what it did."""
         ...
 
 

@@ -35,6 +35,7 @@ from v2c.handlers.dlq.store import S3DeadLetterStore
 from v2c.handlers.per_container import PerContainer
 from v2c.handlers.telemetry.dead_letters import QUEUE
 from v2c.handlers.telemetry.dedup import DedupWindow
+from v2c.handlers.telemetry.metrics import TelemetryMetrics, default_metrics
 from v2c.handlers.telemetry.registry import CachedRegistry, DynamoVehicleRegistry
 from v2c.handlers.telemetry.service import TelemetryService
 from v2c.handlers.telemetry.store import DynamoRecordStore
@@ -104,11 +105,16 @@ def build_service(
             endpoint_url=config.endpoint_url,
         )
         timeseries = TimestreamSink(ts, config.timestream_database, config.timestream_table)
+    metrics: TelemetryMetrics = service_kwargs.get("metrics") or default_metrics()
+    # The store's failed attempts (throttling and UnprocessedItems included),
+    # labelled with the store's AWS region: one store serves every vehicle region.
+    store_region = session.region_name or "unknown"
     return TelemetryService(
         records=DynamoRecordStore(
             ddb,
             config.telemetry_table,
             retention_s=config.retention_days * 86400 if config.retention_days > 0 else None,
+            on_error=lambda code: metrics.dynamodb_errors.labels(store_region, code).inc(),
         ),
         dead_letters=S3DeadLetterStore(QUEUE, s3, config.dlq_bucket),
         timeseries=timeseries,

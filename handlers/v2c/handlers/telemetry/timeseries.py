@@ -158,34 +158,34 @@ class InMemoryTimeSeriesSink:
 
 
 class TimestreamSink:
-    """Multi-measure records, one per point, in WriteRecords calls of at most
-    100 grouped by series (the dimensions go once, in CommonAttributes).
-    Throttling is retried by botocore (the client's standard retry mode)."""
+    """Multi-measure records, one per point, in WriteRecords calls of 100
+    (the API's maximum) whatever vehicles they come from: a batch of singles
+    from many vehicles is a few calls, not one per vehicle. The dimensions
+    travel on each record; what all records share (measure name and type,
+    time unit) goes once in CommonAttributes. Throttling is retried by
+    botocore (the client's standard retry mode)."""
 
     def __init__(self, client: TimestreamWriteClient, database: str, table: str) -> None:
         self._ts = client
         self._database = database
         self._table = table
+        self.requests = 0
 
     def write(self, points: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
-        series: dict[tuple[str, str], list[TimeSeriesPoint]] = defaultdict(list)
-        for point in points:
-            series[(point.vehicle_id, point.region)].append(point)
         failures: list[PointFailure] = []
-        for (vehicle_id, region), members in series.items():
-            for start in range(0, len(members), WRITE_LIMIT):
-                chunk = members[start : start + WRITE_LIMIT]
-                failures += self._write_chunk(vehicle_id, region, chunk)
+        for start in range(0, len(points), WRITE_LIMIT):
+            failures += self._write_chunk(points[start : start + WRITE_LIMIT])
         return failures
 
-    def _write_chunk(
-        self, vehicle_id: str, region: str, chunk: Sequence[TimeSeriesPoint]
-    ) -> list[PointFailure]:
+    def _write_chunk(self, chunk: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
+        self.requests += 1
         records: Any = [
             {
+                "Dimensions": [
+                    {"Name": "vehicle_id", "Value": point.vehicle_id},
+                    {"Name": "region", "Value": point.region},
+                ],
                 "Time": str(point.time_us),
-                "MeasureName": MEASURE_NAME,
-                "MeasureValueType": "MULTI",
                 "MeasureValues": [
                     {"Name": m.name, "Value": _text(m.value), "Type": m.type}
                     for m in point.measures
@@ -194,10 +194,8 @@ class TimestreamSink:
             for point in chunk
         ]
         common: Any = {
-            "Dimensions": [
-                {"Name": "vehicle_id", "Value": vehicle_id},
-                {"Name": "region", "Value": region},
-            ],
+            "MeasureName": MEASURE_NAME,
+            "MeasureValueType": "MULTI",
             "TimeUnit": "MICROSECONDS",
         }
         try:

@@ -44,7 +44,9 @@ Why these keys:
 * idempotency: the attribute names aws-lambda-powertools' DynamoDB
   idempotency layer uses by default (`id`, `expiration`).
 
-Other resources: S3 `v2c-firmware` (packages; versioned, private) and
+Other resources: S3 `v2c-firmware` (packages, campaign plans under
+`campaign-plans/` and the fleet index under `fleet-index/v1/`, marked built
+when the registry table is created empty; versioned, private) and
 `v2c-telemetry-dlq` (the telemetry DLQ: versioned, private, objects expire
 after 90 days, old versions 90 days after that); SQS `v2c-ota-dlq` (14-day
 retention, SQS's maximum); KMS key ECC_NIST_P256 / SIGN_VERIFY behind
@@ -81,6 +83,7 @@ from botocore.exceptions import ReadTimeoutError
 
 from v2c.contract.errors import ConfigurationError, TransientError
 from v2c.gateway.rules import RULES, EventSource, Rule
+from v2c.handlers.ota.fleet_index.store import FleetIndex
 from v2c.infra.aws import converge, converge_queues
 from v2c.infra.aws.converge import (
     Index,
@@ -213,6 +216,19 @@ class ResourceReport:
         raise KeyError((kind, name))
 
 
+def start_fleet_index(aws: AwsSettings, names: ResourceNames, report: ResourceReport) -> None:
+    """The fleet index (`v2c.handlers.ota.fleet_index`, in the firmware
+    bucket) of a registry table created just now is empty too: mark it built.
+    An older table's index is built from it by the monitor's first pass (a
+    table scan), so campaigns never miss its vehicles. Not a resource of its
+    own in the report: it is data the handlers keep, like the plans."""
+    if report.find("dynamodb-table", names.vehicle_registry_table).action != "created":
+        return
+    index = FleetIndex(aws.client("s3"), names.firmware_bucket)
+    if not index.is_built():
+        index.mark_built(0)
+
+
 def ensure_resources(aws: AwsSettings, names: ResourceNames | None = None) -> ResourceReport:
     """Create or converge every resource; safe to run any number of times.
 
@@ -231,6 +247,7 @@ def ensure_resources(aws: AwsSettings, names: ResourceNames | None = None) -> Re
                 s3, names.telemetry_dlq_bucket, aws.region, expire_days=DLQ_RETENTION_DAYS
             )
         )
+        start_fleet_index(aws, names, report)
         report.items.extend(converge_queues.queues(aws.client("sqs"), queue_specs(names)))
         report.items.append(converge.signing_key(aws.client("kms"), names.signing_key_alias))
         report.items.append(converge.event_bus(aws.client("events"), names.event_bus))

@@ -262,6 +262,11 @@ def _feed_queue(resources: dict[str, Any], rule: Rule, queue: str, function: str
             "BatchSize": rule.batch_size,
             "MaximumBatchingWindowInSeconds": batching_window_s(rule),
             "FunctionResponseTypes": [PARTIAL_BATCH_RESPONSE],
+            **(
+                {"ScalingConfig": {"MaximumConcurrency": rule.max_concurrency}}
+                if rule.max_concurrency is not None
+                else {}
+            ),
         },
     }
     # UseBase64 false: the message body is the rule SQL's JSON, the event the
@@ -271,14 +276,29 @@ def _feed_queue(resources: dict[str, Any], rule: Rule, queue: str, function: str
 
 def _scheduled_and_api_functions() -> dict[str, Any]:
     """The functions no topic rule invokes: the fleet-manager API behind API
-    Gateway, and the OTA monitor on a one-minute schedule."""
+    Gateway, and the OTA monitor on a one-minute schedule. The monitor is also
+    the campaign planner: the API invokes it asynchronously for a campaign too
+    large to plan while answering (`OTA_PLANNER_FUNCTION`, `planning_queue`)."""
+    monitor = {"Ref": "OtaMonitorFunction"}
     return {
         "OtaApiFunction": {
             "Type": "AWS::Serverless::Function",
             "Properties": {
                 "Handler": "v2c.handlers.ota_api.lambda_handler",
                 "Timeout": 29,  # API Gateway's integration limit
-                "Policies": FUNCTION_POLICIES,
+                "Environment": {"Variables": {"OTA_PLANNER_FUNCTION": monitor}},
+                "Policies": [
+                    *FUNCTION_POLICIES,
+                    {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["lambda:InvokeFunction"],
+                                "Resource": {"Fn::GetAtt": ["OtaMonitorFunction", "Arn"]},
+                            }
+                        ]
+                    },
+                ],
                 "Events": {
                     "Api": {
                         "Type": "Api",

@@ -5,13 +5,24 @@ Measured in one run against a private moto server and a private mosquitto:
 * creation time for each fleet size (registry query, plan, one signature,
   plan chunks to S3, one campaign item), the registry seeding time apart;
 * notification fan-out: QoS-2 `OTAUpdateAvailable` publishes per second out
-  of `CampaignService.advance` (one transaction and one publish per
-  vehicle), counted by a subscriber on the broker, beside a raw QoS-2
-  publish loop through the same broker (the pass-through baseline);
-* status ingest: progress reports and terminal reports per second through
-  `StatusService` (read, state machine, one transaction with the counters;
-  a terminal report also runs the campaign's reaction), beside raw
-  sequential PutItems on the same moto (the store baseline).
+  of `CampaignService.advance`, in chunks of `CampaignConfig.notify_chunk`
+  (99) targets: one `TransactWriteItems` per chunk (the campaign's cursor and
+  counters plus the chunk's records), then the chunk's publishes pipelined
+  through `OutboundPublisher.publish_many` (a window of QoS-2 flows in
+  flight), counted by a subscriber on the broker, beside a raw QoS-2
+  publish loop through the same broker (the pass-through baseline: one
+  publisher waiting for each PUBCOMP, the path dispatch took before chunks;
+  the same loop with the publisher's window in flight is reported beside it,
+  the ceiling of the pipelined path);
+* status ingest: every notified vehicle's progress reports, then its
+  terminal report, through `StatusService`: half the vehicles one report per
+  call (`apply`: one read and one transaction per report, the path before
+  issue 13), the other half in batches of 100 (`apply_batch`, what a queue
+  batch hands the handler: one BatchGetItem, transactions of up to 100
+  records with one summed counter update per campaign, one campaign
+  reaction per batch); terminal reports also refill the concurrency window.
+  Beside raw sequential PutItems and raw BatchWriteItem(25) items on the
+  same moto (the store's ceilings).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -28,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.gateway.ota_sink import MqttNotificationSink
-from v2c.gateway.publisher import OutboundPublisher
+from v2c.gateway.publisher import DEFAULT_WINDOW, OutboundPublisher
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.plan_store import PlanStore
 from v2c.handlers.ota.campaigns.repository import CampaignRepository
@@ -131,20 +143,29 @@ class _Subscriber:
         raise BenchError(f"only {self.received} of {count} notifications arrived")
 
 
-def _raw_qos2(endpoint: MqttEndpoint, subscriber: _Subscriber, n: int) -> JsonDict:
+def _raw_qos2(endpoint: MqttEndpoint, subscriber: _Subscriber, n: int, window: int = 1) -> JsonDict:
+    """`n` bare QoS-2 publishes through the broker to the subscriber, with up
+    to `window` flows in flight (1: each PUBCOMP awaited before the next)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(window)
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     before = subscriber.received
     start = time.perf_counter()
+    in_flight: deque[mqtt.MQTTMessageInfo] = deque()
     for i in range(n):
         info = client.publish(f"v2c/v1/us-east-1/{vin(i)}/ota/available", b"x" * 300, qos=2)
-        info.wait_for_publish(10)
+        in_flight.append(info)
+        if len(in_flight) >= window:
+            in_flight.popleft().wait_for_publish(10)
+    while in_flight:
+        in_flight.popleft().wait_for_publish(10)
     done = subscriber.wait_for(before + n)
     client.loop_stop()
     client.disconnect()
     return {
         "messages": n,
+        "window": window,
         "seconds": round(done - start, 3),
         "msg_per_s": per_second(n, done - start),
     }
@@ -189,6 +210,74 @@ def _raw_transacts(ddb: Any, names: ResourceNames, campaign_id: str, n: int) -> 
     return {"transactions": n, "seconds": round(took, 3), "transactions_per_s": per_second(n, took)}
 
 
+INGEST_BATCH: Final = 100  # records per call, as the gateway and the event source mapping hand them
+
+
+def _ingest(
+    status: StatusService, vehicles: list[str], release: str, *, batch: int | None
+) -> JsonDict:
+    """Every vehicle's progress reports, then its terminal report, through the
+    status service: one report per call (`batch=None`, the path before issue
+    13) or `batch` reports per `apply_batch` call (what a queue batch gives)."""
+    progress = [
+        OTAStatus(vehicle_id=v, update_id=release, state=state, sequence=sequence)
+        for v in vehicles
+        for sequence, state in enumerate(PROGRESS, start=1)
+    ]
+    terminal = [
+        OTAStatus(
+            vehicle_id=v,
+            update_id=release,
+            state=OTAStatus.COMPLETED,
+            sequence=len(PROGRESS) + 1,
+            installed_version="2.0.0",
+        )
+        for v in vehicles
+    ]
+    began = time.perf_counter()
+    for reports in (progress, terminal):
+        if batch is None:
+            for report in reports:
+                status.apply(report)
+            continue
+        for start in range(0, len(reports), batch):
+            for result in status.apply_batch(reports[start : start + batch]):
+                if isinstance(result, Exception):
+                    raise BenchError(f"a batched status report failed: {result}")
+    took = time.perf_counter() - began
+    count = len(progress) + len(terminal)
+    return {
+        "vehicles": len(vehicles),
+        "reports": count,
+        "seconds": round(took, 3),
+        "reports_per_s": per_second(count, took),
+    }
+
+
+def _raw_batch_writes(ddb: Any, table: str, n: int) -> JsonDict:
+    """Raw BatchWriteItem of 25 items (DynamoDB's maximum): the store's
+    ceiling for a batch-shaped path on this moto."""
+    start = time.perf_counter()
+    for first in range(0, n, 25):
+        items: Any = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "vehicle_id": {"S": vin(i)},
+                        "rollback_id": {"S": "raw-batch"},
+                        "state": {"S": "x"},
+                    }
+                }
+            }
+            for i in range(first, min(n, first + 25))
+        ]
+        pending: Any = {table: items}
+        while pending:
+            pending = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or None
+    took = time.perf_counter() - start
+    return {"items": n, "seconds": round(took, 3), "items_per_s": per_second(n, took)}
+
+
 def _seed(fleet: FleetDirectory, start: int, n: int) -> float:
     vehicles = (
         Vehicle(vin(start + i), MODEL, REGIONS[i % 3], 2024, "Bench", "hw", "1.0.0")
@@ -219,6 +308,9 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
         publisher.start()
         try:
             baseline_broker = _raw_qos2(endpoint, subscriber, params.baseline_messages)
+            baseline_windowed = _raw_qos2(
+                endpoint, subscriber, params.baseline_messages, DEFAULT_WINDOW
+            )
             baseline_store = _raw_puts(ddb, names.rollbacks_table, params.baseline_messages)
             payload = b"bench-firmware" * 1000
             firmware_id = hashlib.sha256(f"bench:2.0.0:{MODEL}".encode()).hexdigest()[:32]
@@ -294,41 +386,20 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
                 : params.fanout
             ]
             release = campaign.release.update_id
-            began = time.perf_counter()
-            for vehicle in vehicles:
-                for sequence, state in enumerate(PROGRESS, start=1):
-                    status.apply(
-                        OTAStatus(
-                            vehicle_id=vehicle, update_id=release, state=state, sequence=sequence
-                        )
-                    )
-            progress_s = time.perf_counter() - began
-            before = subscriber.received
-            began = time.perf_counter()
-            for vehicle in vehicles:
-                status.apply(
-                    OTAStatus(
-                        vehicle_id=vehicle,
-                        update_id=release,
-                        state=OTAStatus.COMPLETED,
-                        sequence=len(PROGRESS) + 1,
-                        installed_version="2.0.0",
-                    )
-                )
-            terminal_s = time.perf_counter() - began
-            refilled = subscriber.received - before
+            half = len(vehicles) // 2
+            single = _ingest(status, vehicles[:half], release, batch=None)
+            batched = _ingest(status, vehicles[half:], release, batch=INGEST_BATCH)
             final = service.get(first_campaign)
             if final.counters.completed != len(vehicles):
                 raise BenchError(f"counted {final.counters.completed} completed of {len(vehicles)}")
             baseline_transact = _raw_transacts(
                 ddb, names, first_campaign, min(params.baseline_messages, len(vehicles) * 2)
             )
-            ingest = {
-                "progress_reports": len(vehicles) * len(PROGRESS),
-                "progress_reports_per_s": per_second(len(vehicles) * len(PROGRESS), progress_s),
-                "terminal_reports": len(vehicles),
-                "terminal_reports_per_s": per_second(len(vehicles), terminal_s),
-                "refill_notifications_during_terminal": refilled,
+            baseline_batch = _raw_batch_writes(ddb, names.rollbacks_table, params.baseline_messages)
+            ingest: JsonDict = {
+                "one_at_a_time": single,
+                "batched": batched,
+                "batch_size": INGEST_BATCH,
                 "counters_exact": final.counters.total == final.target_count,
             }
         finally:
@@ -340,19 +411,24 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
         "fanout": fanout,
         "status_ingest": ingest,
         "baseline_broker_qos2": baseline_broker,
+        "baseline_broker_qos2_windowed": baseline_windowed,
         "baseline_moto_put_item": baseline_store,
         "baseline_moto_transaction": baseline_transact,
+        "baseline_moto_batch_write_25": baseline_batch,
     }
     ratios = {
         "fanout_vs_raw_qos2": ratio(fanout["publishes_per_s"], baseline_broker["msg_per_s"]),
-        "progress_ingest_vs_raw_put": ratio(
-            ingest["progress_reports_per_s"], baseline_store["writes_per_s"]
+        "fanout_vs_raw_qos2_windowed": ratio(
+            fanout["publishes_per_s"], baseline_windowed["msg_per_s"]
         ),
-        "terminal_ingest_vs_raw_put": ratio(
-            ingest["terminal_reports_per_s"], baseline_store["writes_per_s"]
+        "batched_reports_vs_raw_batch_write_items": ratio(
+            ingest["batched"]["reports_per_s"], baseline_batch["items_per_s"]
         ),
-        "progress_ingest_vs_raw_transaction": ratio(
-            ingest["progress_reports_per_s"], baseline_transact["transactions_per_s"]
+        "one_at_a_time_reports_vs_raw_batch_write_items": ratio(
+            ingest["one_at_a_time"]["reports_per_s"], baseline_batch["items_per_s"]
+        ),
+        "batched_vs_one_at_a_time": ratio(
+            ingest["batched"]["reports_per_s"], ingest["one_at_a_time"]["reports_per_s"]
         ),
         "fanout_vs_raw_transaction": ratio(
             fanout["publishes_per_s"], baseline_transact["transactions_per_s"]
@@ -364,6 +440,8 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
             "fleet_sizes": list(params.fleet_sizes),
             "fanout": params.fanout,
             "baseline_messages": params.baseline_messages,
+            "notify_chunk": deps.config.notify_chunk,
+            "publish_window": DEFAULT_WINDOW,
         },
         results,
         ratios,
@@ -379,12 +457,26 @@ def table_rows(report: JsonDict) -> list[tuple[str, str]]:
     rows += [
         ("fan-out (QoS 2 publishes/s)", fmt(r["fanout"]["publishes_per_s"])),
         ("raw QoS 2 pass-through (msg/s)", fmt(r["baseline_broker_qos2"]["msg_per_s"])),
+        (
+            "raw QoS 2, 100 in flight (msg/s)",
+            fmt(r["baseline_broker_qos2_windowed"]["msg_per_s"]),
+        ),
         ("fan-out / raw", fmt(q["fanout_vs_raw_qos2"], "", 2)),
-        ("progress reports/s", fmt(r["status_ingest"]["progress_reports_per_s"])),
-        ("terminal reports/s", fmt(r["status_ingest"]["terminal_reports_per_s"])),
-        ("raw moto PutItem/s", fmt(r["baseline_moto_put_item"]["writes_per_s"])),
+        ("fan-out / raw, 100 in flight", fmt(q["fanout_vs_raw_qos2_windowed"], "", 2)),
+        (
+            "status reports/s, one at a time",
+            fmt(r["status_ingest"]["one_at_a_time"]["reports_per_s"]),
+        ),
+        ("status reports/s, batches of 100", fmt(r["status_ingest"]["batched"]["reports_per_s"])),
+        (
+            "raw moto BatchWriteItem(25) items/s",
+            fmt(r["baseline_moto_batch_write_25"]["items_per_s"]),
+        ),
         ("raw moto transaction/s", fmt(r["baseline_moto_transaction"]["transactions_per_s"])),
-        ("progress ingest / raw put", fmt(q["progress_ingest_vs_raw_put"], "", 2)),
-        ("progress ingest / raw transaction", fmt(q["progress_ingest_vs_raw_transaction"], "", 2)),
+        (
+            "batched reports / raw batch items",
+            fmt(q["batched_reports_vs_raw_batch_write_items"], "", 2),
+        ),
+        ("batched / one at a time", fmt(q["batched_vs_one_at_a_time"], "", 2)),
     ]
     return rows

@@ -73,7 +73,7 @@ class TelemetryBenchParams:
     sample_interval_ms: int = 60_000  # compression batches: the simulator's default rate
     messages: int = 2000  # per store phase: singles, and samples in batches
     batch_size: int = 25  # samples per envelope in the end-to-end batch phase
-    vehicles: int = 8
+    vehicles: int = 100
     workers: int = 16
     pipeline: PipelineParams | None = field(default_factory=PipelineParams)  # None: skip
 

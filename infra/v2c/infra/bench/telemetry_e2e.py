@@ -75,7 +75,7 @@ class PipelineParams:
     paced_seconds: float = 5.0
     steady_rate: float | None = None  # samples/s; None: a share of the measured singles rate
     steady_batch_rate: float | None = None  # samples/s; None: a share of the measured batch rate
-    receive_maximum: int = 64
+    receive_maximum: int = 400
     window: int = 64  # unacknowledged publishes per publisher
 
     def __post_init__(self) -> None:

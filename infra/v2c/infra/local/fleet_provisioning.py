@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
+from v2c.handlers.ota.fleet_index.store import FleetIndex
 from v2c.infra.local.broker_admin import register_in_stack
 from v2c.infra.pki.authority import (
     CertificateAuthority,
@@ -153,7 +154,8 @@ def registry_writer(settings: StackSettings, hardware_id: str = "") -> Registrar
 
     def register(installed: Sequence[tuple[FleetMember, str]]) -> int:
         aws, names = settings.aws, settings.resources
-        registry = FleetRegistry(aws.client("dynamodb"), names.vehicle_registry_table)
+        index = FleetIndex(aws.client("s3"), names.firmware_bucket)  # campaigns target by it
+        registry = FleetRegistry(aws.client("dynamodb"), names.vehicle_registry_table, index)
         return registry.put(
             Vehicle(
                 vehicle_id=m.vehicle_id,

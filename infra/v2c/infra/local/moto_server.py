@@ -18,7 +18,7 @@ moto behind. `v2c stack up` passes `tie_to_parent=False` so the server
 outlives the command; `stop_pid` ends it later by the PID in stack.json.
 
 Two corrections make the emulator behave like DynamoDB where v2c depends on
-it: `atomic_dynamodb` (conditional writes are atomic) and
+it: `atomic_conditional_writes` (conditional writes are atomic) and
 `moto_transactions` (a transaction costs what its items cost, not what the
 table holds).
 """
@@ -226,7 +226,7 @@ def _serve(argv: list[str] | None = None) -> None:
     from v2c.infra.local import moto_transactions
 
     moto_transactions.install()
-    app = atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
+    app = atomic_conditional_writes(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
@@ -246,20 +246,28 @@ def _serve(argv: list[str] | None = None) -> None:
         server.server_close()
 
 
-def atomic_dynamodb(app: Any) -> Any:
-    """Serialize DynamoDB requests, as DynamoDB's own atomicity does.
+def atomic_conditional_writes(app: Any) -> Any:
+    """Serialize DynamoDB requests and conditional S3 PUTs, as DynamoDB's and
+    S3's own atomicity does.
 
     moto evaluates a condition and applies the write without a lock, so two
     threads of its server can both pass `attribute = :before` and the later
     write silently undoes the earlier (found by the OTA status test: a
     VERIFYING report overwrote COMPLETED). In AWS a conditional write and a
-    transaction are atomic. One lock around DynamoDB calls restores that;
-    under the GIL it costs little, and S3 transfers are not held up.
+    transaction are atomic. S3's `If-Match` / `If-None-Match` PUTs are the
+    same case (the fleet index's shards: two registrations both passed the
+    ETag they had read, and one merge was lost). One lock around those calls
+    restores it; under the GIL it costs little, and S3 transfers without a
+    condition (firmware, downloads) are not held up.
     """
     lock = threading.Lock()
 
     def serve(environ: dict[str, Any], start_response: Any) -> Any:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB"):
+        dynamodb = str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB")
+        conditional_put = environ.get("REQUEST_METHOD") == "PUT" and (
+            "HTTP_IF_MATCH" in environ or "HTTP_IF_NONE_MATCH" in environ
+        )
+        if not (dynamodb or conditional_put):
             return app(environ, start_response)
         with lock:
             return list(app(environ, start_response))

@@ -53,9 +53,11 @@ from v2c.vehicle_sim.vehicle import FLEET_TELEMETRY, Vehicle
 
 logger = logging.getLogger(__name__)
 
-# asyncio's TLS transport reads into a 256 KiB buffer per connection: 250 of
-# the ~360 KiB an mTLS vehicle costs (measured at 1,000). A TLS record is at
-# most 16 KiB, so 32 KiB loses nothing but a few more read calls.
+# asyncio's TLS transport allocates a read buffer per connection (256 KiB by
+# default). Once a session is up it reads through one buffer per thread
+# instead (`tls_memory.share_read_buffer`), so this size only bounds the
+# connections still in their handshake; a TLS record is at most 16 KiB, so
+# 32 KiB loses nothing but a few more read calls.
 TLS_READ_BUFFER: Final = 32 * 1024
 
 

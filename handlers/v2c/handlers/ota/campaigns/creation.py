@@ -1,10 +1,22 @@
-"""Creating a campaign: validate, target, plan, sign, persist; all or nothing.
+"""Creating a campaign: validate, sign, resolve the targets, plan, persist.
 
-The plan chunks go to S3 and the release is signed before the one
-conditional PutItem that makes the campaign visible. A signing outage (503)
-or any earlier failure leaves no campaign behind; a retry with the same
-idempotency key produces the same campaign id and either finds the finished
-campaign or redoes the work.
+Creation answers within ~0.5 s whatever the fleet size (PRD), so it does
+only what is bounded while answering: parse and validate the spec, check
+the package, sign the release once (a signing outage is a 503 with nothing
+written), and, when the fleet index to read is small enough
+(`CampaignConfig.inline_index_bytes`), resolve the targets. Then:
+
+* few targets (`inline_max_targets`), or a registry without an index: plan
+  now, write the plan chunks to S3, and make the campaign visible in one
+  conditional PutItem as `created`, all or nothing, as before; no eligible
+  target is a 400;
+* otherwise: persist the campaign as `planning` (one conditional PutItem)
+  and hand it to the planner (`planning`, `planning_queue`), which moves it
+  to `created` or `planning_failed` within seconds.
+
+Idempotency: the key derives the campaign id, so a retry finds the campaign
+made before (planning or not) and answers it; a retry racing the first
+attempt loses the conditional PutItem and answers the winner's campaign.
 """
 
 from __future__ import annotations
@@ -19,13 +31,14 @@ from typing import Final
 from v2c.contract.errors import Conflict, InvalidField, NotFound
 from v2c.contract.semver import SemVer
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
+from v2c.handlers.ota.campaigns.planning import no_targets_reason, with_plan
 from v2c.handlers.ota.campaigns.record import Campaign, Release
 from v2c.handlers.ota.campaigns.release import manifest_for, release_id, sign_release
+from v2c.handlers.ota.campaigns.targeting import Targeting
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, parse_campaign_spec
-from v2c.handlers.ota.domain.campaign_run import eligible_targets
-from v2c.handlers.ota.domain.counters import CampaignCounters
+from v2c.handlers.ota.domain.campaign_run import Eligibility
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
-from v2c.handlers.ota.domain.plan import RolloutPlan, plan_rollout
+from v2c.handlers.ota.domain.plan import plan_rollout
 from v2c.handlers.ota.ports import Package
 
 logger = logging.getLogger(__name__)
@@ -43,6 +56,7 @@ class CreationReport:
 class CampaignCreation:
     def __init__(self, deps: CampaignServiceDeps) -> None:
         self._d = deps
+        self._targeting = Targeting(deps.fleet)
 
     def _package_for(self, spec: CampaignSpec) -> Package:
         try:
@@ -80,34 +94,65 @@ class CampaignCreation:
         else:
             campaign_id = uuid.uuid4().hex
         package = self._package_for(spec)
-        vehicles = self._d.fleet.select(spec.filter_expr, spec.target_devices, spec.target_groups)
-        eligible = eligible_targets(vehicles, package.device_model, package.version)
-        targets, excluded = eligible.targets, eligible.excluded
-        if not targets:
+        config = self._d.config
+        resolution = self._targeting.resolve(
+            spec, package.device_model, package.version, max_index_bytes=config.inline_index_bytes
+        )
+        eligibility = resolution.eligibility
+        if eligibility is not None and not eligibility.targets:
             raise InvalidField(
                 "target_filter",
-                f"no registered {package.device_model} vehicle below {package.version} matches "
-                f"the targets ({sum(excluded.values())} excluded: {excluded})",
+                no_targets_reason(package.device_model, package.version, eligibility.excluded),
             )
-        plan = plan_rollout(spec, targets, seed=campaign_id)
         now_ms = int(self._d.clock() * 1000)
         manifest = manifest_for(package, spec, release_id(campaign_id), campaign_id, now_ms)
         release = sign_release(self._d.signer, manifest)  # SigningUnavailable: nothing written yet
-        self._d.plans.write(campaign_id, plan.targets)
-        campaign = self._new_campaign(campaign_id, spec, package, release, plan, now_ms, created_by)
+        base = self._new_campaign(campaign_id, spec, package, release, now_ms, created_by)
+        if eligibility is not None and (
+            not resolution.indexed or len(eligibility.targets) <= config.inline_max_targets
+        ):
+            return self._create_planned(base, eligibility, now_ms)
+        return self._create_planning(base)
+
+    def _put(self, campaign: Campaign) -> CreationReport | None:
+        """Make the campaign visible; the existing one's report when a
+        retry with the same idempotency key got there first."""
         try:
             self._d.campaigns.put_new(campaign)
         except Conflict:
-            existing = self._d.campaigns.get(campaign_id)
-            return CreationReport(existing, created=False)
-        self._d.events.publish(
-            "campaign.created", campaign.event_detail(strategy=spec.deployment_strategy.value)
-        )
+            return CreationReport(self._d.campaigns.get(campaign.campaign_id), created=False)
+        return None
+
+    def _create_planned(
+        self, base: Campaign, eligibility: Eligibility, now_ms: int
+    ) -> CreationReport:
+        plan = plan_rollout(base.spec, eligibility.targets, seed=base.campaign_id)
+        self._d.plans.write(base.campaign_id, plan.targets)
+        campaign = with_plan(base, plan, now_ms).evolve(revision=0)
+        existing = self._put(campaign)
+        if existing is not None:
+            return existing
+        strategy = campaign.spec.deployment_strategy.value
+        self._d.events.publish("campaign.created", campaign.event_detail(strategy=strategy))
         logger.info(
             "campaign created",
-            extra={"campaign_id": campaign_id, "targets": plan.size, "waves": len(plan.waves)},
+            extra={
+                "campaign_id": campaign.campaign_id,
+                "targets": plan.size,
+                "waves": len(plan.waves),
+            },
         )
-        return CreationReport(campaign, created=True, excluded=excluded)
+        return CreationReport(campaign, created=True, excluded=eligibility.excluded)
+
+    def _create_planning(self, base: Campaign) -> CreationReport:
+        existing = self._put(base)
+        if existing is not None:
+            return existing
+        strategy = base.spec.deployment_strategy.value
+        self._d.events.publish("campaign.planning", base.event_detail(strategy=strategy))
+        self._d.planning.submit(base.campaign_id)  # after the event: `campaign.created` follows it
+        logger.info("campaign planning", extra={"campaign_id": base.campaign_id})
+        return CreationReport(base, created=True)
 
     @staticmethod
     def _new_campaign(
@@ -115,24 +160,22 @@ class CampaignCreation:
         spec: CampaignSpec,
         package: Package,
         release: Release,
-        plan: RolloutPlan,
         now_ms: int,
         created_by: str,
     ) -> Campaign:
+        """The campaign before its plan: planning, no target yet."""
         return Campaign(
             campaign_id=campaign_id,
             spec=spec,
-            status=CampaignStatus.CREATED,
+            status=CampaignStatus.PLANNING,
             firmware_id=package.firmware_id,
             version=package.version,
             device_model=package.device_model,
             release=release,
-            target_count=plan.size,
-            waves=plan.waves,
+            target_count=0,
+            waves=(),
             created_at_ms=now_ms,
             created_by=created_by,
-            counters=CampaignCounters(pending=plan.size),
-            wave_counters=tuple(CampaignCounters(pending=n) for n in plan.wave_sizes()),
             updated_at_ms=now_ms,
             last_progress_at_ms=now_ms,
         )

@@ -1,17 +1,48 @@
-"""Dispatch: notify the next vehicles of a running campaign, wave by wave.
+"""Dispatch: notify the next vehicles of a running campaign, wave by wave, a chunk at a time.
 
 `advance` is the single writer of a campaign's cursor: it holds a lease on
-the campaign item, and each notified vehicle is one transaction that writes
-its record and moves the cursor and counters, conditioned on the campaign
-still running at that cursor. So pause and cancel take effect between two
-vehicles, a crashed dispatcher's lease expires and the next one continues
-exactly where the cursor stands, and the counters stay exact. What the end
-of a wave means (next wave, gate, finish) is `campaign_run.after_wave`'s call.
+the campaign item and walks the current wave in steps (`next_step`: the
+batch the wave, the batch size and the concurrency window allow now), each
+step in chunks of at most `CampaignConfig.notify_chunk` (99) targets. A
+chunk is one `TransactWriteItems`: the campaign item's update (cursor += k,
+pending -= k and in progress += k for the campaign and its wave, last
+progress), conditioned on the campaign still running at this cursor and
+wave, plus k new per-vehicle records, each conditioned on not existing;
+99 records and the campaign item fill DynamoDB's 100-item limit. Then the
+chunk's notifications go out together, pipelined at QoS 2 by the sink (a
+window in flight, not one PUBCOMP before the next PUBLISH), each delivered
+or dead-lettered on its own; the release is signed once per campaign (and
+again only near its expiry, checked before each chunk).
+
+What this guarantees:
+
+* Pause and cancel take effect between chunks: their conditional write
+  moves the status (or, for a cancel, also counts the unnotified targets at
+  the cursor it read), so the next chunk's condition fails, nothing of that
+  chunk is written or sent, and `advance` stops with "changed". At most the
+  chunk already written is still published after a pause.
+* No vehicle is notified twice by dispatch: a chunk is recorded whole or
+  not at all, only at the cursor it was read with; a crashed dispatcher's
+  lease expires and the next one continues exactly where the cursor stands.
+* The counters stay exact: each chunk moves them by exactly its size, in
+  the same transaction as its records.
+* Crash safety: records are written before anything is published. A crash
+  between a chunk's write and its publishes leaves those vehicles recorded
+  as notified without a message; they count as in progress, the monitor
+  flags the campaign stalled when nothing moves, and re-notifying them (the
+  update's retry, `Notices.send`) heals it. A message is never sent for a
+  vehicle without a record (its reports would have nothing to land on).
+  A dead-lettered notification is the same case, waiting in the OTA DLQ
+  for `v2c dlq replay`.
+
+What the end of a wave means (next wave, gate, finish) is
+`campaign_run.after_wave`'s call.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,7 +61,7 @@ from v2c.handlers.ota.domain.campaign_run import (
     next_step,
     release_due,
 )
-from v2c.handlers.ota.domain.counters import Counter, CounterDeltas
+from v2c.handlers.ota.domain.counters import Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
 from v2c.handlers.ota.updates.notices import Notices
@@ -103,13 +134,17 @@ class Dispatcher:
                 if step.count == 0:
                     break
                 start = campaign.cursor
-                for target in self._d.plans.read(campaign.campaign_id, start, start + step.count):
-                    outcome = self._notify_next(campaign, target)
+                targets = self._d.plans.read(campaign.campaign_id, start, start + step.count)
+                if not targets:
+                    break  # a plan shorter than its waves: nothing to notify
+                for chunk in chunked(targets, self._config.notify_chunk):
+                    campaign = self._refresh_release(campaign)
+                    outcome = self._notify_chunk(campaign, chunk)
                     if outcome is None:
                         return AdvanceReport(notified, dead, gate, "changed")
                     campaign, delivered = outcome
-                    notified += 1
-                    dead += 0 if delivered else 1
+                    notified += len(delivered)
+                    dead += delivered.count(False)
                 continue
             gate = step.gate.value if step.gate is not None else None
             moved = self._after_wave(campaign, step)
@@ -144,32 +179,49 @@ class Dispatcher:
         counters = {c.value: done.counters.get(c) for c in Counter}
         self._d.events.publish("campaign.completed", done.event_detail(counters=counters))
 
-    def _notify_next(self, campaign: Campaign, target: Target) -> tuple[Campaign, bool] | None:
-        """Record and publish the notification of the target at the cursor;
-        None if the campaign changed under us (paused, cancelled)."""
+    def _notify_chunk(
+        self, campaign: Campaign, targets: Sequence[Target]
+    ) -> tuple[Campaign, list[bool]] | None:
+        """Record the chunk at the cursor (one write with the cursor and
+        counter move), then publish it; the campaign as it stands after,
+        and per target whether its message was delivered (False:
+        dead-lettered). None if the campaign changed under us (paused,
+        cancelled, another dispatcher): nothing recorded, nothing sent."""
         now = self._now_ms()
         wave = campaign.current_wave
-        update = VehicleUpdate.notified(
-            vehicle_id=target.vehicle_id,
-            update_id=campaign.release.update_id,
-            now_ms=now,
-            kind=UpdateKind.CAMPAIGN,
-            firmware_id=campaign.firmware_id,
-            to_version=campaign.version,
-            from_version=target.installed_version,
-            campaign_id=campaign.campaign_id,
-            wave=wave,
-            region=target.region,
-        )
-        at_cursor = self._d.campaigns.notify_at_cursor(campaign, now)
-        delivered = self._notices.first(update, campaign.release, at_cursor)
+        updates = [
+            VehicleUpdate.notified(
+                vehicle_id=target.vehicle_id,
+                update_id=campaign.release.update_id,
+                now_ms=now,
+                kind=UpdateKind.CAMPAIGN,
+                firmware_id=campaign.firmware_id,
+                to_version=campaign.version,
+                from_version=target.installed_version,
+                campaign_id=campaign.campaign_id,
+                wave=wave,
+                region=target.region,
+            )
+            for target in targets
+        ]
+        count = len(updates)
+        at_cursor = self._d.campaigns.notify_at_cursor(campaign, now, count)
+        delivered = self._notices.first_chunk(updates, campaign.release, at_cursor)
         if delivered is None:
             return None
-        move = CounterDeltas.move(Counter.PENDING, Counter.IN_PROGRESS)
+        move = {Counter.PENDING: -count, Counter.IN_PROGRESS: count}
         waves = list(campaign.wave_counters)
-        waves[wave] = waves[wave].apply(move)
+        waves[wave] = waves[wave].moved(move)
         return campaign.evolve(
-            cursor=campaign.cursor + 1,
-            counters=campaign.counters.apply(move),
+            cursor=campaign.cursor + count,
+            counters=campaign.counters.moved(move),
             wave_counters=tuple(waves),
+            last_progress_at_ms=now,
         ), delivered
+
+
+def chunked(targets: Sequence[Target], size: int) -> list[Sequence[Target]]:
+    """`targets` in consecutive chunks of `size` (the last one shorter)."""
+    if size < 1:
+        raise ValueError(f"a chunk holds at least one target, not {size}")
+    return [targets[i : i + size] for i in range(0, len(targets), size)]

@@ -2,16 +2,20 @@
 
 The dispatcher reads only the chunk(s) holding the next batch, so a
 100,000-vehicle campaign never loads its whole target list into a Lambda.
-Chunks are written before the campaign item, and the campaign item is the
-one write that makes a campaign visible: a creation that dies half-way
-leaves only unreferenced chunks behind (overwritten by a retry with the
-same campaign id, or collected by a lifecycle rule), never a half campaign.
+Chunks are written before the campaign item (or before the planner's
+write that makes a planning campaign `created`), and that write is what
+makes the plan count: a creation or a planner that dies half-way leaves
+only unreferenced chunks behind (overwritten by a retry with the same
+campaign id, or collected by a lifecycle rule), never a half campaign.
+The chunks of a plan are independent objects, so they are written several
+at once: 100 chunks of a 100,000-target plan take a few round trips.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,21 +28,26 @@ if TYPE_CHECKING:
 
 CHUNK: Final = 1_000
 PREFIX: Final = "campaign-plans"
+WRITERS: Final = 8  # chunk PUTs at once
 
 
 class PlanStore:
-    def __init__(self, client: S3Client, bucket: str, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, chunk: int = CHUNK, writers: int = WRITERS
+    ) -> None:
         self._s3 = client
         self._bucket = bucket
         self._chunk = chunk
+        self._writers = writers
 
     def _key(self, campaign_id: str, number: int) -> str:
         return f"{PREFIX}/{campaign_id}/{number:06d}.json"
 
     def write(self, campaign_id: str, targets: Sequence[Target]) -> int:
         """Store the plan; returns the number of chunks."""
-        chunks = 0
-        for start in range(0, len(targets), self._chunk):
+        starts = range(0, len(targets), self._chunk)
+
+        def put(start: int) -> None:
             rows = [t.to_json() for t in targets[start : start + self._chunk]]
             body = json.dumps(rows, separators=(",", ":")).encode()
             try:
@@ -50,8 +59,14 @@ class PlanStore:
                 )
             except (BotoCoreError, ClientError) as exc:
                 raise TransientError(f"storing the campaign plan failed: {exc}") from exc
-            chunks += 1
-        return chunks
+
+        if len(starts) <= 1:
+            for start in starts:
+                put(start)
+        else:
+            with ThreadPoolExecutor(min(self._writers, len(starts))) as pool:
+                list(pool.map(put, starts))  # the first failure is raised here
+        return len(starts)
 
     def read(self, campaign_id: str, start: int, stop: int) -> list[Target]:
         """Targets `[start, stop)` in plan order."""

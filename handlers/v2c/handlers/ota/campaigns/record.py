@@ -87,6 +87,8 @@ class Campaign:
     finished_at_ms: int | None = None
     approved_by: str | None = None
     approved_at_ms: int | None = None
+    # A start asked for while the campaign was planning: it starts when planned.
+    start_requested_at_ms: int | None = None
     status_reason: str = ""
     last_progress_at_ms: int = 0
     stalled: bool = False
@@ -131,6 +133,7 @@ class Campaign:
             "finished_at": self.finished_at_ms,
             "approved_by": self.approved_by,
             "approved_at": self.approved_at_ms,
+            "start_requested_at": self.start_requested_at_ms,
             "status_reason": self.status_reason,
             "last_progress_at": self.last_progress_at_ms,
             "stalled": self.stalled,
@@ -170,6 +173,7 @@ class Campaign:
             finished_at_ms=_opt_int(item.get("finished_at")),
             approved_by=item.get("approved_by"),
             approved_at_ms=_opt_int(item.get("approved_at")),
+            start_requested_at_ms=_opt_int(item.get("start_requested_at")),
             status_reason=str(item.get("status_reason", "")),
             last_progress_at_ms=int(item.get("last_progress_at", 0)),
             stalled=bool(item.get("stalled", False)),

@@ -16,6 +16,7 @@ import base64
 import binascii
 import builtins
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +34,22 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 MAX_PAGE: Final = 100
+# What planning writes on a campaign item (`finish_planning`), besides counters.
+_PLANNED: Final = frozenset(
+    {
+        "status",
+        "status_reason",
+        "target_count",
+        "waves",
+        "updated_at",
+        "last_progress_at",
+        "finished_at",
+        "lease_owner",
+        "lease_until",
+        "revision",
+    }
+)
+_COUNTER: Final = re.compile(r"^(c|w\d+)_[a-z_]+$")
 
 # `Campaign` field -> stored attribute, for the fields a status change sets.
 _ATTRIBUTES: Final = {
@@ -161,6 +178,41 @@ class CampaignRepository:
             raise transient("creating a campaign", exc) from exc
         except BotoCoreError as exc:
             raise transient("creating a campaign", exc) from exc
+
+    def request_start(self, campaign: Campaign, now_ms: int) -> Campaign:
+        return self._update(campaign, set_values={"start_requested_at": now_ms})
+
+    def finish_planning(self, leased: Campaign, planned: Campaign) -> Campaign:
+        """Write the plan's attributes (status, targets, waves, counters,
+        lease) if the campaign is still planning under `leased`'s lease; the
+        rest of the item (a start requested meanwhile) stays."""
+        item = planned.to_item()
+        values = {k: v for k, v in item.items() if k in _PLANNED or _COUNTER.match(k)}
+        names = {f"#p{n}": k for n, k in enumerate(values)}
+        expression = "SET " + ", ".join(f"#p{n} = :p{n}" for n in range(len(values)))
+        try:
+            answer = self._ddb.update_item(
+                TableName=self.table,
+                Key={"campaign_id": {"S": leased.campaign_id}},
+                UpdateExpression=expression,
+                ConditionExpression="#status = :planning AND lease_owner = :owner",
+                ExpressionAttributeNames={**names, "#status": "status"},
+                ExpressionAttributeValues={
+                    **{f":p{n}": to_value(v) for n, v in enumerate(values.values())},
+                    ":planning": to_value(CampaignStatus.PLANNING.value),
+                    ":owner": to_value(leased.lease_owner),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise StaleWrite(
+                    f"campaign {leased.campaign_id} is no longer planned by this planner"
+                ) from exc
+            raise transient("storing a campaign's plan", exc) from exc
+        except BotoCoreError as exc:
+            raise transient("storing a campaign's plan", exc) from exc
+        return Campaign.from_item(from_item(answer["Attributes"]))
 
     def change_status(
         self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None
@@ -312,7 +364,13 @@ class CampaignRepository:
         except BotoCoreError as exc:
             raise transient("releasing a campaign lease", exc) from exc
 
-    def notify_at_cursor(self, campaign: Campaign, now_ms: int) -> TransactItem:
+    def notify_at_cursor(self, campaign: Campaign, now_ms: int, count: int = 1) -> TransactItem:
+        """The campaign item's half of a dispatch chunk's transaction: the
+        cursor past `count` targets, `count` from pending to in progress
+        (campaign and current wave), conditioned on running at this cursor
+        and wave, so a pause or cancel between chunks fails the whole chunk."""
+        if count < 1:
+            raise ValueError(f"a chunk notifies at least one target, not {count}")
         index, wave = campaign.cursor, campaign.current_wave
         return TransactItem(
             {
@@ -332,13 +390,13 @@ class CampaignRepository:
                         "#wi": counter_attr(Counter.IN_PROGRESS, wave),
                     },
                     "ExpressionAttributeValues": {
-                        ":next": {"N": str(index + 1)},
+                        ":next": {"N": str(index + count)},
                         ":at": {"N": str(index)},
                         ":w": {"N": str(wave)},
                         ":now": {"N": str(now_ms)},
                         ":running": {"S": CampaignStatus.IN_PROGRESS.value},
-                        ":minus": {"N": "-1"},
-                        ":plus": {"N": "1"},
+                        ":minus": {"N": str(-count)},
+                        ":plus": {"N": str(count)},
                     },
                 }
             }

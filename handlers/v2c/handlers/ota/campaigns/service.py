@@ -1,8 +1,9 @@
 """Campaigns: the fleet manager's commands, and the campaign's reaction to outcomes.
 
-The front door of the campaign side: create (`creation`), approve, start,
-pause, resume, cancel, roll back (`rollback`), advance (`dispatch`), react
-to a report that moved the rates, and the periodic monitor. Every status
+The front door of the campaign side: create (`creation`), plan a campaign
+creation left planning (`planning`), approve, start, pause, resume, cancel,
+roll back (`rollback`), advance (`dispatch`), react to a report that moved
+the rates, and the periodic monitor. Every status
 change is read, decided (`lifecycle.next_status`) and written with a
 condition on what was read, retried from a fresh read when another writer
 won (`concurrency.retry_stale`), so two racing commands never both win.
@@ -18,10 +19,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from v2c.contract.errors import Conflict, Forbidden, InvalidField
+from v2c.contract.errors import Conflict, Forbidden, InvalidField, TransientError, V2CError
 from v2c.handlers.ota.campaigns.creation import CampaignCreation, CreationReport
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.dispatch import AdvanceReport, Dispatcher
+from v2c.handlers.ota.campaigns.planning import CampaignPlanner
 from v2c.handlers.ota.campaigns.record import Campaign, StatusChange
 from v2c.handlers.ota.campaigns.rollback import Rollbacks
 from v2c.handlers.ota.concurrency import retry_stale
@@ -57,6 +59,7 @@ class CampaignService:
         self.notices = Notices(deps.updates, deps.campaigns, deps.notifier)
         self.rollbacks = Rollbacks(deps, self.commands, self.notices)
         self._creation = CampaignCreation(deps)
+        self._planner = CampaignPlanner(deps, start=self.start)
         self._dispatcher = Dispatcher(deps, self.notices)
 
     def _now_ms(self) -> int:
@@ -77,6 +80,11 @@ class CampaignService:
         self, data: object, *, created_by: str = "", idempotency_key: str | None = None
     ) -> CreationReport:
         return self._creation.create(data, created_by=created_by, idempotency_key=idempotency_key)
+
+    def plan(self, campaign_id: str) -> Campaign:
+        """Resolve and plan a campaign creation left planning (a no-op for
+        any other, or while another planner holds it); the campaign after."""
+        return self._planner.plan(campaign_id)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -126,14 +134,33 @@ class CampaignService:
         return self._command(campaign_id, CampaignCommand.APPROVE, approval)
 
     def start(self, campaign_id: str) -> Campaign:
+        """Start dispatching. A campaign still planning records the start
+        and answers as it is (planning); the planner starts it once planned."""
         now = self._now_ms()
-        campaign = self._command(
-            campaign_id,
-            CampaignCommand.START,
-            lambda _c, target: StatusChange(
+
+        def attempt() -> Campaign:
+            campaign = self._d.campaigns.get(campaign_id)
+            target = next_status(
+                campaign.status,
+                CampaignCommand.START,
+                requires_approval=campaign.spec.requires_approval,
+                approved=campaign.approved,
+            )
+            if target is CampaignStatus.PLANNING:  # StaleWrite once planned: start it then
+                return self._d.campaigns.request_start(campaign, now)
+            change = StatusChange(
                 target, updated_at_ms=now, started_at_ms=now, last_progress_at_ms=now
-            ),
+            )
+            return self._d.campaigns.change_status(campaign, change)
+
+        campaign = retry_stale(
+            attempt,
+            gave_up=f"campaign {campaign_id} keeps changing; try again",
+            attempts=self._config.conflict_retries,
         )
+        if campaign.status is CampaignStatus.PLANNING:
+            logger.info("start queued until planned", extra={"campaign_id": campaign_id})
+            return campaign
         self._event("campaign.started", campaign)
         self.advance(campaign_id)
         return self._d.campaigns.get(campaign_id)
@@ -222,10 +249,17 @@ class CampaignService:
         return self.rollbacks.campaign(campaign_id, reason=reason, automatic=automatic)
 
     def monitor(self, now_ms: int | None = None) -> dict[str, Any]:
-        """The periodic pass (every minute): advance running campaigns (a
-        scheduled start, a reopened maintenance window, a lost lease), flag
-        stalled ones and finish rollbacks."""
+        """The periodic pass (every minute): plan campaigns left planning (a
+        lost planner), keep the fleet index compact, advance running
+        campaigns (a scheduled start, a reopened maintenance window, a lost
+        lease), flag stalled ones and finish rollbacks."""
         now_ms = now_ms if now_ms is not None else self._now_ms()
+        planned = self._plan_waiting()
+        try:
+            index = self._d.fleet.maintain()
+        except TransientError as exc:  # the index can wait a pass; campaigns cannot
+            logger.warning("fleet index maintenance failed: %s", exc)
+            index = {}
         seen = advanced = stalled = 0
         for campaign in self._d.campaigns.iter_status(CampaignStatus.IN_PROGRESS):
             seen += 1
@@ -240,4 +274,36 @@ class CampaignService:
                 continue
             stalled += 1
             self._d.alerts.alert("campaign_stalled", fresh.campaign_id, found.detail)
-        return {"campaigns": seen, "notified": advanced, "stalled": stalled}
+        return {
+            "campaigns": seen,
+            "notified": advanced,
+            "stalled": stalled,
+            "planned": planned,
+            **index,
+        }
+
+    def _plan_waiting(self) -> int:
+        """Plan campaigns still planning whose planner never came or died
+        (the planner skips those another one holds), and start those planned
+        whose queued start was lost with their planner; how many moved on."""
+        moved = attempted = 0
+        for campaign in self._d.campaigns.iter_status(CampaignStatus.PLANNING):
+            if attempted >= self._config.max_plans_per_pass:
+                break
+            attempted += 1
+            try:
+                after = self.plan(campaign.campaign_id)
+            except TransientError as exc:
+                logger.warning(
+                    "planning failed; the next pass retries",
+                    extra={"campaign_id": campaign.campaign_id, "error": str(exc)},
+                )
+                continue
+            moved += after.status is not CampaignStatus.PLANNING
+        for campaign in self._d.campaigns.iter_status(CampaignStatus.CREATED):
+            if campaign.start_requested_at_ms is not None:
+                try:
+                    self.start(campaign.campaign_id)
+                except V2CError as exc:
+                    logger.warning("queued start failed: %s", exc)
+        return moved

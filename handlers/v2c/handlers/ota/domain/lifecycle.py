@@ -1,12 +1,21 @@
 """Campaign statuses and which fleet-manager command may move a campaign where.
 
-    created ──start──▶ in_progress ──(all finished)──▶ completed
-       │                 │    ▲
-       │              pause  resume
-       │                 ▼    │
-       │               paused ──────┐
-       ├──cancel──▶ cancelled ◀─────┤ (cancel from created, in_progress, paused)
-       └─ in_progress / paused / completed ──rollback──▶ rolling_back ──▶ rolled_back
+    planning ──(planned)──▶ created ──start──▶ in_progress ──(all finished)──▶ completed
+       │ └──(no eligible target)──▶ planning_failed      │    ▲
+       │                                               pause  resume
+       │                                                  ▼    │
+       │                                                paused
+       └─ planning, created, in_progress, paused ──cancel──▶ cancelled
+          in_progress / paused / completed ──rollback──▶ rolling_back ──▶ rolled_back
+
+`planning`: creation answered before the targets were resolved and planned
+(a large fleet: `campaigns.planning`); the planner moves the campaign on
+within seconds. A start asked for meanwhile is recorded and carried out
+when the campaign is planned (the campaign stays `planning` until then);
+approve waits for `created` (409 until then), since who is targeted and in
+which waves is what an approver approves; so a campaign that requires
+approval cannot queue a start either. Cancel may stop a campaign still
+planning: the planner's final write is conditioned on `planning`.
 
 `requires_approval` gates `start`: a campaign that needs approval cannot
 start until `approve` recorded who approved it and when. Pure: the service
@@ -23,6 +32,7 @@ from v2c.contract.errors import Conflict
 
 
 class CampaignStatus(StrEnum):
+    PLANNING = "planning"
     CREATED = "created"
     IN_PROGRESS = "in_progress"
     PAUSED = "paused"
@@ -30,6 +40,7 @@ class CampaignStatus(StrEnum):
     CANCELLED = "cancelled"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
+    PLANNING_FAILED = "planning_failed"
 
 
 class CampaignCommand(StrEnum):
@@ -41,14 +52,19 @@ class CampaignCommand(StrEnum):
     ROLLBACK = "rollback"
     COMPLETE = "complete"
     FINISH_ROLLBACK = "finish_rollback"
+    FINISH_PLANNING = "finish_planning"  # the planner, never a fleet manager
+    FAIL_PLANNING = "fail_planning"
 
 
 C = CampaignStatus
 ALLOWED: Final[dict[CampaignCommand, tuple[frozenset[CampaignStatus], CampaignStatus]]] = {
-    CampaignCommand.START: (frozenset({C.CREATED}), C.IN_PROGRESS),
+    CampaignCommand.START: (frozenset({C.CREATED, C.PLANNING}), C.IN_PROGRESS),
     CampaignCommand.PAUSE: (frozenset({C.IN_PROGRESS}), C.PAUSED),
     CampaignCommand.RESUME: (frozenset({C.PAUSED}), C.IN_PROGRESS),
-    CampaignCommand.CANCEL: (frozenset({C.CREATED, C.IN_PROGRESS, C.PAUSED}), C.CANCELLED),
+    CampaignCommand.CANCEL: (
+        frozenset({C.PLANNING, C.CREATED, C.IN_PROGRESS, C.PAUSED}),
+        C.CANCELLED,
+    ),
     CampaignCommand.APPROVE: (frozenset({C.CREATED}), C.CREATED),
     CampaignCommand.ROLLBACK: (
         frozenset({C.IN_PROGRESS, C.PAUSED, C.COMPLETED}),
@@ -56,8 +72,11 @@ ALLOWED: Final[dict[CampaignCommand, tuple[frozenset[CampaignStatus], CampaignSt
     ),
     CampaignCommand.COMPLETE: (frozenset({C.IN_PROGRESS}), C.COMPLETED),
     CampaignCommand.FINISH_ROLLBACK: (frozenset({C.ROLLING_BACK}), C.ROLLED_BACK),
+    CampaignCommand.FINISH_PLANNING: (frozenset({C.PLANNING}), C.CREATED),
+    CampaignCommand.FAIL_PLANNING: (frozenset({C.PLANNING}), C.PLANNING_FAILED),
 }
-ACTIVE: Final = frozenset({C.CREATED, C.IN_PROGRESS, C.PAUSED, C.ROLLING_BACK})
+# Not finished: a firmware cannot be retired under one, and `v2c campaign watch` keeps watching.
+ACTIVE: Final = frozenset({C.PLANNING, C.CREATED, C.IN_PROGRESS, C.PAUSED, C.ROLLING_BACK})
 DISPATCHING: Final = frozenset({C.IN_PROGRESS})
 
 
@@ -70,11 +89,18 @@ def next_status(
 ) -> CampaignStatus:
     """The status after `command`, or `Conflict` (HTTP 409) naming why not."""
     sources, target = ALLOWED[command]
+    if status is C.PLANNING and command is CampaignCommand.APPROVE:
+        raise Conflict(
+            "cannot approve the campaign yet: it is still planning (its targets are being "
+            "resolved); approve it once its status is created"
+        )
     if status not in sources:
         allowed = ", ".join(sorted(s.value for s in sources))
         raise Conflict(f"cannot {command.value} a campaign that is {status.value} (only {allowed})")
     if command is CampaignCommand.START and requires_approval and not approved:
         raise Conflict("the campaign requires approval before it can start")
+    if command is CampaignCommand.START and status is C.PLANNING:
+        return C.PLANNING  # queued: the planner starts it once planned
     if command is CampaignCommand.APPROVE and (approved or not requires_approval):
         raise Conflict(
             "the campaign is already approved" if approved else "the campaign needs no approval"

@@ -5,6 +5,10 @@ state and sequence it was read with, and the campaign's counters moved by
 `ADD`. A lost race raises `StaleWrite`; the caller re-reads and applies the
 report again (where it is then a duplicate, or still applies).
 
+A dispatch chunk is one `TransactWriteItems` too (`create_many`): the
+campaign's cursor move and up to 99 new records, each conditioned on not
+existing, so a chunk is recorded whole or not at all.
+
 A batch of status reports is read with `BatchGetItem` (`find_reported`) and
 written as a few transactions of many records (`save_reported`): a cancelled
 transaction's reasons say which records lost their condition, so only those
@@ -143,14 +147,33 @@ class UpdateRepository:
     def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
         """Write a new record (and move the campaign's counters with it);
         False if the record already exists (a retried dispatch)."""
-        put = {
+        put = self._put_new(update)
+        return self._transact([put, _item(with_campaign)], "recording a notification")
+
+    def _put_new(self, update: VehicleUpdate) -> dict[str, Any]:
+        return {
             "Put": {
                 "TableName": self.table,
                 "Item": to_item(update.to_item()),
                 "ConditionExpression": "attribute_not_exists(update_id)",
             }
         }
-        return self._transact([put, _item(with_campaign)], "recording a notification")
+
+    def create_many(
+        self, updates: Sequence[VehicleUpdate], with_campaign: CampaignWrite | None = None
+    ) -> bool:
+        """A dispatch chunk: every new record and the campaign's cursor move
+        in one `TransactWriteItems` (at most `TRANSACTION_ITEMS` items); False
+        if a record exists or the campaign moved (nothing is written then)."""
+        campaign = _item(with_campaign)
+        items: list[Mapping[str, Any] | None] = [self._put_new(u) for u in updates]
+        if campaign is not None:
+            items.insert(0, campaign)
+        if len(items) > TRANSACTION_ITEMS:
+            raise ValueError(f"{len(items)} items exceed one transaction ({TRANSACTION_ITEMS})")
+        if not items:
+            return True
+        return self._transact(items, "recording a chunk of notifications")
 
     def save(
         self,

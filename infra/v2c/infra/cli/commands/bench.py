@@ -119,7 +119,7 @@ def telemetry(
     batch_size: Annotated[
         int, typer.Option(min=1, max=500, help="Samples per envelope in the handlers' batch phase.")
     ] = 25,
-    vehicles: Annotated[int, typer.Option(min=1, max=100)] = 8,
+    vehicles: Annotated[int, typer.Option(min=1, max=100)] = 100,
     workers: Annotated[int, typer.Option(min=1, help="Threads, as the gateway's pool.")] = 16,
     compression_batches: Annotated[
         int, typer.Option(min=1, help="Batches per size in the compression figure.")
@@ -148,7 +148,7 @@ def telemetry(
         float | None,
         typer.Option(min=1, help="Paced batch samples/s kept up with [80/60/40 % of measured]."),
     ] = None,
-    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
+    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 400,
     json_out: JsonOut = None,
 ) -> None:
     """Batch compression; stored msg/s through the telemetry handlers and end to end through
@@ -207,6 +207,37 @@ def campaign(
     )
 
 
+@app.command("creation")
+def creation(
+    fleet_sizes: Annotated[
+        str, typer.Option(help="Comma-separated fleet sizes (cumulative, one model).")
+    ] = "5000,20000,100000",
+    strategy: Annotated[
+        str, typer.Option(help="immediate|scheduled|staged|canary|blue_green")
+    ] = "canary",
+    baseline_max: Annotated[
+        int, typer.Option(min=0, help="Sizes up to this also time the table select (baseline).")
+    ] = 5000,
+    repeats: Annotated[int, typer.Option(min=1, help="Campaigns created per size.")] = 3,
+    json_out: JsonOut = None,
+) -> None:
+    """Campaign creation over the fleet index: answer time, time until planned, index size,
+    registry seeding apart, beside the table select creation used before."""
+    from v2c.infra.bench.creation import CreationBenchParams, run_creation_bench, table_rows
+
+    _run(
+        lambda: CreationBenchParams(
+            fleet_sizes=_sizes(fleet_sizes),
+            strategy=strategy,
+            baseline_max=baseline_max,
+            repeats=repeats,
+        ),
+        run_creation_bench,
+        table_rows,
+        json_out,
+    )
+
+
 @app.command("fleet")
 def fleet(
     sizes: Annotated[
@@ -223,10 +254,27 @@ def fleet(
     connect_timeout_s: Annotated[
         float, typer.Option(min=1, help="Give up connecting a fleet after this long.")
     ] = 300.0,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="Idle fleets over mutual TLS, one client certificate per vehicle (CN = VIN)."
+        ),
+    ] = False,
+    pki_dir: Annotated[
+        Path | None,
+        typer.Option(help="PKI kept between runs for --tls (default: a folder in the temp dir)."),
+    ] = None,
+    single_rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds of one download alone (median reported).")
+    ] = 20,
+    concurrent_rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds of K downloads at once (median reported).")
+    ] = 5,
     json_out: JsonOut = None,
 ) -> None:
     """Idle vehicles per process and memory per vehicle; downloader throughput beside plain GET."""
     from v2c.infra.bench.fleet import FleetBenchParams, run_fleet_bench, table_rows
+    from v2c.infra.bench.fleet_idle import DEFAULT_PKI_DIR
 
     _run(
         lambda: FleetBenchParams(
@@ -236,8 +284,83 @@ def fleet(
             idle_s=idle_s,
             connect_concurrency=connect_concurrency,
             connect_timeout_s=connect_timeout_s,
+            tls=tls,
+            pki_dir=pki_dir or DEFAULT_PKI_DIR,
+            single_rounds=single_rounds,
+            concurrent_rounds=concurrent_rounds,
         ),
         run_fleet_bench,
+        table_rows,
+        json_out,
+    )
+
+
+@app.command("rollout")
+def rollout(
+    vehicles: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Fleet size (mTLS vehicles, one process).")
+    ] = 10_000,
+    stages: Annotated[
+        str, typer.Option(help="Cumulative stage percentages; the first is the canary.")
+    ] = "1,10,50,100",
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            min=0.0001, max=1.0, help="Real seconds per simulated second (install, reboot)."
+        ),
+    ] = 0.002,
+    package_kib: Annotated[int, typer.Option(min=1, help="Package image size in KiB.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=500, help="Campaign batch_size.")] = 500,
+    max_concurrent: Annotated[
+        int, typer.Option(min=1, max=1000, help="Campaign max_concurrent_updates.")
+    ] = 1000,
+    connect_concurrency: Annotated[
+        int, typer.Option(min=1, help="Vehicles connecting at once.")
+    ] = 64,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Give up when not all terminal this long after create.")
+    ] = 1800.0,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="A new or empty directory to run in, kept afterwards."),
+    ] = None,
+    count_aws: Annotated[
+        bool, typer.Option(help="Count the AWS requests moto serves (moto's recorder).")
+    ] = True,
+    json_out: JsonOut = None,
+) -> None:
+    """A stack, N onboarded mTLS vehicles, a canary-then-staged campaign to all terminal;
+    wall time per phase, notifications/s, reports/s, memory, CPU per process, AWS requests
+    per vehicle update, counters checked exact against DynamoDB."""
+    from v2c.infra.bench.common import emit_report
+    from v2c.infra.bench.rollout import (
+        RolloutBenchParams,
+        RolloutNotExact,
+        run_rollout_bench,
+        table_rows,
+    )
+
+    def bench(params: RolloutBenchParams) -> Mapping[str, Any]:
+        try:
+            return run_rollout_bench(params)
+        except RolloutNotExact as exc:  # the report first, then the failure
+            emit_report(exc.report, table_rows(exc.report), json_out=json_out)
+            raise
+
+    _run(
+        lambda: RolloutBenchParams(
+            vehicles=vehicles,
+            stages=_sizes(stages),
+            time_scale=time_scale,
+            package_bytes=package_kib * 1024,
+            batch_size=batch_size,
+            max_concurrent=max_concurrent,
+            connect_concurrency=connect_concurrency,
+            timeout_s=timeout,
+            directory=directory,
+            count_aws=count_aws,
+        ),
+        bench,
         table_rows,
         json_out,
     )

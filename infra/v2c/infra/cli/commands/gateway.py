@@ -35,7 +35,9 @@ def run(
         "v2c.gateway.rules:RULES"
     ),
     dlq: Annotated[str, typer.Option(help="'aws' (from the stack) or 'memory'.")] = "aws",
-    receive_maximum: Annotated[int, typer.Option(min=1, max=65535)] = 64,
+    receive_maximum: Annotated[
+        int, typer.Option(min=1, max=65535, help="Messages handled at once (MQTT Receive Maximum).")
+    ] = 400,
     per_vehicle_in_flight: Annotated[
         int, typer.Option(min=1, help="Messages of one vehicle handled at once (fairness).")
     ] = 4,

@@ -1,20 +1,31 @@
 """The vehicle's package downloader: resumable HTTP Range requests over asyncio.
 
 `await RangeDownloader(config).download(url, dest_dir, update_id,
-expected_size, expected_sha256, progress_cb)` fetches the package in
-adaptive chunks (`chunking`: 1 MiB to start, then sized to the measured
-throughput) and persists each complete chunk with its offset (`partial`),
-so a lost connection or a process restart resumes at the last committed
-byte with a *new* call, even with a new presigned URL. A chunk cut short
-keeps its complete granules (64 KiB): the resume offset is always a granule
-boundary, never a byte the disk does not hold.
+expected_size, expected_sha256, progress_cb)` fetches the package and
+persists it in adaptive chunks (`chunking`: 1 MiB to start, then sized to
+the measured throughput, at most a tenth of the package), committing each
+complete chunk's end offset (`partial`), so a lost connection or a process
+restart resumes at the last committed byte with a *new* call, even with a
+new presigned URL. A chunk cut short keeps its complete granules (64 KiB):
+the resume offset is always a granule boundary, never a byte the disk does
+not hold.
 
-What a call ends with, and what the agent does then: `download_result`.
+Requests and chunks: the first request of a call asks for one chunk (the
+spec's `Range: bytes=0-1048575`, or `bytes=10485760-11534335` resuming at
+20 %); once bytes have arrived, the next request asks for the rest of the
+package, and its body is committed chunk by chunk as it streams. A request
+costs a round trip and a server-side lookup (S3 also bills it), while a
+commit costs a `pwrite`; so the chunk size paces commits and progress
+reports, not requests. A request that fails is retried from the first byte
+not yet received (the hash is at that byte), not from the last commit.
+
+What a call ends with, and what the agent does then: `download_result`;
+what one answer's status and headers mean: `download_span`.
 
 Retries: connection failures and 5xx/429 answers are retried with
 exponential backoff and jitter (2 s, 4 s, ..., the spec's "attempt 2, wait
 2 s"; a `Retry-After` is honoured up to the cap), `attempts` in a row
-before giving up; a chunk that gained bytes resets the count.
+before giving up; a request that committed bytes resets the count.
 
 Minimum progress (`progress`): a server that sends a byte now and then
 never trips the stall timeout, so a call also fails DOWNLOAD_TIMEOUT when
@@ -29,13 +40,16 @@ Never more than the signed size: every request asks for bytes below
 a body longer than asked, stops the download (CHECKSUM_MISMATCH) before
 anything beyond the request is written. A server that ignores `Range` (200
 and the whole object) is read through once, committing chunk by chunk
-(bytes before the resume offset are read and dropped).
+(bytes already on disk are read and dropped).
 
-Memory is bounded by the granule and aiohttp's read buffer (64 KiB each),
-not by the chunk or the package: data is hashed and written as it arrives.
+Memory is bounded by aiohttp's read buffer and one read (`READ_SIZE`), not
+by the chunk or the package: data is hashed and written as it arrives,
+straight from the bytes aiohttp hands over (no copy in between), and the
+digest is complete when the last byte is written (no re-read at the end).
 The clock, the sleep and the random source are injected; file work that
-blocks (fsync, re-hashing a prefix) runs in a worker thread so thousands of
-vehicles can share one event loop and one `aiohttp.ClientSession`.
+blocks (opening, re-hashing a prefix on resume, fsync) runs in a worker
+thread so thousands of vehicles can share one event loop and one
+`aiohttp.ClientSession`.
 """
 
 from __future__ import annotations
@@ -53,16 +67,30 @@ from typing import IO, Any, Final, TypeVar
 import aiohttp
 from yarl import URL
 
-from v2c.contract.errors import TransientError, V2CError, ValidationFailed
+from v2c.contract.errors import V2CError, ValidationFailed
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.ota.agent.effects import Reason
-from v2c.vehicle_sim.ota.device.chunking import chunk_end, granule_for, next_chunk_size
+from v2c.vehicle_sim.ota.device.chunking import (
+    align_down,
+    chunk_end,
+    granule_for,
+    next_chunk_size,
+)
 from v2c.vehicle_sim.ota.device.download_result import (
     DownloadConfig,
     DownloadOutcome,
     DownloadProgress,
     DownloadResult,
     ProgressCallback,
+)
+from v2c.vehicle_sim.ota.device.download_span import (
+    DownloadTimeout,
+    Fatal,
+    LinkLost,
+    ServerUnavailable,
+    UrlExpired,
+    body_span,
+    mismatch,
 )
 from v2c.vehicle_sim.ota.device.partial import PartialDownload, package_path
 from v2c.vehicle_sim.ota.device.progress import ProgressWindow
@@ -79,9 +107,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-READ_SIZE: Final = 64 * 1024
-_CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE: Final = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+# asyncio reads a socket 256 KiB at a time: one such piece per read, no re-slicing.
+READ_SIZE: Final = 256 * 1024
 # The network failing (aiohttp wraps socket errors; a bare reset can still leak through).
 # A local disk error is not among them: it must not pass for a lost link.
 _LINK_ERRORS: Final = (aiohttp.ClientError, TimeoutError, ConnectionError)
@@ -92,41 +119,6 @@ def discard_download(dest_dir: Path, update_id: str) -> None:
     PartialDownload(Path(dest_dir), update_id, 0, "", fsync=False).discard()
 
 
-# -- how a request can end, inside this module --------------------------------
-class _LinkLost(TransientError):
-    reason = "download_link_lost"
-
-
-class _ServerUnavailable(TransientError):
-    reason = "download_server_unavailable"
-
-    def __init__(self, message: str, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class _UrlExpired(V2CError):
-    reason = "download_url_expired"
-
-
-class _Timeout(V2CError):
-    reason = "download_timeout"
-
-
-class _Fatal(V2CError):
-    """The download cannot succeed from this server: FAILED with `ota_reason`."""
-
-    reason = "download_failed"
-
-    def __init__(self, ota_reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.ota_reason = ota_reason
-
-
-def _mismatch(message: str) -> _Fatal:
-    return _Fatal(OTAStatus.CHECKSUM_MISMATCH, message)
-
-
 @dataclass(eq=False)
 class _Run:
     """One `download` call's moving parts."""
@@ -135,7 +127,7 @@ class _Run:
     partial: PartialDownload
     file: IO[bytes]
     hasher: Any
-    offset: int  # committed (durable) bytes
+    offset: int  # committed bytes: what a resume starts from
     granule: int
     chunk_size: int
     deadline: float
@@ -143,7 +135,7 @@ class _Run:
     progress_cb: ProgressCallback | None
     window: ProgressWindow
     resumed_from: int = 0
-    written: int = 0  # bytes written and hashed; committed up to `offset`
+    written: int = 0  # bytes written and hashed (>= offset): where the next request starts
     requests: int = 0
     bytes_fetched: int = 0
     unrecorded: int = 0  # received, not yet in `window` (added at the next clock reading)
@@ -195,7 +187,8 @@ class RangeDownloader:
             Path(dest_dir), update_id, expected_size, sha_hex, fsync=self.config.fsync
         )
         started = self._clock()
-        if await _blocking(partial.verified_package):
+        opened = await _blocking(partial.prepare, on_cancel=_close_opened)
+        if opened is None:  # finished before (a restart after the rename)
             return DownloadResult(
                 DownloadOutcome.COMPLETED,
                 update_id,
@@ -204,9 +197,7 @@ class RangeDownloader:
                 path=partial.package_path,
                 resumed_from=expected_size,
             )
-        f, offset, hasher = await _blocking(
-            partial.open_for_resume, on_cancel=lambda opened: opened[0].close()
-        )
+        f, offset, hasher = opened
         run = _Run(
             url=URL(url, encoded=True),  # a presigned URL must reach S3 byte for byte
             partial=partial,
@@ -241,23 +232,23 @@ class RangeDownloader:
                 try:
                     await self._fetch(run, session)
                     failures = 0
-                except (_LinkLost, _ServerUnavailable) as exc:
+                except (LinkLost, ServerUnavailable) as exc:
                     failures = 1 if run.offset > before else failures + 1
                     if failures >= self.config.attempts:
                         return self._gave_up(run, exc, failures)
                     await self._back_off(run, failures, exc)
             return await self._verify(run)
-        except _Fatal as exc:
+        except Fatal as exc:
             if exc.ota_reason == OTAStatus.CHECKSUM_MISMATCH:
                 run.file.close()
                 await _blocking(run.partial.discard)
                 run.offset = 0
             return self._result(run, DownloadOutcome.FAILED, exc.ota_reason, exc.detail, failures)
-        except _Timeout as exc:
+        except DownloadTimeout as exc:
             return self._result(
                 run, DownloadOutcome.FAILED, OTAStatus.DOWNLOAD_TIMEOUT, exc.detail, failures
             )
-        except _UrlExpired as exc:
+        except UrlExpired as exc:
             return self._result(run, DownloadOutcome.URL_EXPIRED, None, exc.detail, failures)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
@@ -267,7 +258,7 @@ class RangeDownloader:
             )
 
     def _gave_up(self, run: _Run, exc: V2CError, failures: int) -> DownloadResult:
-        if isinstance(exc, _LinkLost):
+        if isinstance(exc, LinkLost):
             return self._result(run, DownloadOutcome.PAUSED, None, exc.detail, failures)
         return self._result(
             run, DownloadOutcome.FAILED, OTAStatus.S3_UNAVAILABLE, exc.detail, failures
@@ -275,10 +266,10 @@ class RangeDownloader:
 
     async def _back_off(self, run: _Run, failures: int, exc: V2CError) -> None:
         delay = self.config.backoff.delay(failures, None, self._random)
-        if isinstance(exc, _ServerUnavailable) and exc.retry_after_s is not None:
+        if isinstance(exc, ServerUnavailable) and exc.retry_after_s is not None:
             delay = max(delay, min(exc.retry_after_s, self.config.backoff.max_s))
         if self._clock() + delay >= run.deadline:
-            raise _Timeout(f"no time left for retry {failures + 1} ({exc.detail})")
+            raise DownloadTimeout(f"no time left for retry {failures + 1} ({exc.detail})")
         await self._sleep(delay)
         run.idle_s += delay
 
@@ -286,7 +277,7 @@ class RangeDownloader:
         """The overall deadline and the minimum progress, on one clock reading."""
         now = self._clock()
         if now >= run.deadline:
-            raise _Timeout(
+            raise DownloadTimeout(
                 f"{run.offset} of {run.total} bytes after {self.config.overall_timeout_s:g} s"
             )
         transfer_time = now - run.idle_s
@@ -294,13 +285,16 @@ class RangeDownloader:
         run.unrecorded = 0
         shortfall = run.window.shortfall(transfer_time)
         if shortfall is not None:
-            raise _Timeout(f"{shortfall}; {run.offset} of {run.total} bytes on disk")
+            raise DownloadTimeout(f"{shortfall}; {run.offset} of {run.total} bytes on disk")
 
     # -- one request -------------------------------------------------------------
     async def _fetch(self, run: _Run, session: aiohttp.ClientSession) -> None:
         """Request the next chunk and take what arrives; raises how it ended badly."""
-        start = run.offset
-        end = chunk_end(start, run.chunk_size, run.total, run.granule)
+        start = run.written
+        if start == run.resumed_from:  # nothing arrived yet in this call: one chunk
+            end = chunk_end(start, run.chunk_size, run.total, run.granule)
+        else:  # the rest, committed chunk by chunk as it streams
+            end = run.total
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         timeout = aiohttp.ClientTimeout(
             sock_connect=self.config.connect_timeout_s, sock_read=self.config.stall_timeout_s
@@ -310,51 +304,25 @@ class RangeDownloader:
             async with session.get(
                 run.url, headers=headers, timeout=timeout, auto_decompress=False
             ) as response:
-                stream_start, stream_end = self._body_span(run, response, start, end)
+                stream_start, stream_end = body_span(
+                    response.status,
+                    response.headers,
+                    response.content_length,
+                    start,
+                    end,
+                    run.total,
+                )
                 await self._receive(run, response, stream_start, stream_end)
         except aiohttp.InvalidURL as exc:
-            raise _Fatal(OTAStatus.S3_UNAVAILABLE, f"invalid download URL: {exc}") from exc
+            raise Fatal(OTAStatus.S3_UNAVAILABLE, f"invalid download URL: {exc}") from exc
         except _LINK_ERRORS as exc:
-            raise _LinkLost(f"{type(exc).__name__}: {exc}") from exc
-
-    def _body_span(
-        self, run: _Run, response: aiohttp.ClientResponse, start: int, end: int
-    ) -> tuple[int, int]:
-        """Which bytes of the package the body carries, from the status and headers."""
-        status = response.status
-        length = response.content_length
-        if status == 206:
-            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-            if match is None:
-                raise _LinkLost("206 without a usable Content-Range")
-            first, last, total = int(match[1]), int(match[2]), match[3]
-            if total != "*" and int(total) != run.total:
-                raise _mismatch(f"the server's object is {total} bytes, signed {run.total}")
-            if first != start or last < first or last >= end:
-                raise _mismatch(f"asked bytes {start}-{end - 1}, got {first}-{last}")
-            if length is not None and length != last - first + 1:
-                raise _mismatch(f"Content-Length {length} for {last - first + 1} bytes")
-            return first, last + 1
-        if status == 200:  # Range ignored: the whole object, from byte 0
-            if length is not None and length != run.total:
-                raise _mismatch(f"the server's object is {length} bytes, signed {run.total}")
-            return 0, run.total
-        if status == 403:
-            raise _UrlExpired("403: the download URL expired or is not valid")
-        if status == 416:
-            match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
-            size = match[1] if match else "fewer"
-            raise _mismatch(f"416: the server's object has {size} bytes, signed {run.total}")
-        if status == 429 or status >= 500:
-            raise _ServerUnavailable(f"HTTP {status}", _retry_after(response))
-        raise _Fatal(OTAStatus.S3_UNAVAILABLE, f"HTTP {status}")
+            raise LinkLost(f"{type(exc).__name__}: {exc}") from exc
 
     async def _receive(
         self, run: _Run, response: aiohttp.ClientResponse, position: int, stream_end: int
     ) -> None:
-        """Hash and write the body; commit at chunk ends, and what is complete
-        (whole granules) when the link fails or time runs out."""
-        pending = bytearray()  # < one granule, not yet hashed nor written
+        """Hash and write the body as it arrives; commit at chunk ends, and the
+        complete granules when the link fails or time runs out."""
         commit_at = self._next_commit(run, stream_end)
         chunk_started, chunk_from = self._clock(), run.offset
         try:
@@ -362,48 +330,49 @@ class RangeDownloader:
                 self._check_deadline(run)
                 piece = await response.content.read(min(READ_SIZE, stream_end - position))
                 if not piece:
-                    raise _LinkLost(f"the body ended at byte {position} of {stream_end}")
+                    raise LinkLost(f"the body ended at byte {position} of {stream_end}")
                 run.bytes_fetched += len(piece)
                 run.unrecorded += len(piece)
                 view = memoryview(piece)
-                if position < run.offset:  # a 200 body: drop what is already on disk
-                    skip = min(len(view), run.offset - position)
+                if position < run.written:  # a 200 body: drop what is already on disk
+                    skip = min(len(view), run.written - position)
                     view, position = view[skip:], position + skip
                 position += len(view)
-                pending += view
-                while pending:  # write up to the commit point, else whole granules
-                    reach = run.written + len(pending)
-                    upto = commit_at if reach >= commit_at else reach - reach % run.granule
-                    take = upto - run.written
-                    if take <= 0:
-                        break
-                    self._write(run, pending[:take])
-                    del pending[:take]
+                while view:  # up to the commit point, commit, go on
+                    take = min(len(view), commit_at - run.written)
+                    self._write(run, view[:take])
+                    view = view[take:]
                     if run.written == commit_at:
-                        await self._commit(run, chunk_from, chunk_started)
+                        await self._commit(run, commit_at, chunk_from, chunk_started)
                         chunk_started, chunk_from = self._clock(), run.offset
                         commit_at = self._next_commit(run, stream_end)
             await _refuse_extra(response)
-        except (_LinkLost, _Timeout, *_LINK_ERRORS):
-            if run.written > run.offset:  # keep the complete granules
-                await self._commit(run, chunk_from, chunk_started)
+        except (LinkLost, DownloadTimeout, *_LINK_ERRORS):
+            keep = align_down(run.written, run.granule)  # the complete granules
+            if keep > run.offset:
+                await self._commit(run, keep, chunk_from, chunk_started)
             raise
 
     def _next_commit(self, run: _Run, stream_end: int) -> int:
-        if run.offset >= run.total:
+        """The end of the chunk being received: a chunk end, or the request's end."""
+        if run.written >= run.total:
             return run.total
-        return min(stream_end, chunk_end(run.offset, run.chunk_size, run.total, run.granule))
+        return min(stream_end, chunk_end(run.written, run.chunk_size, run.total, run.granule))
 
     @staticmethod
-    def _write(run: _Run, data: bytearray) -> None:
+    def _write(run: _Run, data: memoryview) -> None:
         run.hasher.update(data)
         run.file.write(data)
         run.written += len(data)
 
-    async def _commit(self, run: _Run, chunk_from: int, chunk_started: float) -> None:
-        await _blocking(run.partial.commit, run.file, run.written)
-        gained, elapsed = run.written - chunk_from, self._clock() - chunk_started
-        run.offset = run.written
+    async def _commit(self, run: _Run, upto: int, chunk_from: int, chunk_started: float) -> None:
+        """Record `upto` (<= written) as committed; size the next chunk; report."""
+        if self.config.fsync:  # seconds on a busy disk: not on the event loop
+            await _blocking(run.partial.commit, run.file, upto)
+        else:  # a flush and one small pwrite (the first commit creates the state file)
+            run.partial.commit(run.file, upto)
+        gained, elapsed = upto - chunk_from, self._clock() - chunk_started
+        run.offset = upto
         run.chunk_size = next_chunk_size(self.config.chunks, run.chunk_size, gained, elapsed)
         if run.progress_cb is not None:
             run.progress_cb(
@@ -419,8 +388,11 @@ class RangeDownloader:
     async def _verify(self, run: _Run) -> DownloadResult:
         digest = run.hasher.hexdigest()
         if digest != run.partial.sha256_hex:
-            raise _mismatch(f"SHA-256 {digest} != signed {run.partial.sha256_hex}")
-        path = await _blocking(run.partial.finish, run.file)
+            raise mismatch(f"SHA-256 {digest} != signed {run.partial.sha256_hex}")
+        if self.config.fsync:
+            path = await _blocking(run.partial.finish, run.file)
+        else:  # a flush, a rename and an unlink
+            path = run.partial.finish(run.file)
         return self._result(run, DownloadOutcome.COMPLETED, None, "", 0, path)
 
     def _result(
@@ -468,15 +440,15 @@ async def _blocking(
         raise
 
 
+def _close_opened(opened: tuple[IO[bytes], int, Any] | None) -> None:
+    if opened is not None:
+        opened[0].close()
+
+
 async def _refuse_extra(response: aiohttp.ClientResponse) -> None:
     """A body longer than it said (or than asked, when chunked) is not the signed package."""
     if not response.content.at_eof() and await response.content.read(1):
-        raise _mismatch("the server sent more bytes than asked for")
-
-
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+        raise mismatch("the server sent more bytes than asked for")
 
 
 def _sha_hex(expected: bytes | str) -> str:

@@ -49,7 +49,7 @@ class DownloadPort:
         self._packages_dir = packages_dir
         self._post = post
         self._proxy = proxy
-        self._random = random.Random(spec.vehicle_id)
+        self._random: random.Random | None = None  # made at the first retry: 2.5 KiB each
         self._downloads: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -105,6 +105,8 @@ class DownloadPort:
             if result.outcome is not DownloadOutcome.PAUSED:
                 break  # done, failed, or waiting for a fresh URL (a new StartDownload)
             attempt += 1
+            if self._random is None:  # deterministic per vehicle, as if made up front
+                self._random = random.Random(self.spec.vehicle_id)
             delay = self.config.resume_backoff.delay(attempt, None, self._random.random)
             await self.sim.sleep(delay)
         if self._downloads.get(update_id) is asyncio.current_task():
