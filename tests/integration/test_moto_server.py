@@ -204,3 +204,21 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was(aws_stack: AwsStack
         ]
     )
     assert "Item" in ddb.get_item(TableName=campaigns, Key={"campaign_id": {"S": "new"}})
+
+
+def test_the_item_size_limit_still_holds_and_items_keep_every_attribute(
+    aws_stack: AwsStack,
+) -> None:
+    """The server measures an item once instead of once per attribute
+    (`moto_items`): an item over DynamoDB's 400 KB is still refused, and a
+    many-attribute item comes back whole."""
+    ddb = aws_stack.aws.client("dynamodb")
+    table = aws_stack.names.campaigns_table
+    wide = {"campaign_id": {"S": "wide"}} | {f"a{i}": {"N": str(i)} for i in range(40)}
+    ddb.put_item(TableName=table, Item=wide)
+    assert ddb.get_item(TableName=table, Key={"campaign_id": {"S": "wide"}})["Item"] == wide
+
+    big = {"campaign_id": {"S": "big"}} | {f"b{i}": {"S": "x" * 50_000} for i in range(9)}
+    with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
+        ddb.put_item(TableName=table, Item=big)
+    assert "Item" not in ddb.get_item(TableName=table, Key={"campaign_id": {"S": "big"}})

@@ -27,7 +27,6 @@ Measured in one run against a private moto server and a private mosquitto:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from v2c.infra.bench.common import (
     fmt,
     make_report,
     per_second,
+    put_bench_package,
     ratio,
 )
 from v2c.infra.local.moto_server import MotoServer
@@ -312,21 +312,8 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
                 endpoint, subscriber, params.baseline_messages, DEFAULT_WINDOW
             )
             baseline_store = _raw_puts(ddb, names.rollbacks_table, params.baseline_messages)
-            payload = b"bench-firmware" * 1000
-            firmware_id = hashlib.sha256(f"bench:2.0.0:{MODEL}".encode()).hexdigest()[:32]
-            s3.put_object(Bucket=names.firmware_bucket, Key=f"firmware/{firmware_id}", Body=payload)
-            ddb.put_item(
-                TableName=names.firmware_table,
-                Item={
-                    "firmware_id": {"S": firmware_id},
-                    "name": {"S": "bench"},
-                    "version": {"S": "2.0.0"},
-                    "device_model": {"S": MODEL},
-                    "size_bytes": {"N": str(len(payload))},
-                    "sha256": {"S": hashlib.sha256(payload).hexdigest()},
-                    "status": {"S": "available"},
-                    "s3_key": {"S": f"firmware/{firmware_id}"},
-                },
+            firmware_id = put_bench_package(
+                ddb, s3, names, name="bench", model=MODEL, payload=b"bench-firmware" * 1000
             )
             packages = FirmwareCatalog(ddb, s3, names.firmware_table, names.firmware_bucket)
             deps = CampaignServiceDeps(

@@ -9,6 +9,7 @@ script; the human table goes to stderr so stdout stays machine-readable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from rich.table import Table
 from v2c.contract.errors import V2CError
 from v2c.infra.errors import BenchError as BenchError
 from v2c.infra.local.broker import MosquittoBroker, MosquittoConfig, find_mosquitto
+from v2c.infra.names import ResourceNames
 
 SCHEMA_VERSION: Final = 1
 JsonDict = dict[str, Any]
@@ -237,3 +239,26 @@ def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if isinstance(value, int):
         return f"{value:,}{unit}"
     return f"{value}{unit}"
+
+
+def put_bench_package(
+    ddb: Any, s3: Any, names: ResourceNames, *, name: str, model: str, payload: bytes
+) -> str:
+    """An available 2.0.0 firmware for `model` straight into the registry and
+    its bucket (no upload path: the benches that use it measure campaigns)."""
+    firmware_id = hashlib.sha256(f"{name}:2.0.0:{model}".encode()).hexdigest()[:32]
+    s3.put_object(Bucket=names.firmware_bucket, Key=f"firmware/{firmware_id}", Body=payload)
+    ddb.put_item(
+        TableName=names.firmware_table,
+        Item={
+            "firmware_id": {"S": firmware_id},
+            "name": {"S": name},
+            "version": {"S": "2.0.0"},
+            "device_model": {"S": model},
+            "size_bytes": {"N": str(len(payload))},
+            "sha256": {"S": hashlib.sha256(payload).hexdigest()},
+            "status": {"S": "available"},
+            "s3_key": {"S": f"firmware/{firmware_id}"},
+        },
+    )
+    return firmware_id

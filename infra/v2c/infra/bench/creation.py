@@ -43,7 +43,14 @@ from v2c.handlers.ota.in_memory import RecordingAlerts, RecordingNotifier
 from v2c.handlers.ota.updates.repository import UpdateRepository
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.aws.resources import ensure_resources
-from v2c.infra.bench.common import BenchError, JsonDict, fmt, make_report, ratio
+from v2c.infra.bench.common import (
+    BenchError,
+    JsonDict,
+    fmt,
+    make_report,
+    put_bench_package,
+    ratio,
+)
 from v2c.infra.local.moto_server import MotoServer
 from v2c.infra.names import ResourceNames
 from v2c.infra.settings import AwsSettings
@@ -115,23 +122,9 @@ class _Planned:
 
 
 def _package(ddb: Any, s3: Any, names: ResourceNames) -> str:
-    payload = b"bench-creation" * 64
-    firmware_id = hashlib.sha256(f"bench-creation:2.0.0:{MODEL}".encode()).hexdigest()[:32]
-    s3.put_object(Bucket=names.firmware_bucket, Key=f"firmware/{firmware_id}", Body=payload)
-    ddb.put_item(
-        TableName=names.firmware_table,
-        Item={
-            "firmware_id": {"S": firmware_id},
-            "name": {"S": "bench-creation"},
-            "version": {"S": "2.0.0"},
-            "device_model": {"S": MODEL},
-            "size_bytes": {"N": str(len(payload))},
-            "sha256": {"S": hashlib.sha256(payload).hexdigest()},
-            "status": {"S": "available"},
-            "s3_key": {"S": f"firmware/{firmware_id}"},
-        },
+    return put_bench_package(
+        ddb, s3, names, name="bench-creation", model=MODEL, payload=b"bench-creation" * 64
     )
-    return firmware_id
 
 
 def _timed(fn: Any) -> tuple[Any, float]:

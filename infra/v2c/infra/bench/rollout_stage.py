@@ -44,6 +44,7 @@ from v2c.infra.local.fleet_provisioning import (
     ensure_vehicle_certs,
     registry_writer,
     stack_trusted_keys,
+    tls_vehicles,
 )
 from v2c.infra.local.stack import LocalStack
 from v2c.infra.local.stack_control import BROKER
@@ -51,8 +52,7 @@ from v2c.infra.local.stack_layout import StackLayout, prepare_broker_files
 from v2c.infra.pki.authority import init_pki
 from v2c.infra.settings import StackSettings
 from v2c.vehicle_sim.fleet.identity import FleetMember, fleet_members
-from v2c.vehicle_sim.fleet.simulator import FleetSimulator, FleetVehicle
-from v2c.vehicle_sim.mqtt_async import MqttTarget
+from v2c.vehicle_sim.fleet.simulator import FleetSimulator
 
 MODEL: Final = "RolloutBench"
 OLD_VERSION: Final = "1.0.0"
@@ -128,22 +128,7 @@ class Stage:
         with recording_env(self.recording) if self.recording else contextlib.nullcontext():
             settings = self.settings = self.stack.start()
         started = time.perf_counter()
-        mqtt = settings.require_mqtt()
-        if mqtt.tls_port is None or mqtt.ca_file is None:
-            raise BenchError("the stack's broker has no mTLS listener for vehicles")
-        vehicles = [
-            FleetVehicle(
-                m,
-                MqttTarget(
-                    mqtt.host,
-                    mqtt.tls_port,
-                    ca_file=mqtt.ca_file,
-                    cert_file=certs[m.vehicle_id].cert,
-                    key_file=certs[m.vehicle_id].key,
-                ),
-            )
-            for m in self.members
-        ]
+        vehicles = tls_vehicles(self.members, settings.require_mqtt(), certs)
         registry_s: list[float] = []
         register = registry_writer(settings)
 

@@ -22,7 +22,7 @@ the composition side, and handed to `FleetSimulator` ready-made:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -44,7 +44,7 @@ from v2c.infra.pki.authority import (
     load_ca,
     write_identity,
 )
-from v2c.infra.settings import StackSettings
+from v2c.infra.settings import MqttSettings, StackSettings
 from v2c.vehicle_sim.fleet.identity import (
     DEFAULT_MODELS,
     DEFAULT_PREFIX,
@@ -133,7 +133,16 @@ def fleet_vehicles(
         raise ConfigurationError("the stack's broker has no TLS listener for vehicles")
     certs, issued = ensure_vehicle_certs(pki, [m.vehicle_id for m in members])
     register_in_stack(settings, certs)
-    vehicles = [
+    return tls_vehicles(members, mqtt, certs), issued
+
+
+def tls_vehicles(
+    members: Sequence[FleetMember], mqtt: MqttSettings, certs: Mapping[str, CertPaths]
+) -> list[FleetVehicle]:
+    """Each member on the broker's mTLS listener with its own certificate."""
+    if mqtt.tls_port is None or mqtt.ca_file is None:
+        raise ConfigurationError("the stack's broker has no TLS listener for vehicles")
+    return [
         FleetVehicle(
             m,
             MqttTarget(
@@ -146,7 +155,6 @@ def fleet_vehicles(
         )
         for m in members
     ]
-    return vehicles, issued
 
 
 def registry_writer(settings: StackSettings, hardware_id: str = "") -> Registrar:

@@ -20,7 +20,7 @@ outlives the command; `stop_pid` ends it later by the PID in stack.json.
 Two corrections make the emulator behave like DynamoDB where v2c depends on
 it: `atomic_conditional_writes` (conditional writes are atomic) and
 `moto_transactions` (a transaction costs what its items cost, not what the
-table holds).
+table holds); `moto_items` makes storing an item linear in its attributes.
 """
 
 from __future__ import annotations
@@ -223,9 +223,10 @@ def _serve(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server
 
-    from v2c.infra.local import moto_transactions
+    from v2c.infra.local import moto_items, moto_transactions
 
     moto_transactions.install()
+    moto_items.install()
     app = atomic_conditional_writes(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
