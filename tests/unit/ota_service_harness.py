@@ -16,13 +16,12 @@ from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.devices import DeviceService
 from v2c.handlers.ota.events import RecordingEventPublisher
 from v2c.handlers.ota.fleet import Vehicle
-from v2c.handlers.ota.in_memory import (
-    InMemoryCampaignStore,
+from v2c.handlers.ota.in_memory import InMemoryCampaignStore, InMemoryUpdateStore
+from v2c.handlers.ota.in_memory_ports import (
     InMemoryFleet,
     InMemoryPackages,
     InMemoryPlanStore,
     InMemoryRollbackLog,
-    InMemoryUpdateStore,
     RecordingAlerts,
     RecordingNotifier,
 )

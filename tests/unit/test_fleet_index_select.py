@@ -13,7 +13,7 @@ from v2c.handlers.ota.domain.target_filter import Expr, evaluate, parse
 from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.fleet_index.codec import Columns, IndexRow
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot, filter_matches, resolve
-from v2c.handlers.ota.in_memory import InMemoryFleet
+from v2c.handlers.ota.in_memory_ports import InMemoryFleet
 
 MODELS = ("Accord", "Civic")
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")

@@ -31,7 +31,7 @@ from v2c.handlers.ota.domain.lifecycle import (
     next_status,
 )
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot
-from v2c.handlers.ota.in_memory import InMemoryFleet
+from v2c.handlers.ota.in_memory_ports import InMemoryFleet
 
 C = CampaignStatus
 INLINE = 10

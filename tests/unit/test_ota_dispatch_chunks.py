@@ -23,7 +23,7 @@ from v2c.handlers.ota.config import OtaConfig, build_services
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
 from v2c.handlers.ota.domain.update_state import UpdateState
-from v2c.handlers.ota.in_memory import RecordingNotifier
+from v2c.handlers.ota.in_memory_ports import RecordingNotifier
 from v2c.handlers.ota.notifier import Notification, SinkMessage
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 from v2c.handlers.signing.software import SoftwareSigner
