@@ -44,6 +44,8 @@ SERVER_CODES: Final = frozenset(
 CONDITION_FAILED: Final = "ConditionalCheckFailedException"
 # DynamoDB refused the request itself (an item over 400 KB, a bad expression).
 VALIDATION: Final = "ValidationException"
+# An S3 object (or version) that is not there: GET answers NoSuchKey, HEAD a bare 404.
+S3_MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 
 
 def error_code(exc: BaseException) -> str:

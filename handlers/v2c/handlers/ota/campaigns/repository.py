@@ -46,7 +46,6 @@ _PLANNED: Final = frozenset(
         "finished_at",
         "lease_owner",
         "lease_until",
-        "revision",
     }
 )
 _COUNTER: Final = re.compile(r"^(c|w\d+)_[a-z_]+$")
@@ -188,31 +187,7 @@ class CampaignRepository:
         rest of the item (a start requested meanwhile) stays."""
         item = planned.to_item()
         values = {k: v for k, v in item.items() if k in _PLANNED or _COUNTER.match(k)}
-        names = {f"#p{n}": k for n, k in enumerate(values)}
-        expression = "SET " + ", ".join(f"#p{n} = :p{n}" for n in range(len(values)))
-        try:
-            answer = self._ddb.update_item(
-                TableName=self.table,
-                Key={"campaign_id": {"S": leased.campaign_id}},
-                UpdateExpression=expression,
-                ConditionExpression="#status = :planning AND lease_owner = :owner",
-                ExpressionAttributeNames={**names, "#status": "status"},
-                ExpressionAttributeValues={
-                    **{f":p{n}": to_value(v) for n, v in enumerate(values.values())},
-                    ":planning": to_value(CampaignStatus.PLANNING.value),
-                    ":owner": to_value(leased.lease_owner),
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                raise StaleWrite(
-                    f"campaign {leased.campaign_id} is no longer planned by this planner"
-                ) from exc
-            raise transient("storing a campaign's plan", exc) from exc
-        except BotoCoreError as exc:
-            raise transient("storing a campaign's plan", exc) from exc
-        return Campaign.from_item(from_item(answer["Attributes"]))
+        return self._update(leased, set_values=values, expect_lease=leased.lease_owner)
 
     def change_status(
         self, campaign: Campaign, change: StatusChange, unnotified: CounterMoves | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import TransientError
+from v2c.handlers.aws_errors import S3_MISSING
 from v2c.handlers.ota.ddb import error_code, transient
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 PACKAGE_PREFIX: Final = "firmware/"
 STAGING_PREFIX: Final = "firmware-staging/"
-_MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 
 
 def package_key(firmware_id: str, upload_id: str) -> str:
@@ -135,7 +135,7 @@ class PackageStore:
         try:
             answer = self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc) in _MISSING:
+            if error_code(exc) in S3_MISSING:
                 return None
             raise transient("checking a firmware object", exc) from exc
         except BotoCoreError as exc:
@@ -219,7 +219,7 @@ class PackageStore:
             with body:
                 data: dict[str, Any] = json.loads(body.read())
         except ClientError as exc:
-            if error_code(exc) in _MISSING:
+            if error_code(exc) in S3_MISSING:
                 return None
             raise transient("reading an upload ticket", exc) from exc
         except BotoCoreError as exc:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import TransientError
-from v2c.handlers.aws_errors import error_code
+from v2c.handlers.aws_errors import S3_MISSING, error_code
 from v2c.handlers.aws_errors import translate as transient
 from v2c.handlers.ota.fleet_index.codec import (
     SHARDS,
@@ -81,7 +81,6 @@ logger = logging.getLogger(__name__)
 PREFIX: Final = "fleet-index/v1"
 DELTA_BYTES: Final = 64  # what a delta counts for in `size` (a patch has no body)
 _LOST_RACE: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
-_MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 _READ_ATTEMPTS: Final = 3
 _WORKERS: Final = 8  # S3 requests at once, shared by every index of the process
 _POOL: ThreadPoolExecutor | None = None
@@ -173,7 +172,7 @@ class FleetIndex:
             answer = self._s3.get_object(Bucket=self._bucket, Key=key)
             return answer["Body"].read(), str(answer["ETag"])
         except ClientError as exc:
-            if error_code(exc) in _MISSING:
+            if error_code(exc) in S3_MISSING:
                 return None
             raise transient("reading the fleet index", exc) from exc
         except BotoCoreError as exc:
@@ -387,7 +386,7 @@ class FleetIndex:
         try:
             self._s3.head_object(Bucket=self._bucket, Key=self._meta_key)
         except ClientError as exc:
-            if error_code(exc) in _MISSING:
+            if error_code(exc) in S3_MISSING:
                 return False
             raise transient("reading the fleet index", exc) from exc
         except BotoCoreError as exc:
