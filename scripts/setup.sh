@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare this checkout for development and tests: system tools, .venv, v2c.
+# Prepare this checkout for development and tests: system tools, .venv with v2c
+# and its extras, and .venv-lint with the template linters.
 #
 # Idempotent and quiet: every step first checks whether it is needed, so a
 # second run takes a second. Works as root on a fresh Debian with Python 3.11,
@@ -10,6 +11,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=.venv
 STAMP="$VENV/.v2c-install-stamp"
+# The extras of pyproject.toml this checkout needs: the local stack (with the
+# CLI), the simulator, the tests. The Lambda handlers need none of them.
+EXTRAS=local,sim,dev
+# The template linters live apart: their pins (cfn-lint's and checkov's own
+# dependency trees) must not move the project's.
+LINT_VENV=.venv-lint
+LINT_STAMP="$LINT_VENV/.v2c-lint-stamp"
+LINT_TOOLS=(cfn-lint==1.58.0 checkov==3.3.30)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup.sh: %s\n' "$*" >&2; exit 1; }
@@ -58,34 +67,50 @@ have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
 have protoc || missing+=(protobuf-compiler)
 have softhsm2-util || missing+=(softhsm2)
-[ -x "$VENV/bin/python" ] || find_python >/dev/null || missing+=(python3 python3-venv)
+{ [ -x "$VENV/bin/python" ] && [ -x "$LINT_VENV/bin/python" ]; } \
+    || find_python >/dev/null || missing+=(python3 python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
     say "system packages present (mosquitto, mosquitto-clients, protoc, softhsm2)"
 fi
 
-# --- virtual environment -----------------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
-    PYTHON=$(find_python) || die "no Python 3.11 or newer found"
-    say "creating $VENV with $("$PYTHON" --version)"
-    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
-        rm -rf "$VENV"  # Debian ships venv's pip bootstrap separately
-        apt_install python3-venv
-        "$PYTHON" -m venv "$VENV"
+# --- virtual environments --------------------------------------------------------
+make_venv() {  # make_venv DIR: a venv with the first Python 3.11+ found, unless there
+    if [ -x "$1/bin/python" ]; then
+        say "$1 present ($("$1/bin/python" --version))"
+        return 0
     fi
+    local python
+    python=$(find_python) || die "no Python 3.11 or newer found"
+    say "creating $1 with $("$python" --version)"
+    if ! "$python" -m venv "$1" >/dev/null 2>&1; then
+        rm -rf "$1"  # Debian ships venv's pip bootstrap separately
+        apt_install python3-venv
+        "$python" -m venv "$1"
+    fi
+}
+
+# Re-installs happen only when what they are made of changes: the stamp holds
+# a hash of pyproject.toml and the extras (or of the tool pins).
+make_venv "$VENV"
+wanted=$( (printf 'extras=%s\n' "$EXTRAS"; cat pyproject.toml) | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
+    say "v2c installed, pyproject.toml and extras unchanged"
 else
-    say "$VENV present ($("$VENV/bin/python" --version))"
+    say "installing v2c into $VENV (pip install -e '.[$EXTRAS]')"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+    printf '%s\n' "$wanted" >"$STAMP"
 fi
 
-# --- v2c and its dev tools, re-installed only when pyproject.toml changes ----
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
-    say "v2c installed, pyproject.toml unchanged"
+make_venv "$LINT_VENV"
+wanted=$(printf '%s\n' "${LINT_TOOLS[@]}" | sha256sum | cut -d' ' -f1)
+if [ -f "$LINT_STAMP" ] && [ "$(cat "$LINT_STAMP")" = "$wanted" ]; then
+    say "template linters installed (${LINT_TOOLS[*]})"
 else
-    say "installing v2c and dev tools into $VENV (pip install -e '.[dev]')"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-    printf '%s\n' "$wanted" >"$STAMP"
+    say "installing ${LINT_TOOLS[*]} into $LINT_VENV"
+    "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${LINT_TOOLS[@]}"
+    printf '%s\n' "$wanted" >"$LINT_STAMP"
 fi
 
 say "setup done"

@@ -14,10 +14,11 @@ or only what is behind it (`api_services` from `moto_api_services`).
 `moto_ota`: the OTA services as the Lambda functions build them from their
 environment, with a software signer that a test can hold (`signing_gate`)
 and notifications recorded in `ota_sink`; `moto_api_services`: campaigns,
-devices, stats, firmware and the DLQ over them; `moto_campaign_api`: the
-campaign routes only; `moto_streaming_routes`: the real streaming firmware
-upload; `moto_api_server`: all of it on loopback; `deployable_firmware`: a
-package, uploaded through the registry, that campaigns for the
+devices, stats, firmware, the DLQ and the vehicle inventory (`moto_vehicles`:
+a CA of its own, `device.deleted` consumed in process: `vehicle_events`) over
+them; `moto_campaign_api`: the campaign routes only; `moto_streaming_routes`:
+the real streaming firmware upload; `moto_api_server`: all of it on loopback;
+`deployable_firmware`: a package, uploaded through the registry, that campaigns for the
 `ota_support.fleet` vehicles can deploy; `registered_firmware`: one written
 straight into S3 and the firmware table, as the registry leaves it.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -38,11 +40,19 @@ from v2c.handlers.api import ApiAuth, ApiServices, OtaApi
 from v2c.handlers.api.config import health_checks
 from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
+from v2c.handlers.ota.device_events import VEHICLES_SOURCE
+from v2c.handlers.ota.events import EventBridgePublisher
+from v2c.handlers.ota_device_events import vehicle_updates
 from v2c.handlers.signing.software import SoftwareSigner
+from v2c.handlers.vehicles.config import build_vehicle_service
+from v2c.handlers.vehicles.service import VehicleService
 from v2c.infra.local.firmware_streaming import firmware_streaming_routes
 from v2c.infra.local.http_adapter import ApiHttpServer, StreamingRoute
 from v2c.infra.local.http_body import HttpLimits
+from v2c.infra.local.vehicle_issuer import LocalCaIssuer
+from v2c.infra.local.vehicle_service import InProcessEvents
 from v2c.infra.local.wiring import dead_letter_stores, handler_environment
+from v2c.infra.pki.authority import init_pki
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -83,7 +93,30 @@ def moto_ota(
 
 
 @pytest.fixture
-def moto_api_services(moto_ota: OtaServices, aws_stack: AwsStack) -> ApiServices:
+def vehicle_events(moto_ota: OtaServices, aws_stack: AwsStack) -> InProcessEvents:
+    """`device.deleted` put on the bus and consumed by the OTA side in process."""
+    settings = aws_stack.settings()
+    bus = EventBridgePublisher(
+        settings.aws.client("events"), settings.resources.event_bus, source=VEHICLES_SOURCE
+    )
+    return InProcessEvents(bus, vehicle_updates(moto_ota), settings.aws.region)
+
+
+@pytest.fixture
+def moto_vehicles(
+    moto_ota: OtaServices, vehicle_events: InProcessEvents, tmp_path: Path
+) -> VehicleService:
+    """The inventory over this test's moto, certificates from a CA of its own
+    (no broker: admission is the stack tests' business)."""
+    pki = tmp_path / "vehicle-pki"
+    init_pki(pki)
+    return build_vehicle_service(moto_ota, issuer=LocalCaIssuer(pki, None), events=vehicle_events)
+
+
+@pytest.fixture
+def moto_api_services(
+    moto_ota: OtaServices, aws_stack: AwsStack, moto_vehicles: VehicleService
+) -> ApiServices:
     return ApiServices(
         health_checks=health_checks(dict(os.environ)),
         campaigns=moto_ota.campaigns,
@@ -91,6 +124,7 @@ def moto_api_services(moto_ota: OtaServices, aws_stack: AwsStack) -> ApiServices
         stats=moto_ota.stats,
         firmware=moto_ota.firmware,
         dlq=DeadLetterService(dead_letter_stores(aws_stack.settings()), {}),
+        vehicles=moto_vehicles,
     )
 
 

@@ -68,6 +68,20 @@ def dlq_store(stack: AwsStack) -> S3DeadLetterStore:
     return S3DeadLetterStore("telemetry", stack.aws.client("s3"), stack.names.telemetry_dlq_bucket)
 
 
+# The stack provisions no Timestream (it is never a default): the tests of the
+# Timestream sink name a database of their own, as a deployment opting in does.
+TIMESTREAM_DATABASE = "v2c-telemetry-ts"
+
+
+def timestream_database(stack: AwsStack) -> str:
+    from v2c.infra.aws.converge import timestream
+
+    timestream(
+        stack.aws.client("timestream-write"), TIMESTREAM_DATABASE, stack.names.timestream_table
+    )
+    return TIMESTREAM_DATABASE
+
+
 def build_service(
     stack: AwsStack,
     *,
@@ -79,13 +93,13 @@ def build_service(
     """A service over moto, optionally reaching DynamoDB (or Timestream) through a proxy."""
     ddb = dynamodb(stack, dynamodb_url)
     names = stack.names
-    assert names.timestream_database is not None
+    database = timestream_database(stack)
     return TelemetryService(
         records=DynamoRecordStore(ddb, names.telemetry_table, retry=retry),
         dead_letters=dlq_store(stack),
         timeseries=TimestreamSink(
             timestream_client or stack.aws.client("timestream-write"),
-            names.timestream_database,
+            database,
             names.timestream_table,
         ),
         registry=CachedRegistry(DynamoVehicleRegistry(ddb, names.vehicle_registry_table)),

@@ -120,7 +120,7 @@ def test_each_role_does_its_part_and_no_more(
     assert listed.status_code == 200, listed.text
     assert listed.json()["items"] == []
     replay = call(api_server, "POST", "/api/v1/dlq/ota/replay", AUTH_HEADERS, {"all": True})
-    assert replay.json() == {"outcomes": [], "replayed": 0, "failed": 0}
+    assert replay.json() == {"outcomes": [], "replayed": 0, "failed": 0, "limit_reached": False}
     assert_refused(
         call(api_server, "POST", "/api/v1/dlq/ota/replay", APPROVER_HEADERS, {"all": True}),
         403,

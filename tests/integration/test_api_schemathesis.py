@@ -72,6 +72,12 @@ STATEFUL = {
     "POST /api/v1/ota/devices/{device_id}/update",
     "POST /api/v1/ota/devices/{device_id}/rollback",
     "POST /api/v1/ota/devices/bulk/update",
+    # A CSR must verify and name the vehicle; a body's attributes must fit 4 KB in all.
+    "POST /api/v1/vehicles",
+    # A cursor is opaque: only one the API handed out names a page (400 otherwise).
+    "GET /api/v1/vehicles",
+    # A raw JSON or CSV body the document describes as a string.
+    "POST /api/v1/vehicles/bulk",
 }
 
 

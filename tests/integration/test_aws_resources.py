@@ -55,7 +55,11 @@ def test_bootstrap_on_an_empty_moto_creates_every_resource(aws_stack: AwsStack) 
     assert {("sqs-queue", rule.queue) for rule in ingest_rules(RULES)} <= kinds
     assert ("kms-key", NAMES.signing_key_alias) in kinds
     assert ("event-bus", NAMES.event_bus) in kinds
-    assert ("timestream-database", NAMES.timestream_database) in kinds
+    assert ("s3-bucket", NAMES.timeseries_bucket) in kinds
+    assert ("firehose-stream", NAMES.timeseries_stream) in kinds
+    # Timestream only when a database is named: never by default
+    assert NAMES.timestream_database is None
+    assert not any(kind.startswith("timestream") for kind, _ in kinds)
 
 
 def test_a_second_bootstrap_creates_nothing_and_reports_everything_as_existing(
@@ -135,14 +139,21 @@ def test_telemetry_dlq_bucket_expires_objects_after_90_days(aws_stack: AwsStack)
     assert all(block.values())
 
 
-def test_firmware_bucket_is_versioned_and_private_without_expiry(aws_stack: AwsStack) -> None:
+def test_firmware_bucket_drops_old_fleet_index_versions_after_a_day_and_keeps_packages(
+    aws_stack: AwsStack,
+) -> None:
     s3 = aws_stack.aws.client("s3")
     bucket = aws_stack.names.firmware_bucket
 
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+
     assert s3.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
     assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
-    with pytest.raises(s3.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
-        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    index = rules["fleet-index-versions"]
+    assert index.get("Filter", {}).get("Prefix") == "fleet-index/"
+    assert index.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 1
+    # no rule ever expires a current object of the firmware bucket
+    assert all("Expiration" not in rule for rule in rules.values())
 
 
 def test_ota_dlq_queue_keeps_messages_for_14_days(aws_stack: AwsStack) -> None:
@@ -250,15 +261,23 @@ def test_signing_key_is_a_p256_sign_verify_key_whose_signatures_verify(
         public.verify(signature, manifest + b"!", ec.ECDSA(hashes.SHA256()))
 
 
-def test_event_bus_and_timestream_table_exist(aws_stack: AwsStack) -> None:
+def test_event_bus_exists_and_timestream_only_when_a_database_is_named(
+    aws_stack: AwsStack,
+) -> None:
     names = aws_stack.names
-    assert names.timestream_database is not None
     bus = aws_stack.aws.client("events").describe_event_bus(Name=names.event_bus)
-    table = aws_stack.aws.client("timestream-write").describe_table(
-        DatabaseName=names.timestream_database, TableName=names.timestream_table
-    )["Table"]
+    databases = aws_stack.aws.client("timestream-write").list_databases()["Databases"]
 
     assert bus["Name"] == names.event_bus
+    assert databases == []
+
+    named = names.model_copy(update={"timestream_database": "v2c-telemetry-ts"})
+    report = ensure_resources(aws_stack.aws, named)
+
+    assert report.find("timestream-database", "v2c-telemetry-ts").action == "created"
+    table = aws_stack.aws.client("timestream-write").describe_table(
+        DatabaseName="v2c-telemetry-ts", TableName=named.timestream_table
+    )["Table"]
     assert table.get("TableStatus") == "ACTIVE"
 
 
@@ -347,16 +366,16 @@ def test_an_existing_table_with_another_key_schema_is_a_mismatch_not_replaced(
     reset(moto_server)
     ddb = aws_settings.client("dynamodb")
     ddb.create_table(
-        TableName=NAMES.idempotency_table,
+        TableName=NAMES.campaigns_table,
         BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
     )
 
-    with pytest.raises(ResourceMismatch, match=NAMES.idempotency_table):
+    with pytest.raises(ResourceMismatch, match=NAMES.campaigns_table):
         ensure_resources(aws_settings, NAMES)
 
-    assert NAMES.idempotency_table in ddb.list_tables()["TableNames"]
+    assert NAMES.campaigns_table in ddb.list_tables()["TableNames"]
 
 
 def test_an_alias_on_a_symmetric_key_is_a_mismatch(
@@ -502,10 +521,10 @@ def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server
     second = CliRunner().invoke(app, args, env=env)
 
     assert first.exit_code == 0, first.output
-    assert "18 created, 0 updated, 0 unchanged" in first.output
+    assert "17 created, 0 updated, 0 unchanged" in first.output
     assert "alias/v2c-ota-signing" in first.output
     assert second.exit_code == 0, second.output
-    assert "0 created, 0 updated, 18 unchanged" in second.output
+    assert "0 created, 0 updated, 17 unchanged" in second.output
 
 
 def test_bootstrap_command_fails_with_a_hint_when_moto_is_not_running() -> None:

@@ -16,6 +16,7 @@ from v2c.contract.errors import ConfigurationError, TransientError
 from v2c.handlers import dlq_admin
 from v2c.handlers.dlq import admin, redrive
 from v2c.handlers.dlq import config as dlq_config
+from v2c.handlers.dlq.ingest import IngestDeadLetterStore
 from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.dlq.store import InMemoryDeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 
@@ -338,13 +339,20 @@ def test_build_service_wires_s3_and_sqs_stores_and_the_aws_redrive_paths() -> No
         made.append(name)
         return object()
 
-    env = {"TELEMETRY_DLQ_BUCKET": "b", "OTA_DLQ_QUEUE_URL": "http://q"}
+    env = {
+        "TELEMETRY_DLQ_BUCKET": "b",
+        "OTA_DLQ_QUEUE_URL": "http://q",
+        "INGEST_DLQ_QUEUE_URL": "http://i",
+        "INGEST_QUEUES": '{"telemetry": "v2c-telemetry-ingest"}',
+    }
     service = dlq_config.build_service(env, client)
 
-    assert service.queues == ["ota", "telemetry"]
+    assert service.queues == ["ingest", "ota", "telemetry"]
     assert sorted(made) == ["iot-data", "lambda", "s3", "sqs"]
     assert isinstance(service._stores["telemetry"], S3DeadLetterStore)
     assert isinstance(service._stores["ota"], SqsDeadLetterStore)
+    assert isinstance(service._stores["ingest"], IngestDeadLetterStore)
+    assert service._stores["ingest"]._queues == {"telemetry": "v2c-telemetry-ingest"}
 
 
 def test_build_service_without_its_environment_is_a_configuration_error() -> None:

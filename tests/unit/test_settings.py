@@ -143,7 +143,7 @@ def test_an_unknown_resource_name_is_still_refused() -> None:
         ("signing_key_alias", "v2c-ota-signing"),
         ("signing_key_alias", "alias/aws/v2c"),
         ("ota_dlq_queue", "has space"),
-        ("idempotency_table", "ab"),
+        ("rollbacks_table", "ab"),
     ],
 )
 def test_invalid_resource_names_are_rejected(field: str, value: str) -> None:
@@ -161,10 +161,9 @@ def test_every_table_name_field_has_exactly_one_table_spec() -> None:
     assert sorted(specs) == sorted(table_fields)
 
 
-def test_ttl_is_on_the_telemetry_and_idempotency_tables_where_entries_must_expire() -> None:
+def test_ttl_is_on_the_telemetry_table_only_where_entries_must_expire() -> None:
     names = ResourceNames()
     ttl = {spec.name: spec.ttl_attribute for spec in table_specs(names)}
 
     assert ttl[names.telemetry_table] == "expires_at"
-    assert ttl[names.idempotency_table] == "expiration"
-    assert ttl[names.campaigns_table] is None
+    assert [table for table, attribute in ttl.items() if attribute] == [names.telemetry_table]

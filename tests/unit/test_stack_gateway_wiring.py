@@ -3,6 +3,7 @@ handlers' environment (the OTA publisher reaches the broker as a service, over m
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 from pathlib import Path
@@ -68,14 +69,16 @@ def test_handler_environment_of_a_local_stack_points_handlers_at_moto_and_its_re
         "TELEMETRY_TABLE": names.telemetry_table,
         "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
         "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
-        "TIMESTREAM_DATABASE": names.timestream_database,
-        "TIMESTREAM_TABLE": names.timestream_table,
+        "TIMESERIES_SINK": "firehose",
+        "TIMESERIES_STREAM": "fleet7-telemetry-timeseries",
         "CAMPAIGNS_TABLE": names.campaigns_table,
         "VEHICLE_UPDATES_TABLE": names.vehicle_updates_table,
         "ROLLBACKS_TABLE": names.rollbacks_table,
         "FIRMWARE_TABLE": names.firmware_table,
         "FIRMWARE_BUCKET": names.firmware_bucket,
         "OTA_DLQ_QUEUE": names.ota_dlq_queue,
+        # where an ingest DLQ record replays (`dlq.config`), from the one table of names
+        "INGEST_QUEUES": json.dumps(names.ingest_queues, sort_keys=True),
         "EVENT_BUS": names.event_bus,
         "OTA_SIGNER": "kms",
         "OTA_SIGNING_KEY": names.signing_key_alias,
@@ -98,7 +101,10 @@ def test_handler_environment_of_a_local_stack_points_handlers_at_moto_and_its_re
         "fleet7-vehicle-registry",
         "fleet7-telemetry-dlq",
     )
-    assert config.timestream_database == names.timestream_database
+    assert (config.timeseries_sink, config.timeseries_stream) == (
+        "firehose",
+        "fleet7-telemetry-timeseries",
+    )
     assert config.endpoint_url == "http://127.0.0.1:4566"
 
 
@@ -111,12 +117,13 @@ def test_handler_environment_for_real_aws_sets_no_endpoint_and_no_credentials() 
     assert environment["AWS_REGION"] == "eu-west-1"
 
 
-def test_handler_environment_without_timestream_turns_time_series_writes_off() -> None:
-    settings = StackSettings(resources=ResourceNames(timestream_database=None))
+def test_a_stack_that_names_a_timestream_database_opts_its_handlers_into_timestream() -> None:
+    settings = StackSettings(resources=ResourceNames(timestream_database="fleet-ts"))
 
     config = TelemetryConfig.from_env(handler_environment(settings))
 
-    assert config.timestream_database is None
+    assert (config.timeseries_sink, config.timestream_database) == ("timestream", "fleet-ts")
+    assert config.timestream_table == settings.resources.timestream_table
 
 
 def test_the_ota_publisher_reaches_the_stacks_service_listener_with_the_service_identity() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import yaml
 
+from v2c.contract.events import build_event
+from v2c.contract.mqtt_properties import CONTENT_TYPE, CORRELATION_DATA
 from v2c.gateway.rules import RULES, EventSource, Rule, load_handler
 from v2c.infra.aws.resources import VISIBILITY_PER_FUNCTION_TIMEOUT, ingest_rules, queue_specs
 from v2c.infra.aws.template import (
@@ -161,6 +164,18 @@ def test_the_iot_rules_may_send_to_exactly_the_ingest_queues() -> None:
     assert len(queues) == len(ingest_rules(RULES))
 
 
+def _statements(resources: Resources, function: str) -> list[dict[str, Any]]:
+    """The statements of the role a function runs with (conditional ones unwrapped)."""
+    role = _get_att(resources[function]["Properties"]["Role"])
+    (policy,) = resources[role]["Properties"]["Policies"]
+    found = []
+    for statement in policy["PolicyDocument"]["Statement"]:
+        if "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        found.append(statement)
+    return found
+
+
 def test_each_function_reads_its_own_queue_and_no_other() -> None:
     resources = _resources()
     functions = _of_type(resources, "AWS::Serverless::Function")
@@ -169,29 +184,26 @@ def test_each_function_reads_its_own_queue_and_no_other() -> None:
         m["Properties"]["FunctionName"]["Ref"]: _get_att(m["Properties"]["EventSourceArn"])
         for m in mappings
     }
-    for name, function in functions.items():
-        granted = {
-            _get_att(statement["Resource"])
-            for policy in function["Properties"]["Policies"]
-            if isinstance(policy, dict)
-            for statement in policy["Statement"]
-            if "sqs:ReceiveMessage" in statement["Action"]
-        }
-        expected = {"OtaDlq"} | ({reads[name]} if name in reads else set())
+    for name in functions:
+        statements = _statements(resources, name)
+        receivers = [s for s in statements if "sqs:ReceiveMessage" in s["Action"]]
+        granted = {_get_att(s["Resource"]) for s in receivers}
+        # its own queue; the dead-letter service (the DLQ admin, the API's
+        # /api/v1/dlq) reads the OTA and ingest DLQs, which no mapping reads
+        expected = {reads[name]} if name in reads else set()
+        if name in ("DlqAdminFunction", "OtaApiFunction"):
+            expected = {"OtaDlq", "IngestDlq"}
         assert granted == expected, name
-        for policy in function["Properties"]["Policies"]:
-            for statement in policy["Statement"] if isinstance(policy, dict) else ():
-                if any(action.startswith("sqs:") for action in statement["Action"]):
-                    assert statement["Resource"] != "*", name
+        for statement in statements:
+            if any(action.startswith("sqs:") for action in statement["Action"]):
+                assert statement["Resource"] != "*", name
     for name, queue in reads.items():
-        own = [
-            statement
-            for policy in functions[name]["Properties"]["Policies"]
-            if isinstance(policy, dict)
-            for statement in policy["Statement"]
-            if statement["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
-        ]
+        own = [s for s in _statements(resources, name) if s["Resource"] == _arn(queue)]
         assert [s["Action"] for s in own] == [list(QUEUE_READ_ACTIONS)]
+
+
+def _arn(logical: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical, "Arn"]}
 
 
 def test_the_template_declares_the_queues_bootstrap_creates() -> None:
@@ -213,7 +225,7 @@ def test_the_template_declares_the_queues_bootstrap_creates() -> None:
     assert declared == {}
 
 
-def test_a_rule_invoked_directly_keeps_its_lambda_action_and_permission() -> None:
+def test_a_rule_invoked_directly_keeps_its_lambda_action_and_a_scoped_permission() -> None:
     direct = Rule(
         "probe", "v2c/v1/+/+/probe/x", "v2c.handlers.telemetry_ingest:lambda_handler", "telemetry"
     )
@@ -222,9 +234,20 @@ def test_a_rule_invoked_directly_keeps_its_lambda_action_and_permission() -> Non
 
     (action,) = resources["ProbeTopicRule"]["Properties"]["TopicRulePayload"]["Actions"]
     assert _get_att(action["Lambda"]["FunctionArn"]) == "ProbeFunction"
-    assert resources["ProbeInvokePermission"]["Properties"]["Principal"] == "iot.amazonaws.com"
+    permission = resources["ProbeInvokePermission"]["Properties"]
+    assert permission["Principal"] == "iot.amazonaws.com"
+    # only this rule, of this account, may invoke it (no confused deputy)
+    assert permission["SourceArn"] == _arn("ProbeTopicRule")
+    assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
     assert _of_type(resources, "AWS::Lambda::EventSourceMapping") == {}
     assert "IotIngestRole" not in resources
+
+
+def test_every_invoke_permission_names_its_source_arn_and_account() -> None:
+    permissions = _of_type(_resources(), "AWS::Lambda::Permission")
+
+    for name, permission in permissions.items():
+        assert {"SourceArn", "SourceAccount"} <= set(permission["Properties"]), name
 
 
 def test_dead_letter_retention_matches_the_local_stack() -> None:
@@ -233,4 +256,26 @@ def test_dead_letter_retention_matches_the_local_stack() -> None:
     assert resources["IngestDlq"]["Properties"]["MessageRetentionPeriod"] == 1_209_600
     rule = resources["TelemetryDlqBucket"]["Properties"]["LifecycleConfiguration"]["Rules"][0]
     assert rule["ExpirationInDays"] == 90
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
     assert resources["SigningKey"]["Properties"]["KeySpec"] == "ECC_NIST_P256"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name)
+def test_the_rule_sql_builds_the_event_the_gateway_builds(rule: Rule) -> None:
+    sql = _topic_rule(_resources(), rule)["Sql"]
+    topic = rule.topic_filter.replace("+", "eu-west-1", 1).replace("+", "VIN-1HGBH41JXMN109186", 1)
+    local = build_event(rule=rule.name, topic=topic, payload=b"x", qos=1, properties={})
+
+    aliases = re.findall(r" AS (\S+?)(?:,| FROM)", sql)
+
+    # the same top-level keys as the gateway's event, no nested (dotted) alias
+    assert sorted(aliases) == sorted(local)
+    assert not any("." in alias for alias in aliases)
+    # MQTT 5 properties as an object literal of the JSON keys the handlers read
+    literal = re.search(r"\{(.*)\} AS properties", sql)
+    assert literal is not None
+    keys = re.findall(r"'([a-z_0-9]+)': get_mqtt_property\('([a-z_]+)'\)", literal.group(1))
+    assert {key for key, _ in keys} == {CONTENT_TYPE, CORRELATION_DATA}
+    assert dict(keys)[CONTENT_TYPE] == "content_type"
+    # get_user_properties takes a key; no handler reads an inbound user property
+    assert "get_user_properties" not in sql

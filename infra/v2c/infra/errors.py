@@ -38,3 +38,10 @@ class ApiError(V2CError):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.api_reason = reason
+
+
+class ArtifactError(V2CError):
+    """The Lambda artifact could not be built: a runtime dependency is not
+    installed (or not at a version the project allows), or pip failed."""
+
+    reason = "artifact_failed"

@@ -21,10 +21,19 @@ _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _QUEUE = r"^[A-Za-z0-9_-]{1,80}$"
 _ALIAS = r"^alias/[A-Za-z0-9/_-]{1,250}$"
 _TS_NAME = r"^[A-Za-z0-9_.-]{3,256}$"
+_STREAM = r"^[A-Za-z0-9_.-]{1,64}$"
+_IOT_POLICY = r"^[\w+=,.@-]{1,128}$"
+_THING_TYPE = r"^[A-Za-z0-9:_-]{1,128}$"
+# A Lambda function name is this prefix and a rule's name (or the function's
+# role): the DLQ replay finds a rule's function by it (RULE_FUNCTION_PREFIX).
+_FUNCTION_PREFIX = r"^[A-Za-z0-9_-]{1,40}$"
+_USER_POOL = r"^[\w\s+=,.@-]{1,128}$"
 
 # Names an older stack.json may still carry for resources v2c no longer has:
-# the telemetry dedup table (ADR 0001, point 6: the record's own key dedups).
-RETIRED = frozenset({"dedup_table"})
+# the telemetry dedup table (ADR 0001, point 6: the record's own key dedups)
+# and the idempotency table nothing ever read or wrote (a campaign's creation
+# key is its id: `uuid5` of the key).
+RETIRED = frozenset({"dedup_table", "idempotency_table"})
 
 
 class ResourceNames(BaseModel):
@@ -38,7 +47,6 @@ class ResourceNames(BaseModel):
     campaigns_table: str = Field(default=f"{PREFIX}-campaigns", pattern=_TABLE)
     vehicle_updates_table: str = Field(default=f"{PREFIX}-vehicle-updates", pattern=_TABLE)
     rollbacks_table: str = Field(default=f"{PREFIX}-rollbacks", pattern=_TABLE)
-    idempotency_table: str = Field(default=f"{PREFIX}-idempotency", pattern=_TABLE)
     firmware_bucket: str = Field(default=f"{PREFIX}-firmware", pattern=_BUCKET)
     telemetry_dlq_bucket: str = Field(default=f"{PREFIX}-telemetry-dlq", pattern=_BUCKET)
     ota_dlq_queue: str = Field(default=f"{PREFIX}-ota-dlq", pattern=_QUEUE)
@@ -52,8 +60,20 @@ class ResourceNames(BaseModel):
     ingest_dlq_queue: str = Field(default=f"{PREFIX}-ingest-dlq", pattern=_QUEUE)
     signing_key_alias: str = Field(default=f"alias/{PREFIX}-ota-signing", pattern=_ALIAS)
     event_bus: str = Field(default=f"{PREFIX}-events", pattern=_QUEUE)
-    timestream_database: str | None = Field(default=f"{PREFIX}-telemetry", pattern=_TS_NAME)
+    # Time series: a Firehose stream archives telemetry in its own bucket (GZIP
+    # under `telemetry/year=.../`); Timestream only when a database is named
+    # explicitly (closed to new AWS customers, so never by default).
+    timeseries_stream: str = Field(default=f"{PREFIX}-telemetry-timeseries", pattern=_STREAM)
+    timeseries_bucket: str = Field(default=f"{PREFIX}-telemetry-archive", pattern=_BUCKET)
+    timestream_database: str | None = Field(default=None, pattern=_TS_NAME)
     timestream_table: str = Field(default="vehicle-telemetry", pattern=_TS_NAME)
+    # Device identity in AWS IoT: the policy every vehicle certificate gets and
+    # the thing type of every vehicle (the onboarding API attaches both).
+    iot_policy: str = Field(default=f"{PREFIX}-vehicle", pattern=_IOT_POLICY)
+    thing_type: str = Field(default=f"{PREFIX}-vehicle", pattern=_THING_TYPE)
+    function_prefix: str = Field(default=f"{PREFIX}-", pattern=_FUNCTION_PREFIX)
+    # The Cognito user pool of the API's users (fleet managers, approvers, operators).
+    user_pool: str = Field(default=f"{PREFIX}-operators", pattern=_USER_POOL)
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,8 @@ local HTTP adapter calls the same entry point from many threads.
 | V2C_HEALTH_TIMEOUT_S | 2 | budget of one /health/detailed |
 | V2C_API_KEYS, V2C_API_TOKENS | - | credentials and roles: `v2c.handlers.api.auth` |
 | V2C_API_TRUST_AUTHORIZER | - | see `v2c.handlers.api.auth` |
-| TELEMETRY_DLQ_BUCKET, OTA_DLQ_QUEUE_URL | - | the queues of `/api/v1/dlq` (else 503) |
+| TELEMETRY_DLQ_BUCKET, OTA_DLQ_QUEUE_URL, INGEST_* | - | `/api/v1/dlq` (else 503): `dlq.config` |
+| V2C_CERT_ISSUER, IOT_POLICY_NAME, ... | iot, ... | `/api/v1/vehicles`: `vehicles.config` |
 
 and the OTA services' own (`v2c.handlers.ota.config`). `AWS_ENDPOINT_URL`
 points the clients at moto locally, as for every handler.
@@ -37,6 +38,7 @@ from v2c.handlers.dlq import config as dlq_config
 from v2c.handlers.ota.config import OtaConfig, OtaServices
 from v2c.handlers.ota.config import build_services as build_ota
 from v2c.handlers.per_container import PerContainer
+from v2c.handlers.vehicles.config import build_vehicle_service
 
 ENV_FIRMWARE_TABLE: Final = "FIRMWARE_TABLE"
 ENV_CAMPAIGNS_TABLE: Final = "CAMPAIGNS_TABLE"
@@ -93,6 +95,7 @@ def build_services(
         stats=ota.stats,
         firmware=ota.firmware,
         dlq=dlq_config.build_service(env) if dlq_config.configured(env) else None,
+        vehicles=build_vehicle_service(ota, env, session),
     )
 
 

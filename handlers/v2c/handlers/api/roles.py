@@ -9,6 +9,7 @@ roles. A route is allowed to a caller holding any one of its roles:
 | `POST`/`DELETE` firmware: upload, deprecate, recall, delete | fleet_manager |
 | `POST` campaigns: create, start, pause, resume, cancel, rollback | fleet_manager |
 | `POST` devices and updates: update, bulk, rollback, cancel, retry | fleet_manager |
+| `POST`/`PATCH`/`DELETE` vehicles: register, bulk, edit, decommission | fleet_manager |
 | `POST /api/v1/ota/campaigns/{id}/approve` | approver, not the creator |
 | `GET /api/v1/dlq/{queue}`, `POST /api/v1/dlq/{queue}/replay` | operator |
 | `/health`, `/api/v1/openapi.json` | public, no credential |

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from v2c.handlers.ota.devices import DeviceService
     from v2c.handlers.ota.firmware.service import FirmwareService
     from v2c.handlers.ota.stats import StatsService
+    from v2c.handlers.vehicles.service import VehicleService
 
 T = TypeVar("T")
 
@@ -66,6 +67,7 @@ class ApiServices:
     stats: StatsService | None = None
     firmware: FirmwareService | None = None
     dlq: DeadLetterService | None = None
+    vehicles: VehicleService | None = None
 
 
 def require(service: T | None, name: str) -> T:

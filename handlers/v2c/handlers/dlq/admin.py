@@ -6,11 +6,15 @@ Events (every key but `action` optional unless marked):
   → record summaries (no payloads: a Lambda answer is capped at 6 MB);
 * `{"action": "show", "record_id" (required), "queue"}` → the whole record,
   payload base64-encoded;
-* `{"action": "replay", "queue", "record_id" | "all": true, "dry_run": false}`
-  → one outcome per record;
+* `{"action": "replay", "queue", "record_id" | "all": true, "dry_run": false,
+  "limit": 100}` → one outcome per record, at most `limit` of them (bounded
+  work for the function's timeout); `limit_reached`: call again for the rest;
 * `{"action": "purge", "older_than" (required), "queue", "confirm": true}`:
   `confirm` is the `--yes` of the command line, required;
 * `{"action": "depths"}`.
+
+`queue` is `telemetry`, `ota` or `ingest` (what SQS moved out of the rules'
+ingest queues: `v2c.handlers.dlq.ingest`); another name is refused.
 
 The answer is `{"ok": true, ...}`, or `{"ok": false, "error": reason, "detail",
 "status"}` for a request the hierarchy in `v2c.contract.errors` refuses: a
@@ -35,6 +39,7 @@ logger = Logger(service="v2c-dlq-admin")
 
 JsonDict = dict[str, Any]
 DEFAULT_LIST_LIMIT: Final = 100
+DEFAULT_REPLAY_LIMIT: Final = 100
 
 
 def summary(record: DeadLetterRecord) -> JsonDict:
@@ -78,13 +83,18 @@ def handle(
         }
 
 
+def _limit(event: Mapping[str, Any], default: int) -> int:
+    limit = event.get("limit", default)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidInput("'limit' must be a positive integer")
+    return limit
+
+
 def _list(
     event: Mapping[str, Any], service: DeadLetterService, queue: str | None, now_s: float
 ) -> JsonDict:
     since = _text(event, "since")
-    limit = event.get("limit", DEFAULT_LIST_LIMIT)
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise InvalidInput("'limit' must be a positive integer")
+    limit = _limit(event, DEFAULT_LIST_LIMIT)
     found = service.records(
         queue,
         since_ms=None if since is None else cutoff_ms(since, now_s),
@@ -110,14 +120,20 @@ def _dispatch(
         record_id = _text(event, "record_id", required=True)
         return {"record": service.show(str(record_id), queue).to_json()}
     if action == "replay":
+        limit, replay_all = _limit(event, DEFAULT_REPLAY_LIMIT), _flag(event, "all")
         outcomes = service.replay(
             queue=queue,
             record_id=_text(event, "record_id"),
-            replay_all=_flag(event, "all"),
+            replay_all=replay_all,
             dry_run=_flag(event, "dry_run"),
+            limit=limit,
         )
         failed = sum(1 for o in outcomes if o.status is ReplayStatus.FAILED)
-        return {"outcomes": [asdict(o) for o in outcomes], "failed": failed}
+        return {
+            "outcomes": [asdict(o) for o in outcomes],
+            "failed": failed,
+            "limit_reached": replay_all and len(outcomes) >= limit,
+        }
     if action == "purge":
         older_than = cutoff_ms(str(_text(event, "older_than", required=True)), clock())
         if not _flag(event, "confirm"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +26,7 @@ from v2c.handlers.aws_errors import error_code, translate
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
 
 logger = logging.getLogger(__name__)
 
@@ -164,23 +165,31 @@ class S3DeadLetterStore:
         return sum(1 for _ in self._keys())
 
 
+def _record_body(message: Any) -> DeadLetterRecord:
+    return DeadLetterRecord.loads(message["Body"])
+
+
 @dataclass(slots=True)
 class _Scan:
     """The messages one pass over the queue holds invisible: readable copies
     by record id (keyed by SQS message id, so a message received twice keeps
-    only its newest receipt handle) and unreadable bodies."""
+    only its newest receipt handle), their bodies as received, and unreadable
+    bodies. `read` makes a record of a message (`CodecError`: not one)."""
 
+    read: Callable[[Any], DeadLetterRecord] = _record_body
     copies: dict[str, dict[str, tuple[DeadLetterRecord, str]]] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
 
     def add(self, message: Any) -> None:
         handle, message_id = message["ReceiptHandle"], message["MessageId"]
         try:
-            record = DeadLetterRecord.loads(message["Body"])
+            record = self.read(message)
         except CodecError:
             self.unreadable[message_id] = handle
             return
         self.copies.setdefault(record.record_id, {})[message_id] = (record, handle)
+        self.bodies[message_id] = message["Body"]
 
     def newest(self, record_id: str) -> DeadLetterRecord | None:
         """Of several copies (a replace interrupted between send and delete),
@@ -215,15 +224,25 @@ class SqsDeadLetterStore:
     delete with an older one). Short polling samples a subset of SQS's
     servers and may come back empty while messages remain, so a scan that
     received fewer than the queue's visible count confirms with one long poll.
+    `max_scan` bounds the messages one pass receives (None: the whole queue).
     """
 
     _PEEK_VISIBILITY_S = 30
     _CONFIRM_WAIT_S = 1
+    # System attributes each received message carries (the ingest DLQ reads some).
+    _SYSTEM_ATTRIBUTES: tuple[MessageSystemAttributeNameType, ...] = ()
 
-    def __init__(self, name: str, client: SQSClient, queue_url: str) -> None:
+    def __init__(
+        self, name: str, client: SQSClient, queue_url: str, max_scan: int | None = None
+    ) -> None:
         self.name = name
         self._sqs = client
         self._url = queue_url
+        self._max_scan = max_scan
+
+    def _read(self, message: Any) -> DeadLetterRecord:
+        """The record a received message holds; `CodecError` if it holds none."""
+        return _record_body(message)
 
     def put(self, record: DeadLetterRecord) -> None:
         try:
@@ -239,11 +258,17 @@ class SqsDeadLetterStore:
             raise _transient("put", exc) from exc
 
     def _receive(self, wait_s: int) -> list[Any]:
+        extra: Any = (
+            {"MessageSystemAttributeNames": list(self._SYSTEM_ATTRIBUTES)}
+            if self._SYSTEM_ATTRIBUTES
+            else {}
+        )
         answer: Any = self._sqs.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=10,
             VisibilityTimeout=self._PEEK_VISIBILITY_S,
             WaitTimeSeconds=wait_s,
+            **extra,
         )
         return list(answer.get("Messages", []))
 
@@ -258,6 +283,14 @@ class SqsDeadLetterStore:
         expected = self._count("ApproximateNumberOfMessages")
         received, confirmed = 0, False
         while until is None or until not in scan.copies:
+            if self._max_scan is not None and received >= self._max_scan:
+                logger.warning(
+                    "dead-letter queue %s: stopped after %d messages of ~%d (max_scan)",
+                    self.name,
+                    received,
+                    expected,
+                )
+                return
             messages = self._receive(0)
             if not messages:
                 if received >= expected or confirmed:
@@ -272,7 +305,7 @@ class SqsDeadLetterStore:
 
     @contextmanager
     def _scan(self, until: str | None = None) -> Iterator[_Scan]:
-        scan = _Scan()
+        scan = _Scan(read=self._read)
         try:
             try:
                 self._fill(scan, until)

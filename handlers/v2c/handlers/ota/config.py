@@ -24,6 +24,7 @@ finds region, credentials and endpoint itself (`AWS_ENDPOINT_URL` locally).
 | OTA_PLANNER_FUNCTION | (none) | plans large campaigns after creation answered (AWS: the monitor) |
 | OTA_NOTIFY_CHUNK | 99 | targets per dispatch write (1-99: + the campaign = 100 items) |
 | OTA_NOTIFY_WINDOW | 32 | IoT data plane publishes in flight at once (`send_many`) |
+| IOT_DATA_ENDPOINT | (SDK default) | the account's `iot:Data-ATS` host for notifications |
 
 Without `OTA_MQTT_URL` notifications go through the IoT data plane. With it,
 the process hosting the handlers (the local gateway, the local API server)
@@ -102,6 +103,7 @@ class OtaConfig:
     endpoint_url: str | None = None
     notify_chunk: int = MAX_NOTIFY_CHUNK
     notify_window: int = IOT_NOTIFY_WINDOW
+    iot_data_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OtaConfig:
@@ -127,6 +129,7 @@ class OtaConfig:
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             notify_chunk=_count(env, "OTA_NOTIFY_CHUNK", d.notify_chunk, MAX_NOTIFY_CHUNK),
             notify_window=_count(env, "OTA_NOTIFY_WINDOW", d.notify_window, 1_000),
+            iot_data_endpoint=env.get("IOT_DATA_ENDPOINT") or None,
         )
         if config.signer not in ("kms", "software"):
             raise ConfigurationError(f"OTA_SIGNER must be kms or software, not {config.signer!r}")
@@ -262,9 +265,18 @@ def _sink(
     # One pooled connection per publish in flight (`send_many`'s window).
     pool = Config(max_pool_connections=max(32, config.notify_window))
     iot: Any = session.client(
-        "iot-data", config=aws_client_config(local=config.endpoint_url is not None).merge(pool)
+        "iot-data",
+        config=aws_client_config(local=config.endpoint_url is not None).merge(pool),
+        endpoint_url=iot_data_url(config.iot_data_endpoint, config.endpoint_url),
     )
     return IotDataSink(iot, dead_letters, window=config.notify_window), lambda: None
+
+
+def iot_data_url(host: str | None, endpoint_url: str | None) -> str | None:
+    """The `iot-data` client's endpoint: the account's data endpoint when
+    configured, unless every client points elsewhere (moto, locally: None,
+    botocore then takes `AWS_ENDPOINT_URL`)."""
+    return f"https://{host}" if host and not endpoint_url else None
 
 
 def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:

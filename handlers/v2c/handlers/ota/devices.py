@@ -98,6 +98,8 @@ class DeviceService:
         vehicle = self._d.fleet.get(vehicle_id)
         if vehicle is None:
             raise NotFound(f"vehicle {vehicle_id} is not registered")
+        if not vehicle.active:
+            raise Conflict(f"vehicle {vehicle_id} is decommissioned")
         return vehicle
 
     def _package(self, firmware_id: str) -> Package:

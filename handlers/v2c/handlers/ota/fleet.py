@@ -1,8 +1,10 @@
 """The vehicle registry as campaigns see it: who is out there, and what they run.
 
 A registry item is `vehicle_id`, `make`, `model`, `year` (N), `region`,
-`hardware_id`, `installed_version`, `groups` (a string set) and `changed_at`
-(N, epoch ms of its last write). The table is the source of truth.
+`hardware_id`, `installed_version`, `groups` (a string set), `status`
+(`active`, or `decommissioned`: kept for the record, never targeted) and
+`changed_at` (N, epoch ms of its last write); onboarding keeps more in the
+same item (`v2c.handlers.vehicles.record`). The table is the source of truth.
 
 Beside it, when configured with one, the registry keeps the fleet index
 (`fleet_index`): every write here reaches the index in the same call
@@ -48,6 +50,10 @@ REBUILD_SKEW_MS: Final = 60_000
 # The monitor folds a model's deltas once it has this many, or one this old.
 COMPACT_MIN_DELTAS: Final = 200
 COMPACT_MIN_AGE_MS: Final = 30_000
+ACTIVE: Final = "active"
+DECOMMISSIONED: Final = "decommissioned"
+# A recorded version is a report from the vehicle: it was seen then too.
+_SET_VERSION: Final = "SET installed_version = :v, changed_at = :t, last_seen_at = :t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,7 @@ class Vehicle:
     hardware_id: str = ""
     installed_version: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)
+    active: bool = True  # False: decommissioned, never a campaign target
 
     def attributes(self) -> dict[str, object]:
         """What a target filter sees (`vin` is the vehicle id)."""
@@ -70,6 +77,7 @@ class Vehicle:
     def to_item(self) -> dict[str, Any]:
         values = asdict(self)
         values["groups"] = set(self.groups) or None  # DynamoDB has no empty sets
+        values["status"] = ACTIVE if values.pop("active") else DECOMMISSIONED
         return values
 
     def index_row(self, stamp: int) -> IndexRow:
@@ -83,6 +91,7 @@ class Vehicle:
             self.installed_version,
             tuple(sorted(self.groups)),
             stamp,
+            retired=not self.active,
         )
 
     @classmethod
@@ -96,6 +105,7 @@ class Vehicle:
             hardware_id=str(item.get("hardware_id", "")),
             installed_version=str(item.get("installed_version", "")),
             groups=frozenset(item.get("groups", ())),
+            active=item.get("status", ACTIVE) != DECOMMISSIONED,
         )
 
 
@@ -115,6 +125,37 @@ def pinned_model(expr: Expr | None) -> str | None:
 def _index_row(item: Mapping[str, Any]) -> IndexRow:
     vehicle = Vehicle.from_item(dict(item))
     return vehicle.index_row(int(item.get("changed_at", 0)))
+
+
+def registry_item(ddb: Any, table: str, vehicle_id: str) -> dict[str, Any] | None:
+    """One registry item (plain values), read consistently; the campaign side
+    (`FleetRegistry`) and the inventory (`vehicles.repository`) share it."""
+    try:
+        answer = ddb.get_item(
+            TableName=table, Key={"vehicle_id": {"S": vehicle_id}}, ConsistentRead=True
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise transient("reading the vehicle registry", exc) from exc
+    item = answer.get("Item")
+    return from_item(item) if item else None
+
+
+def registry_items(ddb: Any, table: str, vehicle_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The registry items of `vehicle_ids` that exist (plain values): one
+    consistent BatchGetItem per 100, unprocessed keys asked again."""
+    ids = list(dict.fromkeys(vehicle_ids))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), BATCH_GET_MAX):
+        keys: Any = [{"vehicle_id": {"S": v}} for v in ids[start : start + BATCH_GET_MAX]]
+        pending: Any = {table: {"Keys": keys, "ConsistentRead": True}}
+        try:
+            while pending:
+                answer = ddb.batch_get_item(RequestItems=pending)
+                found += [from_item(item) for item in answer.get("Responses", {}).get(table, [])]
+                pending = answer.get("UnprocessedKeys") or None
+        except (BotoCoreError, ClientError) as exc:
+            raise transient("reading the vehicle registry", exc) from exc
+    return found
 
 
 class FleetRegistry:
@@ -181,31 +222,13 @@ class FleetRegistry:
         )
 
     def get(self, vehicle_id: str) -> Vehicle | None:
-        try:
-            answer = self._ddb.get_item(
-                TableName=self._table, Key={"vehicle_id": {"S": vehicle_id}}, ConsistentRead=True
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise transient("reading the vehicle registry", exc) from exc
-        item = answer.get("Item")
-        return Vehicle.from_item(from_item(item)) if item else None
+        item = registry_item(self._ddb, self._table, vehicle_id)
+        return Vehicle.from_item(item) if item else None
 
     def get_many(self, vehicle_ids: Iterable[str]) -> dict[str, Vehicle]:
-        ids = list(dict.fromkeys(vehicle_ids))
-        found: dict[str, Vehicle] = {}
-        for start in range(0, len(ids), BATCH_GET_MAX):
-            keys: Any = [{"vehicle_id": {"S": v}} for v in ids[start : start + BATCH_GET_MAX]]
-            pending: Any = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            try:
-                while pending:
-                    answer = self._ddb.batch_get_item(RequestItems=pending)
-                    for item in answer.get("Responses", {}).get(self._table, []):
-                        vehicle = Vehicle.from_item(from_item(item))
-                        found[vehicle.vehicle_id] = vehicle
-                    pending = answer.get("UnprocessedKeys") or None
-            except (BotoCoreError, ClientError) as exc:
-                raise transient("reading the vehicle registry", exc) from exc
-        return found
+        items = registry_items(self._ddb, self._table, vehicle_ids)
+        vehicles = (Vehicle.from_item(item) for item in items)
+        return {vehicle.vehicle_id: vehicle for vehicle in vehicles}
 
     def set_installed_version(self, vehicle_id: str, version: str) -> None:
         """Record what a vehicle runs now (no-op for an unregistered one);
@@ -256,7 +279,7 @@ class FleetRegistry:
                     "Update": {
                         "TableName": self._table,
                         "Key": {"vehicle_id": {"S": vehicle_id}},
-                        "UpdateExpression": "SET installed_version = :v, changed_at = :t",
+                        "UpdateExpression": _SET_VERSION,
                         "ConditionExpression": "attribute_exists(vehicle_id)",
                         "ExpressionAttributeValues": {
                             ":v": {"S": versions[vehicle_id]},
@@ -287,7 +310,7 @@ class FleetRegistry:
             answer = self._ddb.update_item(
                 TableName=self._table,
                 Key={"vehicle_id": {"S": vehicle_id}},
-                UpdateExpression="SET installed_version = :v, changed_at = :t",
+                UpdateExpression=_SET_VERSION,
                 ConditionExpression="attribute_exists(vehicle_id)",
                 ExpressionAttributeValues={":v": {"S": version}, ":t": {"N": str(stamp)}},
                 ReturnValues="ALL_NEW",
@@ -332,13 +355,15 @@ class FleetRegistry:
     ) -> list[Vehicle]:
         """The registered vehicles a campaign targets: the union of the listed
         devices, the members of the listed groups and the filter's matches,
-        each once, ordered by vehicle id."""
-        chosen: dict[str, Vehicle] = dict(self.get_many(devices))
+        each once, ordered by vehicle id; decommissioned vehicles never."""
+        chosen = {v: vehicle for v, vehicle in self.get_many(devices).items() if vehicle.active}
         wanted_groups = frozenset(groups)
         if expr is not None or wanted_groups:
             model = pinned_model(expr) if not wanted_groups else None
             for item in self._pages(model):
                 vehicle = Vehicle.from_item(item)
+                if not vehicle.active:
+                    continue
                 if (expr is not None and evaluate(expr, vehicle.attributes())) or (
                     wanted_groups & vehicle.groups
                 ):

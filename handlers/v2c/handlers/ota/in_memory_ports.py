@@ -61,8 +61,11 @@ class InMemoryFleet:
         self, expr: Expr | None, devices: Iterable[str] = (), groups: Iterable[str] = ()
     ) -> list[Vehicle]:
         chosen = {v: self._vehicles[v] for v in devices if v in self._vehicles}
+        chosen = {v: vehicle for v, vehicle in chosen.items() if vehicle.active}
         wanted = frozenset(groups)
         for vehicle in self._vehicles.values():
+            if not vehicle.active:
+                continue
             if (expr is not None and evaluate(expr, vehicle.attributes())) or (
                 wanted & vehicle.groups
             ):

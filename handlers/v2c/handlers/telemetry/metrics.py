@@ -72,10 +72,18 @@ class TelemetryMetrics:
             ["region", "error_type"],
             registry=r,
         )
+        # The store's rejections (the record's fault), whatever the sink: the
+        # name predates the sink choice and stays for existing dashboards.
         self.timestream_rejected = Counter(
             "v2c_timestream_rejected_records",
             "Time-series records the store rejected",
             ["region", "reason"],
+            registry=r,
+        )
+        self.timeseries_rejected = Counter(
+            "v2c_timeseries_rejected_records",
+            "Time-series points not written: refused, or failed after the sink's retries",
+            ["region", "sink", "reason"],
             registry=r,
         )
         # Shared with the gateway's dead letters (one counter per registry).

@@ -429,10 +429,15 @@ class TelemetryService:
         return self._pool.submit(self._timeseries.write, points)
 
     def _count_rejections(self, region: str, failures: Sequence[PointFailure]) -> None:
+        """Points not written, by sink; reason: the rejection's kind, else the error's."""
+        sink = self._timeseries.name if self._timeseries is not None else "none"
         for _point, error in failures:
             if isinstance(error, InvalidInput):
                 kind = rejection_kind(error.detail)
                 self.metrics.timestream_rejected.labels(region, kind).inc()
+            else:
+                kind = error.reason
+            self.metrics.timeseries_rejected.labels(region, sink, kind).inc()
 
     def _reject(
         self,

@@ -1,18 +1,21 @@
-"""Time-series writes behind a small interface: Timestream, or memory.
+"""Time-series writes behind a small interface: Firehose, Timestream, or memory.
 
-AWS now steers new users of Timestream for LiveAnalytics to Timestream for
-InfluxDB (see the spec README), so the service sees only `TimeSeriesSink`:
-`TimestreamSink` is the backend the spec asks for (moto implements it),
-`InMemoryTimeSeriesSink` serves tests and a gateway run without AWS, and
-another store is one more class.
+Timestream for LiveAnalytics takes no new customers, so the service sees only
+`TimeSeriesSink` and the wiring (`config.TIMESERIES_SINK`) picks the backend:
+`firehose_sink.FirehoseSink` (the default: NDJSON into S3 through a Firehose
+delivery stream, queried with Athena), `TimestreamSink` (opt-in, for an
+account that still has Timestream; moto implements it), or none. The
+`InMemoryTimeSeriesSink` serves tests and a gateway run without AWS.
 
 A point is identified by (vehicle_id, region, time): the same sample always
-makes the same point, so a rewrite (a replay, a redelivery after a crash
-between the two writes) is idempotent: Timestream accepts an identical
-record again, the memory sink overwrites it. The time is the vehicle's,
-except when it lies further in the future than Timestream accepts: then the
-server's receive time stands in (the spec's "server-side timestamp override"
-for clock skew) and `time_source` says so. Times are in microseconds, the
+makes the same point. In Timestream a rewrite (a replay, a redelivery after a
+crash between the two writes) is idempotent: it accepts an identical record
+again, as the memory sink overwrites it. Firehose only appends, so the
+archive can hold a point twice and its readers dedup on that identity (see
+`firehose_sink`). The time is the vehicle's, except when it lies further in
+the future than Timestream accepts: then the server's receive time stands in
+(the spec's "server-side timestamp override" for clock skew) and
+`time_source` says so. Times are in microseconds, the
 sub-millisecond digits being the sample's sequence modulo 1000: a
 deterministic tie-breaker, so two samples of one vehicle stamped in the same
 millisecond stay two points instead of one overwriting (or, in Timestream,
@@ -20,8 +23,8 @@ rejecting) the other.
 
 Failures come back per point, never raised, as the service must dead-letter
 exactly the points that failed: rejected records (`ValidationFailed`: the
-store judged the record) and writes that failed as a whole after botocore's
-retries (`TransientError`).
+store judged the record) and writes that failed after the retries
+(`Throttled` / `TransientError`).
 """
 
 from __future__ import annotations
@@ -63,13 +66,41 @@ class TimeSeriesPoint:
     time_us: int
     measures: tuple[Measure, ...]
     message_id: str  # to trace a failure back to its sample
+    # The registry's model, when known: the archive carries it for queries by
+    # model; Timestream's dimensions stay (vehicle_id, region), its series' identity.
+    model: str | None = None
 
     @property
     def identity(self) -> tuple[str, str, int]:
         return (self.vehicle_id, self.region, self.time_us)
 
 
+# Every measure `to_point` can make, in the order an archive record lists them
+# (`firehose_sink`): a stable schema, an absent optional signal being null.
+SIGNALS: Final = (
+    "rpm",
+    "battery_voltage_v",
+    "state_of_charge_pct",
+    "coolant_temp_c",
+    "fuel_level_pct",
+    "odometer_km",
+    "diagnostic_flags",
+    "ignition_on",
+    "charging",
+    "sequence",
+    "time_source",
+    "speed_kmh",
+    "latitude",
+    "longitude",
+)
+
+
 class TimeSeriesSink(Protocol):
+    @property
+    def name(self) -> str:
+        """The backend ("firehose", "timestream", ...): the `sink` metric label."""
+        ...
+
     def write(self, points: Sequence[TimeSeriesPoint]) -> list[PointFailure]:
         """Write every point; return the ones that failed, with why."""
         ...
@@ -107,13 +138,20 @@ def to_point(record: OperationalRecord, max_future_ms: int = MAX_FUTURE_SKEW_MS)
         ]
     time_us = time_ms * 1000 + s.sequence % 1000
     return TimeSeriesPoint(
-        s.vehicle_id, record.arrival.region, time_us, tuple(measures), s.message_id
+        s.vehicle_id,
+        record.arrival.region,
+        time_us,
+        tuple(measures),
+        s.message_id,
+        record.vehicle.model if record.vehicle is not None else None,
     )
 
 
 def rejection_kind(reason: str) -> str:
-    """A bounded metric label for Timestream's free-text rejection reason."""
+    """A bounded metric label for a store's free-text rejection reason."""
     text = reason.lower()
+    if "too large" in text:
+        return "size"
     if "version" in text or "same" in text or "duplicate" in text:
         return "duplicate"
     if "time" in text:
@@ -126,6 +164,8 @@ def rejection_kind(reason: str) -> str:
 class InMemoryTimeSeriesSink:
     """Points in a dict keyed by identity. `reject` (tests) returns a
     rejection reason for a point, or None to accept it."""
+
+    name = "memory"
 
     def __init__(self, reject: Callable[[TimeSeriesPoint], str | None] | None = None) -> None:
         self._points: dict[tuple[str, str, int], TimeSeriesPoint] = {}
@@ -141,7 +181,7 @@ class InMemoryTimeSeriesSink:
                 for point in points[start : start + WRITE_LIMIT]:
                     reason = self._reject(point) if self._reject else None
                     if reason is not None:
-                        failures.append((point, _rejected(reason)))
+                        failures.append((point, store_rejection(reason)))
                     else:
                         self._points[point.identity] = point
         return failures
@@ -164,6 +204,8 @@ class TimestreamSink:
     travel on each record; what all records share (measure name and type,
     time unit) goes once in CommonAttributes. Throttling is retried by
     botocore (the client's standard retry mode)."""
+
+    name = "timestream"
 
     def __init__(self, client: TimestreamWriteClient, database: str, table: str) -> None:
         self._ts = client
@@ -211,7 +253,7 @@ class TimestreamSink:
                 # The records not listed were ingested (WriteRecords is per record).
                 rejected: Any = exc.response.get("RejectedRecords", [])
                 return [
-                    (chunk[int(r["RecordIndex"])], _rejected(str(r.get("Reason", ""))))
+                    (chunk[int(r["RecordIndex"])], store_rejection(str(r.get("Reason", ""))))
                     for r in rejected
                     if 0 <= int(r.get("RecordIndex", -1)) < len(chunk)
                 ]
@@ -227,7 +269,8 @@ class TimestreamSink:
         return []
 
 
-def _rejected(reason: str) -> ValidationFailed:
+def store_rejection(reason: str) -> ValidationFailed:
+    """A point the store judged and refused: the sample's fault, replaying fails again."""
     return ValidationFailed(f"time-series store rejected the record: {reason}")
 
 

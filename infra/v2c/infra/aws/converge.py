@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal
 
 from botocore.exceptions import ClientError
 
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_kms import KMSClient
-    from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.literals import BucketLocationConstraintType
-    from mypy_boto3_s3.type_defs import LifecycleRuleTypeDef, PublicAccessBlockConfigurationTypeDef
     from mypy_boto3_timestream_write import TimestreamWriteClient
 
 KeyType = Literal["S", "N", "B"]
@@ -57,6 +54,8 @@ class TableSpec:
     sort: Key | None = None
     indexes: tuple[Index, ...] = ()
     ttl_attribute: str | None = None
+    # Continuous backups (35 days of point-in-time restore) for tables of record.
+    point_in_time_recovery: bool = False
 
 
 Action = Literal["created", "exists", "updated"]
@@ -147,6 +146,7 @@ def tables(ddb: DynamoDBClient, specs: Iterable[TableSpec], local: bool) -> list
             table = ddb.describe_table(TableName=spec.name)["Table"]
         changes = [] if spec.name in created else _converge_indexes(ddb, spec, table, local)
         changes += _converge_ttl(ddb, spec)
+        changes += _converge_backups(ddb, spec)
         action: Action = "created" if spec.name in created else ("updated" if changes else "exists")
         arn = table.get("TableArn", "")
         statuses.append(ResourceStatus("dynamodb-table", spec.name, action, _describe(spec), arn))
@@ -159,6 +159,8 @@ def _describe(spec: TableSpec) -> str:
     parts += [f"gsi {index.name}" for index in spec.indexes]
     if spec.ttl_attribute:
         parts.append(f"ttl {spec.ttl_attribute}")
+    if spec.point_in_time_recovery:
+        parts.append("pitr")
     return "; ".join(parts)
 
 
@@ -214,6 +216,25 @@ def _converge_ttl(ddb: DynamoDBClient, spec: TableSpec) -> list[str]:
     return ["ttl"]
 
 
+def point_in_time_recovery(ddb: DynamoDBClient, table: str) -> bool:
+    described = ddb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    recovery = described.get("PointInTimeRecoveryDescription", {})
+    return recovery.get("PointInTimeRecoveryStatus") in ("ENABLED", "ENABLING")
+
+
+def _converge_backups(ddb: DynamoDBClient, spec: TableSpec) -> list[str]:
+    """Point-in-time recovery on exactly the tables whose spec asks for it."""
+    if point_in_time_recovery(ddb, spec.name) == spec.point_in_time_recovery:
+        return []
+    ddb.update_continuous_backups(
+        TableName=spec.name,
+        PointInTimeRecoverySpecification={
+            "PointInTimeRecoveryEnabled": spec.point_in_time_recovery
+        },
+    )
+    return ["pitr"]
+
+
 def _wait_until(ready: Callable[[], bool], delay: float, attempts: int = 120) -> None:
     for _ in range(attempts):
         if ready():
@@ -222,112 +243,7 @@ def _wait_until(ready: Callable[[], bool], delay: float, attempts: int = 120) ->
     raise TransientError(f"resource not ready after {attempts * delay:.0f}s")
 
 
-# ---- S3 ------------------------------------------------------------------
-
-_LIFECYCLE_RULE_ID = "v2c-expire"
-
-
-def bucket(
-    s3: S3Client, name: str, region: str, *, expire_days: int | None = None
-) -> ResourceStatus:
-    """A private, versioned bucket; with `expire_days`, objects expire after
-    that many days and superseded versions the same number of days later."""
-    created = False
-    try:
-        s3.head_bucket(Bucket=name)
-    except ClientError as exc:
-        if error_code(exc) == "403":
-            raise ResourceMismatch(
-                f"bucket {name} belongs to another account: bucket names are global, "
-                "choose another prefix (ResourceNames.with_prefix)"
-            ) from exc
-        if error_code(exc) not in ("404", "NoSuchBucket"):
-            raise
-        created = _create_bucket(s3, name, region)
-    changes = _converge_bucket(s3, name, expire_days)
-    detail = "versioned, private" + (f", expire {expire_days}d" if expire_days else "")
-    action: Action = "created" if created else ("updated" if changes else "exists")
-    return ResourceStatus("s3-bucket", name, action, detail, f"arn:aws:s3:::{name}")
-
-
-def _create_bucket(s3: S3Client, name: str, region: str) -> bool:
-    try:
-        if region == "us-east-1":  # the one region that refuses a LocationConstraint
-            s3.create_bucket(Bucket=name)
-        else:
-            s3.create_bucket(
-                Bucket=name,
-                CreateBucketConfiguration={
-                    "LocationConstraint": cast("BucketLocationConstraintType", region)
-                },
-            )
-    except ClientError as exc:
-        if error_code(exc) == "BucketAlreadyOwnedByYou":
-            return False
-        if error_code(exc) == "BucketAlreadyExists":
-            raise ResourceMismatch(f"bucket name {name} is taken by another account") from exc
-        raise
-    return True
-
-
-def _converge_bucket(s3: S3Client, name: str, expire_days: int | None) -> list[str]:
-    changes = []
-    if s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-        changes.append("versioning")
-    block: PublicAccessBlockConfigurationTypeDef = {
-        "BlockPublicAcls": True,
-        "IgnorePublicAcls": True,
-        "BlockPublicPolicy": True,
-        "RestrictPublicBuckets": True,
-    }
-    try:
-        have = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
-    except ClientError as exc:
-        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
-            raise
-        have = {}
-    if any(have.get(k) is not True for k in block):
-        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=block)
-        changes.append("public access block")
-    if expire_days is not None and not _lifecycle_ok(s3, name, expire_days):
-        s3.put_bucket_lifecycle_configuration(
-            Bucket=name,
-            LifecycleConfiguration={"Rules": [_lifecycle_rule(expire_days)]},
-        )
-        changes.append("lifecycle")
-    return changes
-
-
-def _lifecycle_rule(days: int) -> LifecycleRuleTypeDef:
-    return {
-        "ID": _LIFECYCLE_RULE_ID,
-        "Status": "Enabled",
-        "Filter": {"Prefix": ""},
-        "Expiration": {"Days": days},
-        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
-    }
-
-
-def _lifecycle_ok(s3: S3Client, name: str, days: int) -> bool:
-    try:
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
-    except ClientError as exc:
-        if error_code(exc) != "NoSuchLifecycleConfiguration":
-            raise
-        return False
-    for rule in rules:
-        if rule.get("ID") == _LIFECYCLE_RULE_ID:
-            return (
-                rule.get("Status") == "Enabled"
-                and rule.get("Expiration", {}).get("Days") == days
-                and rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == days
-            )
-    return False
-
-
-# ---- KMS, EventBridge, Timestream (SQS: converge_queues) -------------------------------------
+# ---- KMS, EventBridge, Timestream (S3: converge_buckets, SQS: converge_queues) ---------------
 
 
 SIGNING_KEY_SPEC: Final = "ECC_NIST_P256"

@@ -32,6 +32,9 @@ class QueueSpec:
     visibility_timeout_s: int | None = None  # None: SQS's default, not converged
     dead_letter: str | None = None  # the queue exhausted messages move to
     max_receive_count: int = 0  # receives before they move (with `dead_letter`)
+    # Encryption at rest with SQS-owned keys (SSE-SQS): free, and, unlike a KMS
+    # key, needs no key policy for the IoT rule that sends to the queue.
+    managed_sse: bool = True
 
 
 _MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -60,7 +63,10 @@ def queues(sqs: SQSClient, specs: Iterable[QueueSpec]) -> list[ResourceStatus]:
 
 
 def _queue_attributes(spec: QueueSpec, dead_letter_arn: str | None) -> QueueAttributes:
-    want: QueueAttributes = {"MessageRetentionPeriod": str(spec.retention_seconds)}
+    want: QueueAttributes = {
+        "MessageRetentionPeriod": str(spec.retention_seconds),
+        "SqsManagedSseEnabled": "true" if spec.managed_sse else "false",
+    }
     if spec.visibility_timeout_s is not None:
         want["VisibilityTimeout"] = str(spec.visibility_timeout_s)
     if dead_letter_arn is not None:
@@ -76,6 +82,8 @@ def _queue_detail(spec: QueueSpec) -> str:
         parts.append(f"visibility {spec.visibility_timeout_s}s")
     if spec.dead_letter is not None:
         parts.append(f"to {spec.dead_letter} after {spec.max_receive_count} receives")
+    if spec.managed_sse:
+        parts.append("SSE-SQS")
     return ", ".join(parts)
 
 
@@ -101,6 +109,8 @@ def _queue(sqs: SQSClient, spec: QueueSpec, want: QueueAttributes) -> ResourceSt
 def _same_attribute(key: str, have: str | None, want: str) -> bool:
     """SQS answers a redrive policy as JSON it wrote itself (the count may come
     back as a string), so it is compared as data, not as text."""
+    if key == "SqsManagedSseEnabled":  # absent: never set, which is off
+        return (have or "false").lower() == want
     if key != "RedrivePolicy" or have is None:
         return have == want
     try:

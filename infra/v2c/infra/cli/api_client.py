@@ -12,6 +12,12 @@ key file of the chosen role next to it). The role is `--as ROLE`, else
 command but `v2c campaign approve` (`approver`). The local stack has one
 credential per role (`v2c.infra.local.api_credentials`), so `--as viewer` reads
 with the viewer's key and `--as operator` is the DLQ operator.
+
+A deployment on AWS authenticates with Cognito (`docs/deploy.md`): set
+`V2C_API_URL` to the stack's `ApiUrl` output and `V2C_API_TOKEN` to a user's
+ID token; it is sent as the `Authorization` header, as API Gateway's Cognito
+authorizer reads it, and the roles are the user's Cognito groups. No key
+file is then needed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from v2c.infra.errors import ApiError as ApiError
 
 DEFAULT_TIMEOUT_S: Final = 30.0
 ENV_API_ROLE: Final = "V2C_API_ROLE"
+ENV_API_TOKEN: Final = "V2C_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 DEFAULT_ROLE: Final = "fleet_manager"
 ROLES: Final = ("viewer", "fleet_manager", "approver", "operator")
 UPLOAD_CHUNK: Final = 1024 * 1024
@@ -39,6 +46,7 @@ UPLOAD_CHUNK: Final = 1024 * 1024
 class ApiTarget:
     url: str
     key: str | None
+    token: str | None = None  # `V2C_API_TOKEN`: the Authorization header (a Cognito ID token)
 
 
 def resolve_target(
@@ -52,6 +60,9 @@ def resolve_target(
     """The API and the credential to call it with (see the module docstring)."""
     url = url or os.environ.get("V2C_API_URL")
     key = key or os.environ.get("V2C_API_KEY")
+    token = os.environ.get(ENV_API_TOKEN) or None
+    if url is not None and token is not None and key is None:
+        return ApiTarget(url.rstrip("/"), None, token)
     role = role or os.environ.get(ENV_API_ROLE) or default_role
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -117,6 +128,8 @@ class ApiClient:
         self._session = requests.Session()
         if target.key:
             self._session.headers["X-API-Key"] = target.key
+        if target.token:
+            self._session.headers["Authorization"] = target.token
 
     def close(self) -> None:
         self._session.close()
@@ -155,6 +168,34 @@ class ApiClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+    def pages(self, path: str, **params: Any) -> Iterator[Any]:
+        """Every page of a cursor-paged list (`{items, next_cursor}`), in order."""
+        cursor: str | None = None
+        while True:
+            page = self.get(path, **params, cursor=cursor)
+            yield page
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params)
+
+    def post_text(
+        self, path: str, text: str, content_type: str, params: dict[str, Any] | None = None
+    ) -> Any:
+        """A text body of another type than JSON (a CSV file)."""
+        return self.request(
+            "POST",
+            path,
+            params=params,
+            data=text.encode("utf-8"),
+            headers={"Content-Type": f"{content_type}; charset=utf-8"},
+        )
 
     def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         return self.request("POST", path, json=body if body is not None else {}, headers=headers)

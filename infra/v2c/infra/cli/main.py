@@ -26,6 +26,7 @@ from v2c.infra.cli.commands import (
     selftest,
     sim,
     stack,
+    vehicle,
 )
 from v2c.infra.cli.errors import V2CGroup
 
@@ -75,6 +76,7 @@ COMMANDS: Final[Mapping[str, typer.Typer | Callable[..., Any]]] = {
     "sim": sim.sim,
     "stack": stack.app,
     "stats": campaign.stats,
+    "vehicle": vehicle.app,
 }
 for _name, _command in COMMANDS.items():
     if isinstance(_command, typer.Typer):

@@ -8,7 +8,8 @@ the admin service identity publishes `createRole` (its literal topics,
 `$CONTROL/dynamic-security/v1` and waits for the plugin's answer on
 `.../response`. Many vehicles travel in one message, under the broker's packet
 limit. A vehicle already registered answers "already exists" and is left as
-it is (`v2c stack up` re-renders the policy whole).
+it is (`v2c stack up` re-renders the policy whole). A decommissioned vehicle
+is taken out again (`deleteClient`, `deleteRole`: `remove_vehicles`).
 
 Cost (mosquitto 2.0.11): the plugin rewrites its whole JSON file after every
 command that changes something, so admitting N new vehicles one by one costs
@@ -31,6 +32,7 @@ from v2c.contract.topics import KNOWN_REGIONS
 from v2c.infra.device_policy import (
     CONTROL_RESPONSE_TOPIC,
     CONTROL_TOPIC,
+    vehicle_principal,
     vehicle_registration,
 )
 from v2c.infra.local.mosquitto_config import MAX_PACKET_SIZE
@@ -44,6 +46,7 @@ from v2c.infra.tools.mqtt5 import MqttClientError, PahoV5Client
 BATCH_BYTES: Final = 32 * 1024
 ANSWER_TIMEOUT_S: Final = 600.0
 _EXISTS: Final = frozenset({"Client already exists", "Role already exists"})
+_MISSING: Final = frozenset({"Client not found", "Role not found"})
 
 
 class BrokerAdminError(TransientError):
@@ -158,6 +161,30 @@ class DynsecAdmin:
             created += response.get("command") == "createClient" and error is None
         return Registration(len(ids), created, self.messages - before)
 
+    def remove_vehicles(self, vehicle_ids: Iterable[str]) -> int:
+        """Take vehicles out of the policy (client, then its role): a connected
+        one is disconnected by the plugin, and its certificate can then do
+        nothing (a user name without a client is denied everything). Vehicles
+        not registered are skipped; returns how many clients were removed."""
+        ids = list(dict.fromkeys(vehicle_ids))
+        commands = [c for v in ids for c in vehicle_removal(v)]
+        removed = 0
+        for response in self.execute(commands):
+            error = response.get("error")
+            if error is not None and error not in _MISSING:
+                raise BrokerAdminError(f"{response.get('command')}: {error}")
+            removed += response.get("command") == "deleteClient" and error is None
+        return removed
+
+
+def vehicle_removal(vehicle_id: str) -> list[dict[str, Any]]:
+    """The commands that undo `vehicle_registration` (the same names)."""
+    principal = vehicle_principal(vehicle_id)
+    return [
+        {"command": "deleteClient", "username": principal.name},
+        {"command": "deleteRole", "rolename": principal.role},
+    ]
+
 
 def register_in_stack(settings: StackSettings, vehicle_ids: Iterable[str]) -> Registration | None:
     """Admit vehicles to the stack's running broker; None for a broker without the policy."""
@@ -167,3 +194,13 @@ def register_in_stack(settings: StackSettings, vehicle_ids: Iterable[str]) -> Re
         return None
     with DynsecAdmin(endpoint) as admin:
         return admin.register_vehicles(ids)
+
+
+def remove_from_stack(settings: StackSettings, vehicle_ids: Iterable[str]) -> int | None:
+    """Take vehicles out of the stack's running broker; None without the policy."""
+    endpoint = admin_endpoint(settings)
+    ids = list(vehicle_ids)
+    if endpoint is None or not ids:
+        return None
+    with DynsecAdmin(endpoint) as admin:
+        return admin.remove_vehicles(ids)

@@ -1,23 +1,28 @@
-"""A simulated fleet provisioned in a stack: certificates, broker admission, trusted key, registry.
+"""A simulated fleet provisioned in a stack: onboarded through the API, trusted key, registry.
 
 The vehicle simulator knows the wire contract and nothing of the cloud's code
 (`tests/unit/test_layering.py`). What it needs from a stack is made here, on
 the composition side, and handed to `FleetSimulator` ready-made:
 
-* each vehicle's client certificate (CN = its vehicle id), issued once and
-  cached in the stack's PKI directory (`<pki>/vehicles/<vehicle id>.pem|.key`,
-  as `v2c pki issue` writes them), reused while it still verifies against
-  the CA, carries the right name and is valid for another day; a CA
-  re-created with `--force` invalidates them all, and they are issued again;
-* admission of vehicles issued while the broker runs to its per-VIN policy
-  (`broker_admin`): the broker takes the certificate's CN as the user name;
+* each vehicle onboarded as a fleet manager onboards one (`fleet_onboarding`):
+  its key (kept in the stack's PKI directory, `<pki>/vehicles/<vehicle id>.key`,
+  as `v2c pki issue` writes it, generated when missing) signs a CSR, and
+  the registration service (`POST /api/v1/vehicles/bulk`) issues its
+  client certificate (CN = its vehicle id) through the stack's CA, admits
+  it to the broker's per-VIN policy and registers it, with the version a
+  new vehicle leaves the factory with; a vehicle whose certificate is on
+  disk for its key is not signed again;
 * the key set the vehicles trust: the stack's campaign signing key (KMS),
   under the key id the OTA handlers sign with;
-* the registrar that writes every booted vehicle, with the version it really
-  runs, to the cloud's vehicle registry, so campaigns can target it.
+* the registrar that, once the vehicles booted, corrects the registry for
+  those that run another version than they were registered with (a fleet
+  directory reused from an earlier run), through the same service.
 
 `stack_fleet(settings, n, ...)` does all of it and returns the simulator, for
-`v2c sim`, `v2c demo`, `v2c bench fleet` and the fleet tests.
+`v2c sim`, `v2c demo`, `v2c bench fleet` and the fleet tests. Certificates
+issued before a stack starts (`ensure_vehicle_certs`: `v2c demo`, the
+rollout bench) are admitted by `v2c stack up` at once and reused by the
+registration.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from cryptography.exceptions import InvalidSignature
 
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.keyset import TrustedKey, TrustedKeySet
-from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
-from v2c.handlers.ota.fleet_index.store import FleetIndex
 from v2c.infra.local.broker_admin import register_in_stack
+from v2c.infra.local.fleet_onboarding import (
+    onboard_inventory,
+    onboard_with_certificates,
+    onboarding_for,
+)
 from v2c.infra.pki.authority import (
     CertificateAuthority,
     CertPaths,
@@ -55,6 +63,7 @@ from v2c.vehicle_sim.fleet.simulator import FleetSimulator, FleetVehicle, Regist
 from v2c.vehicle_sim.mqtt_async import MqttTarget
 
 TRUSTED_SINCE: Final = datetime(2020, 1, 1, tzinfo=UTC)
+DEFAULT_INSTALLED_VERSION: Final = "1.0.0"  # FleetSimulator's own default
 
 
 # -- certificates ---------------------------------------------------------------
@@ -115,25 +124,49 @@ def fleet_vehicles(
     *,
     tls: bool | None = None,
     pki_dir: Path | None = None,
+    register: bool = True,
+    installed_version: str = "1.0.0",
+    hardware_id: str = "",
 ) -> tuple[list[FleetVehicle], int]:
-    """Where each member connects, and how many certificates had to be issued.
+    """Where each member connects, and how many keys had to be made.
 
     With mTLS (the stack's broker has a TLS listener, unless `tls` says
-    otherwise) every vehicle gets its own certificate and is admitted to the
-    running broker's policy: those `v2c stack up` found in the PKI already
-    are; the rest are registered now (a no-op for the others).
+    otherwise) every vehicle is onboarded with a CSR and gets its own
+    certificate (`fleet_onboarding`); without, it is registered in the
+    inventory only. `register=False` (a bench without a registry) issues
+    certificates locally and admits them to the broker, as before onboarding
+    existed.
     """
     mqtt = settings.require_mqtt()
     has_tls = mqtt.tls_port is not None and mqtt.ca_file is not None
     if not (has_tls if tls is None else tls):
+        if register:
+            onboard_inventory(
+                onboarding_for(settings),
+                members,
+                installed_version=installed_version,
+                hardware_id=hardware_id,
+            )
         plain = MqttTarget(mqtt.host, mqtt.port)
         return [FleetVehicle(m, plain) for m in members], 0
     pki = pki_dir or (mqtt.ca_file.parent if mqtt.ca_file else None)
     if mqtt.tls_port is None or mqtt.ca_file is None or pki is None:
         raise ConfigurationError("the stack's broker has no TLS listener for vehicles")
-    certs, issued = ensure_vehicle_certs(pki, [m.vehicle_id for m in members])
-    register_in_stack(settings, certs)
-    return tls_vehicles(members, mqtt, certs), issued
+    if not register:
+        certs, issued = ensure_vehicle_certs(pki, [m.vehicle_id for m in members])
+        register_in_stack(settings, certs)
+        return tls_vehicles(members, mqtt, certs), issued
+    vehicles_dir = PkiPaths.for_dir(pki).vehicles_dir
+    made = sum(1 for m in members if not (vehicles_dir / f"{m.vehicle_id}.key").exists())
+    paths = onboard_with_certificates(
+        onboarding_for(settings),
+        members,
+        vehicles_dir,
+        installed_version=installed_version,
+        hardware_id=hardware_id,
+    )
+    certs = {v: CertPaths(cert, key, mqtt.ca_file) for v, (cert, key) in paths.items()}
+    return tls_vehicles(members, mqtt, certs), made
 
 
 def tls_vehicles(
@@ -157,24 +190,21 @@ def tls_vehicles(
     ]
 
 
-def registry_writer(settings: StackSettings, hardware_id: str = "") -> Registrar:
-    """Write every booted vehicle to the cloud's registry with the version it runs."""
+def registry_writer(
+    settings: StackSettings, hardware_id: str = "", *, registered_as: str | None = None
+) -> Registrar:
+    """Record every booted vehicle's version in the registry, through the
+    registration service (inventory fields only; certificates untouched).
+    With `registered_as`, only vehicles running another version than that
+    (what they were onboarded with) are sent."""
 
     def register(installed: Sequence[tuple[FleetMember, str]]) -> int:
-        aws, names = settings.aws, settings.resources
-        index = FleetIndex(aws.client("s3"), names.firmware_bucket)  # campaigns target by it
-        registry = FleetRegistry(aws.client("dynamodb"), names.vehicle_registry_table, index)
-        return registry.put(
-            Vehicle(
-                vehicle_id=m.vehicle_id,
-                model=m.model,
-                region=m.region,
-                year=m.year,
-                make=m.make,
-                hardware_id=hardware_id,
-                installed_version=version,
-            )
-            for m, version in installed
+        moved = [(m, v) for m, v in installed if registered_as is None or v != registered_as]
+        return onboard_inventory(
+            onboarding_for(settings),
+            [m for m, _ in moved],
+            {m.vehicle_id: v for m, v in moved},
+            hardware_id=hardware_id,
         )
 
     return register
@@ -201,11 +231,21 @@ def stack_fleet(
     `FleetSimulator` (faults, time_scale, base_dir, installed_version, config, ...).
     """
     members = fleet_members(n, models=models, regions=regions, prefix=vin_prefix)
-    vehicles, _issued = fleet_vehicles(settings, members, tls=tls, pki_dir=pki_dir)
+    version = str(simulator.get("installed_version", DEFAULT_INSTALLED_VERSION))
+    vehicles, _made = fleet_vehicles(
+        settings,
+        members,
+        tls=tls,
+        pki_dir=pki_dir,
+        register=register,
+        installed_version=version,
+        hardware_id=hardware_id,
+    )
+    registrar = registry_writer(settings, hardware_id, registered_as=version) if register else None
     return FleetSimulator(
         vehicles,
         trusted if trusted is not None else stack_trusted_keys(settings),
         hardware_id=hardware_id,
-        registrar=registry_writer(settings, hardware_id) if register else None,
+        registrar=registrar,
         **simulator,
     )

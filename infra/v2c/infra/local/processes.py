@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def alive(pid: int) -> bool:
@@ -75,7 +76,7 @@ def terminate(pid: int, marker: bytes, timeout: float = 20.0) -> bool:
     return True
 
 
-def stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:
+def stop_child(process: subprocess.Popen[Any], timeout: float) -> None:
     """SIGTERM a child of ours, SIGKILL it after `timeout`; reaped either way."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

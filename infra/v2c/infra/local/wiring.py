@@ -13,17 +13,20 @@ that publish to the broker `OTA_MQTT_URL` names.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from v2c.contract.mqtt_endpoint import MqttEndpoint
+from v2c.handlers.dlq.ingest import INGEST_DLQ, IngestDeadLetterStore
 from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
 from v2c.infra.settings import LOCAL_CREDENTIAL, StackSettings
 
 if TYPE_CHECKING:
     from v2c.handlers.ota.config import OtaConfig, OtaServices
+    from v2c.handlers.vehicles.service import VehicleService
 
 TELEMETRY_DLQ = "telemetry"
 OTA_DLQ = "ota"
@@ -46,15 +49,19 @@ def service_endpoint(settings: StackSettings) -> MqttEndpoint:
 
 
 def dead_letter_stores(settings: StackSettings) -> dict[str, DeadLetterStore]:
-    """Telemetry failures to the S3 DLQ bucket, OTA failures to the SQS DLQ."""
+    """Telemetry failures to the S3 DLQ bucket, OTA failures to the SQS DLQ, and
+    what SQS moved out of the rules' ingest queues (locally the gateway
+    dead-letters itself, so that one is usually empty)."""
     names = settings.resources
     sqs = settings.aws.client("sqs")
     queue_url = sqs.get_queue_url(QueueName=names.ota_dlq_queue)["QueueUrl"]
+    ingest_url = sqs.get_queue_url(QueueName=names.ingest_dlq_queue)["QueueUrl"]
     return {
         TELEMETRY_DLQ: S3DeadLetterStore(
             TELEMETRY_DLQ, settings.aws.client("s3"), names.telemetry_dlq_bucket
         ),
         OTA_DLQ: SqsDeadLetterStore(OTA_DLQ, sqs, queue_url),
+        INGEST_DLQ: IngestDeadLetterStore(sqs, ingest_url, names.ingest_queues),
     }
 
 
@@ -65,8 +72,9 @@ def handler_environment(settings: StackSettings) -> dict[str, str]:
     not import `v2c.infra`), so a gateway run against a stack exports these
     before it loads its rules; otherwise the handlers would fall back to
     their defaults and boto3 to real AWS. Endpoint and dummy credentials only
-    for a local stack: against real AWS boto3 resolves both as usual. An
-    empty `TIMESTREAM_DATABASE` means "no time-series writes", as in the handlers.
+    for a local stack: against real AWS boto3 resolves both as usual. Time
+    series go to the stack's Firehose stream, or to Timestream when the stack
+    names a database (the opt-in, as `converge` creates one only then).
     """
     aws, names = settings.aws, settings.resources
     environment = {
@@ -75,18 +83,22 @@ def handler_environment(settings: StackSettings) -> dict[str, str]:
         "TELEMETRY_TABLE": names.telemetry_table,
         "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
         "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
-        "TIMESTREAM_DATABASE": names.timestream_database or "",
-        "TIMESTREAM_TABLE": names.timestream_table,
+        "TIMESERIES_SINK": "timestream" if names.timestream_database else "firehose",
+        "TIMESERIES_STREAM": names.timeseries_stream,
         "CAMPAIGNS_TABLE": names.campaigns_table,
         "VEHICLE_UPDATES_TABLE": names.vehicle_updates_table,
         "ROLLBACKS_TABLE": names.rollbacks_table,
         "FIRMWARE_TABLE": names.firmware_table,
         "FIRMWARE_BUCKET": names.firmware_bucket,
         "OTA_DLQ_QUEUE": names.ota_dlq_queue,
+        "INGEST_QUEUES": json.dumps(names.ingest_queues, sort_keys=True),
         "EVENT_BUS": names.event_bus,
         "OTA_SIGNER": "kms",
         "OTA_SIGNING_KEY": names.signing_key_alias,
     }
+    if names.timestream_database:  # the opt-in: a stack that names a database
+        environment["TIMESTREAM_DATABASE"] = names.timestream_database
+        environment["TIMESTREAM_TABLE"] = names.timestream_table
     if settings.mqtt is not None:
         # Notifications leave through the broker's service listener, as a service.
         endpoint = service_endpoint(settings)
@@ -146,3 +158,12 @@ def use_local_ota_services() -> None:
     from v2c.handlers.ota.config import SERVICES
 
     SERVICES.build_with(local_ota_services)
+
+
+def local_vehicle_services(settings: StackSettings, ota: OtaServices) -> VehicleService:
+    """The vehicle inventory as the local API process serves it: certificates
+    from the stack's CA and broker, `device.deleted` consumed in process
+    (`v2c.infra.local.vehicle_service`)."""
+    from v2c.infra.local.vehicle_service import local_vehicle_service
+
+    return local_vehicle_service(settings, ota)

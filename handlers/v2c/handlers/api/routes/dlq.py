@@ -4,11 +4,14 @@ The same `DeadLetterService` as `v2c dlq` and the `dlq_admin` function, over
 HTTP, for the operator's dashboard: `GET /api/v1/dlq/{queue}` lists record
 summaries (no payloads: a payload is vehicle data, and an answer is capped
 at 6 MB), `POST /api/v1/dlq/{queue}/replay` sends one record (`{"record_id"}`)
-or every record (`{"all": true}`) back through the path it failed on, deleting each
-one that succeeded (`dry_run`: only say what would happen). Both need the
-`operator` role (`v2c.handlers.api.roles`). Locally `v2c api serve` wires
-the stack's queues with the gateway's redrive paths; in AWS the function
-gets them from `TELEMETRY_DLQ_BUCKET` and `OTA_DLQ_QUEUE_URL` (503 without).
+or every record (`{"all": true}`, at most `limit` a call) back through the path it
+failed on, deleting each one that succeeded (`dry_run`: only say what would
+happen). The queues: `telemetry` (S3), `ota` (SQS) and `ingest`, what SQS
+moved out of the rules' ingest queues, replayed onto the queue each came
+from. Both need the `operator` role (`v2c.handlers.api.roles`). Locally `v2c
+api serve` wires the stack's queues with the gateway's redrive paths; in AWS
+the function gets them from the variables of `v2c.handlers.dlq.config`
+(503 without).
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from v2c.handlers.api.services import ApiServices, require
 
 DLQ_PATH: Final = f"{API_PREFIX}/dlq"
 MAX_LIST: Final = 500
-Queue = Annotated[str, Path(pattern="^(telemetry|ota)$", description="telemetry or ota")]
+DEFAULT_REPLAY: Final = 100  # records a call: the function answers within 29 s
+Queue = Annotated[
+    str, Path(pattern="^(telemetry|ota|ingest)$", description="telemetry, ota or ingest")
+]
 
 
 class DeadLetterSummary(BaseModel):
@@ -57,10 +63,12 @@ class ReplayOne(RequestModel):
 
 
 class ReplayAll(RequestModel):
-    """Replay every record of the queue (`all` must be said, never implied)."""
+    """Replay every record of the queue (`all` must be said, never implied), at
+    most `limit` of them in this call."""
 
     all: Literal[True]
     dry_run: bool = False
+    limit: int = Field(default=DEFAULT_REPLAY, ge=1, le=MAX_LIST)
 
 
 class ReplayOutcomeOut(BaseModel):
@@ -75,6 +83,9 @@ class ReplayResult(BaseModel):
     outcomes: list[ReplayOutcomeOut]
     replayed: int
     failed: int
+    limit_reached: bool = Field(
+        default=False, description="as many records as `limit`: more may remain, call again"
+    )
 
 
 def _summary(data: dict[str, Any]) -> DeadLetterSummary:
@@ -102,10 +113,14 @@ def register(app: OtaApi, services: ApiServices) -> None:
     )
     def replay_dead_letters(queue: Queue, body: ReplayOne | ReplayAll) -> ReplayResult:
         service = require(services.dlq, "dead-letter")
+        limit_reached = False
         if isinstance(body, ReplayOne):
             outcomes = service.replay(queue=queue, record_id=body.record_id, dry_run=body.dry_run)
         else:
-            outcomes = service.replay(queue=queue, replay_all=True, dry_run=body.dry_run)
+            outcomes = service.replay(
+                queue=queue, replay_all=True, dry_run=body.dry_run, limit=body.limit
+            )
+            limit_reached = len(outcomes) >= body.limit
         out = [
             ReplayOutcomeOut(
                 record_id=o.record_id,
@@ -118,4 +133,6 @@ def register(app: OtaApi, services: ApiServices) -> None:
         ]
         replayed = sum(1 for o in out if o.status == "replayed")
         failed = sum(1 for o in out if o.status == "failed")
-        return ReplayResult(outcomes=out, replayed=replayed, failed=failed)
+        return ReplayResult(
+            outcomes=out, replayed=replayed, failed=failed, limit_reached=limit_reached
+        )

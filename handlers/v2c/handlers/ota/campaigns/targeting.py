@@ -21,7 +21,7 @@ from typing import Final
 
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
 from v2c.handlers.ota.domain.campaign_run import Eligibility, eligible_targets
-from v2c.handlers.ota.fleet import pinned_model
+from v2c.handlers.ota.fleet import Vehicle, pinned_model
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot, resolve
 from v2c.handlers.ota.stores import FleetDirectory
 
@@ -72,7 +72,7 @@ class Targeting:
             return Resolution(eligible_targets(vehicles, device_model, version), indexed=False)
         if max_index_bytes is not None and size > max_index_bytes:
             return Resolution(None, indexed=True)
-        listed = [] if devices_in_index else list(self._fleet.get_many(devices).values())
+        listed = [] if devices_in_index else self._listed(devices)
         snapshot = self._fleet.snapshot(scope) if scope != frozenset() else FleetSnapshot({})
         eligibility = resolve(
             snapshot,
@@ -84,3 +84,7 @@ class Targeting:
             listed=listed,
         )
         return Resolution(eligibility, indexed=True)
+
+    def _listed(self, devices: tuple[str, ...]) -> list[Vehicle]:
+        """The listed vehicles from the table; decommissioned ones are no targets."""
+        return [v for v in self._fleet.get_many(devices).values() if v.active]

@@ -10,6 +10,9 @@ as zstd-compressed columnar JSON:
 Text columns (region, make, hardware_id, installed_version, groups) are
 dictionary-coded, since a fleet has few of each: a row costs its VIN, a
 stamp and a few small integers, so 100,000 vehicles fit in a few hundred KB.
+Decommissioned vehicles are listed sparsely (`"retired": [row positions]`,
+absent when none): their rows stay, so that an older registration folded
+late cannot bring one back, but no campaign selects them (`select`).
 
 Every row carries the stamp (epoch ms) of the registry change it reflects,
 and a change applies only over an older one: folding the same changes twice,
@@ -64,6 +67,7 @@ class IndexRow:
     installed_version: str = ""
     groups: tuple[str, ...] = ()  # sorted
     stamp: int = 0  # epoch ms of the registry change this row reflects
+    retired: bool = False  # decommissioned: kept, never targeted
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,11 @@ class Columns:
     hardware_id: list[str] = field(default_factory=list)
     installed_version: list[str] = field(default_factory=list)
     groups: list[tuple[str, ...]] = field(default_factory=list)
+    retired: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.retired) < len(self.vehicle_id):  # built from columns without it
+            self.retired += [False] * (len(self.vehicle_id) - len(self.retired))
 
     def __len__(self) -> int:
         return len(self.vehicle_id)
@@ -126,6 +135,7 @@ class Columns:
             self.installed_version[i],
             self.groups[i],
             self.stamp[i],
+            self.retired[i],
         )
 
     def rows(self) -> Iterator[IndexRow]:
@@ -148,6 +158,7 @@ class Columns:
         self.hardware_id += other.hardware_id
         self.installed_version += other.installed_version
         self.groups += other.groups
+        self.retired += other.retired
 
     def _set(self, i: int, row: IndexRow) -> None:
         self.stamp[i] = row.stamp
@@ -157,6 +168,7 @@ class Columns:
         self.hardware_id[i] = row.hardware_id
         self.installed_version[i] = row.installed_version
         self.groups[i] = row.groups
+        self.retired[i] = row.retired
 
     def _append(self, row: IndexRow) -> None:
         self.vehicle_id.append(row.vehicle_id)
@@ -167,6 +179,7 @@ class Columns:
         self.hardware_id.append(row.hardware_id)
         self.installed_version.append(row.installed_version)
         self.groups.append(row.groups)
+        self.retired.append(row.retired)
 
     def apply(self, changes: Iterable[Change]) -> int:
         """Fold changes in (rows of this model only), oldest first: a row
@@ -240,6 +253,9 @@ def encode_shard(columns: Columns, shard: int) -> bytes:
         "installed_version": _coded([columns.installed_version[i] for i in order]),
         "groups": _coded([columns.groups[i] for i in order]),
     }
+    retired = [n for n, i in enumerate(order) if columns.retired[i]]
+    if retired:
+        doc["retired"] = retired
     raw = json.dumps(doc, separators=(",", ":")).encode()
     return zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
 
@@ -264,6 +280,12 @@ def decode_shard(body: bytes, model: str) -> Columns:
     if len(stamps) != n or len(years) != n:
         raise IndexUnreadable(f"a fleet index shard of {model!r} has columns of other lengths")
     groups = _uncoded(doc.get("groups"), n, "groups")
+    flags = [False] * n
+    try:
+        for position in doc.get("retired", []):
+            flags[int(position)] = True
+    except (TypeError, ValueError, IndexError) as exc:
+        raise IndexUnreadable(f"a fleet index shard of {model!r} has bad retired rows") from exc
     return Columns(
         model,
         ids,
@@ -274,6 +296,7 @@ def decode_shard(body: bytes, model: str) -> Columns:
         _uncoded(doc.get("hardware_id"), n, "hardware_id"),
         _uncoded(doc.get("installed_version"), n, "installed_version"),
         [tuple(g) for g in groups],
+        flags,
     )
 
 
@@ -334,6 +357,7 @@ def _row_json(row: IndexRow) -> list[Any]:
         row.installed_version,
         list(row.groups),
         row.stamp,
+        *([1] if row.retired else []),
     ]
 
 
@@ -347,15 +371,23 @@ def encode_delta(rows: Sequence[IndexRow], patches: Sequence[Patch] = ()) -> byt
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def _row_of(values: Sequence[Any], model: str) -> IndexRow:
+    """A delta body's row; a ninth value marks a retired (decommissioned) one."""
+    v, r, y, m, h, i, g, s, *rest = values
+    if len(rest) > 1:
+        raise ValueError("a row with too many values")
+    retired = bool(rest[0]) if rest else False
+    return IndexRow(
+        str(v), model, str(r), int(y), str(m), str(h), str(i), tuple(g), int(s), retired
+    )
+
+
 def decode_delta(body: bytes, model: str) -> list[Change]:
     try:
         doc = json.loads(body)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("another format")
-        changes: list[Change] = [
-            IndexRow(str(v), model, str(r), int(y), str(m), str(h), str(i), tuple(g), int(s))
-            for v, r, y, m, h, i, g, s in doc["rows"]
-        ]
+        changes: list[Change] = [_row_of(row, model) for row in doc["rows"]]
         changes += [Patch(str(v), str(i), int(s)) for v, i, s in doc["patches"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise IndexUnreadable(f"a fleet index delta of {model!r} is unreadable: {exc}") from exc

@@ -61,7 +61,8 @@ def _picked(
     groups: frozenset[str],
     devices: frozenset[str],
 ) -> list[int]:
-    """The rows of one model the campaign selects."""
+    """The rows of one model the campaign selects (never a retired one:
+    a decommissioned vehicle is no target, whatever the spec names)."""
     n = len(columns)
     picked: set[int] = set()
     if expr is not None:
@@ -71,7 +72,22 @@ def _picked(
         picked.update(i for i, v in enumerate(columns.vehicle_id) if v in devices)
     if groups:
         picked.update(i for i, g in enumerate(columns.groups) if not groups.isdisjoint(g))
-    return sorted(picked)
+    retired = columns.retired
+    return sorted(i for i in picked if not retired[i])
+
+
+def _retired(snapshot: FleetSnapshot) -> dict[str, int]:
+    """The decommissioned vehicles of the snapshot, each with its newest retired stamp."""
+    found: dict[str, int] = {}
+    for columns in snapshot.models.values():
+        if not any(columns.retired):
+            continue
+        for i, retired in enumerate(columns.retired):
+            if retired:
+                found[columns.vehicle_id[i]] = max(
+                    columns.stamp[i], found.get(columns.vehicle_id[i], 0)
+                )
+    return found
 
 
 def resolve(
@@ -101,6 +117,11 @@ def resolve(
             known = chosen.get(ids[i])
             if known is None or stamps[i] > known[0]:
                 chosen[ids[i]] = (stamps[i], regions[i], model, versions[i])
+    # decommissioned since (a retired row newer than the chosen one, in any model read)
+    for vehicle_id, stamp in _retired(snapshot).items():
+        known = chosen.get(vehicle_id)
+        if known is not None and stamp >= known[0]:
+            del chosen[vehicle_id]
     for vehicle in listed:
         chosen[vehicle.vehicle_id] = (
             2**63,

@@ -8,7 +8,9 @@ queues for `/api/v1/dlq`), big firmware uploads stream past the event
 straight into the registry, and a thread runs `ota_monitor` every
 `--monitor-interval` seconds (AWS: every minute), with the scheduled event
 and a Lambda-like context its EventBridge schedule gives it in AWS
-(`MonitorSchedule`). `v2c stack up` starts it. The API's credentials, one
+(`MonitorSchedule`). The vehicle inventory's certificates come from the
+stack's CA and broker, and `device.deleted` reaches the OTA side in this
+process (`wiring.local_vehicle_services`). `v2c stack up` starts it. The API's credentials, one
 per role, are 0600 key files in `--key-dir` (default: the stack directory),
 created on first use (`v2c.infra.local.api_credentials`).
 """
@@ -180,7 +182,7 @@ def serve(
     from v2c.handlers.ota_api import lambda_handler
     from v2c.infra.local.api_credentials import ensure_credentials
     from v2c.infra.local.http_adapter import ApiHttpServer
-    from v2c.infra.local.wiring import use_local_ota_services
+    from v2c.infra.local.wiring import local_vehicle_services, use_local_ota_services
     from v2c.infra.settings import read_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -190,7 +192,11 @@ def serve(
     # One set of OTA services for the API and its monitor, notifying through
     # the stack's broker with a publisher this process owns.
     use_local_ota_services()
-    services = replace(build_services(ota=default_services()), dlq=_dead_letters(settings))
+    services = replace(
+        build_services(ota=default_services()),
+        dlq=_dead_letters(settings),
+        vehicles=local_vehicle_services(settings, default_services()),
+    )
     set_default_app(build_app(services, ApiAuth.from_env()))
     routes = _streaming_routes()
     stop = threading.Event()

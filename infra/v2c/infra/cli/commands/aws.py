@@ -3,12 +3,16 @@
 `bootstrap` runs the same idempotent `ensure_resources` the stack and the
 tests use, against moto (`--endpoint-url`, or the stack's endpoint) or, with
 `--endpoint-url aws`, against the account the usual AWS credentials name.
+`build` makes the Lambda artifact `template.yaml` deploys
+(`v2c.infra.aws.artifact`) and shows what weighs what.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +22,9 @@ from rich.text import Text
 
 from v2c.contract.errors import V2CError
 from v2c.infra.cli.errors import exit_code_for
+
+if TYPE_CHECKING:
+    from v2c.infra.aws.artifact import ArtifactReport
 
 app = typer.Typer(
     name="aws",
@@ -77,4 +84,79 @@ def bootstrap(
         counts[item.action] += 1
     _out.print(
         f"{counts['created']} created, {counts['updated']} updated, {counts['exists']} unchanged"
+    )
+
+
+_MIB = 2**20
+
+
+@app.command("build")
+def build(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Artifact directory (default: build/lambda in the checkout)."),
+    ] = None,
+    pip: Annotated[
+        bool,
+        typer.Option(
+            "--pip",
+            help="Fetch Lambda's manylinux2014 wheels with pip (network) instead of "
+            "copying this environment's.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Build the Lambda artifact (the handlers and their runtime dependencies) and show its size."""
+    from v2c.infra.aws.artifact import build_artifact, manifest
+
+    try:
+        report = build_artifact(out, mode="pip" if pip else "copy")
+    except V2CError as error:
+        _err.print(Text.assemble(("error: ", "bold red"), error.detail))
+        raise typer.Exit(code=exit_code_for(error)) from error
+    if as_json:
+        sys.stdout.write(json.dumps(manifest(report), indent=2) + "\n")
+    else:
+        _print_build(report)
+    if report.not_loadable:
+        _err.print(
+            Text.assemble(
+                ("warning: ", "bold yellow"),
+                f"{', '.join(report.not_loadable)}: built for a newer glibc than Lambda's "
+                "python3.11 has (Amazon Linux 2, glibc 2.26); build with --pip to deploy",
+            )
+        )
+    if not report.fits:
+        raise typer.Exit(code=1)
+
+
+def _print_build(report: ArtifactReport) -> None:
+    from v2c.infra.aws.artifact import LAMBDA_UNZIPPED_LIMIT_BYTES
+
+    table = Table(title=f"Lambda artifact at {report.directory}", title_justify="left")
+    table.add_column("distribution")
+    table.add_column("version")
+    table.add_column("MiB", justify="right")
+    table.add_column("files", justify="right")
+    table.add_column("note")
+    for dist in sorted(report.distributions, key=lambda d: (-d.bytes, d.name)):
+        note = Text(" ").join(
+            [Text("AWS SDK", "dim")] * dist.aws_sdk
+            + [Text("not loadable in Lambda", "bold yellow")] * (not dist.lambda_loadable)
+        )
+        table.add_row(dist.name, dist.version, f"{dist.bytes / _MIB:.2f}", str(dist.files), note)
+    table.add_row(
+        "v2c", report.version, f"{report.package_bytes / _MIB:.2f}", str(report.package_files), ""
+    )
+    _out.print(table)
+    share = report.total_bytes / LAMBDA_UNZIPPED_LIMIT_BYTES
+    limit = f"{LAMBDA_UNZIPPED_LIMIT_BYTES / _MIB:.0f} MiB"
+    style = "green" if report.fits else "bold red"
+    _out.print(
+        Text.assemble(
+            "total ",
+            (f"{report.total_bytes / _MIB:.1f} MiB", style),
+            f" in {report.file_count} files: {share:.0%} of Lambda's {limit} unzipped limit; "
+            f"AWS SDK {report.aws_sdk_bytes / _MIB:.1f} MiB of it",
+        )
     )

@@ -1,11 +1,14 @@
 """`v2c dlq`: look at, replay and purge the dead-letter queues of a stack.
 
 A thin shell over `DeadLetterService` (the `dlq_admin` Lambda is the other
-one), wired to the stack's stores: the S3 telemetry DLQ and the SQS OTA DLQ.
-Replay sends inbound records through the rules table's handlers in this
-process, as the gateway would call them, and outbound records through an MQTT
-publisher that is only started when an outbound record is replayed, so
-replaying telemetry never needs the broker.
+one), wired to the stack's stores: the S3 telemetry DLQ, the SQS OTA DLQ and
+the ingest DLQ (`--queue ingest`: what SQS moved out of the rules' ingest
+queues after their receives ran out; locally the gateway dead-letters into
+the other two itself, so it is usually empty). Replay sends inbound records
+through the rules table's handlers in this process, as the gateway would call
+them, outbound records through an MQTT publisher that is only started when
+an outbound record is replayed, so replaying telemetry never needs the
+broker, and ingest records back onto the ingest queue they came from.
 
 Everything a record holds came from outside (a vehicle's topic and payload, an
 exception's text), so it is printed as plain text with control characters
@@ -68,6 +71,7 @@ _STATUS_STYLE = {
 class QueueName(StrEnum):
     TELEMETRY = "telemetry"
     OTA = "ota"
+    INGEST = "ingest"
 
 
 StackOption = Annotated[
