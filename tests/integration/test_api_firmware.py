@@ -290,10 +290,16 @@ def test_list_get_and_a_download_url_that_serves_the_bytes(
         ids.append(answer.json()["firmware_id"])
     page = api(api_server, "GET", FIRMWARE, params={"device_model": MODEL}).json()
     assert [f["firmware_id"] for f in page["items"]] == [ids[1], ids[0]]  # newest first
-    assert (page["total"], page["limit"], page["offset"]) == (2, 50, 0)
-    second = api(api_server, "GET", FIRMWARE, params={"limit": 1, "offset": 1}).json()
+    assert (page["total"], page["limit"], page["next_cursor"]) == (2, 50, None)
+    first = api(api_server, "GET", FIRMWARE, params={"limit": 1})
+    assert [f["firmware_id"] for f in first.json()["items"]] == [ids[2]]
+    cursor = first.json()["next_cursor"]
+    assert first.headers["Link"] == f'<?limit=1&cursor={cursor}>; rel="next"'
+    second = api(api_server, "GET", FIRMWARE, params={"limit": 1, "cursor": cursor}).json()
     assert [f["firmware_id"] for f in second["items"]] == [ids[1]]
     assert second["total"] == 3
+    elsewhere = api(api_server, "GET", FIRMWARE, params={"cursor": cursor, "device_model": MODEL})
+    assert (elsewhere.status_code, elsewhere.json()["reason"]) == (400, "invalid_cursor")
     beta = api(api_server, "GET", FIRMWARE, params={"is_beta": "true"}).json()
     assert [f["firmware_id"] for f in beta["items"]] == [ids[1]]
     too_many = api(api_server, "GET", FIRMWARE, params={"limit": 201})

@@ -76,6 +76,7 @@ STATEFUL = {
     "POST /api/v1/vehicles",
     # A cursor is opaque: only one the API handed out names a page (400 otherwise).
     "GET /api/v1/vehicles",
+    "GET /api/v1/ota/firmware",
     # A raw JSON or CSV body the document describes as a string.
     "POST /api/v1/vehicles/bulk",
 }

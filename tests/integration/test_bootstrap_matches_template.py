@@ -28,6 +28,7 @@ from v2c.infra.aws.converge_buckets import (
 from v2c.infra.aws.converge_firehose import stream_destination
 from v2c.infra.aws.resources import ensure_resources
 from v2c.infra.aws.template import TEMPLATE_PATH
+from v2c.infra.aws.template_storage import local_bucket_name
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -64,7 +65,7 @@ def test_the_bootstrapped_buckets_hold_the_templates_settings(aws_stack: AwsStac
 
     assert len(buckets) == 3
     for props in buckets.values():
-        name = props["BucketName"]
+        name = local_bucket_name(props["BucketName"])
         block = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
         ownership = s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]
         (rule,) = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"][
@@ -128,7 +129,7 @@ def test_the_bootstrapped_queues_are_encrypted_as_the_template_says(aws_stack: A
 def test_the_delivery_stream_is_the_templates_and_archives_records(aws_stack: AwsStack) -> None:
     (props,) = _of_type("AWS::KinesisFirehose::DeliveryStream").values()
     want = props["ExtendedS3DestinationConfiguration"]
-    archive = _resources()["TelemetryArchiveBucket"]["Properties"]["BucketName"]
+    archive = local_bucket_name(_resources()["TelemetryArchiveBucket"]["Properties"]["BucketName"])
     firehose: Any = aws_stack.aws.client("firehose")
 
     described = firehose.describe_delivery_stream(DeliveryStreamName=props["DeliveryStreamName"])

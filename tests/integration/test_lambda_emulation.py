@@ -185,5 +185,40 @@ def test_the_api_answers_only_through_its_cognito_authorizer(account: EmulatedAc
 def test_the_scheduled_monitor_pass_runs(account: EmulatedAccount) -> None:
     # When the schedule rule fires
     answer: Any = account.tick(MONITOR)
-    # Then the pass completes and says what it looked at
-    assert isinstance(answer, dict), answer
+    # Then the pass completes and says what it looked at: nothing, on an empty stack
+    assert {k: answer[k] for k in ("campaigns", "notified", "stalled", "planned")} == {
+        "campaigns": 0,
+        "notified": 0,
+        "stalled": 0,
+        "planned": 0,
+    }
+
+
+def test_the_api_registers_vehicles_only_in_the_stacks_vehicle_regions(
+    aws_stack: AwsStack, artifact: Path, tmp_path: Path
+) -> None:
+    # Given a stack deployed with VehicleRegions=eu-west-1
+    with EmulatedAccount(
+        TEMPLATE, artifact, aws_stack.aws, tmp_path / "logs", VehicleRegions="eu-west-1"
+    ) as account:
+        for region, expected in (("us-east-1", 400), ("eu-west-1", 200)):
+            # When a fleet manager registers a vehicle (inventory only) in a region
+            body = {"vehicle_id": VINS[0], "model": "Accord", "region": region, "year": 2024}
+            status, _, answer = account.api(
+                "POST",
+                "/api/v1/vehicles",
+                claims=FLEET_MANAGER,
+                body=json.dumps(body).encode(),
+                headers=[("Content-Type", "application/json")],
+            )
+            # Then only the deployment's region is taken
+            assert status in ((expected,) if expected == 400 else (200, 201)), answer
+        assert "eu-west-1" in answer.decode()
+
+
+def test_a_user_in_no_group_is_refused_by_the_function(account: EmulatedAccount) -> None:
+    # Cognito let the user in (valid token), but the user holds no v2c role
+    nobody = {"sub": "nora-sub", "cognito:username": "nora"}
+    status, _, body = account.api("GET", "/api/v1/ota/campaigns", claims=nobody)
+    assert status == 403, body
+    assert json.loads(body)["reason"] == "forbidden"

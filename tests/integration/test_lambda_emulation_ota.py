@@ -154,7 +154,9 @@ def test_a_campaign_reaches_vehicles_onboarded_through_the_api(
     assert _records(aws_stack, campaign_id)[VINS[0]]["state"]["S"] == "accepted"
 
     # And the scheduled monitor pass runs over the live campaign
-    assert isinstance(account.tick(MONITOR), dict)
+    summary = account.tick(MONITOR)
+    assert summary["campaigns"] == 1  # the one in progress, looked at
+    assert (summary["stalled"], summary["notified"]) == (0, 0)  # all notified already
 
     # When the last vehicle is decommissioned through the API
     answer = _call(account, "DELETE", f"/api/v1/vehicles/{VINS[2]}")

@@ -17,11 +17,13 @@ from v2c.handlers.telemetry.firehose_sink import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
+    RECORD_BYTES,
     FirehoseRetry,
     FirehoseSink,
     archive_record,
     chunks,
     iso_millis,
+    pack,
 )
 from v2c.handlers.telemetry.model import Arrival, OperationalRecord, Path, VehicleInfo
 from v2c.handlers.telemetry.registry import StaticRegistry
@@ -49,8 +51,8 @@ class RecordingFirehose:
         data = [record["Data"] for record in kwargs["Records"]]
         self.calls.append(data)
         responses: list[dict[str, Any]] = []
-        for blob in data:
-            code = self._verdict(len(self.calls), json.loads(blob))
+        for blob in data:  # a packed record: its first line decides
+            code = self._verdict(len(self.calls), json.loads(blob.split(b"\n", 1)[0]))
             if code is None:
                 responses.append({"RecordId": f"r{len(responses)}"})
             else:
@@ -59,7 +61,9 @@ class RecordingFirehose:
         return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}
 
     def delivered(self) -> list[dict[str, Any]]:
-        return [json.loads(blob) for call in self.calls for blob in call]
+        return [
+            json.loads(line) for call in self.calls for blob in call for line in blob.splitlines()
+        ]
 
 
 class RecordingSleep:
@@ -84,9 +88,13 @@ def _point(n: int, *, padding: int = 0, model: str | None = None) -> TimeSeriesP
     )
 
 
-def _sink(client: RecordingFirehose, sleep: RecordingSleep, attempts: int = 3) -> FirehoseSink:
+def _sink(
+    client: RecordingFirehose, sleep: RecordingSleep, attempts: int = 3, record_bytes: int = 0
+) -> FirehoseSink:
+    """One line per record unless `record_bytes` says otherwise: the tests of
+    chunking and retries count points; the packing tests pack."""
     retry = FirehoseRetry(attempts=attempts, sleep=sleep)
-    return FirehoseSink(client, STREAM, retry=retry)  # type: ignore[arg-type]
+    return FirehoseSink(client, STREAM, retry=retry, record_bytes=record_bytes)  # type: ignore[arg-type]
 
 
 # -- chunking ------------------------------------------------------------------
@@ -148,6 +156,49 @@ def test_big_records_split_calls_by_bytes_and_an_oversized_one_is_refused_unsent
     assert [len(call) for call in client.calls] == [5, 5, 2]  # 6 x 700 KiB > 4 MiB
     assert all(sum(len(blob) for blob in call) <= MAX_BATCH_BYTES for call in client.calls)
     assert "m99" not in {line["message_id"] for line in client.delivered()}
+
+
+# -- packing lines into records ----------------------------------------------------
+
+
+def test_lines_are_packed_up_to_the_5_kib_billing_unit_and_a_long_line_goes_alone() -> None:
+    assert pack([1_000] * 11) == [range(0, 5), range(5, 10), range(10, 11)]
+    assert pack([100, 6_000, 100]) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert pack([100, 100], record_bytes=0) == [range(0, 1), range(1, 2)]
+    assert pack([]) == []
+
+
+def test_a_busy_batch_goes_in_one_call_of_packed_records_with_every_line_in_order() -> None:
+    client, sleep = RecordingFirehose(), RecordingSleep()
+    sink = _sink(client, sleep, record_bytes=RECORD_BYTES)
+
+    failures = sink.write([_point(n) for n in range(1_200)])
+
+    assert failures == []
+    ((*records,),) = client.calls  # one call
+    assert all(len(blob) <= RECORD_BYTES for blob in records)
+    assert all(blob.endswith(b"\n") for blob in records)
+    line_bytes = len(client.calls[0][0].splitlines()[0]) + 1
+    assert len(records) <= 1_200 // (RECORD_BYTES // line_bytes) + 1  # many lines per record
+    assert [line["rpm"] for line in client.delivered()] == list(range(1_200))
+
+
+def test_a_packed_record_fails_and_is_retried_as_a_whole() -> None:
+    def first_record_fails_once(call: int, line: dict[str, Any]) -> str | None:
+        return "ServiceUnavailableException" if call == 1 and line["rpm"] == 0 else None
+
+    client, sleep = RecordingFirehose(first_record_fails_once), RecordingSleep()
+    sink = _sink(client, sleep, record_bytes=RECORD_BYTES)
+
+    failures = sink.write([_point(n) for n in range(100)])
+
+    assert failures == []
+    first, again = client.calls
+    assert len(first) > 1
+    assert again == [first[0]]  # the failed record, byte for byte, and nothing else
+    assert [json.loads(line)["rpm"] for blob in first for line in blob.splitlines()] == list(
+        range(100)
+    )
 
 
 # -- partial failures ------------------------------------------------------------

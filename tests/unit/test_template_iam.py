@@ -236,3 +236,21 @@ def test_a_function_access_names_its_role_and_log_group() -> None:
     access = FunctionAccess("XFunction", "v2c-x", "m.h", 3)
 
     assert (access.role, access.log_group) == ("XFunctionRole", "XFunctionLogGroup")
+
+
+def test_the_api_may_read_copy_and_purge_firmware_by_version() -> None:
+    # `ota.firmware.storage` completes a presigned upload on the versioned
+    # bucket by version id: GetObject/CopyObject/DeleteObject(s) with VersionId
+    # and ListObjectVersions; moto checks no IAM, so the template must say it.
+    resources = _resources()
+    api = next(a for a in ACCESS.values() if a.handler.endswith("ota_api.lambda_handler"))
+    statements = resources[api.role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    actions = {action for s in statements for action in s["Action"]}
+    assert {"s3:GetObjectVersion", "s3:DeleteObjectVersion", "s3:ListBucketVersions"} <= actions
+    telemetry = next(
+        a for a in ACCESS.values() if a.handler.endswith("telemetry_ingest.lambda_handler")
+    )
+    statements = resources[telemetry.role]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    assert not {a for s in statements for a in s["Action"]} & {"s3:DeleteObjectVersion"}

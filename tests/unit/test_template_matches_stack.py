@@ -31,6 +31,7 @@ from v2c.infra.aws.resources import (
     timeseries_stream_spec,
 )
 from v2c.infra.aws.template import TEMPLATE_PATH
+from v2c.infra.aws.template_storage import bucket_name, local_bucket_name
 from v2c.infra.names import ResourceNames
 
 Resources = dict[str, Any]
@@ -118,9 +119,13 @@ def _template_lifecycle(props: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_the_buckets_are_the_specs_hardened_alike() -> None:
     resources = _resources()
-    declared = _by_name(resources, "AWS::S3::Bucket", "BucketName")
+    declared = {
+        local_bucket_name(r["Properties"]["BucketName"]): r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::S3::Bucket"
+    }
     logical = {
-        r["Properties"]["BucketName"]: k
+        local_bucket_name(r["Properties"]["BucketName"]): k
         for k, r in resources.items()
         if r["Type"] == "AWS::S3::Bucket"
     }
@@ -196,7 +201,9 @@ def test_the_delivery_stream_is_the_spec() -> None:
         {"Fn::GetAtt": ["TelemetryArchiveBucket", "Arn"]},
         {"Fn::GetAtt": ["TimeseriesDeliveryRole", "Arn"]},
     )
-    assert resources["TelemetryArchiveBucket"]["Properties"]["BucketName"] == spec.bucket
+    assert resources["TelemetryArchiveBucket"]["Properties"]["BucketName"] == bucket_name(
+        spec.bucket
+    )
     assert destination["Prefix"].startswith("telemetry/year=!{timestamp:yyyy}/")
     assert destination["ErrorOutputPrefix"].startswith("errors/!{firehose:error-output-type}/")
     assert destination["CompressionFormat"] == "GZIP"
@@ -216,3 +223,18 @@ def test_there_is_no_idempotency_table_and_no_timestream_by_default() -> None:
     assert "Timestream" not in text
     assert "TIMESTREAM" not in text
     assert NAMES.timestream_database is None
+
+
+def test_deployed_bucket_names_carry_the_account_and_region_the_local_ones_do_not() -> None:
+    # S3 names are global: a bare `v2c-firmware` could belong to anyone
+    for resource in _resources().values():
+        if resource["Type"] == "AWS::S3::Bucket":
+            name = resource["Properties"]["BucketName"]
+            assert name == {
+                "Fn::Sub": local_bucket_name(name) + "-${AWS::AccountId}-${AWS::Region}"
+            }
+            assert local_bucket_name(name) in {
+                NAMES.firmware_bucket,
+                NAMES.telemetry_dlq_bucket,
+                NAMES.timeseries_bucket,
+            }

@@ -97,3 +97,16 @@ def test_a_csr_longer_than_the_bound_is_refused_before_parsing() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     padded = build_csr(key, VIN) + " " * MAX_CSR_CHARS
     assert "longer than" in refusal(padded)
+
+
+def test_only_the_checked_request_travels_on_to_the_issuer() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    from v2c.handlers.vehicles.csr import build_csr, check_csr
+
+    vin = "VIN-1HGBH41JXMN109186"
+    good = build_csr(_ec.generate_private_key(_ec.SECP256R1()), vin)
+    other = build_csr(_ec.generate_private_key(_ec.SECP256R1()), "VIN-5V2CFLT0000000001")
+    facts = check_csr(good + "\n" + other + "\ntrailing text", vin)
+    assert facts.pem.count("BEGIN CERTIFICATE REQUEST") == 1
+    assert facts.pem == good if good.endswith("\n") else facts.pem == good + "\n"

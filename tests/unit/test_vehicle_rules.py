@@ -286,3 +286,30 @@ def test_a_vehicle_decommissioned_after_moving_models_is_not_targeted_by_its_old
     snapshot = FleetSnapshot({"Accord": old, "Civic": new})
     eligible = resolve(snapshot, parse_filter("year = 2024"), "Accord", "2.0.0")
     assert eligible.targets == ()
+
+
+def test_the_deployments_regions_come_from_vehicle_regions() -> None:
+    from v2c.contract.errors import ConfigurationError
+    from v2c.handlers.vehicles.config import deployed_regions
+
+    assert deployed_regions({}) is None
+    assert deployed_regions({"VEHICLE_REGIONS": " eu-west-1, us-east-1 "}) == (
+        "eu-west-1",
+        "us-east-1",
+    )
+    with pytest.raises(ConfigurationError, match="mars-1"):
+        deployed_regions({"VEHICLE_REGIONS": "eu-west-1,mars-1"})
+
+
+def test_a_certified_vehicle_cannot_move_region_by_registration_alone() -> None:
+    def moved(**fields: object) -> rules.Registration:
+        return rules.registration(VIN, "Accord", "us-east-1", 2024, **fields)  # type: ignore[arg-type]
+
+    stored = active(cert("its key"))  # certified in eu-west-1
+    with pytest.raises(Conflict, match="decommission"):
+        rules.plan_registration(stored, moved(), NOW)
+    with pytest.raises(Conflict, match="decommission"):
+        rules.plan_registration(stored, moved(csr=csr(), replace=True), NOW)
+    # an inventory-only vehicle (no certificate, no thing yet) may move
+    plan = rules.plan_registration(active(None), moved(), NOW)
+    assert plan.outcome is Outcome.UPDATED

@@ -274,7 +274,7 @@ class FirmwareList(BaseModel):
     items: list[FirmwareOut]
     total: int = Field(description="matches of the filters, over all pages")
     limit: int
-    offset: int
+    next_cursor: str | None = Field(description="the next page's cursor; null on the last page")
 
 
 class DownloadOut(BaseModel):

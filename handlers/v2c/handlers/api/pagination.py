@@ -1,9 +1,9 @@
 """One pagination style for the API's lists: an opaque `cursor` and a `limit`, answered
 `{items, next_cursor}` and an RFC 8288 `Link: <...>; rel="next"` header.
 
-The campaign list already answers `{items, next_cursor}`; the vehicle
-inventory uses this module; the firmware list (`offset`/`limit`, audit
-section 2) can adopt it without changing its body's `items`.
+Every list of the API pages this way: vehicles and firmware with cursors
+made here (firmware's position is the count of newest-first matches before
+it), campaigns with their store's own opaque cursor and the same `Link`.
 
 A cursor is base64url (no padding) of a small JSON object:
 

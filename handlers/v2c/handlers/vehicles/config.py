@@ -9,6 +9,7 @@
 | V2C_CERT_ISSUER | iot | `iot`: AWS IoT Core issues certificates; `none`: a CSR answers 503 |
 | IOT_POLICY_NAME | v2c-vehicle | the IoT policy attached to every vehicle certificate |
 | IOT_THING_TYPE | v2c-vehicle | the thing type of every vehicle's thing |
+| VEHICLE_REGIONS | (all known) | comma-separated regions this deployment registers vehicles in |
 
 The OTA services (`v2c.handlers.ota.config`) give it a vehicle's updates
 and their cancel. The local API server replaces the issuer with the stack's
@@ -24,6 +25,7 @@ from typing import Any
 import boto3
 
 from v2c.contract.errors import ConfigurationError
+from v2c.contract.topics import KNOWN_REGIONS
 from v2c.handlers.aws_clients import DYNAMODB_CLIENT_CONFIG, aws_client_config
 from v2c.handlers.ota.config import OtaServices
 from v2c.handlers.ota.device_events import VEHICLES_SOURCE
@@ -36,6 +38,8 @@ from v2c.handlers.vehicles.record import Certificate
 from v2c.handlers.vehicles.repository import InventoryRepository
 from v2c.handlers.vehicles.service import VehicleService
 from v2c.handlers.vehicles.sightings import TelemetrySightings
+
+ENV_REGIONS = "VEHICLE_REGIONS"
 
 
 class NoIssuer:
@@ -104,4 +108,18 @@ def build_vehicle_service(
         vehicle_updates(ota),
         events,
         sightings=TelemetrySightings(ddb, env.get("TELEMETRY_TABLE") or "v2c-telemetry"),
+        regions=deployed_regions(env),
     )
+
+
+def deployed_regions(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """`VEHICLE_REGIONS` (comma-separated): the regions this deployment
+    registers vehicles in, each one of the contract's; unset: all of them."""
+    raw = env.get(ENV_REGIONS, "").strip()
+    if not raw:
+        return None
+    regions = tuple(r.strip() for r in raw.split(",") if r.strip())
+    unknown = sorted(set(regions) - set(KNOWN_REGIONS))
+    if unknown:
+        raise ConfigurationError(f"{ENV_REGIONS} names unknown regions {unknown}")
+    return regions

@@ -110,7 +110,10 @@ def check_csr(pem: str, vehicle_id: str) -> CsrFacts:
     if common_name != vehicle_id:
         raise _bad(f"the common name must be the vehicle id {vehicle_id}")
     assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)  # `_key_type` said so
-    return CsrFacts(text + "\n", common_name, key_type, public_key_sha256(key))
+    # The request re-encoded from what was checked: nothing after its PEM block
+    # (a second request, any text) travels on to the issuer.
+    checked = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return CsrFacts(checked, common_name, key_type, public_key_sha256(key))
 
 
 def build_csr(private_key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> str:

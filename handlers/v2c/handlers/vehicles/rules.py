@@ -11,6 +11,7 @@ registry holds for the VIN (`plan_registration`):
 | an active vehicle, same key | CSR | unchanged / updated | the same one again (1) |
 | an active vehicle, another key | CSR | 409, unless `replace` | issued, old revoked (2) |
 | an active vehicle | no CSR | unchanged / updated | kept |
+| an active vehicle with a certificate | another region | 409: decommission, register again | |
 
 (1) A fresh one when it expires within `RENEW_WITHIN_MS` (outcome renewed;
 the old one revoked). (2) Outcome replaced. Without a CSR the vehicle is in
@@ -186,6 +187,14 @@ def plan_registration(existing: VehicleRecord | None, request: Registration, now
     if not existing.active:
         return Plan(RegistrationOutcome.REACTIVATED, issue=request.csr is not None)
     current = existing.certificate
+    if current is not None and request.region != existing.region:
+        # The broker identity is bound to the region (the thing's attribute,
+        # which the IoT policy reads): a registry-only move would leave the
+        # vehicle on topics its notifications no longer use.
+        raise Conflict(
+            f"vehicle {existing.vehicle_id} is certified in {existing.region}; decommission "
+            f"it and register it again to move it to {request.region}"
+        )
     csr = request.csr
     if csr is None:
         return Plan(RegistrationOutcome.UPDATED, issue=False)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from v2c.contract.errors import Conflict, NotFound, V2CError
+from v2c.contract.errors import Conflict, InvalidField, NotFound, V2CError
 from v2c.handlers.ota.device_events import DEVICE_DELETED, Cancelled
 from v2c.handlers.ota.updates.record import VehicleUpdate
 from v2c.handlers.vehicles import rules
@@ -104,8 +104,12 @@ class VehicleService:
         *,
         sightings: Sightings | None = None,
         clock: Callable[[], float] = time.time,
+        regions: Collection[str] | None = None,
     ) -> None:
         self._repo = repository
+        # The deployment's regions (`VEHICLE_REGIONS`, the template's
+        # VehicleRegions): a subset of the contract's; None: all of them.
+        self._regions = frozenset(regions) if regions is not None else None
         self._issuer = issuer
         self._updates = updates
         self._events = events
@@ -134,6 +138,10 @@ class VehicleService:
             if row.registration is None:
                 error = row.error or V2CError("no registration")
                 results[i] = RowResult(row.number, row.vehicle_id, error=error)
+            elif self._regions is not None and row.registration.region not in self._regions:
+                deployed = ", ".join(sorted(self._regions))
+                refused = InvalidField("region", f"this deployment serves {deployed} only")
+                results[i] = RowResult(row.number, row.vehicle_id, error=refused)
             elif row.vehicle_id in seen:
                 duplicate = Conflict(f"{row.vehicle_id} is in this request more than once")
                 results[i] = RowResult(row.number, row.vehicle_id, error=duplicate)

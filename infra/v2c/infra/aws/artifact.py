@@ -466,7 +466,14 @@ def build_artifact(
                 _copy_distribution(installed[key], staging)
         else:
             environment = lambda_environment()
-            run_pip(pip_command(roots, staging, sys.executable))
+            # The versions the tests ran with, as Lambda's wheels: pinned, so
+            # a deploy never picks up a release nobody tested.
+            installed = _distributions(None)
+            closure = resolve_closure(roots, _lookup(installed), environment)
+            pins = [
+                f"{installed[key].metadata['Name']}=={installed[key].version}" for key in closure
+            ]
+            run_pip(pip_command(pins, staging, sys.executable))
             shutil.rmtree(staging / "bin", ignore_errors=True)
         _copy_packages(repo_root, staging, version)
         report = _scan(staging, mode, roots, environment)
@@ -475,6 +482,11 @@ def build_artifact(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(target, ignore_errors=True)
+    # Swap without a moment with no artifact: the old one aside, the new one in.
+    previous = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
     staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
     return dataclasses.replace(report, directory=target)

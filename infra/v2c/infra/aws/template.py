@@ -65,6 +65,7 @@ from v2c.infra.aws.template_storage import (
     OTA_DLQ,
     TIMESERIES_STREAM,
     arn,
+    bucket_logicals,
     logical,
     queue_logicals,
     skip,
@@ -114,7 +115,7 @@ def ota_env(names: ResourceNames) -> dict[str, Any]:
         "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
         "ROLLBACKS_TABLE": names.rollbacks_table,
         "FIRMWARE_TABLE": names.firmware_table,
-        "FIRMWARE_BUCKET": names.firmware_bucket,
+        "FIRMWARE_BUCKET": {"Ref": FIRMWARE_BUCKET},
         "OTA_DLQ_QUEUE": names.ota_dlq_queue,
         "OTA_SIGNER": {"Ref": "SignerBackend"},
         "OTA_SIGNING_KEY": names.signing_key_alias,
@@ -129,9 +130,10 @@ def telemetry_env(names: ResourceNames) -> dict[str, Any]:
     return {
         "TELEMETRY_TABLE": names.telemetry_table,
         "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
-        "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
+        "TELEMETRY_DLQ_BUCKET": {"Ref": bucket_logicals(names)[names.telemetry_dlq_bucket]},
         "TIMESERIES_SINK": {"Ref": "TimeSeriesSink"},
         "TIMESERIES_STREAM": {"Ref": TIMESERIES_STREAM},
+        "TELEMETRY_RETENTION_DAYS": {"Ref": "TelemetryRetentionDays"},
     }
 
 
@@ -139,8 +141,9 @@ def api_env(names: ResourceNames, ingest: dict[str, str]) -> dict[str, Any]:
     """The OTA services' variables, the dead-letter service's (`/api/v1/dlq`)
     and the API's own (`v2c.handlers.api.config`); the vehicle onboarding
     routes attach `IOT_POLICY_NAME` to a vehicle's certificate, make its thing
-    of `IOT_THING_TYPE` and accept its `region` attribute from
-    `VEHICLE_REGIONS` (the IoT policy reads it, `template_iot`)."""
+    of `IOT_THING_TYPE` and accept a vehicle's region only from
+    `VEHICLE_REGIONS` (`vehicles.config.deployed_regions`); the thing's
+    `region` attribute is what the IoT policy reads (`template_iot`)."""
     return {
         **ota_env(names),
         **dlq_admin_env(names, ingest),
@@ -157,7 +160,7 @@ def dlq_admin_env(names: ResourceNames, ingest: dict[str, str]) -> dict[str, Any
     """`v2c.handlers.dlq.config`'s variables (`ingest`: each queue-fed rule's
     ingest queue, from `ResourceNames.ingest_queues`)."""
     return {
-        "TELEMETRY_DLQ_BUCKET": names.telemetry_dlq_bucket,
+        "TELEMETRY_DLQ_BUCKET": {"Ref": bucket_logicals(names)[names.telemetry_dlq_bucket]},
         "OTA_DLQ_QUEUE_URL": {"Ref": OTA_DLQ},
         "INGEST_DLQ_QUEUE_URL": {"Ref": INGEST_DLQ},
         "INGEST_QUEUES": json.dumps(ingest, sort_keys=True),
@@ -300,7 +303,7 @@ def parameters() -> dict[str, Any]:
         "VehicleRegions": {
             "Type": "CommaDelimitedList",
             "Default": ",".join(KNOWN_REGIONS),
-            "Description": "Topic regions a vehicle may be registered in (its thing's region)",
+            "Description": "Topic regions the API registers vehicles in (VEHICLE_REGIONS)",
         },
         "SignerBackend": {
             "Type": "String",
@@ -323,6 +326,14 @@ def parameters() -> dict[str, Any]:
             "Default": "firehose",
             "AllowedValues": ["firehose", "none"],
             "Description": "Where telemetry time series go: the archive stream, or nowhere",
+        },
+        "TelemetryRetentionDays": {
+            "Type": "Number",
+            "Default": 90,
+            "MinValue": 0,
+            "MaxValue": 3650,
+            "Description": "Days a sample stays in the telemetry table (DynamoDB TTL; 0: "
+            "forever); the archive keeps every sample regardless",
         },
     }
 

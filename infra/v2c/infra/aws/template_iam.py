@@ -64,7 +64,10 @@ WRITE: Final = (
 TELEMETRY_WRITE: Final = ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem")
 OBJECT_READ: Final = ("s3:GetObject",)  # HeadObject and presigned GETs need it too
 OBJECT_WRITE: Final = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
-OBJECT_UPLOAD: Final = (*OBJECT_WRITE, "s3:AbortMultipartUpload")
+# The firmware registry on the versioned bucket: a presigned upload is read,
+# copied and purged by version id (`ota.firmware.storage`).
+OBJECT_VERSIONS: Final = ("s3:GetObjectVersion", "s3:DeleteObjectVersion")
+OBJECT_UPLOAD: Final = (*OBJECT_WRITE, "s3:AbortMultipartUpload", *OBJECT_VERSIONS)
 QUEUE_SEND: Final = ("sqs:SendMessage", "sqs:GetQueueUrl")
 # What Lambda's poller needs of a queue it reads (AWSLambdaSQSQueueExecutionRole
 # grants them on every queue; here each function gets them on its own).
@@ -394,14 +397,14 @@ def statements(access: FunctionAccess, names: ResourceNames, rules: tuple[Rule, 
     for table_grant in access.tables:
         table = table_logical(table_grant.table)
         out.append(_allow(table_grant.actions, [arn(table), sub(f"${{{table}.Arn}}/index/*")]))
-    listed: list[str] = []
+    listed: dict[str, tuple[str, ...]] = {}
     for grant in access.objects:
         bucket = buckets[grant.bucket]
         out.append(_allow(grant.actions, sub(f"${{{bucket}.Arn}}/{grant.prefix}*")))
-        if bucket not in listed:
-            listed.append(bucket)
+        versions = ("s3:ListBucketVersions",) if "s3:DeleteObjectVersion" in grant.actions else ()
+        listed[bucket] = tuple(dict.fromkeys((*listed.get(bucket, ()), "s3:ListBucket", *versions)))
     # Without ListBucket S3 answers a missing key with 403, not 404.
-    out += [_allow(("s3:ListBucket",), arn(bucket)) for bucket in listed]
+    out += [_allow(actions, arn(bucket)) for bucket, actions in listed.items()]
     out += [_allow(q.actions, arn(queues[q.queue])) for q in access.queues]
     if access.reads_queue is not None:
         out.append(_allow(QUEUE_READ_ACTIONS, arn(access.reads_queue)))

@@ -26,7 +26,7 @@ from v2c.contract.mqtt_properties import CONTENT_TYPE, CORRELATION_DATA
 from v2c.gateway.rules import EventSource, Rule
 from v2c.infra.aws.resources import ingest_queue_name
 from v2c.infra.aws.template_iam import dead_letter_role, iot_rule_role
-from v2c.infra.aws.template_storage import OTA_DLQ, arn, logical, queue_logicals
+from v2c.infra.aws.template_storage import OTA_DLQ, arn, bucket_logicals, logical, queue_logicals
 from v2c.infra.names import ResourceNames
 
 INGEST_ROLE: Final = "IotIngestRole"
@@ -90,7 +90,7 @@ def _error_action(rule: Rule, names: ResourceNames) -> dict[str, Any]:
         return {"Sqs": {"QueueUrl": {"Ref": OTA_DLQ}, "RoleArn": role_arn, "UseBase64": True}}
     return {
         "S3": {
-            "BucketName": names.telemetry_dlq_bucket,
+            "BucketName": {"Ref": bucket_logicals(names)[names.telemetry_dlq_bucket]},
             "Key": f"dlq/{rule.dlq}/iot-error/${{newuuid()}}.json",
             "RoleArn": role_arn,
         }

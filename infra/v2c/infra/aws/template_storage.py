@@ -71,6 +71,26 @@ def table_logical(name: str) -> str:
     return logical(name, "Table")
 
 
+# S3 bucket names are global across accounts: a deployed bucket's name is the
+# local one with the account and region appended (`v2c-firmware-<account>-<region>`),
+# so `v2c-firmware` taken by anyone anywhere cannot fail a deploy, and one
+# account may hold a stack per region. The local stack (one moto account)
+# uses the bare names; functions get the deployed name by `Ref`.
+BUCKET_SUFFIX: Final = "-${AWS::AccountId}-${AWS::Region}"
+
+
+def bucket_name(name: str) -> dict[str, str]:
+    """The template's `BucketName` of the bucket the local stack calls `name`."""
+    return {"Fn::Sub": name + BUCKET_SUFFIX}
+
+
+def local_bucket_name(value: Any) -> str:
+    """The local stack's name of a template `BucketName` (`bucket_name` undone)."""
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        return str(value["Fn::Sub"]).removesuffix(BUCKET_SUFFIX)
+    return str(value)
+
+
 def bucket_logicals(names: ResourceNames) -> dict[str, str]:
     """Logical ids by bucket name (the first two as first deployed)."""
     return {
@@ -158,7 +178,7 @@ def bucket(spec: BucketSpec) -> dict[str, Any]:
             }
         rules.append(body)
     props: dict[str, Any] = {
-        "BucketName": spec.name,
+        "BucketName": bucket_name(spec.name),
         "VersioningConfiguration": {"Status": "Enabled"},
         "PublicAccessBlockConfiguration": dict(PUBLIC_ACCESS_BLOCK),
         "OwnershipControls": {"Rules": [{"ObjectOwnership": OWNERSHIP}]},

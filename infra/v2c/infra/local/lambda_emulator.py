@@ -47,6 +47,7 @@ from typing import Any, Final, Self
 from v2c.contract.errors import ConfigurationError
 from v2c.contract.events import build_event as iot_event
 from v2c.contract.queue_event import EVENT_SOURCE, failed_item_ids
+from v2c.infra.aws.template_storage import local_bucket_name
 from v2c.infra.local.api_gateway_event import Answer, build_event, parse_result
 from v2c.infra.local.lambda_runtime import FunctionConfig, FunctionError, FunctionProcess
 from v2c.infra.local.template_functions import (
@@ -90,7 +91,10 @@ def resolver_for(template: TemplateFunctions, aws: AwsSettings, **parameters: st
     for logical, spec in template.resources.items():
         kind, props = str(spec.get("Type")), spec.get("Properties") or {}
         ref, arn = _ref_and_arn(logical, kind, props, region, account)
-        if kind == "AWS::SQS::Queue":
+        if kind == "AWS::S3::Bucket":  # the deployed name carries the account: moto's has none
+            ref = local_bucket_name(props.get("BucketName"))
+            arn = f"arn:aws:s3:::{ref}"
+        elif kind == "AWS::SQS::Queue":
             name = str(props["QueueName"])
             ref = sqs.get_queue_url(QueueName=name)["QueueUrl"]
             attributes[(logical, "QueueName")] = name
@@ -171,8 +175,9 @@ class EmulatedAccount:
 
     def config(self, logical: str) -> FunctionConfig:
         definition = self.template.function(logical)
+        named = self.template.resources[logical].get("Properties", {}).get("FunctionName")
         return FunctionConfig(
-            name=logical,
+            name=named if isinstance(named, str) else logical,
             handler=definition.handler,
             timeout_s=definition.timeout_s,
             memory_mb=definition.memory_mb,

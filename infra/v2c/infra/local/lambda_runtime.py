@@ -151,6 +151,14 @@ class FunctionProcess:
         self._log: IO[str] | None = None
 
     def start(self) -> Self:
+        self.stop()  # a replaced container's pipes and log handle go first
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         self._log = self.log_file.open("a")
         proc = subprocess.Popen(
             [
@@ -176,7 +184,6 @@ class FunctionProcess:
         self.starts += 1
         ready = self._read(proc, timeout_s=60.0)
         if not ready.get("ready"):
-            self.stop()
             raise FunctionError(
                 self.config.name,
                 str(ready.get("errorType", "Runtime.ImportModuleError")),

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from v2c.handlers.api.app import OTA_PREFIX, OtaApi
 from v2c.handlers.api.models import RequestModel
+from v2c.handlers.api.pagination import page_headers
 from v2c.handlers.api.services import ApiServices, require
 from v2c.handlers.ota.campaigns.record import Campaign
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
@@ -183,10 +185,13 @@ def register(app: OtaApi, services: ApiServices) -> None:
         status: Annotated[CampaignStatus | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 50,
         cursor: Annotated[str | None, Query(max_length=2000)] = None,
-    ) -> CampaignPage:
+    ) -> Response[CampaignPage]:
         service = require(services.campaigns, "campaigns")
         page, next_cursor = service.list_campaigns(status, limit, cursor)
-        return CampaignPage(items=[campaign_out(c) for c in page], next_cursor=next_cursor)
+        body = CampaignPage(items=[campaign_out(c) for c in page], next_cursor=next_cursor)
+        params = {"status": status.value if status is not None else None, "limit": limit}
+        headers = page_headers(params, next_cursor)  # the API's one style (`api.pagination`)
+        return Response(200, content_types.APPLICATION_JSON, body, headers=headers)
 
     @app.get(f"{base}/<campaign_id>", tags=["campaigns"], summary="Get a campaign")
     def get_campaign(campaign_id: CampaignId) -> CampaignOut:

@@ -70,10 +70,21 @@ from v2c.handlers.api.firmware_models import (
     uploaded_out,
     uploaded_status,
 )
+from v2c.handlers.api.pagination import (
+    CursorField,
+    QueryValue,
+    decode_cursor,
+    encode_cursor,
+    page_headers,
+    query_digest,
+)
 from v2c.handlers.api.services import ApiServices, require
 from v2c.handlers.ota.firmware.model import MAX_METADATA_JSON, MAX_TAGS, FirmwareStatus
 from v2c.handlers.ota.firmware.service import MAX_LIST_LIMIT, MAX_URL_TTL_S, FirmwareService
 from v2c.handlers.ota.firmware.uploads import URL_TTL_S
+
+# A firmware list's position: how many newest-first matches came before.
+CURSOR_FIELDS: Final = {"o": CursorField(int, high=1_000_000)}
 
 FirmwareId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="firmware id")]
 UploadToken = Annotated[
@@ -197,7 +208,15 @@ def register(app: OtaApi, services: ApiServices) -> None:
             uploaded_status(result), content_types.APPLICATION_JSON, uploaded_out(result)
         )
 
-    @app.get(FIRMWARE_PATH, tags=TAGS, summary="List firmware, newest first")
+    @app.get(
+        FIRMWARE_PATH,
+        tags=TAGS,
+        summary="List firmware, newest first (cursor pagination, Link header)",
+        description=(
+            'Follow `next_cursor` (or the `Link` header\'s `rel="next"`) until it is null; '
+            "a cursor is valid with the filters it was made for only (400 otherwise)."
+        ),
+    )
     def list_firmware(
         device_model: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
         manufacturer: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -206,8 +225,21 @@ def register(app: OtaApi, services: ApiServices) -> None:
         status: Annotated[FirmwareStatus | None, Query()] = None,
         include_deleted: Annotated[bool, Query()] = False,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> FirmwareList:
+        cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    ) -> Response[FirmwareList]:
+        params: dict[str, QueryValue] = {
+            "device_model": device_model,
+            "manufacturer": manufacturer,
+            "is_beta": is_beta,
+            "is_security_update": is_security_update,
+            "status": status.value if status is not None else None,
+            "include_deleted": include_deleted or None,
+        }
+        digest = query_digest(params)
+        start = 0
+        if cursor is not None:
+            position = decode_cursor(cursor, CURSOR_FIELDS, query=digest, required=("o",))
+            start = int(position["o"])
         page = firmware().list(
             device_model,
             manufacturer=manufacturer,
@@ -216,14 +248,18 @@ def register(app: OtaApi, services: ApiServices) -> None:
             status=status,
             include_deleted=include_deleted,
             limit=limit,
-            offset=offset,
+            offset=start,
         )
-        return FirmwareList(
+        after = start + len(page.items)
+        next_cursor = encode_cursor({"o": after}, digest) if after < page.total else None
+        body = FirmwareList(
             items=[firmware_out(r) for r in page.items],
             total=page.total,
             limit=page.limit,
-            offset=page.offset,
+            next_cursor=next_cursor,
         )
+        headers = page_headers({**params, "limit": limit}, next_cursor)
+        return Response(200, content_types.APPLICATION_JSON, body, headers=headers)
 
     @app.get(f"{FIRMWARE_PATH}/<firmware_id>", tags=TAGS, summary="Get a firmware package")
     def get_firmware(firmware_id: FirmwareId) -> FirmwareOut:

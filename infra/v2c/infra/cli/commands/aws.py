@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="aws",
-    help="AWS resources: DynamoDB, S3, SQS, KMS, EventBridge, Timestream (moto locally).",
+    help="AWS: bootstrap the resources (moto locally) and build the Lambda artifact.",
     no_args_is_help=True,
 )
 

@@ -258,7 +258,9 @@ def list_(
     ] = None,
     include_deleted: Annotated[bool, typer.Option(help="Also deleted packages.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    cursor: Annotated[
+        str | None, typer.Option(help="The next page: the cursor the last page printed.")
+    ] = None,
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -274,7 +276,7 @@ def list_(
         "is_security_update": None if security_update is None else str(security_update).lower(),
         "include_deleted": str(include_deleted).lower(),
         "limit": limit,
-        "offset": offset,
+        "cursor": cursor,
     }
     with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         page = client.get(BASE, **params)
@@ -298,7 +300,8 @@ def list_(
         )
     _out.print(table)
     shown = len(page["items"])
-    _err.print(f"{shown} of {page['total']} (offset {page['offset']})")
+    more = f"; next page: --cursor {page['next_cursor']}" if page.get("next_cursor") else ""
+    _err.print(f"{shown} of {page['total']}{more}")
 
 
 @app.command("show")
