@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -334,9 +335,43 @@ def test_the_cli_registers_imports_lists_updates_and_decommissions(
     civics = v2c("vehicle", "list", "--model", "Civic")
     assert vin(51) in civics.stdout
     assert vin(50) not in civics.stdout
+    # only vin(50) holds a certificate; it is due within ten years, not within a day
+    due = v2c("vehicle", "list", "--expiring-within", "3650", "--json")
+    assert [v["vehicle_id"] for v in json.loads(due.stdout)["items"]] == [vin(50)]
+    none_due = v2c("vehicle", "list", "--expiring-within", "1", "--json")
+    assert json.loads(none_due.stdout)["items"] == []
 
     gone = v2c("vehicle", "decommission", vin(51), "--yes", "--reason", "sold")
     assert gone.exit_code == 0, gone.output
     assert "decommissioned" in gone.output
     missing = v2c("vehicle", "show", vin(53))
     assert missing.exit_code == 3
+
+
+def test_vehicles_whose_certificates_expire_soon_are_listed_for_renewal(
+    api_server: ApiHttpServer,
+) -> None:
+    # Given two certified vehicles, one in the inventory only, and one decommissioned
+    for number in (1, 2, 4):
+        key = ec.generate_private_key(ec.SECP256R1())
+        assert call(api_server, "POST", BASE, vehicle(number, csr=build_csr(key, vin(number)))).ok
+    assert call(api_server, "POST", BASE, vehicle(3)).ok
+    assert call(api_server, "DELETE", f"{BASE}/{vin(4)}").ok
+    expires_at = call(api_server, "GET", f"{BASE}/{vin(1)}").json()["certificate"]["expires_at"]
+    moment = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+
+    def due(before: str) -> set[str]:
+        page = call(api_server, "GET", BASE, params={"certificate_expires_before": before})
+        assert page.status_code == 200, page.text
+        return {v["vehicle_id"] for v in page.json()["items"]}
+
+    # When the fleet manager asks for certificates expiring before a time
+    # Then only live certificates of active vehicles count
+    assert due("2000-01-01T00:00:00Z") == set()
+    assert due("2999-01-01T00:00:00Z") == {vin(1), vin(2)}
+    # the boundary: a certificate expiring at the time itself is not "before" it
+    just_after = (moment + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert vin(1) in due(just_after)
+    assert vin(1) not in due((moment - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    bad = call(api_server, "GET", BASE, params={"certificate_expires_before": "next week"})
+    assert bad.status_code == 400

@@ -313,3 +313,14 @@ def test_a_certified_vehicle_cannot_move_region_by_registration_alone() -> None:
     # an inventory-only vehicle (no certificate, no thing yet) may move
     plan = rules.plan_registration(active(None), moved(), NOW)
     assert plan.outcome is Outcome.UPDATED
+
+
+def test_the_renewal_filter_takes_live_certificates_expiring_before_the_time() -> None:
+    soon = active(cert("k", expires_in_days=10))
+    later = active(cert("k", expires_in_days=300))
+    query = rules.VehicleQuery(certificate_expires_before_ms=NOW + 30 * DAY)
+    assert query.matches(soon)
+    assert not query.matches(later)
+    assert not query.matches(active(None))  # inventory only: nothing to renew
+    revoked = replace(soon.certificate, revoked_at_ms=NOW)  # type: ignore[type-var]
+    assert not query.matches(active(revoked))

@@ -337,6 +337,9 @@ class VehicleQuery:
     last_seen_before_ms: int | None = None
     last_seen_after_ms: int | None = None
     vin_prefix: str | None = None
+    # Certificates due for renewal (spec 000/001's certificate-expiry failure
+    # mode): a vehicle whose live certificate expires before this time.
+    certificate_expires_before_ms: int | None = None
 
     def matches(self, record: VehicleRecord) -> bool:
         checks = (
@@ -350,6 +353,11 @@ class VehicleQuery:
         )
         if not all(checks):
             return False
+        if self.certificate_expires_before_ms is not None:
+            cert = record.certificate
+            live = cert is not None and not cert.revoked_at_ms and record.active
+            if not live or cert is None or cert.expires_at_ms >= self.certificate_expires_before_ms:
+                return False
         return all(record.attributes.get(k) == v for k, v in self.attributes)
 
 

@@ -331,7 +331,9 @@ def register(app: OtaApi, services: ApiServices) -> None:
         tags=TAGS,
         summary="List and search vehicles (cursor pagination, Link header)",
         description=(
-            "Filters combine with AND. `last_seen_before` also matches vehicles never seen. "
+            "Filters combine with AND. `last_seen_before` also matches vehicles never seen; "
+            "`certificate_expires_before` matches active vehicles whose certificate (not "
+            "revoked) expires before that time: the ones to renew. "
             "A page may hold fewer than `limit` items while `next_cursor` is set (each request "
             "reads a bounded part of the registry); follow `next_cursor` (or the `Link` "
             'header\'s `rel="next"`) until it is null. A cursor is valid with the filters it '
@@ -350,6 +352,7 @@ def register(app: OtaApi, services: ApiServices) -> None:
         last_seen_before: Annotated[str | None, Timestamp] = None,
         last_seen_after: Annotated[str | None, Timestamp] = None,
         vin_prefix: Annotated[str | None, Query(max_length=21, pattern=r"^[A-Za-z0-9-]*$")] = None,
+        certificate_expires_before: Annotated[str | None, Timestamp] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
         cursor: Annotated[str | None, Query(max_length=2000)] = None,
     ) -> Response[VehiclePage]:
@@ -363,6 +366,7 @@ def register(app: OtaApi, services: ApiServices) -> None:
             "last_seen_before": last_seen_before,
             "last_seen_after": last_seen_after,
             "vin_prefix": vin_prefix,
+            "certificate_expires_before": certificate_expires_before,
         }
         query = rules.VehicleQuery(
             model=model,
@@ -373,6 +377,9 @@ def register(app: OtaApi, services: ApiServices) -> None:
             last_seen_before_ms=epoch_ms(last_seen_before, "last_seen_before"),
             last_seen_after_ms=epoch_ms(last_seen_after, "last_seen_after"),
             vin_prefix=None if vin_prefix is None else rules.normalize_vin_prefix(vin_prefix),
+            certificate_expires_before_ms=epoch_ms(
+                certificate_expires_before, "certificate_expires_before"
+            ),
         )
         digest = query_digest(params)
         required = ("vehicle_id", "model", "year") if model is not None else ("vehicle_id",)

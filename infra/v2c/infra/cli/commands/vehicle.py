@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -285,6 +286,14 @@ def import_(
         raise typer.Exit(REFUSED)
 
 
+def _days_from_now(days: int | None) -> str | None:
+    """RFC 3339 UTC, `days` from now (the API's timestamp format)."""
+    if days is None:
+        return None
+    moment = datetime.now(UTC) + timedelta(days=days)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @app.command("list")
 def list_(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
@@ -297,6 +306,10 @@ def list_(
     ] = None,
     seen_after: Annotated[str | None, typer.Option(help="Last seen after (RFC 3339).")] = None,
     vin_prefix: Annotated[str | None, typer.Option(help="VINs starting so.")] = None,
+    expiring_within: Annotated[
+        int | None,
+        typer.Option(min=0, max=3650, help="Certificates expiring within this many days."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="Per page.")] = 50,
     all_pages: Annotated[bool, typer.Option("--all", help="Every page, not the first.")] = False,
     stack: Stack = None,
@@ -315,6 +328,7 @@ def list_(
         "last_seen_before": seen_before,
         "last_seen_after": seen_after,
         "vin_prefix": vin_prefix,
+        "certificate_expires_before": _days_from_now(expiring_within),
         "limit": limit,
     }
     with api_client(stack, api_url, api_key, as_role) as client:
