@@ -15,10 +15,20 @@ per-invocation `IngestReport` (see `v2c.handlers.telemetry_ingest`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from v2c.contract.errors import InvalidInput
 from v2c.handlers.dlq.metrics import dlq_messages
 from v2c.handlers.per_container import PerContainer
+from v2c.handlers.telemetry.timeseries import rejection_kind
+
+if TYPE_CHECKING:
+    from v2c.handlers.telemetry.report import IngestReport
+    from v2c.handlers.telemetry.timeseries import PointFailure
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
@@ -100,6 +110,38 @@ class TelemetryMetrics:
             ["region"],
             registry=r,
         )
+
+    def count_rejections(self, region: str, sink: str, failures: Sequence[PointFailure]) -> None:
+        """Points not written, by sink; reason: the rejection's kind, else the error's."""
+        for _point, error in failures:
+            if isinstance(error, InvalidInput):
+                kind = rejection_kind(error.detail)
+                self.timestream_rejected.labels(region, kind).inc()
+            else:
+                kind = error.reason
+            self.timeseries_rejected.labels(region, sink, kind).inc()
+
+    def message_done(
+        self, region: str, received_at_ms: int, report: IngestReport, started: float
+    ) -> None:
+        """One message's outcome: counts by status, duplicates, publish → stored
+        latency and processing time (`started`: `time.perf_counter()`)."""
+        topic = report.topic.value
+        labels = (region, topic)
+        for status, count in (
+            ("stored", report.stored),
+            ("duplicate", report.duplicates),
+            ("invalid", report.invalid),
+            ("failed", report.failed),
+        ):
+            if count:
+                self.messages.labels(*labels, status).inc(count)
+        if report.duplicates:
+            self.duplicates.labels(*labels).inc(report.duplicates)
+        if report.stored:
+            waited = max(0.0, time.time() - received_at_ms / 1000)
+            self.store_latency.labels(topic).observe(waited)
+        self.processing.labels(topic).observe(time.perf_counter() - started)
 
 
 # The process-wide instance on prometheus_client's default REGISTRY.

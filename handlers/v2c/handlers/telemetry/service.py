@@ -48,7 +48,6 @@ from v2c.handlers.telemetry.timeseries import (
     MAX_FUTURE_SKEW_MS,
     PointFailure,
     TimeSeriesSink,
-    rejection_kind,
     to_point,
 )
 from v2c.handlers.telemetry.validation import (
@@ -129,7 +128,7 @@ class TelemetryService:
         if event is not None:
             report.received = 1
             self._ingest_one(event, report)
-            self._finish(event, report, started)
+            self.metrics.message_done(event.region, event.received_at_ms, report, started)
         return _raise_if_replay_failed(report)
 
     def ingest_many(self, raw_events: Sequence[Mapping[str, Any]]) -> list[IngestReport]:
@@ -152,7 +151,7 @@ class TelemetryService:
             if sample is None:  # a replay goes alone; a rejected message is done
                 if event.replay_of:
                     self._ingest_one(event, report)
-                self._finish(event, report, started)
+                self.metrics.message_done(event.region, event.received_at_ms, report, started)
                 continue
             valid.append(_Single(event, report, sample))
         firsts, repeats = first_occurrences(valid, lambda s: s.sample.message_id)
@@ -167,7 +166,9 @@ class TelemetryService:
         self.window.add(s.sample.message_id for s in known)
         for single in (*repeats, *seen, *known):
             single.report.duplicates = 1
-            self._finish(single.event, single.report, started)
+            self.metrics.message_done(
+                single.event.region, single.event.received_at_ms, single.report, started
+            )
         self._store_singles(new, started)
         return reports
 
@@ -194,11 +195,11 @@ class TelemetryService:
                 report.stored = 1
                 if message_id in ts_failures:
                     failure = ts_failures[message_id]
-                    self._count_rejections(event.region, [failure])
+                    self.metrics.count_rejections(event.region, self._sink_name, [failure])
                     self._reject(
                         event, report, failure[1], message_type="individual", sink="timeseries"
                     )
-            self._finish(event, report, started)
+            self.metrics.message_done(event.region, event.received_at_ms, report, started)
 
     def _valid_single(self, event: InboundEvent, report: IngestReport) -> Sample | None:
         """The message's sample, or None once it was rejected (dead-lettered)."""
@@ -242,7 +243,7 @@ class TelemetryService:
         report.stored = 1
         self.window.add([sample.message_id])
         if failures:
-            self._count_rejections(event.region, failures)
+            self.metrics.count_rejections(event.region, self._sink_name, failures)
             self._reject(
                 event, report, failures[0][1], message_type="individual", sink="timeseries"
             )
@@ -257,7 +258,7 @@ class TelemetryService:
             batch = self._decode(event, report)
             if batch is not None:
                 self._ingest_samples(event, batch, report)
-            self._finish(event, report, started)
+            self.metrics.message_done(event.region, event.received_at_ms, report, started)
         return _raise_if_replay_failed(report)
 
     def _decode(self, event: InboundEvent, report: IngestReport) -> DecodedBatch | None:
@@ -333,7 +334,8 @@ class TelemetryService:
             if r.sample.message_id in ts_failures
         ]
         if rejected:
-            self._count_rejections(event.region, [(to_point(r), e) for r, e in rejected])
+            points = [(to_point(r), e) for r, e in rejected]
+            self.metrics.count_rejections(event.region, self._sink_name, points)
         for record, error in rejected:
             failures.append(
                 SampleFailure(by_id[record.sample.message_id].index, error, "timeseries")
@@ -420,6 +422,10 @@ class TelemetryService:
             self.metrics.enrichment_failures.labels(event.region).inc()
             return None
 
+    @property
+    def _sink_name(self) -> str:
+        return self._timeseries.name if self._timeseries is not None else "none"
+
     def _write_timeseries(self, records: Sequence[OperationalRecord]) -> Future[list[PointFailure]]:
         if self._timeseries is None:
             done: Future[list[PointFailure]] = Future()
@@ -427,17 +433,6 @@ class TelemetryService:
             return done
         points = [to_point(record, self.settings.max_future_skew_ms) for record in records]
         return self._pool.submit(self._timeseries.write, points)
-
-    def _count_rejections(self, region: str, failures: Sequence[PointFailure]) -> None:
-        """Points not written, by sink; reason: the rejection's kind, else the error's."""
-        sink = self._timeseries.name if self._timeseries is not None else "none"
-        for _point, error in failures:
-            if isinstance(error, InvalidInput):
-                kind = rejection_kind(error.detail)
-                self.metrics.timestream_rejected.labels(region, kind).inc()
-            else:
-                kind = error.reason
-            self.metrics.timeseries_rejected.labels(region, sink, kind).inc()
 
     def _reject(
         self,
@@ -477,24 +472,6 @@ class TelemetryService:
             event, failures, batch_id=batch.batch_id, samples=len(batch.samples)
         )
         report.dead_lettered += 1
-
-    def _finish(self, event: InboundEvent, report: IngestReport, started: float) -> None:
-        topic = report.topic.value
-        labels = (event.region, topic)
-        for status, count in (
-            ("stored", report.stored),
-            ("duplicate", report.duplicates),
-            ("invalid", report.invalid),
-            ("failed", report.failed),
-        ):
-            if count:
-                self.metrics.messages.labels(*labels, status).inc(count)
-        if report.duplicates:
-            self.metrics.duplicates.labels(*labels).inc(report.duplicates)
-        if report.stored:
-            waited = max(0.0, time.time() - event.received_at_ms / 1000)
-            self.metrics.store_latency.labels(topic).observe(waited)
-        self.metrics.processing.labels(topic).observe(time.perf_counter() - started)
 
 
 def _raise_if_replay_failed(report: IngestReport) -> IngestReport:

@@ -28,6 +28,15 @@ from v2c.contract.topics import KNOWN_REGIONS
 from v2c.gateway.rules import RULES, EventSource, Rule
 from v2c.handlers.ota.device_events import DEVICE_DELETED, VEHICLES_SOURCE
 from v2c.infra.aws.resources import function_timeout_s, ingest_queue_name, ingest_rules
+from v2c.infra.aws.template_access import (
+    RULE_PROFILES,
+    api_access,
+    device_events_access,
+    dlq_admin_access,
+    dlq_grants,
+    monitor_access,
+    rule_access,
+)
 from v2c.infra.aws.template_api import (
     USER_POOL,
     USER_POOL_CLIENT,
@@ -38,16 +47,9 @@ from v2c.infra.aws.template_api import (
 )
 from v2c.infra.aws.template_iam import (
     QUEUE_READ_ACTIONS,
-    RULE_PROFILES,
     FunctionAccess,
-    api_access,
-    device_events_access,
-    dlq_admin_access,
-    dlq_grants,
     log_group,
-    monitor_access,
     role,
-    rule_access,
 )
 from v2c.infra.aws.template_iot import VEHICLE_POLICY, VEHICLE_THING_TYPE, device_identity
 from v2c.infra.aws.template_rules import (

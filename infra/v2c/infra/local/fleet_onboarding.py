@@ -23,8 +23,6 @@ inventory-only registrations (no CSR, no certificate).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from v2c.contract.errors import ConfigurationError, TransientError
 from v2c.handlers.vehicles.csr import build_csr
+from v2c.infra.pki.authority import CERT_MODE, KEY_MODE, write_atomic
 from v2c.infra.settings import StackSettings
 from v2c.vehicle_sim.fleet.identity import FleetMember
 
@@ -139,20 +138,6 @@ def inventory_row(member: FleetMember, installed_version: str | None, hardware_i
     return row
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Written whole or not at all; a key is 0600 from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class VehicleKey:
     """A vehicle's key: read from its file, or new (written once certified)."""
@@ -170,14 +155,14 @@ class VehicleKey:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _write_atomic(self.key_path, pem, 0o600)
+            write_atomic(self.key_path, pem, KEY_MODE)
         data = certificate_pem.encode()
         try:
             unchanged = self.cert_path.read_bytes() == data
         except OSError:
             unchanged = False
         if not unchanged:
-            _write_atomic(self.cert_path, data, 0o644)
+            write_atomic(self.cert_path, data, CERT_MODE)
 
 
 def vehicle_key(vehicles_dir: Path, vehicle_id: str) -> VehicleKey:

@@ -28,8 +28,6 @@ AWS IoT's certificate ids have.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -47,7 +45,14 @@ from v2c.handlers.vehicles.csr import public_key_sha256
 from v2c.handlers.vehicles.ports import IssueRequest, IssueResult
 from v2c.handlers.vehicles.record import Certificate
 from v2c.infra.local.broker_admin import register_in_stack, remove_from_stack
-from v2c.infra.pki.authority import LEAF_VALID_DAYS, CertificateAuthority, PkiPaths, load_ca
+from v2c.infra.pki.authority import (
+    CERT_MODE,
+    LEAF_VALID_DAYS,
+    CertificateAuthority,
+    PkiPaths,
+    load_ca,
+    write_atomic,
+)
 from v2c.infra.pki.certs import ORGANIZATION, VEHICLE_URN_PREFIX, common_name
 from v2c.infra.settings import StackSettings
 
@@ -77,19 +82,6 @@ class StackBrokerAdmission:
 
 def certificate_id(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sign_vehicle_key(
@@ -186,9 +178,10 @@ class LocalCaIssuer:
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise InvalidField("csr", "the key must be EC P-256 or RSA")
         certificate = sign_vehicle_key(self._ca, request.vehicle_id, key, now)
-        _write_atomic(
+        write_atomic(
             self._cert_path(request.vehicle_id),
             certificate.public_bytes(serialization.Encoding.PEM),
+            CERT_MODE,
         )
         return certificate
 

@@ -86,8 +86,8 @@ __all__ = [
     "write_identity",
 ]
 
-_KEY_MODE: Final = 0o600
-_CERT_MODE: Final = 0o644
+KEY_MODE: Final = 0o600
+CERT_MODE: Final = 0o644
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ class PkiPaths:
         return sorted(v for v in found if VIN_PATTERN.fullmatch(v))
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write via a temporary file and `os.replace`, so a reader never sees half a PEM.
 
     `mkstemp` creates the file 0600 (O_EXCL), so a key is never readable by
@@ -164,9 +164,9 @@ def write_identity(identity: Identity, cert_path: Path, key_path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomic(key_path, key_pem, _KEY_MODE)
+    write_atomic(key_path, key_pem, KEY_MODE)
     cert_pem = identity.certificate.public_bytes(serialization.Encoding.PEM)
-    _write_atomic(cert_path, cert_pem, _CERT_MODE)
+    write_atomic(cert_path, cert_pem, CERT_MODE)
 
 
 def _read_identity(cert_path: Path, key_path: Path) -> Identity:

@@ -16,9 +16,7 @@ failed or could not be reached, 2 bad options, 3 refused (4xx) or no stack;
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -35,6 +33,7 @@ from v2c.contract.errors import InvalidInput
 from v2c.handlers.vehicles.csr import build_csr
 from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
 from v2c.infra.cli.errors import REFUSED
+from v2c.infra.pki.authority import KEY_MODE, write_atomic
 
 app = typer.Typer(name="vehicle", help="Vehicle onboarding and inventory.", no_args_is_help=True)
 
@@ -61,20 +60,6 @@ def _pairs(values: list[str] | None, option: str = "--attr") -> dict[str, str]:
     return pairs
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """0600 from the first byte, replaced whole (never half a key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_make_key(path: Path) -> tuple[ec.EllipticCurvePrivateKey, bool]:
     """The EC key in `path`, or a new P-256 one written there 0600; (key, made)."""
     if path.exists():
@@ -92,7 +77,7 @@ def load_or_make_key(path: Path) -> tuple[ec.EllipticCurvePrivateKey, bool]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private(path, pem)
+    write_atomic(path, pem, KEY_MODE)
     return key, True
 
 
