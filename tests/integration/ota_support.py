@@ -27,6 +27,7 @@ from v2c.handlers.ota.notifier import NotificationSink, Notifier, SinkMessage
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.ota.vehicle_commands import VehicleCommands
 from v2c.handlers.signing.base import Signer
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAStatus, OTAUpdateAvailable
@@ -207,6 +208,7 @@ def ota_services(
         events=events,
         alerts=alerts,
         rollbacks=RollbackLog(ddb, names.rollbacks_table),
+        commands=VehicleCommands(sink, signer, clock),
         clock=clock,
         config=config or CampaignConfig(),
     )

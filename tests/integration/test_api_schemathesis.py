@@ -77,6 +77,7 @@ STATEFUL = {
     # A cursor is opaque: only one the API handed out names a page (400 otherwise).
     "GET /api/v1/vehicles",
     "GET /api/v1/ota/firmware",
+    "GET /api/v1/ota/devices/{device_id}/updates",
     # A raw JSON or CSV body the document describes as a string.
     "POST /api/v1/vehicles/bulk",
 }

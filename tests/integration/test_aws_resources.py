@@ -357,6 +357,7 @@ def test_a_missing_index_is_added_to_an_existing_table(
     assert {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])} == {
         "by-campaign",
         "by-update",
+        "by-due",
     }
 
 
@@ -521,10 +522,10 @@ def test_bootstrap_command_creates_then_reports_everything_unchanged(moto_server
     second = CliRunner().invoke(app, args, env=env)
 
     assert first.exit_code == 0, first.output
-    assert "17 created, 0 updated, 0 unchanged" in first.output
+    assert "18 created, 0 updated, 0 unchanged" in first.output
     assert "alias/v2c-ota-signing" in first.output
     assert second.exit_code == 0, second.output
-    assert "0 created, 0 updated, 17 unchanged" in second.output
+    assert "0 created, 0 updated, 18 unchanged" in second.output
 
 
 def test_bootstrap_command_fails_with_a_hint_when_moto_is_not_running() -> None:

@@ -17,10 +17,11 @@ from google.protobuf import descriptor_pb2, text_format
 from google.protobuf.message import Message
 
 from v2c.infra.tools.protogen import PROTO_ROOT, proto_sources
-from v2c.v1 import common_pb2, ota_pb2, telemetry_pb2
+from v2c.v1 import command_pb2, common_pb2, ota_pb2, telemetry_pb2
 
 MODULES = {"v2c/v1/common.proto": common_pb2, "v2c/v1/ota.proto": ota_pb2}
 MODULES["v2c/v1/telemetry.proto"] = telemetry_pb2
+MODULES["v2c/v1/command.proto"] = command_pb2
 
 
 def header(n: int) -> common_pb2.Header:

@@ -13,6 +13,11 @@ ingest sends them: never applied, unless their `notification_sha256` is the
 digest of what this harness's cloud sent for the update (`notify`), in which
 case `apply_confirmed_rejection`. `forge` delivers a notification the cloud
 never sent.
+
+Commands (`command`, `send_command`) are signed by the same key, as the
+cloud's `sign_command` signs them; sending a CANCEL_UPDATE or ROLL_BACK
+first applies the cloud's own cancel to its record, as the cloud does before
+it tells the vehicle. Update steps are given as (action, argument) pairs.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from v2c.handlers.ota.domain.update_state import (
     apply_confirmed_rejection,
     apply_status,
 )
+from v2c.handlers.signing.command import sign_command
 from v2c.handlers.signing.manifest import sign_manifest
 from v2c.handlers.signing.software import SoftwareSigner
-from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
+from v2c.v1.command_pb2 import OTACommand, OTACommandEnvelope
+from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable, UpdateStep
 from v2c.vehicle_sim.ota.agent import UpdateAgent
 from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
 from v2c.vehicle_sim.ota.agent.effects import (
@@ -49,6 +56,7 @@ from v2c.vehicle_sim.ota.agent.effects import (
     InstallStep,
     Report,
     SaveState,
+    StepStage,
 )
 from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
 
@@ -61,6 +69,8 @@ URL = "https://updates.example/pkg?X-Amz-Signature=abc"
 S = OTAStatus
 E = TypeVar("E")
 FAILED_COUNTERS = frozenset({UpdateState.FAILED, UpdateState.REJECTED})
+STEP_FIELDS = ("pre_update_steps", "post_update_steps")
+STOPPING = frozenset({OTACommand.Kind.CANCEL_UPDATE, OTACommand.Kind.ROLL_BACK})
 
 
 @cache
@@ -142,12 +152,39 @@ class Harness:
             "target_hardware_id": "HW-7",
         }
         fields.update(overrides)
+        for name in STEP_FIELDS:  # hashable for the signing cache
+            if name in fields:
+                fields[name] = tuple(tuple(step) for step in fields[name])
         signed = OTAUpdateAvailable()
         signed.CopyFrom(_signed(sign_with or signer(), tuple(sorted(fields.items()))))
         signed.header.message_id = message_id or uuid.uuid4().bytes
         signed.header.timestamp = self.now
         signed.download_url = url
         return signed
+
+    def command(
+        self,
+        kind: OTACommand.Kind.ValueType = OTACommand.Kind.CANCEL_UPDATE,
+        *,
+        sign_with: SoftwareSigner | None = None,
+        **overrides: Any,
+    ) -> OTACommandEnvelope:
+        """A signed command, valid for a day, as the cloud sends it."""
+        fields: dict[str, Any] = {
+            "command_id": uuid.uuid4().hex,
+            "kind": kind,
+            "campaign_id": "camp-1",
+            "update_id": "upd-1",
+            "reason": "bad build found",
+            "issued_at": self.now,
+            "expires_at": self.now + DAY_MS,
+        }
+        fields.update(overrides)
+        envelope = sign_command(sign_with or signer(), OTACommand(**fields))
+        envelope.header.message_id = uuid.uuid4().bytes
+        envelope.header.correlation_id = fields["command_id"]
+        envelope.header.timestamp = self.now
+        return envelope
 
     # -- events --------------------------------------------------------------
 
@@ -165,6 +202,20 @@ class Harness:
             self._command(peek_id, Command.NOTIFY, retry_first=True)
             digest = signed_part_sha256(n.manifest, n.signature, n.key_id)
             self.sent_digests.setdefault(peek_id, set()).add(digest)
+
+    def send_command(self, envelope: OTACommandEnvelope | None = None, **kw: Any) -> list[Effect]:
+        """The cloud decides (a cancel moves its record first) and publishes
+        the command; the vehicle receives it."""
+        envelope = envelope if envelope is not None else self.command(**kw)
+        command = OTACommand.FromString(envelope.command)
+        if command.kind in STOPPING and command.update_id:
+            self._command(command.update_id, Command.CANCEL)
+        return self.deliver_command(envelope)
+
+    def deliver_command(self, envelope: OTACommandEnvelope) -> list[Effect]:
+        """The transport hands the vehicle a command (no cloud action)."""
+        payload = envelope.SerializeToString()
+        return self._take(self.agent.on_command(payload, self.now))
 
     def forge(self, notification: OTAUpdateAvailable) -> list[Effect]:
         """A notification the cloud never sent reaches the vehicle (no cloud action)."""
@@ -238,6 +289,20 @@ class Harness:
             out += self._take(self.agent.on_install_step(update_id, step, self.now))
         out += self._take(self.agent.on_install_finished(update_id, self.now))
         return out
+
+    def update_step(
+        self,
+        stage: StepStage,
+        index: int,
+        *,
+        ok: bool = True,
+        detail: str = "",
+        update_id: str = "upd-1",
+    ) -> list[Effect]:
+        self.now += 1000
+        return self._take(
+            self.agent.on_update_step(update_id, stage, index, self.now, ok=ok, detail=detail)
+        )
 
     def boot(
         self,
@@ -357,7 +422,11 @@ class Harness:
 @cache
 def _signed(by: SoftwareSigner, fields: tuple[tuple[str, Any], ...]) -> OTAUpdateAvailable:
     """Signing costs ~2 ms through the `Signer` machinery: sign each manifest once."""
-    return sign_manifest(by, make_manifest(**dict(fields)))
+    values = dict(fields)
+    for name in STEP_FIELDS:
+        if name in values:
+            values[name] = [UpdateStep(action=a, argument=arg) for a, arg in values[name]]
+    return sign_manifest(by, make_manifest(**values))
 
 
 def _peek_update_id(n: OTAUpdateAvailable) -> str:

@@ -27,6 +27,7 @@ from v2c.handlers.ota.in_memory_ports import (
 )
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.status import StatusReport, StatusService
+from v2c.handlers.ota.vehicle_commands import RecordingCommands
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAStatus
 
@@ -72,6 +73,7 @@ class Ota:
     events: RecordingEventPublisher = field(default_factory=RecordingEventPublisher)
     alerts: RecordingAlerts = field(default_factory=RecordingAlerts)
     rollback_log: InMemoryRollbackLog = field(default_factory=InMemoryRollbackLog)
+    commands: RecordingCommands = field(default_factory=RecordingCommands)
     _sequences: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,7 @@ class Ota:
             events=self.events,
             alerts=self.alerts,
             rollbacks=self.rollback_log,
+            commands=self.commands,
             clock=self.clock,
             config=self.config,
         )

@@ -81,7 +81,10 @@ def test_every_operation_names_the_roles_of_the_documented_table() -> None:
             continue
         roles = operation["x-v2c-roles"]
         seen[f"{method.upper()} {path}"] = roles
-        if path == "/api/v1/ota/campaigns/{campaign_id}/approve":
+        if path in (
+            "/api/v1/ota/campaigns/{campaign_id}/approve",
+            "/api/v1/ota/campaigns/{campaign_id}/reject",
+        ):
             assert roles == ["approver"]
         elif path.startswith("/api/v1/dlq/"):
             assert roles == ["operator"], path

@@ -23,7 +23,7 @@ from v2c.contract.topics import KINDS, KNOWN_REGIONS, Domain, filter_matches
 from v2c.gateway.rules import RULES, Rule
 from v2c.infra.device_policy import (
     ADMIN_COMMON_NAME,
-    AWS_THING_NAME,
+    AWS_TOPIC_VEHICLE,
     DEFAULT_ACL_ACCESS,
     DOWNLINK,
     UPLINK,
@@ -98,7 +98,7 @@ def aws_allows(policy: dict[str, Any], thing: str, action: Action, topic: str) -
     }[action]
     for statement in policy["Statement"]:
         if statement["Effect"] == "Allow" and statement["Action"] == iot_action:
-            resources = [r.replace(AWS_THING_NAME, thing) for r in statement["Resource"]]
+            resources = [r.replace(AWS_TOPIC_VEHICLE, thing) for r in statement["Resource"]]
             if resource in resources:
                 return True
     return False
@@ -166,6 +166,7 @@ def test_every_kind_of_the_contract_travels_one_way_exactly() -> None:
         ("telemetry", "vehicle"),
         ("ota", "status"),
         ("commands", "response"),
+        ("certificate", "renew"),
     ]
 
 

@@ -285,11 +285,15 @@ def test_unreadable_notifications_are_dropped_without_a_report(h: Harness) -> No
     assert not of_type(effects, Report)
 
 
-def test_a_cancel_that_overtakes_its_notification_drops_it(h: Harness) -> None:
+def test_a_cancel_that_overtakes_its_notification_refuses_it(h: Harness) -> None:
     h.cancel("upd-1")
     effects = h.notify()
-    assert of_type(effects, Dropped)
-    assert not of_type(effects, Report)
+    assert not of_type(effects, StartDownload)
+    [report] = of_type(effects, Report)
+    assert (state_name(report.status), reason_name(report.status)) == (
+        "REJECTED",
+        "CAMPAIGN_CANCELLED",
+    )
     assert h.agent.phase is None
 
 

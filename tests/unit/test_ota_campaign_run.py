@@ -315,3 +315,69 @@ def test_when_a_campaign_stalls(
     assert (found is not None) is expected, case
     if isinstance(found, Stall):
         assert "3 updates outstanding" in found.detail
+
+
+STAGES = (
+    Wave("stage-1", 10, gated=True),
+    Wave("stage-2", 40, gated=True),
+    Wave("stage-3", 100, gated=False),
+)
+
+
+def _staged(**fields: object) -> CampaignSpec:
+    return CampaignSpec(
+        name="c",
+        firmware_id=FIRMWARE,
+        target_filter="year > 0",
+        deployment_strategy="staged",
+        stage_percentages=(10, 40, 100),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("wave", "completed", "failed", "verdict"),
+    [
+        (0, 99, 1, PassGate),  # 99 % meets the canary stage's 99 %
+        (0, 98, 2, FailGate),  # 98 % does not
+        (1, 98, 2, PassGate),  # but meets the pilot stage's 98 %
+        (1, 97, 3, FailGate),
+    ],
+)
+def test_each_stage_is_judged_by_its_own_success_rate(
+    wave: int, completed: int, failed: int, verdict: type
+) -> None:
+    """Spec 002 §7: canary 99 %, pilot 98 %, production 97 %."""
+    spec = _staged(stage_success_percentages=(99, 98), pause_threshold_percent=100)
+    counters = [C(), C(), C()]
+    counters[wave] = C(completed=completed, failed=failed)
+    run = Run(
+        waves=STAGES,
+        current_wave=wave,
+        cursor=STAGES[wave].end,
+        counters=C(completed=completed, failed=failed),
+        wave_counters=tuple(counters),
+        spec=spec,
+    )
+    step = next_step(run, NOW_MS)
+    assert isinstance(step, verdict)
+    assert isinstance(step, PassGate | FailGate)
+    assert step.summary["success_threshold_percent"] == (99, 98)[wave]
+
+
+def test_without_stage_rates_every_stage_uses_the_campaign_success_rate() -> None:
+    spec = _staged(success_threshold_percent=90)
+    assert [spec.gate_thresholds(n).success_threshold_percent for n in (0, 1)] == [90, 90]
+
+
+def test_stage_rates_need_one_per_gate_and_the_staged_strategy() -> None:
+    with pytest.raises(ValueError, match="one success rate per stage but the last"):
+        _staged(stage_success_percentages=(99, 98, 97))
+    with pytest.raises(ValueError, match="staged strategy only"):
+        CampaignSpec(
+            name="c",
+            firmware_id=FIRMWARE,
+            target_filter="year > 0",
+            deployment_strategy="canary",
+            stage_success_percentages=(99,),
+        )

@@ -243,7 +243,10 @@ def test_a_manual_rollback_of_a_completed_campaign(ota: Ota) -> None:
         ota.finish(vehicle, update_id, ok=True)
     assert ota.campaigns.get(campaign_id).status is CampaignStatus.COMPLETED
     rolling = ota.campaigns.rollback(campaign_id, reason="field reports")
-    assert (rolling.status, rolling.status_reason) == (CampaignStatus.ROLLING_BACK, "field reports")
+    assert (rolling.status, rolling.status_reason) == (
+        CampaignStatus.ROLLING_BACK,
+        "manual: field reports",  # the trigger leads (BR-OTA-031)
+    )
     rollbacks = ota.notifier.sent[3:]
     assert sorted(n.vehicle_id for n in rollbacks) == sorted(ota.notified()[:3])
     assert {row["requested_by"] for row in ota.rollback_log.rows.values()} == {"fleet-manager"}

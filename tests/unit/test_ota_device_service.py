@@ -128,4 +128,4 @@ def test_a_manual_rollback_returns_the_vehicle_to_its_previous_version(ota: Ota)
 
 def test_a_rollback_without_history_is_refused(ota: Ota) -> None:
     with pytest.raises(InvalidField):
-        ota.devices.rollback(VEHICLE, {})
+        ota.devices.rollback(VEHICLE, {"reason": "no history"})

@@ -148,11 +148,11 @@ def test_vehicle_outcome_overrides_a_cloud_cancel_that_raced_the_install() -> No
 
 def test_timeout_fails_the_update_until_the_vehicle_says_otherwise() -> None:
     record = apply_report(_notified(), State.DOWNLOADING, 2).after
-    timed_out = apply_command(record, Command.TIME_OUT)
-    assert timed_out.after.state is S.FAILED
-    assert timed_out.deltas == CounterDeltas(in_progress=-1, failed=1)
+    timed_out = apply_command(record, Command.TIME_OUT, max_retries=0)
+    assert timed_out.after.state is S.TIMED_OUT
+    assert timed_out.deltas == CounterDeltas(in_progress=-1, timed_out=1)
     late = apply_report(timed_out.after, State.COMPLETED, 9)
-    assert late.deltas == CounterDeltas(failed=-1, completed=1)
+    assert late.deltas == CounterDeltas(timed_out=-1, completed=1)
 
 
 def test_pending_update_cannot_time_out() -> None:

@@ -54,6 +54,7 @@ def test_vehicle_listener_trusts_the_fleet_ca_and_makes_the_cn_the_client_id() -
         "require_certificate true",
         "use_identity_as_username true",
         "use_username_as_clientid true",
+        f"crlfile {ROOT}/pki/crl.pem",
     ]
 
 

@@ -26,7 +26,14 @@ NAMES = ResourceNames()
 ACCESS = {access.logical: access for access in function_accesses()}
 TELEMETRY = ("TelemetryFunction", "TelemetryBatchFunction")
 OTA = ("OtaStatusFunction", "OtaApiFunction", "OtaMonitorFunction")
-RULE_FUNCTIONS = ("OtaStatusFunction", "TelemetryFunction", "TelemetryBatchFunction")
+RULE_FUNCTIONS = (
+    "OtaStatusFunction",
+    "TelemetryFunction",
+    "TelemetryBatchFunction",
+    "VehicleCertificatesFunction",
+)
+# Issue certificates through AWS IoT: onboarding, and rotation over MQTT.
+CERTIFICATE_ISSUERS = {"OtaApiFunction", "VehicleCertificatesFunction"}
 DLQ_SERVICE = ("DlqAdminFunction", "OtaApiFunction")  # `/api/v1/dlq` is the same service
 
 
@@ -87,11 +94,11 @@ def test_ota_functions_sign_and_notify_on_ota_available_only(logical: str) -> No
     assert not access.timeseries
 
 
-def test_only_the_api_registers_vehicles_and_invokes_the_planner() -> None:
+def test_only_the_api_and_the_rotation_issue_certificates_and_the_api_plans() -> None:
     onboarding = {logical for logical, access in ACCESS.items() if access.onboarding}
     invokers = {logical: access.invoke for logical, access in ACCESS.items() if access.invoke}
 
-    assert onboarding == {"OtaApiFunction"}
+    assert onboarding == CERTIFICATE_ISSUERS
     # the rule functions: where the dead-letter service replays inbound records
     assert invokers == {
         "OtaApiFunction": ("OtaMonitorFunction", *RULE_FUNCTIONS),
@@ -113,7 +120,8 @@ def test_the_dlq_service_replays_into_the_rule_functions_by_their_names(logical:
     assert dlq_config.configured(env)
     downlink = {(domain, kind) for domain, kinds in DOWNLINK.items() for kind in kinds}
     assert set(access.publish) == downlink
-    assert access.sign == access.onboarding == (logical == "OtaApiFunction")
+    assert access.sign == (logical == "OtaApiFunction")
+    assert access.onboarding == (logical in CERTIFICATE_ISSUERS)
 
 
 @pytest.mark.parametrize("logical", DLQ_SERVICE)
@@ -127,7 +135,12 @@ def test_the_dlq_service_reads_the_ingest_dlq_and_replays_onto_the_ingest_queues
         for s in statements
         if isinstance(s["Resource"], dict) and any(a.startswith("sqs:") for a in s["Action"])
     }
-    ingest = {"OtaStatusQueue", "TelemetryQueue", "TelemetryBatchQueue"}
+    ingest = {
+        "OtaStatusQueue",
+        "TelemetryQueue",
+        "TelemetryBatchQueue",
+        "VehicleCertificatesQueue",
+    }
 
     # the mapping the replay reads is the one table of ingest queue names
     assert json.loads(access.env["INGEST_QUEUES"]) == NAMES.ingest_queues
@@ -154,8 +167,10 @@ def test_no_statement_is_on_every_resource_but_the_csr_one_iam_requires() -> Non
                 wildcard.append((logical, statement["Action"]))
         assert "ManagedPolicyArns" not in role["Properties"], logical
 
-    assert wildcard == [("OtaApiFunctionRole", ["iot:CreateCertificateFromCsr"])]
-    assert resources["OtaApiFunctionRole"]["Metadata"]["Comment"] == CSR_WILDCARD
+    csr = ["iot:CreateCertificateFromCsr"]
+    assert sorted(wildcard) == [(f"{f}Role", csr) for f in sorted(CERTIFICATE_ISSUERS)]
+    for function in CERTIFICATE_ISSUERS:
+        assert resources[f"{function}Role"]["Metadata"]["Comment"] == CSR_WILDCARD
 
 
 def test_each_function_has_its_own_role_and_writes_only_its_own_log_group() -> None:

@@ -136,7 +136,8 @@ def test_the_api_is_rest_behind_cognito_with_one_group_per_role() -> None:
     assert resources["Api"]["Type"] == "AWS::Serverless::Api"  # REST, v1 proxy events
     assert api["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
     assert api["Auth"]["AddDefaultAuthorizerToCorsPreflight"] is False
-    assert api["BinaryMediaTypes"] == ["application~1octet-stream"]
+    # Raw and multipart firmware uploads reach the function as bytes, unmangled.
+    assert api["BinaryMediaTypes"] == ["application~1octet-stream", "multipart~1form-data"]
     assert groups == {role.value for role in Role}
     assert client["GenerateSecret"] is False
     assert client["ExplicitAuthFlows"] == ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]

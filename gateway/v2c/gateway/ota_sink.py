@@ -16,21 +16,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from v2c.gateway.publisher import OutboundMessage, OutboundPublisher
-from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, NOTIFY_SOURCE, SinkMessage
+from v2c.handlers.ota.notifier import MESSAGE_EXPIRY_S, SinkMessage
 
 
-def _outbound(
-    topic: str, payload: bytes, correlation_id: str, context: dict[str, Any]
-) -> OutboundMessage:
+def _outbound(m: SinkMessage) -> OutboundMessage:
     return OutboundMessage(
-        topic,
-        payload,
-        qos=2,
+        m.topic,
+        m.payload,
+        qos=m.qos,
         expiry_s=MESSAGE_EXPIRY_S,
-        correlation_data=correlation_id.encode(),
-        user_properties=(("update_id", str(context.get("update_id", ""))),),
-        source=NOTIFY_SOURCE,
-        context=context,
+        correlation_data=m.correlation_id.encode(),
+        user_properties=(("update_id", str(m.context.get("update_id", ""))),),
+        source=m.source,
+        context=m.context,
     )
 
 
@@ -44,5 +42,5 @@ class MqttNotificationSink:
         return self.send_many([SinkMessage(topic, payload, correlation_id, context)])[0]
 
     def send_many(self, messages: Sequence[SinkMessage]) -> list[bool]:
-        outbound = [_outbound(m.topic, m.payload, m.correlation_id, m.context) for m in messages]
+        outbound = [_outbound(m) for m in messages]
         return [r.delivered for r in self._publisher.publish_many(outbound)]

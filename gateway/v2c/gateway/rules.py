@@ -134,4 +134,13 @@ RULES: tuple[Rule, ...] = (
         "v2c.handlers.telemetry_batch:lambda_handler",
         "telemetry",
     ),
+    # A vehicle's CSR for its next certificate; the answer goes down on its
+    # `certificate/issued` (`v2c.handlers.vehicle_certificates`).
+    _rule(
+        "vehicle_certificates",
+        Domain.CERTIFICATE,
+        "renew",
+        "v2c.handlers.vehicle_certificates:lambda_handler",
+        "ota",
+    ),
 )

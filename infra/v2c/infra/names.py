@@ -57,6 +57,9 @@ class ResourceNames(BaseModel):
     telemetry_batch_ingest_queue: str = Field(
         default=f"{PREFIX}-telemetry-batch-ingest", pattern=_QUEUE
     )
+    vehicle_certificates_ingest_queue: str = Field(
+        default=f"{PREFIX}-vehicle-certificates-ingest", pattern=_QUEUE
+    )
     ingest_dlq_queue: str = Field(default=f"{PREFIX}-ingest-dlq", pattern=_QUEUE)
     signing_key_alias: str = Field(default=f"alias/{PREFIX}-ota-signing", pattern=_ALIAS)
     event_bus: str = Field(default=f"{PREFIX}-events", pattern=_QUEUE)
@@ -94,6 +97,7 @@ class ResourceNames(BaseModel):
             "ota_status": self.ota_status_ingest_queue,
             "telemetry": self.telemetry_ingest_queue,
             "telemetry_batch": self.telemetry_batch_ingest_queue,
+            "vehicle_certificates": self.vehicle_certificates_ingest_queue,
         }
 
     @field_validator("signing_key_alias")

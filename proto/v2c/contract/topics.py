@@ -4,7 +4,9 @@ Topics are validated where they are made, so a `Topic` that exists is a topic
 the broker ACL, the gateway's rules table and the handlers all agree on. The
 one QoS table lives here too: telemetry travels at QoS 1, everything under
 `ota/` at QoS 2 (exactly-once in effect also rests on ids and sequence
-numbers, because AWS IoT Core downgrades QoS 2 to 1), commands at QoS 1.
+numbers, because AWS IoT Core downgrades QoS 2 to 1), commands at QoS 1,
+certificate rotation at QoS 1 (`certificate/renew` up with a CSR,
+`certificate/issued` down with the answer: `v2c.contract.certificate_renewal`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Domain(StrEnum):
     TELEMETRY = "telemetry"
     OTA = "ota"
     COMMANDS = "commands"
+    CERTIFICATE = "certificate"
 
 
 # Kinds each domain knows; anything else is an invalid topic.
@@ -39,9 +42,15 @@ KINDS: Final[dict[Domain, frozenset[str]]] = {
     Domain.TELEMETRY: frozenset({"vehicle", "batch", "heartbeat"}),
     Domain.OTA: frozenset({"available", "status"}),
     Domain.COMMANDS: frozenset({"request", "response"}),
+    Domain.CERTIFICATE: frozenset({"renew", "issued"}),
 }
 
-QOS: Final[dict[Domain, int]] = {Domain.TELEMETRY: 1, Domain.OTA: 2, Domain.COMMANDS: 1}
+QOS: Final[dict[Domain, int]] = {
+    Domain.TELEMETRY: 1,
+    Domain.OTA: 2,
+    Domain.COMMANDS: 1,
+    Domain.CERTIFICATE: 1,
+}
 
 
 def validate_vin(vehicle_id: str) -> str:

@@ -5,8 +5,10 @@ Over-the-air updates: the signed manifest, the notification that carries it,
 and the vehicle's status reports.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from v2c.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -90,6 +92,9 @@ class OTAManifest(_message.Message):
     FIRMWARE_ID_FIELD_NUMBER: _builtins.int
     IS_ROLLBACK_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    FORCE_UPDATE_FIELD_NUMBER: _builtins.int
+    PRE_UPDATE_STEPS_FIELD_NUMBER: _builtins.int
+    POST_UPDATE_STEPS_FIELD_NUMBER: _builtins.int
     update_id: _builtins.str
     version: _builtins.str
     """semantic version "2.4.1" """
@@ -118,6 +123,22 @@ class OTAManifest(_message.Message):
     """
     issued_at: _builtins.int
     """epoch ms"""
+    force_update: _builtins.bool
+    """Re-flash even when the version is not newer than the installed one
+    (BR-OTA-026). Inside the signature, like is_rollback: a vehicle never
+    takes a downgrade on an unsigned word. The anti-rollback floor still holds.
+    """
+    @_builtins.property
+    def pre_update_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateStep]:
+        """Steps the agent runs before installing and after committing (BR-OTA-027),
+        from the agent's own allow-list of actions: the manifest names actions,
+        it never carries code. A failed pre-update step rejects the update
+        before anything is written; a failed post-update step is reported and
+        leaves the committed update in place.
+        """
+
+    @_builtins.property
+    def post_update_steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateStep]: ...
     def __init__(
         self,
         *,
@@ -139,14 +160,43 @@ class OTAManifest(_message.Message):
         firmware_id: _builtins.str = ...,
         is_rollback: _builtins.bool = ...,
         issued_at: _builtins.int = ...,
+        force_update: _builtins.bool = ...,
+        pre_update_steps: _abc.Iterable[Global___UpdateStep] | None = ...,
+        post_update_steps: _abc.Iterable[Global___UpdateStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "can_install_while_driving", b"can_install_while_driving", "checksum_sha256", b"checksum_sha256", "estimated_install_time_sec", b"estimated_install_time_sec", "expires_at", b"expires_at", "firmware_id", b"firmware_id", "is_rollback", b"is_rollback", "issued_at", b"issued_at", "key_id", b"key_id", "min_battery_level", b"min_battery_level", "min_installed_version", b"min_installed_version", "priority", b"priority", "size_bytes", b"size_bytes", "target_hardware_id", b"target_hardware_id", "target_model", b"target_model", "type", b"type", "update_id", b"update_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "can_install_while_driving", b"can_install_while_driving", "checksum_sha256", b"checksum_sha256", "estimated_install_time_sec", b"estimated_install_time_sec", "expires_at", b"expires_at", "firmware_id", b"firmware_id", "force_update", b"force_update", "is_rollback", b"is_rollback", "issued_at", b"issued_at", "key_id", b"key_id", "min_battery_level", b"min_battery_level", "min_installed_version", b"min_installed_version", "post_update_steps", b"post_update_steps", "pre_update_steps", b"pre_update_steps", "priority", b"priority", "size_bytes", b"size_bytes", "target_hardware_id", b"target_hardware_id", "target_model", b"target_model", "type", b"type", "update_id", b"update_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OTAManifest: _TypeAlias = OTAManifest  # noqa: Y015
+
+@_typing.final
+class UpdateStep(_message.Message):
+    """One pre- or post-update step: an action the agent knows by name, and its
+    argument (a service name, a configuration key).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    ARGUMENT_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    argument: _builtins.str
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        argument: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "argument", b"argument"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStep: _TypeAlias = UpdateStep  # noqa: Y015
 
 @_typing.final
 class OTAUpdateAvailable(_message.Message):
@@ -251,6 +301,8 @@ class OTAStatus(_message.Message):
         MANIFEST_EXPIRED: OTAStatus._Reason.ValueType  # 16
         MODEL_MISMATCH: OTAStatus._Reason.ValueType  # 17
         CAMPAIGN_CANCELLED: OTAStatus._Reason.ValueType  # 18
+        PRE_UPDATE_STEP_FAILED: OTAStatus._Reason.ValueType  # 19
+        """a signed pre-update step failed or is unknown"""
 
     class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
     REASON_UNSPECIFIED: OTAStatus.Reason.ValueType  # 0
@@ -272,6 +324,8 @@ class OTAStatus(_message.Message):
     MANIFEST_EXPIRED: OTAStatus.Reason.ValueType  # 16
     MODEL_MISMATCH: OTAStatus.Reason.ValueType  # 17
     CAMPAIGN_CANCELLED: OTAStatus.Reason.ValueType  # 18
+    PRE_UPDATE_STEP_FAILED: OTAStatus.Reason.ValueType  # 19
+    """a signed pre-update step failed or is unknown"""
 
     HEADER_FIELD_NUMBER: _builtins.int
     VEHICLE_ID_FIELD_NUMBER: _builtins.int

@@ -35,11 +35,14 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Temp file, fsync, `os.replace`, fsync of the directory."""
+def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+    """Temp file, fsync, `os.replace`, fsync of the directory. `mode` from
+    the temp file's creation on (a private key: 0o600, never readable by others)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    with tmp.open("wb") as f:
+    tmp.unlink(missing_ok=True)  # a leftover keeps its mode: start from none
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "wb") as f:
         f.write(data)
         f.flush()
         if durable:

@@ -257,6 +257,24 @@ class AsyncMqttSession:
                     logger.warning("%s: no SUBACK within %ss", self.client_id, CONNECT_TIMEOUT_S)
             return
 
+    async def reconnect(self, offline: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Close this connection, keeping the session, and connect again with
+        the target's certificate and key read afresh (a rotated identity).
+
+        The same client id with clean start false: the broker resumes the
+        session, its subscriptions, and delivers what it queued for it
+        meanwhile (QoS 1/2); what this side had not sent waits in the outbox.
+        `offline` runs while there is no connection (tests publish then).
+        """
+        client = self._client
+        if client is not None:
+            await self._drop(client)  # still `self._client`: `_on_disconnect` tells the listeners
+        self._client = None
+        self._connected.clear()
+        if offline is not None:
+            await offline()
+        await self.connect()
+
     async def close(self) -> None:
         """Disconnect (the broker keeps the session for `session_expiry_s`)."""
         self._closing = True

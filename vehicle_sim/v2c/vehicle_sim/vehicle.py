@@ -2,7 +2,7 @@
 
 A real vehicle has one connection to the cloud, one identity (client id =
 VIN = certificate CN) and one persistent session. So does this one:
-`Vehicle` owns the `AsyncMqttSession` and hosts both uses of it,
+`Vehicle` owns the `AsyncMqttSession` and hosts every use of it,
 
 * `telemetry` (`TelemetryPublisher`): samples buffered on "flash" first,
   sent alone at QoS 1 or as ZSTD batch envelopes, deleted on PUBACK, with
@@ -10,7 +10,13 @@ VIN = certificate CN) and one persistent session. So does this one:
   aliases on the telemetry topics;
 * `ota` (`VehicleRuntime`): the update agent's effects executed against the
   A/B flash and the downloader; its reports go out at QoS 2 on the same
-  session, and `.../ota/available` is routed to it.
+  session, and `.../ota/available` and the cloud's signed commands
+  (`.../commands/request`, QoS 1) are routed to it;
+* `certificate` (`RenewalSchedule`, with mTLS only): the client certificate
+  rotated before it expires, checked at each connect and then on one timer
+  for the moment it becomes due; `.../certificate/issued` is routed to it,
+  and it writes the new pair over the target's `cert_file`/`key_file`
+  (where the fleet's provisioning put them), which every connect reads.
 
 The fleet simulator, `v2c sim` and `v2c demo` drive vehicles only through
 this class. Everything runs on one asyncio loop; nothing here is a thread.
@@ -27,8 +33,16 @@ from typing import Final
 import aiohttp
 
 from v2c.contract.keyset import TrustedKeySet
+from v2c.contract.topics import Domain, qos_for
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.backoff import BackoffPolicy
+from v2c.vehicle_sim.identity.renewal import (
+    CertificateRenewal,
+    IdentityFiles,
+    RenewalConfig,
+    answer_subscription,
+)
+from v2c.vehicle_sim.identity.schedule import RenewalSchedule
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession, MqttTarget
 from v2c.vehicle_sim.ota.device.fault_proxy import DownloadFaultProxy
 from v2c.vehicle_sim.ota.device.runtime import OTA_QOS, VehicleRuntime
@@ -66,9 +80,18 @@ class Vehicle:
         on_report: Callable[[VehicleRuntime, OTAStatus], None] | None = None,
         backoff: BackoffPolicy | None = None,
         reconnect_delay_s: float = 2.0,
+        renewal: RenewalConfig | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.spec = spec
+        sim = sim or SimTime(1.0)
+        # A vehicle with a client certificate keeps it valid (plain TCP: none to renew).
+        files = (
+            IdentityFiles(target.cert_file, target.key_file)
+            if target.cert_file is not None and target.key_file is not None
+            else None
+        )
+        answers = [answer_subscription(spec.vehicle_id, spec.region)] if files else []
         identity = VehicleIdentity(
             spec.vehicle_id,
             spec.region,
@@ -78,7 +101,11 @@ class Vehicle:
         self.session = AsyncMqttSession(
             spec.vehicle_id,
             target,
-            subscriptions=[(spec.topic("available"), OTA_QOS)],
+            subscriptions=[
+                (spec.topic("available"), OTA_QOS),
+                (spec.command_topic(), qos_for(Domain.COMMANDS)),
+                *answers,
+            ],
             on_message=self._route,
             backoff=backoff,
             reconnect_delay_s=reconnect_delay_s,
@@ -95,7 +122,7 @@ class Vehicle:
             self.directory,
             spec,
             trusted,
-            sim=sim or SimTime(1.0),
+            sim=sim,
             session=self.session,
             http=http,
             fault_proxy=fault_proxy,
@@ -103,6 +130,12 @@ class Vehicle:
             on_report=self._reported,
         )
         self._connecting: asyncio.Task[None] | None = None
+        self.certificate: RenewalSchedule | None = None
+        if files is not None:
+            renewing = CertificateRenewal(
+                spec.vehicle_id, spec.region, self.session, files, config=renewal, clock=sim.now
+            )
+            self.certificate = RenewalSchedule(renewing, self.session, sim)
 
     @property
     def vehicle_id(self) -> str:
@@ -124,8 +157,11 @@ class Vehicle:
         self._firmware_changed()
 
     async def connect(self) -> None:
-        """Connect (retrying with backoff until it works or the caller cancels)."""
+        """Connect (retrying with backoff until it works or the caller cancels),
+        then see whether the certificate is due (rotated in the background)."""
         await self.session.connect()
+        if self.certificate is not None:
+            self.certificate.check()
 
     def connect_in_background(self) -> asyncio.Task[None]:
         """Start connecting and return at once: a vehicle with no network
@@ -140,6 +176,8 @@ class Vehicle:
         """A process exit: the broker keeps the session, the disk keeps the rest."""
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
+        if self.certificate is not None:
+            self.certificate.stop()
         await self.ota.stop()
         await self.telemetry.close()
         await self.session.close()
@@ -147,6 +185,8 @@ class Vehicle:
     # -- between the two halves ------------------------------------------------
 
     async def _route(self, topic: str, payload: bytes) -> None:
+        if self.certificate is not None and await self.certificate.handle_message(topic, payload):
+            return
         await self.ota.handle_message(topic, payload)
 
     def _reported(self, runtime: VehicleRuntime, status: OTAStatus) -> None:

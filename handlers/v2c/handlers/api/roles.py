@@ -11,6 +11,7 @@ roles. A route is allowed to a caller holding any one of its roles:
 | `POST` devices and updates: update, bulk, rollback, cancel, retry | fleet_manager |
 | `POST`/`PATCH`/`DELETE` vehicles: register, bulk, edit, decommission | fleet_manager |
 | `POST /api/v1/ota/campaigns/{id}/approve` | approver, not the creator |
+| `POST /api/v1/ota/campaigns/{id}/reject` | approver |
 | `GET /api/v1/dlq/{queue}`, `POST /api/v1/dlq/{queue}/replay` | operator |
 | `/health`, `/api/v1/openapi.json` | public, no credential |
 
@@ -42,6 +43,7 @@ DLQ_PREFIX: Final = "/api/v1/dlq"
 
 ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[Role]]] = {
     ("POST", "/api/v1/ota/campaigns/<campaign_id>/approve"): frozenset({Role.APPROVER}),
+    ("POST", "/api/v1/ota/campaigns/<campaign_id>/reject"): frozenset({Role.APPROVER}),
     ("GET", f"{DLQ_PREFIX}/<queue>"): frozenset({Role.OPERATOR}),
     ("POST", f"{DLQ_PREFIX}/<queue>/replay"): frozenset({Role.OPERATOR}),
 }

@@ -74,6 +74,8 @@ from v2c.handlers.ota.notifier import NotificationSink, Notifier
 from v2c.handlers.ota.stats import StatsService
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.ota.updates.scan import UpdateScan
+from v2c.handlers.ota.vehicle_commands import VehicleCommands
 from v2c.handlers.per_container import PerContainer
 from v2c.handlers.signing.base import Signer
 from v2c.handlers.signing.kms import KmsSigner
@@ -318,6 +320,7 @@ def build_services(
     close: Callable[[], None] = lambda: None  # noqa: E731
     if sink is None:
         sink, close = _sink(config, session, dead_letters)
+    signer = signer or _signer(config, session)
     packages = FirmwareCatalog(ddb, s3, config.firmware_table, config.firmware_bucket)
     events_client: Any = session.client("events", config=aws_client_config(local=local))
     planning = _planning(config, session)
@@ -329,11 +332,12 @@ def build_services(
             ddb, config.registry_table, index=FleetIndex(s3, config.firmware_bucket)
         ),
         packages=packages,
-        signer=signer or _signer(config, session),
+        signer=signer,
         notifier=Notifier(sink, packages),
         events=EventBridgePublisher(events_client, config.event_bus),
         alerts=PrometheusAlerts(),
         rollbacks=RollbackLog(ddb, config.rollbacks_table),
+        commands=VehicleCommands(sink, signer),
         planning=planning,
         config=CampaignConfig(notify_chunk=config.notify_chunk),
     )
@@ -354,7 +358,12 @@ def build_services(
         campaigns,
         StatusService(deps, campaigns),
         DeviceService(deps, campaigns),
-        StatsService(deps.campaigns, deps.updates),
+        StatsService(
+            deps.campaigns,
+            deps.updates,
+            records=UpdateScan(ddb, config.updates_table),
+            packages=packages,
+        ),
         firmware,
         dead_letters,
         close,

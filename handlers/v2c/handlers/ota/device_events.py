@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 from v2c.contract.errors import InvalidInput, InvalidTopic, V2CError
 from v2c.contract.topics import validate_vin
 from v2c.handlers.ota.domain.update_state import CANCELLABLE, TERMINAL, Command
+from v2c.handlers.ota.events import update_cancelled_detail
 from v2c.handlers.ota.stores import UpdateStore
 from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.record import VehicleUpdate
@@ -81,13 +82,7 @@ class OtaVehicleUpdates:
                 continue
             cancelled.append(update.device_update_id)
             self._events.publish(
-                "update.cancelled",
-                {
-                    "vehicle_id": vehicle_id,
-                    "update_id": update.device_update_id,
-                    "campaign_id": update.campaign_id,
-                    "reason": reason,
-                },
+                "update.cancelled", update_cancelled_detail(applied.update, reason=reason)
             )
         return Cancelled(tuple(cancelled), tuple(left))
 

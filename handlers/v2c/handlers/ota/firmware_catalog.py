@@ -37,6 +37,7 @@ def package_from_item(item: dict[str, Any]) -> Package:
         status=status,
         hardware_id=str(item.get("hardware_id", "")),
         min_installed_version=str(item.get("min_installed_version", "")),
+        is_beta=bool(item.get("is_beta", False)),
     )
 
 

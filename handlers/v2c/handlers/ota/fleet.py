@@ -6,6 +6,15 @@ A registry item is `vehicle_id`, `make`, `model`, `year` (N), `region`,
 `changed_at` (N, epoch ms of its last write); onboarding keeps more in the
 same item (`v2c.handlers.vehicles.record`). The table is the source of truth.
 
+`beta_opt_in` (BR-OTA-009: beta firmware needs the vehicle's explicit
+opt-in) lives in the item's free-form `attributes` map as
+`"beta_opt_in": "true"`, where the vehicles API already writes (`PATCH
+/vehicles/{id}` with `{"attributes": {"beta_opt_in": "true"}}`, null to opt
+out; `?attribute=beta_opt_in=true` lists who opted in): one place, kept by
+every writer of the item. Absent or anything but "true" is no opt-in. The
+fleet index does not carry it: a beta campaign's targets are checked against
+the table (`campaigns.targeting`).
+
 Beside it, when configured with one, the registry keeps the fleet index
 (`fleet_index`): every write here reaches the index in the same call
 (registrations fold into its shards, installed versions become deltas), so
@@ -52,6 +61,7 @@ COMPACT_MIN_DELTAS: Final = 200
 COMPACT_MIN_AGE_MS: Final = 30_000
 ACTIVE: Final = "active"
 DECOMMISSIONED: Final = "decommissioned"
+BETA_OPT_IN: Final = "beta_opt_in"  # the attribute's key in the item's `attributes`
 # A recorded version is a report from the vehicle: it was seen then too.
 _SET_VERSION: Final = "SET installed_version = :v, changed_at = :t, last_seen_at = :t"
 
@@ -67,6 +77,7 @@ class Vehicle:
     installed_version: str = ""
     groups: frozenset[str] = field(default_factory=frozenset)
     active: bool = True  # False: decommissioned, never a campaign target
+    beta_opt_in: bool = False  # BR-OTA-009 (see the module docstring)
 
     def attributes(self) -> dict[str, object]:
         """What a target filter sees (`vin` is the vehicle id)."""
@@ -78,6 +89,7 @@ class Vehicle:
         values = asdict(self)
         values["groups"] = set(self.groups) or None  # DynamoDB has no empty sets
         values["status"] = ACTIVE if values.pop("active") else DECOMMISSIONED
+        values["attributes"] = {BETA_OPT_IN: "true"} if values.pop(BETA_OPT_IN) else None
         return values
 
     def index_row(self, stamp: int) -> IndexRow:
@@ -106,7 +118,16 @@ class Vehicle:
             installed_version=str(item.get("installed_version", "")),
             groups=frozenset(item.get("groups", ())),
             active=item.get("status", ACTIVE) != DECOMMISSIONED,
+            beta_opt_in=opted_in_to_beta(item),
         )
+
+
+def opted_in_to_beta(item: Mapping[str, Any]) -> bool:
+    """Whether a registry item opts in to beta firmware (BR-OTA-009)."""
+    attributes = item.get("attributes")
+    if not isinstance(attributes, Mapping):
+        return False
+    return str(attributes.get(BETA_OPT_IN, "")).strip().lower() == "true"
 
 
 def pinned_model(expr: Expr | None) -> str | None:

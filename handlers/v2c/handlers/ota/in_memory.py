@@ -38,6 +38,7 @@ from v2c.handlers.ota.concurrency import StaleRecords, StaleWrite
 from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
 from v2c.handlers.ota.domain.report_batch import TRANSACTION_ITEMS
+from v2c.handlers.ota.domain.timeouts import DueKind, due_at, due_kind
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.stores import CampaignWrite, RecordsRead, UpdateKey
 from v2c.handlers.ota.updates.record import VehicleUpdate
@@ -295,6 +296,16 @@ class InMemoryUpdateStore:
         with self._lock:
             found = [u for u in self._items.values() if u.campaign_id == campaign_id]
         yield from (u for u in found if states is None or u.state in states)
+
+    def due(self, kind: DueKind, now_ms: int, limit: int) -> list[VehicleUpdate]:
+        with self._lock:
+            found = [
+                u
+                for u in self._items.values()
+                if due_kind(u) is kind and (due_at(u) or 0) <= now_ms
+            ]
+        found.sort(key=lambda u: (due_at(u) or 0, u.vehicle_id, u.update_id))
+        return found[:limit]
 
     def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
         key = (update.vehicle_id, update.update_id)

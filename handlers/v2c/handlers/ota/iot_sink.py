@@ -52,10 +52,18 @@ class IotDataSink:
             return list(pool.map(self._send, messages))
 
     def _send(self, m: SinkMessage) -> bool:
-        return self.send(m.topic, m.payload, correlation_id=m.correlation_id, context=m.context)
+        return self.send(
+            m.topic, m.payload, correlation_id=m.correlation_id, context=m.context, source=m.source
+        )
 
     def send(
-        self, topic: str, payload: bytes, *, correlation_id: str, context: dict[str, Any]
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        correlation_id: str,
+        context: dict[str, Any],
+        source: str = NOTIFY_SOURCE,
     ) -> bool:
         properties = MqttProperties(
             message_expiry_interval=MESSAGE_EXPIRY_S,
@@ -70,7 +78,7 @@ class IotDataSink:
                 payload,
                 queue=self._dead_letters.name,
                 direction=Direction.OUTBOUND,
-                source=NOTIFY_SOURCE,
+                source=source,
                 error=translate(f"publishing to {topic}", exc),
                 attempts=3,
                 properties=properties.to_json(),

@@ -40,6 +40,9 @@ class SinkMessage:
     payload: bytes
     correlation_id: str
     context: dict[str, Any]
+    # Notifications travel at QoS 2; commands at the contract's QoS for them.
+    qos: int = 2
+    source: str = NOTIFY_SOURCE
 
 
 class NotificationSink(Protocol):

@@ -25,6 +25,7 @@ class Package:
     status: str = "available"
     hardware_id: str = ""
     min_installed_version: str = ""
+    is_beta: bool = False  # BR-OTA-009: deployed to opted-in vehicles only
 
 
 class PackageCatalog(Protocol):

@@ -1,24 +1,45 @@
-"""Campaign and fleet statistics (E4, BR-OTA-041 to 045).
+"""Campaign and fleet statistics (E5, BR-OTA-041 to 045).
 
 Counts come from the campaign counters (exact, maintained by the status
 transactions); durations, failure reasons and bytes from the per-vehicle
-records of the campaign (one Query on the by-campaign index). The global
-view sums the counters of every campaign: it reads the campaigns table, not
-the records, so it stays cheap as the fleet grows.
+records of the campaign (one Query on the by-campaign index).
+
+The global view (`GET /stats`, PRD E5-US1) sums the counters of every
+campaign (the campaigns table: cheap as the fleet grows), adds the updates
+made outside campaigns (single, bulk, device rollbacks), and adds what only
+the records know: the last 24 hours, the average update time in minutes,
+the data transferred, and the breakdowns by firmware version and device
+type (`update_summary`, pure). Those come from one bounded read of the
+records (`updates.scan`: at most `max_records` read, the answer says
+`records_complete`); without a record source they are absent and the
+counts are the campaigns' alone, as before. A firmware's success rate
+(`GET /firmware/{id}`, BR-OTA-010) is the same fold over its records.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
+from v2c.contract.errors import NotFound
 from v2c.handlers.ota.campaigns.record import Campaign
 from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.update_state import UpdateState
+from v2c.handlers.ota.ports import PackageCatalog
 from v2c.handlers.ota.stores import CampaignStore, UpdateStore
+from v2c.handlers.ota.update_summary import PackageFacts, UpdateSummary, rate
+from v2c.handlers.ota.updates.scan import UpdateRecords
 
-FAILED_STATES = frozenset({UpdateState.FAILED, UpdateState.REJECTED, UpdateState.ROLLED_BACK})
+FAILED_STATES = frozenset(
+    {UpdateState.FAILED, UpdateState.REJECTED, UpdateState.ROLLED_BACK, UpdateState.TIMED_OUT}
+)
+# Records one statistics answer reads at most (see `updates.scan` for the cost).
+MAX_RECORDS: Final = 100_000
+ACTIVE_STATUSES: Final = (CampaignStatus.IN_PROGRESS, CampaignStatus.PAUSED)
+FAILED_CAMPAIGNS: Final = (CampaignStatus.ROLLED_BACK, CampaignStatus.PLANNING_FAILED)
 
 
 def counters_json(counters: CampaignCounters) -> dict[str, Any]:
@@ -39,9 +60,48 @@ def _mean(values: list[int]) -> float | None:
 
 
 class StatsService:
-    def __init__(self, campaigns: CampaignStore, updates: UpdateStore) -> None:
+    def __init__(
+        self,
+        campaigns: CampaignStore,
+        updates: UpdateStore,
+        *,
+        records: UpdateRecords | None = None,
+        packages: PackageCatalog | None = None,
+        clock: Callable[[], float] = time.time,
+        max_records: int = MAX_RECORDS,
+    ) -> None:
         self._campaigns = campaigns
         self._updates = updates
+        self._records = records
+        self._packages = packages
+        self._clock = clock
+        self.max_records = max_records
+
+    def _package_facts(self, firmware_id: str) -> PackageFacts | None:
+        if self._packages is None:
+            return None
+        try:
+            package = self._packages.package(firmware_id)
+        except NotFound:
+            return None
+        return PackageFacts(package.size_bytes, package.device_model)
+
+    def _summary(self, firmware_id: str | None = None) -> tuple[UpdateSummary, bool] | None:
+        """The records folded (one bounded read), and whether all were read."""
+        if self._records is None:
+            return None
+        summary = UpdateSummary(int(self._clock() * 1000), self._package_facts)
+        outcome = self._records.scan(summary.add, limit=self.max_records, firmware_id=firmware_id)
+        return summary, outcome.complete
+
+    def firmware_success_rate(self, firmware_id: str) -> float | None:
+        """BR-OTA-041 over the package's updates, in and outside campaigns
+        (None while none finished, or without a record source)."""
+        found = self._summary(firmware_id)
+        if found is None:
+            return None
+        tally = found[0].all_updates
+        return rate(tally.completed, tally.failed)
 
     def campaign(self, campaign_id: str) -> dict[str, Any]:
         campaign = self._campaigns.get(campaign_id)
@@ -85,15 +145,32 @@ class StatsService:
                 total = _add(total, campaign.counters)
             if start is None:
                 break
-        active = sum(
-            by_status[s.value] for s in (CampaignStatus.IN_PROGRESS, CampaignStatus.PAUSED)
-        )
-        return {
+        found = self._summary()
+        if found is not None:  # updates outside campaigns count too (PRD E5-US1 AC2)
+            total = _add(total, found[0].outside_campaigns)
+        active = sum(by_status[s.value] for s in ACTIVE_STATUSES)
+        answer: dict[str, Any] = {
             "campaigns": sum(by_status.values()),
             "campaigns_by_status": dict(by_status),
             "active_campaigns": active,
             "updates": counters_json(total),
+            # the PRD's flat names (E5-US1's example answer)
+            "total_campaigns": sum(by_status.values()),
+            "completed_campaigns": by_status[CampaignStatus.COMPLETED.value],
+            "failed_campaigns": sum(by_status[s.value] for s in FAILED_CAMPAIGNS),
+            "total_updates": total.total,
+            "pending_updates": total.get(Counter.PENDING) + total.get(Counter.WAITING),
+            "in_progress_updates": total.get(Counter.IN_PROGRESS),
+            "completed_updates": total.get(Counter.COMPLETED),
+            "failed_updates": total.failures,
+            "success_rate": _round(total.success_rate),
         }
+        if found is not None:
+            summary, complete = found
+            answer.update(summary.to_json())
+            answer["records_read"] = summary.records
+            answer["records_complete"] = complete
+        return answer
 
 
 def _sizes(campaign: Campaign) -> list[int]:

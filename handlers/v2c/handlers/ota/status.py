@@ -25,6 +25,14 @@ is a duplicate; a duplicate of the report that ended an update makes its
 campaign react once more, since the first delivery may have crashed before
 the reaction.
 
+A REJECTED UPDATE_IN_PROGRESS is no failure of the update it names: the
+vehicle holds another update (another campaign's, one the cloud could not
+see). `update_state.apply_busy` makes the record WAITING (counter
+`waiting`, reason UPDATE_IN_PROGRESS), which moves no rate and so makes no
+campaign react; the monitor notifies it again once the vehicle is free
+(`campaigns.coordination`). A report after a timeout is applied by the same
+rules as after a cancel: the vehicle's final word replaces TIMED_OUT.
+
 A report about a notification the vehicle could not verify
 (`update_state.is_unverified`) is never applied on the vehicle's word: its
 update id came from bytes nobody vouches for, and a forged notification
@@ -349,6 +357,19 @@ class StatusService:
             ):
                 reacting[after.campaign_id].append(record)
         failed += self._per_campaign(rolling_back, self._campaigns.rollbacks.finish_if_done)
+        completed = {
+            campaign_id: [r for r in records if r.after.state is UpdateState.COMPLETED]
+            for campaign_id, records in reacting.items()
+        }
+        completed = {campaign_id: records for campaign_id, records in completed.items() if records}
+        # Before the reaction: an update that completed while its campaign
+        # rolls back gets its rollback (`CampaignService.on_completed`).
+        failed += self._per_campaign(
+            completed,
+            lambda campaign_id: self._campaigns.on_completed(
+                campaign_id, [record.after for record in completed[campaign_id]]
+            ),
+        )
         failed += self._per_campaign(reacting, self._campaigns.on_outcome)
         return failed
 

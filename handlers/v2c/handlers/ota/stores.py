@@ -35,6 +35,7 @@ from v2c.handlers.ota.domain.counters import CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
 from v2c.handlers.ota.domain.target_filter import Expr
+from v2c.handlers.ota.domain.timeouts import DueKind
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.fleet import Vehicle
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot
@@ -154,6 +155,12 @@ class UpdateStore(Protocol):
     def for_campaign(
         self, campaign_id: str, states: frozenset[UpdateState] | None = None
     ) -> Iterator[VehicleUpdate]: ...
+
+    def due(self, kind: DueKind, now_ms: int, limit: int) -> list[VehicleUpdate]:
+        """Up to `limit` updates of `kind` whose due time (`timeouts.due_at`)
+        is at or before `now_ms`, earliest first, without reading any other
+        (DynamoDB: the sparse `by-due` index, eventually consistent)."""
+        ...
 
     def create(self, update: VehicleUpdate, with_campaign: CampaignWrite | None = None) -> bool:
         """Write a new record; False if it exists already or `with_campaign`'s

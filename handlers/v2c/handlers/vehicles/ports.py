@@ -9,6 +9,7 @@ implementation, so the service runs over moto, AWS or memory alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,25 @@ class CertificateIssuer(Protocol):
         """Revoke the certificate and remove the vehicle's broker identity
         (the thing, the broker client): idempotent."""
         ...
+
+
+def revoke_quietly(issuer: CertificateIssuer, vehicle_id: str, certificate: Certificate) -> bool:
+    """Revoke, logging instead of raising: a revocation that fails must not undo
+    the registration or rotation that asked for it (the old certificate stays
+    listed as active, and the next pass or rotation tries again)."""
+    try:
+        issuer.revoke(vehicle_id, certificate)
+    except V2CError as exc:
+        logging.getLogger(__name__).error(
+            "certificate not revoked",
+            extra={
+                "vehicle_id": vehicle_id,
+                "certificate_id": certificate.certificate_id,
+                "error": exc.detail,
+            },
+        )
+        return False
+    return True
 
 
 class VehicleUpdates(Protocol):

@@ -12,6 +12,9 @@ changed_at) plus what onboarding adds:
 | certificate_expires_at, certificate_issued_at | N | epoch ms |
 | public_key_sha256 | S | the certificate's key (SHA-256 of its SubjectPublicKeyInfo) |
 | certificate_revoked_at | N | epoch ms: the issuer revoked it (decommission) |
+| previous_certificate_* | S, N | a rotation's old certificate, the same fields (`rotation`) |
+| certificate_overlap_ends_at | N | epoch ms: the old certificate is revoked from then on |
+| certificate_reported_expires_at, _reported_at | N | the not-after the vehicle reported, when |
 | registered_at, registered_by | N, S | first registration (kept on re-registration) |
 | decommissioned_at, decommissioned_by, decommission_reason | N, S, S | |
 | last_seen_at | N | epoch ms of the last report the registry recorded (status path) |
@@ -64,6 +67,13 @@ class VehicleRecord:
     decommissioned_by: str = ""
     decommission_reason: str = ""
     last_seen_at_ms: int = 0
+    # Certificate rotation (`v2c.handlers.vehicles.rotation`): the certificate
+    # the live one replaced, still accepted until `overlap_ends_at_ms`, and the
+    # not-after the vehicle reported holding when it last asked.
+    previous_certificate: Certificate | None = None
+    overlap_ends_at_ms: int = 0
+    reported_expires_at_ms: int = 0
+    reported_at_ms: int = 0
     changed_at: int = 0  # the store's stamp of the last write (the write condition)
 
     @property
@@ -109,30 +119,19 @@ class VehicleRecord:
             "last_seen_at": self.last_seen_at_ms or None,
             "changed_at": self.changed_at,
         }
-        cert = self.certificate
-        if cert is not None:
-            values.update(
-                certificate_id=cert.certificate_id,
-                certificate_pem=cert.pem,
-                certificate_expires_at=cert.expires_at_ms,
-                certificate_issued_at=cert.issued_at_ms,
-                public_key_sha256=cert.public_key_sha256,
-                certificate_revoked_at=cert.revoked_at_ms or None,
-            )
+        for prefix, cert in (("", self.certificate), ("previous_", self.previous_certificate)):
+            if cert is not None:
+                values.update(_certificate_item(prefix, cert))
+        values.update(
+            certificate_overlap_ends_at=self.overlap_ends_at_ms or None,
+            certificate_reported_expires_at=self.reported_expires_at_ms or None,
+            certificate_reported_at=self.reported_at_ms or None,
+        )
         return values
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> VehicleRecord:
-        certificate = None
-        if item.get("certificate_id"):
-            certificate = Certificate(
-                certificate_id=str(item["certificate_id"]),
-                pem=str(item.get("certificate_pem", "")),
-                expires_at_ms=int(item.get("certificate_expires_at", 0)),
-                issued_at_ms=int(item.get("certificate_issued_at", 0)),
-                public_key_sha256=str(item.get("public_key_sha256", "")),
-                revoked_at_ms=int(item.get("certificate_revoked_at", 0)),
-            )
+        certificate = _certificate_of(item, "")
         raw_status = str(item.get("status", VehicleStatus.ACTIVE.value))
         status = (
             VehicleStatus.DECOMMISSIONED
@@ -158,5 +157,33 @@ class VehicleRecord:
             decommissioned_by=str(item.get("decommissioned_by", "")),
             decommission_reason=str(item.get("decommission_reason", "")),
             last_seen_at_ms=int(item.get("last_seen_at", 0)),
+            previous_certificate=_certificate_of(item, "previous_"),
+            overlap_ends_at_ms=int(item.get("certificate_overlap_ends_at", 0)),
+            reported_expires_at_ms=int(item.get("certificate_reported_expires_at", 0)),
+            reported_at_ms=int(item.get("certificate_reported_at", 0)),
             changed_at=int(item.get("changed_at", 0)),
         )
+
+
+def _certificate_item(prefix: str, cert: Certificate) -> dict[str, Any]:
+    return {
+        f"{prefix}certificate_id": cert.certificate_id,
+        f"{prefix}certificate_pem": cert.pem,
+        f"{prefix}certificate_expires_at": cert.expires_at_ms,
+        f"{prefix}certificate_issued_at": cert.issued_at_ms,
+        f"{prefix}public_key_sha256": cert.public_key_sha256,
+        f"{prefix}certificate_revoked_at": cert.revoked_at_ms or None,
+    }
+
+
+def _certificate_of(item: Mapping[str, Any], prefix: str) -> Certificate | None:
+    if not item.get(f"{prefix}certificate_id"):
+        return None
+    return Certificate(
+        certificate_id=str(item[f"{prefix}certificate_id"]),
+        pem=str(item.get(f"{prefix}certificate_pem", "")),
+        expires_at_ms=int(item.get(f"{prefix}certificate_expires_at", 0)),
+        issued_at_ms=int(item.get(f"{prefix}certificate_issued_at", 0)),
+        public_key_sha256=str(item.get(f"{prefix}public_key_sha256", "")),
+        revoked_at_ms=int(item.get(f"{prefix}certificate_revoked_at", 0)),
+    )

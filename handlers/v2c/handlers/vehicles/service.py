@@ -38,6 +38,7 @@ from v2c.handlers.vehicles.ports import (
     NoSightings,
     Sightings,
     VehicleUpdates,
+    revoke_quietly,
 )
 from v2c.handlers.vehicles.record import Certificate, VehicleRecord
 from v2c.handlers.vehicles.repository import InventoryRepository, Key, Page
@@ -189,13 +190,13 @@ class VehicleService:
             new_cert = issued.get(i)
             if record is None:
                 if isinstance(new_cert, Certificate):
-                    self._revoke_quietly(row.vehicle_id, new_cert)
+                    revoke_quietly(self._issuer, row.vehicle_id, new_cert)
                 lost = Conflict(f"{row.vehicle_id} changed while it was registered; try again")
                 results[i] = RowResult(row.number, row.vehicle_id, error=lost)
                 continue
             warnings: tuple[str, ...] = ()
             old = plans[i].revoke
-            if old is not None and not self._revoke_quietly(row.vehicle_id, old):
+            if old is not None and not revoke_quietly(self._issuer, row.vehicle_id, old):
                 warnings = (f"certificate {old.certificate_id} could not be revoked yet",)
             results[i] = RowResult(
                 row.number, row.vehicle_id, outcome, record, with_cert, warnings=warnings
@@ -225,21 +226,6 @@ class VehicleService:
         except V2CError as exc:  # the issuer itself is down: every row says so
             return {i: exc for i, _ in wanted}
         return {i: answer for (i, _), answer in zip(wanted, answers, strict=True)}
-
-    def _revoke_quietly(self, vehicle_id: str, certificate: Certificate) -> bool:
-        try:
-            self._issuer.revoke(vehicle_id, certificate)
-        except V2CError as exc:
-            logger.error(
-                "certificate not revoked",
-                extra={
-                    "vehicle_id": vehicle_id,
-                    "certificate_id": certificate.certificate_id,
-                    "error": exc.detail,
-                },
-            )
-            return False
-        return True
 
     # -- inventory -------------------------------------------------------------------
 

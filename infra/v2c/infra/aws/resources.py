@@ -18,6 +18,7 @@ key attributes are strings unless marked N; PITR: point-in-time recovery):
 | v2c-campaigns | campaign_id | - | by-status (status, created_at) | - | yes |
 | v2c-vehicle-updates | vehicle_id | update_id | by-campaign (campaign_id, vehicle_id) | - | yes |
 |                     |            |           | by-update (device_update_id) |   |   |
+|                     |            |           | by-due (due_shard, due_at_ms N), sparse |   |   |
 | v2c-rollbacks | vehicle_id | rollback_id | by-campaign (campaign_id, vehicle_id) | - | yes |
 
 All indexes project ALL attributes.
@@ -40,7 +41,10 @@ Why these keys:
   per vehicle" and `GET /devices/{id}/updates` are a single-partition Query;
   by-campaign serves statistics and the canary gate; by-update maps the
   API's per-vehicle `device_update_id` (`GET /updates/{update_id}`) to the
-  record, whose sort key is the signed release's id the vehicle reports.
+  record, whose sort key is the signed release's id the vehicle reports;
+  by-due holds only the updates the monitor must look at by a time (a
+  deadline in flight, a recheck while waiting: `domain.timeouts`), sharded,
+  so a pass reads those whose time came and nothing else.
 
 There is no idempotency table: nothing ever used the one provisioned for
 Powertools' idempotency layer (a campaign's creation key derives its id).
@@ -75,6 +79,7 @@ of `v2c.gateway.rules.RULES`:
 | v2c-ota-status-ingest | 4 d | 6 x function timeout (180 s) | v2c-ingest-dlq after 3 receives |
 | v2c-telemetry-ingest | 4 d | 180 s | v2c-ingest-dlq after 3 receives |
 | v2c-telemetry-batch-ingest | 4 d | 180 s | v2c-ingest-dlq after 3 receives |
+| v2c-vehicle-certificates-ingest | 4 d | 180 s | v2c-ingest-dlq after 3 receives |
 | v2c-ingest-dlq | 14 d | - | - |
 
 The receive count is the rule's `max_receive_count` and the visibility
@@ -173,7 +178,11 @@ def table_specs(names: ResourceNames) -> tuple[TableSpec, ...]:
             names.vehicle_updates_table,
             vehicle,
             Key("update_id"),
-            indexes=(by_campaign, Index("by-update", Key("device_update_id"))),
+            indexes=(
+                by_campaign,
+                Index("by-update", Key("device_update_id")),
+                Index("by-due", Key("due_shard"), Key("due_at_ms", "N")),
+            ),
             point_in_time_recovery=record,
         ),
         TableSpec(

@@ -27,6 +27,7 @@ import yaml
 from v2c.contract.topics import KNOWN_REGIONS
 from v2c.gateway.rules import RULES, EventSource, Rule
 from v2c.handlers.ota.device_events import DEVICE_DELETED, VEHICLES_SOURCE
+from v2c.handlers.vehicles.rotation_lambda import EXPIRY_EVENT
 from v2c.infra.aws.resources import function_timeout_s, ingest_queue_name, ingest_rules
 from v2c.infra.aws.template_access import (
     RULE_PROFILES,
@@ -100,6 +101,7 @@ MONITOR_FUNCTION: Final = "OtaMonitorFunction"
 DLQ_ADMIN_FUNCTION: Final = "DlqAdminFunction"
 DEVICE_EVENTS_FUNCTION: Final = "OtaDeviceEventsFunction"
 DEVICE_EVENTS_TIMEOUT_S: Final = 60
+CERTIFICATES_HANDLER: Final = "v2c.handlers.vehicle_certificates.lambda_handler"
 HAS_IOT_DATA_ENDPOINT: Final = "HasIotDataEndpoint"
 API_TIMEOUT_S: Final = 29  # API Gateway's integration limit
 MONITOR_TIMEOUT_S: Final = 60
@@ -136,6 +138,18 @@ def telemetry_env(names: ResourceNames) -> dict[str, Any]:
         "TIMESERIES_SINK": {"Ref": "TimeSeriesSink"},
         "TIMESERIES_STREAM": {"Ref": TIMESERIES_STREAM},
         "TELEMETRY_RETENTION_DAYS": {"Ref": "TelemetryRetentionDays"},
+    }
+
+
+def certificates_env(names: ResourceNames) -> dict[str, Any]:
+    """`v2c.handlers.vehicles.rotation_lambda`'s variables: the registry, the
+    issuer's policy and thing type (as the API's), where answers go."""
+    return {
+        "VEHICLE_REGISTRY_TABLE": names.vehicle_registry_table,
+        "IOT_POLICY_NAME": {"Ref": VEHICLE_POLICY},
+        "IOT_THING_TYPE": {"Ref": VEHICLE_THING_TYPE},
+        "IOT_DATA_ENDPOINT": {"Ref": "IotDataEndpoint"},
+        "OTA_DLQ_QUEUE": names.ota_dlq_queue,
     }
 
 
@@ -187,8 +201,14 @@ def function_accesses(
     for rule in rules:
         if rule.handler in seen:
             continue
-        ota = RULE_PROFILES.get(rule.handler) == "ota"
-        env = ota_env(names) if ota else telemetry_env(names)
+        profile = RULE_PROFILES.get(rule.handler)
+        env = (
+            ota_env(names)
+            if profile == "ota"
+            else certificates_env(names)
+            if profile == "certificates"
+            else telemetry_env(names)
+        )
         reads = queues[ingest_queue_name(names, rule)] if rule.source is EventSource.SQS else None
         seen[rule.handler] = FunctionAccess(
             logical=logical(rule.name, "Function"),
@@ -245,6 +265,18 @@ def function_accesses(
 def _events(access: FunctionAccess) -> dict[str, Any] | None:
     if access.logical == API_FUNCTION:
         return api_events()
+    if access.handler == CERTIFICATES_HANDLER:
+        # The expiry pass: rotated-out certificates revoked once their
+        # overlap (1 h) ended, expiry gauges set (`RotationService.end_overlaps`).
+        return {
+            "ExpiryPass": {
+                "Type": "ScheduleV2",
+                "Properties": {
+                    "ScheduleExpression": "rate(1 hour)",
+                    "Input": json.dumps({"v2c": EXPIRY_EVENT}),
+                },
+            }
+        }
     if access.logical == MONITOR_FUNCTION:
         # EventBridge Scheduler invokes through a role SAM scopes to this
         # function: no resource policy on the function to abuse.

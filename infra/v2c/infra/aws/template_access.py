@@ -83,12 +83,28 @@ def telemetry_grants(names: ResourceNames) -> dict[str, Any]:
     }
 
 
+def certificate_grants(names: ResourceNames) -> dict[str, Any]:
+    """The rotation service (`v2c.handlers.vehicles.rotation_lambda`): the
+    registry (conditional writes; a Scan for the expiry pass), AWS IoT's
+    certificate calls (the onboarding set: the issuer creates or updates the
+    thing before CreateCertificateFromCsr, revokes and detaches the old
+    certificate), the OTA DLQ for an answer it could not publish, and
+    `certificate/issued` of every vehicle."""
+    return {
+        "tables": (TableGrant(names.vehicle_registry_table, WRITE),),
+        "queues": (QueueGrant(names.ota_dlq_queue, QUEUE_SEND),),
+        "onboarding": True,
+        "publish": ((Domain.CERTIFICATE, "issued"),),
+    }
+
+
 # Which grants each rule handler's function needs (a rule added with a new
 # handler must say so here: no default access).
 RULE_PROFILES: Final = {
     "v2c.handlers.ota_status:lambda_handler": "ota",
     "v2c.handlers.telemetry_ingest:lambda_handler": "telemetry",
     "v2c.handlers.telemetry_batch:lambda_handler": "telemetry",
+    "v2c.handlers.vehicle_certificates:lambda_handler": "certificates",
 }
 
 _VPC = (
@@ -119,7 +135,13 @@ def rule_access(rule: Rule, names: ResourceNames, env: Mapping[str, Any]) -> dic
         raise ConfigurationError(
             f"rule {rule.name}: no access profile for {rule.handler} (template_iam.RULE_PROFILES)"
         )
-    grants = ota_grants(names, api=False) if profile == "ota" else telemetry_grants(names)
+    grants = (
+        ota_grants(names, api=False)
+        if profile == "ota"
+        else certificate_grants(names)
+        if profile == "certificates"
+        else telemetry_grants(names)
+    )
     return {**grants, "env": env, "skips": rule_skips()}
 
 

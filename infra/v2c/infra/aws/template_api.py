@@ -25,9 +25,9 @@ API: Final = "Api"
 USER_POOL: Final = "UserPool"
 USER_POOL_CLIENT: Final = "UserPoolClient"
 AUTHORIZER: Final = "CognitoAuthorizer"
-# Raw firmware uploads arrive base64-encoded to the Lambda only if API
-# Gateway treats the type as binary (`~1` is SAM's `/`).
-BINARY_MEDIA_TYPES: Final = ("application~1octet-stream",)
+# Raw and form (PRD) firmware uploads arrive base64-encoded to the Lambda
+# only if API Gateway treats the type as binary (`~1` is SAM's `/`).
+BINARY_MEDIA_TYPES: Final = ("application~1octet-stream", "multipart~1form-data")
 PUBLIC_ROUTES: Final = (("Health", "/health"), ("OpenApi", "/api/v1/openapi.json"))
 # Per stage, every method: what a fleet-manager console and CLI need, and a
 # bound on the API function's concurrency (no reserved concurrency needed).

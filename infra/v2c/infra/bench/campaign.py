@@ -52,6 +52,7 @@ from v2c.handlers.ota.notifier import Notifier
 from v2c.handlers.ota.status import StatusService
 from v2c.handlers.ota.stores import FleetDirectory
 from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.ota.vehicle_commands import VehicleCommands
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.aws.resources import ensure_resources
 from v2c.infra.bench.common import (
@@ -316,17 +317,19 @@ def run_campaign_bench(params: CampaignBenchParams) -> JsonDict:
                 ddb, s3, names, name="bench", model=MODEL, payload=b"bench-firmware" * 1000
             )
             packages = FirmwareCatalog(ddb, s3, names.firmware_table, names.firmware_bucket)
+            signer = SoftwareSigner.generate(key_id="bench")
             deps = CampaignServiceDeps(
                 campaigns=CampaignRepository(ddb, names.campaigns_table),
                 updates=UpdateRepository(ddb, names.vehicle_updates_table),
                 plans=PlanStore(s3, names.firmware_bucket),
                 fleet=FleetRegistry(ddb, names.vehicle_registry_table),
                 packages=packages,
-                signer=SoftwareSigner.generate(key_id="bench"),
+                signer=signer,
                 notifier=Notifier(MqttNotificationSink(publisher), packages),
                 events=_Events(),
                 alerts=PrometheusAlerts(),
                 rollbacks=RollbackLog(ddb, names.rollbacks_table),
+                commands=VehicleCommands(MqttNotificationSink(publisher), signer),
             )
             service = CampaignService(deps)
             creation: list[JsonDict] = []

@@ -41,6 +41,7 @@ from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
 from v2c.handlers.ota.fleet_index.store import FleetIndex
 from v2c.handlers.ota.in_memory_ports import RecordingAlerts, RecordingNotifier
 from v2c.handlers.ota.updates.repository import UpdateRepository
+from v2c.handlers.ota.vehicle_commands import RecordingCommands
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.aws.resources import ensure_resources
 from v2c.infra.bench.common import (
@@ -154,6 +155,7 @@ def run_creation_bench(params: CreationBenchParams) -> JsonDict:
             events=RecordingEventPublisher(),
             alerts=RecordingAlerts(),
             rollbacks=RollbackLog(ddb, names.rollbacks_table),
+            commands=RecordingCommands(),
             planning=planning,
         )
         service = CampaignService(deps)

@@ -9,7 +9,7 @@ Where the URL and key come from, first found wins: `--api-url`/`--api-key`,
 `V2C_API_URL`/`V2C_API_KEY`, the stack (`stack.json`'s `api.url`, and the
 key file of the chosen role next to it). The role is `--as ROLE`, else
 `V2C_API_ROLE`, else the command's own default: `fleet_manager` for every
-command but `v2c campaign approve` (`approver`). The local stack has one
+command but `v2c campaign approve`/`reject` (`approver`). The local stack has one
 credential per role (`v2c.infra.local.api_credentials`), so `--as viewer` reads
 with the viewer's key and `--as operator` is the DLQ operator.
 

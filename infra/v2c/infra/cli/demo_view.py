@@ -164,7 +164,7 @@ def campaign_spec(model: str, firmware_id: str, vehicles: int) -> dict[str, Any]
 def gate_problem(campaign: dict[str, Any]) -> str:
     """Empty if the campaign did what its canary's counters call for."""
     canary = campaign["waves"][0]
-    counters = CampaignCounters(**{name: canary["counters"][name] for name in COUNTERS})
+    counters = CampaignCounters(**{name: canary["counters"].get(name, 0) for name in COUNTERS})
     spec = campaign["spec"]
     thresholds = GateThresholds(
         success_threshold_percent=float(spec.get("success_threshold_percent", 95.0)),

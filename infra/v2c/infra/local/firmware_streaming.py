@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from v2c.contract.errors import InvalidInput
 from v2c.handlers.api.errors import error_response, validation_response
+from v2c.handlers.api.firmware_form import FORM_OVERHEAD, is_form, upload_form
 from v2c.handlers.api.firmware_models import (
     FIRMWARE_PATH,
     RAW_CONTENT_TYPE,
@@ -85,6 +86,15 @@ def firmware_streaming_routes(firmware: FirmwareService) -> dict[tuple[str, str]
 
     def upload(stream: ByteStream, length: int, headers: Mapping[str, str]) -> tuple[int, Any]:
         received = _header(headers, "Content-Type")
+        principal = _header(headers, PRINCIPAL_HEADER) or ""
+        if is_form(received):  # the PRD's multipart form, streamed the same way
+            if length > firmware.max_size + FORM_OVERHEAD:
+                raise too_large(firmware.max_size)  # before reading a byte of it
+            try:
+                result = upload_form(firmware, stream, received or "", principal)
+            except RequestValidationError as error:
+                return _answer(validation_response(error))
+            return uploaded_status(result), uploaded_out(result).model_dump(mode="json")
         if not accepts_raw(received):
             return _answer(
                 error_response(

@@ -52,6 +52,9 @@ class BrokerTls:
     use_identity_as_username: bool = True
     use_username_as_clientid: bool = False
     tls_version: Literal["tlsv1.2", "tlsv1.3"] = "tlsv1.2"
+    # A CRL of `cafile`'s CA: a client certificate it lists is refused at the
+    # handshake. Read at start and again on SIGHUP (`v2c.infra.pki.crl`).
+    crlfile: Path | None = None
 
     def lines(self) -> list[str]:
         lines = [
@@ -64,6 +67,8 @@ class BrokerTls:
         ]
         if self.use_username_as_clientid:
             lines.append("use_username_as_clientid true")
+        if self.crlfile is not None:
+            lines.append(f"crlfile {self.crlfile}")
         return lines
 
 
@@ -143,6 +148,7 @@ class MosquittoConfig:
         for tls in (self.tls, self.service_tls):
             if tls is not None:
                 paths += [str(tls.cafile), str(tls.certfile), str(tls.keyfile)]
+                paths += [str(tls.crlfile)] if tls.crlfile is not None else []
         return paths
 
     @property

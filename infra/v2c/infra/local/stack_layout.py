@@ -20,7 +20,9 @@ and makes the certificate CN both the username and the client id (a vehicle
 is always its own VIN); cloud processes to one that trusts the service CA
 only and lets them choose their client ids. What each identity may do is
 `v2c.infra.device_policy`, enforced by mosquitto's dynamic-security plugin
-(SUBSCRIBE included); retained publishes are refused.
+(SUBSCRIBE included); retained publishes are refused. The vehicle listener
+reads the fleet CA's CRL (`pki/crl.pem`, `v2c.infra.pki.crl`), so a revoked
+vehicle certificate is refused at the handshake, as an expired one is.
     logs/             moto.log, gateway.log
     run/stack.json    what the gateway starts from (the stack before it is ready)
 """
@@ -40,6 +42,7 @@ from typing import Final
 from v2c.infra.device_policy import dynsec_config
 from v2c.infra.local.mosquitto_config import CONFIG_NAME, DYNSEC_NAME, BrokerTls, MosquittoConfig
 from v2c.infra.pki.authority import PkiPaths, init_pki
+from v2c.infra.pki.crl import crl_path, init_crl
 from v2c.infra.settings import STACK_FILE, MqttSettings
 
 SHARE_GROUP_PREFIX: Final = "v2c-"
@@ -121,6 +124,7 @@ def prepare_broker_files(layout: StackLayout) -> PkiPaths:
     Every vehicle with a certificate in `pki/vehicles` is admitted from the start.
     """
     paths = init_pki(layout.pki)
+    init_crl(layout.pki)  # the vehicle listener's `crlfile`: it must exist before the start
     write_dynsec(layout.dynsec, paths.vehicle_ids())
     # The ACL file of stacks made before the plugin: no longer read, so not left to mislead.
     (layout.broker / "acl").unlink(missing_ok=True)
@@ -186,7 +190,9 @@ def broker_config(
     """The stack's mosquitto: a vehicle and a service mTLS listener, the dynamic-security
     policy, no anonymous access, no retained messages, persistence on."""
     cert, key = pki.server.cert, pki.server.key
-    vehicles = BrokerTls(pki.ca_cert, cert, key, use_username_as_clientid=True)
+    vehicles = BrokerTls(
+        pki.ca_cert, cert, key, use_username_as_clientid=True, crlfile=crl_path(pki.root)
+    )
     services = BrokerTls(pki.service_ca_cert, cert, key)
     return MosquittoConfig(
         data_dir=layout.broker,

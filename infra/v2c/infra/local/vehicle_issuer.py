@@ -14,12 +14,15 @@ What AWS IoT Core does for `v2c.handlers.vehicles.iot_issuer`, on one machine:
 * decommission: the vehicle is taken out of the broker's policy (the plugin
   disconnects it; its certificate can then do nothing: every publish and
   subscription answers 0x87) and its files leave `<pki>/vehicles`, so the
-  next `v2c stack up` does not admit it again;
-* revoke (a replaced or renewed certificate): recorded in the log only.
-  Locally the broker knows a vehicle by its certificate's CN, not by the
-  certificate, and mosquitto 2.0 reads no CRL while running: an old
-  certificate of an active vehicle stays usable until it expires. AWS IoT
-  Core refuses a revoked certificate at once.
+  next `v2c stack up` does not admit it again; its certificate is revoked too;
+* revoke (a replaced certificate, or a rotation's old one once its overlap
+  ended): its serial number goes on the fleet CA's CRL (`<pki>/crl.pem`,
+  `v2c.infra.pki.crl`) and the broker is told to read it again (SIGHUP):
+  from the next handshake on, mosquitto refuses that certificate while the
+  vehicle's other (new) certificate still connects, as AWS IoT Core refuses
+  a revoked certificate. A connection already open stays open (the CRL is
+  read at the handshake); decommissioning closes it through the policy.
+  The CRL holds certificates this CA signed; another's is only logged.
 
 The certificate id is the certificate's SHA-256 fingerprint (hex), the form
 AWS IoT's certificate ids have.
@@ -28,6 +31,8 @@ AWS IoT's certificate ids have.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -54,6 +59,7 @@ from v2c.infra.pki.authority import (
     write_atomic,
 )
 from v2c.infra.pki.certs import ORGANIZATION, VEHICLE_URN_PREFIX, common_name
+from v2c.infra.pki.crl import revoke as revoke_in_crl
 from v2c.infra.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,10 @@ class BrokerAdmission(Protocol):
     def admit(self, vehicle_ids: Sequence[str]) -> None: ...
 
     def remove(self, vehicle_ids: Sequence[str]) -> None: ...
+
+    def reload(self) -> None:
+        """Make the broker read its CRL again."""
+        ...
 
 
 class StackBrokerAdmission:
@@ -78,6 +88,23 @@ class StackBrokerAdmission:
 
     def remove(self, vehicle_ids: Sequence[str]) -> None:
         remove_from_stack(self._settings, vehicle_ids)
+
+    def reload(self) -> None:
+        """SIGHUP to the stack's mosquitto (its pid from the stack description,
+        checked to be that broker's command line before it is signalled)."""
+        from v2c.infra.local.processes import is_ours
+        from v2c.infra.local.stack_control import BROKER
+        from v2c.infra.local.stack_layout import StackLayout
+
+        mqtt, pid = self._settings.mqtt, self._settings.processes.get(BROKER)
+        if mqtt is None or mqtt.ca_file is None or pid is None:
+            log.warning("no broker process known: the CRL is read at its next start")
+            return
+        marker = StackLayout.for_dir(mqtt.ca_file.parent.parent).broker_marker
+        if not is_ours(pid, marker):
+            log.warning("broker pid %s is not this stack's mosquitto: CRL not reloaded", pid)
+            return
+        os.kill(pid, signal.SIGHUP)
 
 
 def certificate_id(certificate: x509.Certificate) -> str:
@@ -214,16 +241,29 @@ class LocalCaIssuer:
                 return [exc if not isinstance(m, V2CError) else m for m in made]
         return made
 
+    def _listed(self, certificate: Certificate) -> bool:
+        """Put `certificate` on the CRL; True when the CRL changed."""
+        try:
+            parsed = x509.load_pem_x509_certificate(certificate.pem.encode())
+            parsed.verify_directly_issued_by(self._ca.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            log.info("certificate %s is not this CA's: not on its CRL", certificate.certificate_id)
+            return False
+        # The wall clock, not the injected one: mosquitto compares the CRL's
+        # last update with its own clock, and refuses every vehicle while the
+        # CRL's is in the future (a test driving a simulated clock ahead).
+        return revoke_in_crl(self._paths.root, {parsed.serial_number: datetime.now(UTC)})
+
     def revoke(self, vehicle_id: str, certificate: Certificate) -> None:
-        log.info(
-            "certificate %s of %s revoked (recorded only: the local broker reads no CRL)",
-            certificate.certificate_id,
-            vehicle_id,
-        )
+        if self._listed(certificate) and self._broker is not None:
+            self._broker.reload()
+        log.info("certificate %s of %s revoked", certificate.certificate_id, vehicle_id)
 
     def decommission(self, vehicle_id: str, certificate: Certificate | None) -> None:
         if self._broker is not None:
             self._broker.remove([vehicle_id])
+        if certificate is not None and self._listed(certificate) and self._broker is not None:
+            self._broker.reload()
         for suffix in (".pem", ".key"):
             (self._paths.vehicles_dir / f"{vehicle_id}{suffix}").unlink(missing_ok=True)
 

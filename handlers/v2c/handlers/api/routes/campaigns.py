@@ -33,6 +33,8 @@ class Counters(BaseModel):
     failed: int
     rolled_back: int
     cancelled: int
+    timed_out: int = Field(default=0, description="ended past the deadline, no retry left")
+    waiting: int = Field(default=0, description="held back: busy with another update")
     total: int
     success_rate: float | None
     failure_rate: float | None
@@ -65,6 +67,11 @@ class CampaignOut(BaseModel):
     requires_approval: bool
     approved_by: str | None
     approved_at: int | None
+    approval_comment: str = Field(default="", description="what the approver said, if anything")
+    rejected_by: str | None = Field(
+        default=None, description="the approver who rejected it (status rejected)"
+    )
+    rejected_at: int | None = None
     start_requested_at: int | None = Field(
         default=None, description="a start asked for while planning: it starts once planned"
     )
@@ -88,9 +95,11 @@ class CampaignPage(BaseModel):
 
 
 class Approval(RequestModel):
-    """No fields: the approver is the authenticated principal (an `approver`
-    role, never the campaign's creator). A body naming `approved_by` is
-    refused with 400, so a client cannot believe it chose the name."""
+    """An optional comment only: the approver is the authenticated principal
+    (an `approver` role, never the campaign's creator). A body naming
+    `approved_by` is refused with 400, so a client cannot believe it chose the name."""
+
+    comment: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @model_validator(mode="before")
     @classmethod
@@ -103,7 +112,16 @@ class Approval(RequestModel):
 
 
 class Reason(RequestModel):
-    reason: str | None = Field(default=None, min_length=1, max_length=500)
+    # BR-OTA-035: a rollback's reason is required and recorded
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
+
+
+class Rejection(RequestModel):
+    """Why the approver rejects the campaign (required: a no without a reason
+    teaches the fleet manager nothing). The rejecter is the principal, as for
+    approval."""
+
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
 
 
 def campaign_out(campaign: Campaign) -> CampaignOut:
@@ -128,6 +146,9 @@ def campaign_out(campaign: Campaign) -> CampaignOut:
         requires_approval=campaign.spec.requires_approval,
         approved_by=campaign.approved_by,
         approved_at=campaign.approved_at_ms,
+        approval_comment=campaign.approval_comment,
+        rejected_by=campaign.rejected_by,
+        rejected_at=campaign.rejected_at_ms,
         start_requested_at=campaign.start_requested_at_ms,
         created_by=campaign.created_by,
         created_at=campaign.created_at_ms,
@@ -248,22 +269,43 @@ def register(app: OtaApi, services: ApiServices) -> None:
         summary="Approve a campaign that requires approval (role approver; not its creator)",
         description=(
             "The approver recorded is the authenticated principal; the principal that "
-            "created the campaign cannot approve it (403). The body is optional and has no "
-            "fields; `approved_by` in it is refused (400)."
+            "created the campaign cannot approve it (403). The body is optional: an optional "
+            "`comment`, stored as `approval_comment`; `approved_by` in it is refused (400)."
         ),
         openapi_extensions={"x-v2c-errors": [409]},
     )
     def approve_campaign(campaign_id: CampaignId, body: Approval | None = None) -> CampaignOut:
         service = require(services.campaigns, "campaigns")
-        return campaign_out(service.approve(campaign_id, principal()))
+        comment = body.comment if body is not None and body.comment else ""
+        return campaign_out(service.approve(campaign_id, principal(), comment))
+
+    @app.post(
+        f"{base}/<campaign_id>/reject",
+        tags=["campaigns"],
+        summary="Reject a campaign awaiting approval (role approver)",
+        description=(
+            "The campaign ends `rejected` (final) with the `reason` as `status_reason` and "
+            "the authenticated principal as `rejected_by`; nobody is notified. Only a "
+            "campaign that requires approval and is `created`, not yet approved, can be "
+            "rejected (409 otherwise: cancel an approved or running one)."
+        ),
+        openapi_extensions={"x-v2c-errors": [409]},
+    )
+    def reject_campaign(campaign_id: CampaignId, body: Rejection) -> CampaignOut:
+        service = require(services.campaigns, "campaigns")
+        return campaign_out(service.reject(campaign_id, principal(), body.reason))
 
     @app.post(
         f"{base}/<campaign_id>/rollback",
         tags=["campaigns"],
         summary="Roll a campaign back",
+        description=(
+            "`reason` is required (BR-OTA-035). Vehicles in flight get a signed ROLL_BACK "
+            "command; those that completed get a signed rollback manifest (priority critical), "
+            "as does one that completes while the campaign rolls back; trigger `manual`."
+        ),
         openapi_extensions={"x-v2c-errors": [409, 503]},
     )
     def rollback_campaign(campaign_id: CampaignId, body: Reason) -> CampaignOut:
         service = require(services.campaigns, "campaigns")
-        reason = body.reason or f"rollback requested by {principal() or 'an operator'}"
-        return campaign_out(service.rollback(campaign_id, reason=reason))
+        return campaign_out(service.rollback(campaign_id, reason=body.reason))

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from v2c.handlers.api.app import OTA_PREFIX, OtaApi
+from v2c.handlers.api.device_history import (
+    HISTORY_LIMIT,
+    HistoryCursor,
+    HistoryLimit,
+    history_answer,
+)
 from v2c.handlers.api.services import ApiServices, require
 from v2c.handlers.ota.devices import BulkUpdateRequest, DeviceUpdateRequest, RollbackRequest
 from v2c.handlers.ota.domain.update_state import UpdateState
@@ -35,6 +42,12 @@ class UpdateOut(BaseModel):
     progress_percent: int
     bytes_downloaded: int
     retries: int
+    max_retries: int | None = Field(
+        default=None, description="a device update's retry cap (BR-OTA-024); campaign: its spec"
+    )
+    timeout_ms: int = Field(
+        default=0, description="a device update's time limit from notified (BR-OTA-025); 0: unset"
+    )
     last_sequence: int
     installed_version: str
     download_duration_ms: int
@@ -49,7 +62,20 @@ class UpdateOut(BaseModel):
 
 
 class UpdateList(BaseModel):
+    """A vehicle's updates, newest first (PRD E5-US3), one page of them."""
+
     items: list[UpdateOut]
+    next_cursor: str | None = Field(
+        default=None, description="the next page's cursor; null on the last page"
+    )
+    total: int = Field(default=0, description="the vehicle's updates, all pages")
+    completed: int = 0
+    failed: int = Field(default=0, description="failed, rolled back or timed out")
+    success_rate: float | None = Field(
+        default=None,
+        description="completed / (completed + failed) in percent over all pages (BR-OTA-041); "
+        "null while none finished",
+    )
 
 
 class BulkItem(BaseModel):
@@ -105,16 +131,39 @@ def register(app: OtaApi, services: ApiServices) -> None:
         status_code=201,
         tags=["devices"],
         summary="Roll a vehicle back to an earlier version",
+        description=(
+            "`to_version` (alias `version`) must be a version the vehicle ran, by its update "
+            "history (400 naming `to_version` otherwise; default: the version before its last "
+            "completed update); `reason` is required (BR-OTA-035). The rollback is signed at "
+            "priority critical and recorded with the trigger `manual`."
+        ),
         openapi_extensions={"x-v2c-errors": [409, 503]},
     )
     def rollback_device(device_id: DeviceId, body: RollbackRequest) -> UpdateOut:
         service = require(services.devices, "devices")
         return update_out(service.rollback(device_id, body.model_dump(mode="json")))
 
-    @app.get(f"{devices}/<device_id>/updates", tags=["devices"], summary="A vehicle's updates")
-    def device_history(device_id: DeviceId) -> UpdateList:
+    @app.get(
+        f"{devices}/<device_id>/updates",
+        tags=["devices"],
+        summary="A vehicle's updates, newest first (cursor pagination, Link header)",
+    )
+    def device_history(
+        device_id: DeviceId, limit: HistoryLimit = HISTORY_LIMIT, cursor: HistoryCursor = None
+    ) -> Response[UpdateList]:
         service = require(services.devices, "devices")
-        return UpdateList(items=[update_out(u) for u in service.history(device_id)])
+        page, next_cursor, headers = history_answer(
+            device_id, service.history(device_id), limit, cursor
+        )
+        body = UpdateList(
+            items=[update_out(u) for u in page.items],
+            next_cursor=next_cursor,
+            total=page.total,
+            completed=page.completed,
+            failed=page.failed,
+            success_rate=page.success_rate,
+        )
+        return Response(200, content_types.APPLICATION_JSON, body, headers=headers)
 
     @app.get(f"{updates}/<update_id>", tags=["updates"], summary="One update's progress")
     def get_update(update_id: UpdateId) -> UpdateOut:
@@ -123,7 +172,7 @@ def register(app: OtaApi, services: ApiServices) -> None:
     @app.post(
         f"{updates}/<update_id>/cancel",
         tags=["updates"],
-        summary="Cancel an update that is not installing yet",
+        summary="Cancel an update that is not installing yet; the vehicle is told (signed)",
         openapi_extensions={"x-v2c-errors": [409]},
     )
     def cancel_update(update_id: UpdateId) -> UpdateOut:

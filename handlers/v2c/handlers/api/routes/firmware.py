@@ -1,7 +1,10 @@
 """Firmware endpoints (PRD E1, issue #6): upload, list, get, download URL, lifecycle.
 
-Uploads come in two ways (see `v2c.handlers.api.firmware_models`):
+Uploads come in three ways (see `v2c.handlers.api.firmware_models`):
 
+* `POST /firmware` as the PRD documents it (E1-US1): `multipart/form-data`
+  with a `metadata` JSON part and a `file` part (`firmware_form`), read as
+  a stream, with the raw upload's limits, checks and answers.
 * `POST /firmware`: the package as the raw body, metadata in the query.
   Behind API Gateway up to 4 MiB (the route below). Locally the HTTP
   adapter hands this method and path to a streaming route instead
@@ -13,7 +16,7 @@ Uploads come in two ways (see `v2c.handlers.api.firmware_models`):
   after the PUT, `POST /firmware-uploads/{token}/complete` verifies and
   registers the package. No size limit but the registry's (500 MB).
 
-Both answer 201 with the record, or 200 with `created: false` when the
+All answer 201 with the record, or 200 with `created: false` when the
 identical package was registered before (the id is deterministic,
 BR-OTA-004). The lifecycle commands (`deprecate`, `recall`, `DELETE`)
 answer the record as it is afterwards; each refuses with 409 while an
@@ -24,18 +27,27 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
+    RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import Field, ValidationError
 
 from v2c.contract.errors import PayloadTooLarge
 from v2c.handlers.api.app import OtaApi
 from v2c.handlers.api.auth import header
+from v2c.handlers.api.firmware_form import (
+    FILE_PART,
+    FORM_CONTENT_TYPE,
+    FORM_OVERHEAD,
+    is_form,
+    upload_form,
+)
 from v2c.handlers.api.firmware_models import (
     FIRMWARE_PATH,
     INLINE_MAX_BYTES,
@@ -97,12 +109,55 @@ UPLOADED_RESPONSES: Final[dict[int, OpenAPIResponse]] = {
 }
 RAW_BODY: Final = {
     "description": (
-        f"The package itself. Behind API Gateway at most {INLINE_MAX_BYTES} bytes (use "
-        "POST /firmware-uploads beyond); the local adapter streams up to the registry's 500 MB."
+        f"The package itself ({RAW_CONTENT_TYPE}; the metadata in the query, where name, "
+        "version, device_model, manufacturer and filename are then required), or the PRD's "
+        f"form ({FORM_CONTENT_TYPE}: a `metadata` part, the JSON of POST /firmware-uploads "
+        "whose filename defaults to the file part's and which may carry checksum_md5 and "
+        f"checksum_sha256, then the `{FILE_PART}` part, last). Behind API Gateway at most "
+        f"{INLINE_MAX_BYTES} bytes of package (use POST /firmware-uploads beyond); the local "
+        "adapter streams either form up to the registry's 500 MB."
     ),
     "required": True,
-    "content": {RAW_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    "content": {
+        RAW_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        FORM_CONTENT_TYPE: {
+            "schema": {
+                "type": "object",
+                "required": ["metadata", FILE_PART],
+                "properties": {
+                    "metadata": {"type": "string", "description": "a JSON object"},
+                    "checksum_md5": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+                    "checksum_sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                    FILE_PART: {"type": "string", "format": "binary"},
+                },
+            },
+            "encoding": {"metadata": {"contentType": "application/json"}},
+        },
+    },
 }
+_RAW_ONLY: Final = " (raw upload only; required there)"
+
+
+class FirmwareDetail(FirmwareOut):
+    """A package with its quality figure (E1-US2 AC2, BR-OTA-010)."""
+
+    success_rate: float | None = Field(
+        description=(
+            "completed / (completed + failed) in percent over the package's updates, in and "
+            "outside campaigns (BR-OTA-041); null while none finished"
+        )
+    )
+
+
+def raw_query(**given: Any) -> UploadQuery:
+    """The raw upload's query as `UploadQuery`: its parameters are optional
+    in the route (a form upload has none), required here, with the API's
+    400 naming each missing one under `query`."""
+    try:
+        return UploadQuery.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        errors = [{**e, "loc": ("query", *e["loc"])} for e in error.errors(include_input=False)]
+        raise RequestValidationError(errors) from None
 
 
 def register(app: OtaApi, services: ApiServices) -> None:
@@ -117,16 +172,18 @@ def register(app: OtaApi, services: ApiServices) -> None:
         FIRMWARE_PATH,
         status_code=201,
         tags=TAGS,
-        summary="Upload a package (raw body, metadata in the query)",
+        summary="Upload a package (multipart form, or raw body with the metadata in the query)",
         responses=UPLOADED_RESPONSES,
         openapi_extensions={"requestBody": RAW_BODY},
     )
     def upload_firmware(
-        name: Annotated[Name, Query()],
-        version: Annotated[Version, Query()],
-        device_model: Annotated[DeviceModel, Query()],
-        manufacturer: Annotated[Manufacturer, Query()],
-        filename: Annotated[Filename, Query()],
+        name: Annotated[Name | None, Query(description="BR-OTA-006" + _RAW_ONLY)] = None,
+        version: Annotated[Version | None, Query(description="semver" + _RAW_ONLY)] = None,
+        device_model: Annotated[DeviceModel | None, Query(description="no ':'" + _RAW_ONLY)] = None,
+        manufacturer: Annotated[Manufacturer | None, Query(description=_RAW_ONLY[2:-1])] = None,
+        filename: Annotated[
+            Filename | None, Query(description="the extension is the format" + _RAW_ONLY)
+        ] = None,
         description: Annotated[Description, Query()] = "",
         is_beta: Annotated[bool, Query()] = False,
         is_security_update: Annotated[bool, Query()] = False,
@@ -143,35 +200,45 @@ def register(app: OtaApi, services: ApiServices) -> None:
         service = firmware()
         event = app.current_event
         content_type = header(event.raw_event, "Content-Type")
-        if not accepts_raw(content_type):
+        form = is_form(content_type)
+        if not form and not accepts_raw(content_type):
             raise RequestUnsupportedContentType(
-                f"send the package as {RAW_CONTENT_TYPE}",
+                f"send the package as {RAW_CONTENT_TYPE} or as the form {FORM_CONTENT_TYPE}",
                 errors=[{"type": "unsupported_content_type", "loc": ("body",)}],
             )
         text = event.body or ""
         data = base64.b64decode(text) if event.is_base64_encoded else text.encode("utf-8")
-        if len(data) > INLINE_MAX_BYTES:
+        if len(data) > INLINE_MAX_BYTES + (FORM_OVERHEAD if form else 0):
             raise PayloadTooLarge(
                 f"a package over {INLINE_MAX_BYTES} bytes cannot pass through the API's "
                 f"request: POST {UPLOADS_PATH} for a presigned upload URL instead"
             )
-        query = UploadQuery(
-            name=name,
-            version=version,
-            device_model=device_model,
-            manufacturer=manufacturer,
-            filename=filename,
-            description=description,
-            is_beta=is_beta,
-            is_security_update=is_security_update,
-            tags=tags or [],
-            metadata=metadata,
-            hardware_id=hardware_id,
-            min_installed_version=min_installed_version,
-            checksum_md5=checksum_md5,
-            checksum_sha256=checksum_sha256,
-        )
-        result = upload_raw(service, io.BytesIO(data), query, principal())
+        if form:
+            result = upload_form(
+                service,
+                io.BytesIO(data),
+                content_type or "",
+                principal(),
+                file_cap=INLINE_MAX_BYTES,
+            )
+        else:
+            query = raw_query(
+                name=name,
+                version=version,
+                device_model=device_model,
+                manufacturer=manufacturer,
+                filename=filename,
+                description=description,
+                is_beta=is_beta,
+                is_security_update=is_security_update,
+                tags=tags or [],
+                metadata=metadata,
+                hardware_id=hardware_id,
+                min_installed_version=min_installed_version,
+                checksum_md5=checksum_md5,
+                checksum_sha256=checksum_sha256,
+            )
+            result = upload_raw(service, io.BytesIO(data), query, principal())
         return Response(
             uploaded_status(result), content_types.APPLICATION_JSON, uploaded_out(result)
         )
@@ -261,9 +328,16 @@ def register(app: OtaApi, services: ApiServices) -> None:
         headers = page_headers({**params, "limit": limit}, next_cursor)
         return Response(200, content_types.APPLICATION_JSON, body, headers=headers)
 
-    @app.get(f"{FIRMWARE_PATH}/<firmware_id>", tags=TAGS, summary="Get a firmware package")
-    def get_firmware(firmware_id: FirmwareId) -> FirmwareOut:
-        return firmware_out(firmware().get(firmware_id))
+    @app.get(
+        f"{FIRMWARE_PATH}/<firmware_id>",
+        tags=TAGS,
+        summary="Get a firmware package, with its download count and success rate",
+    )
+    def get_firmware(firmware_id: FirmwareId) -> FirmwareDetail:
+        record = firmware().get(firmware_id)
+        stats = services.stats
+        rate = stats.firmware_success_rate(firmware_id) if stats is not None else None
+        return FirmwareDetail(**firmware_out(record).model_dump(), success_rate=rate)
 
     @app.get(
         f"{FIRMWARE_PATH}/<firmware_id>/download",

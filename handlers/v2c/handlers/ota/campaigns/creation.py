@@ -31,10 +31,10 @@ from typing import Final
 from v2c.contract.errors import Conflict, InvalidField, NotFound
 from v2c.contract.semver import SemVer
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
-from v2c.handlers.ota.campaigns.planning import no_targets_reason, with_plan
+from v2c.handlers.ota.campaigns.planning import with_plan
 from v2c.handlers.ota.campaigns.record import Campaign, Release
 from v2c.handlers.ota.campaigns.release import manifest_for, release_id, sign_release
-from v2c.handlers.ota.campaigns.targeting import Targeting
+from v2c.handlers.ota.campaigns.targeting import Targeting, no_targets_detail
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, parse_campaign_spec
 from v2c.handlers.ota.domain.campaign_run import Eligibility
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
@@ -96,13 +96,22 @@ class CampaignCreation:
         package = self._package_for(spec)
         config = self._d.config
         resolution = self._targeting.resolve(
-            spec, package.device_model, package.version, max_index_bytes=config.inline_index_bytes
+            spec,
+            package.device_model,
+            package.version,
+            max_index_bytes=config.inline_index_bytes,
+            is_beta=package.is_beta,
         )
         eligibility = resolution.eligibility
         if eligibility is not None and not eligibility.targets:
             raise InvalidField(
                 "target_filter",
-                no_targets_reason(package.device_model, package.version, eligibility.excluded),
+                no_targets_detail(
+                    package.device_model,
+                    package.version,
+                    eligibility.excluded,
+                    is_beta=package.is_beta,
+                ),
             )
         now_ms = int(self._d.clock() * 1000)
         manifest = manifest_for(package, spec, release_id(campaign_id), campaign_id, now_ms)

@@ -27,6 +27,7 @@ from v2c.handlers.ota.stores import (
     RollbackLog,
     UpdateStore,
 )
+from v2c.handlers.ota.vehicle_commands import CommandSender
 from v2c.handlers.signing.base import Signer
 
 DAY_MS: Final = 24 * 3600 * 1000
@@ -85,6 +86,8 @@ class CampaignServiceDeps:
     events: EventPublisher
     alerts: Alerts
     rollbacks: RollbackLog
+    # Signed commands on the vehicles' own topics (cancel, roll back, status).
+    commands: CommandSender
     clock: Callable[[], float] = time.time
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     config: CampaignConfig = field(default_factory=CampaignConfig)

@@ -35,6 +35,16 @@ What this guarantees:
   A dead-lettered notification is the same case, waiting in the OTA DLQ
   for `v2c dlq replay`.
 
+One active update per vehicle (BR-OTA-014/023, `campaigns.coordination`):
+before a chunk is recorded, each vehicle's other records are weighed. A
+vehicle busy with an update of equal or higher rank (or installing one) is
+recorded all the same, then held back (WAITING, counted `waiting`, never
+a failure) instead of notified; the monitor notifies it once it is free. A
+lower-rank update not yet installing is cancelled (`cancelled` in its own
+campaign, a signed CANCEL_UPDATE to the vehicle) before the notification.
+Every record carries the campaign's timeout (`timeout_ms`, BR-OTA-018),
+which the monitor enforces (`campaigns.timeouts`).
+
 What the end of a wave means (next wave, gate, finish) is
 `campaign_run.after_wave`'s call.
 """
@@ -47,6 +57,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from v2c.contract.errors import Conflict
+from v2c.handlers.ota.campaigns.coordination import Coordinator
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.record import Campaign, StatusChange
 from v2c.handlers.ota.campaigns.release import manifest_for, sign_release
@@ -64,6 +75,8 @@ from v2c.handlers.ota.domain.campaign_run import (
 from v2c.handlers.ota.domain.counters import Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.plan import Target
+from v2c.handlers.ota.domain.timeouts import timeout_ms
+from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.notices import Notices
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 
@@ -76,13 +89,24 @@ class AdvanceReport:
     dead_lettered: int = 0
     gate: str | None = None
     status: str | None = None
+    waiting: int = 0  # recorded but held back: busy with another update
 
 
 class Dispatcher:
-    def __init__(self, deps: CampaignServiceDeps, notices: Notices) -> None:
+    def __init__(
+        self,
+        deps: CampaignServiceDeps,
+        notices: Notices,
+        coordinator: Coordinator | None = None,
+    ) -> None:
         self._d = deps
         self._config = deps.config
         self._notices = notices
+        self._coordinator = coordinator or Coordinator(
+            deps,
+            UpdateCommands(deps.campaigns, deps.updates, deps.clock, deps.config.conflict_retries),
+            notices,
+        )
 
     def _now_ms(self) -> int:
         return int(self._d.clock() * 1000)
@@ -123,7 +147,7 @@ class Dispatcher:
             self._d.campaigns.release_lease(campaign_id, owner)
 
     def _dispatch(self, campaign: Campaign) -> AdvanceReport:
-        notified = dead = 0
+        notified = dead = waiting = 0
         gate: str | None = None
         for _ in range(self._config.max_batches_per_advance):
             if campaign.status is not CampaignStatus.IN_PROGRESS:
@@ -141,17 +165,18 @@ class Dispatcher:
                     campaign = self._refresh_release(campaign)
                     outcome = self._notify_chunk(campaign, chunk)
                     if outcome is None:
-                        return AdvanceReport(notified, dead, gate, "changed")
-                    campaign, delivered = outcome
+                        return AdvanceReport(notified, dead, gate, "changed", waiting)
+                    campaign, delivered, held = outcome
                     notified += len(delivered)
                     dead += delivered.count(False)
+                    waiting += held
                 continue
             gate = step.gate.value if step.gate is not None else None
             moved = self._after_wave(campaign, step)
             if moved is None:
                 break
             campaign = moved
-        return AdvanceReport(notified, dead, gate, campaign.status.value)
+        return AdvanceReport(notified, dead, gate, campaign.status.value, waiting)
 
     def _after_wave(self, campaign: Campaign, step: WaveStep) -> Campaign | None:
         """Carry out the end of a wave; the campaign to continue with, or None."""
@@ -181,12 +206,14 @@ class Dispatcher:
 
     def _notify_chunk(
         self, campaign: Campaign, targets: Sequence[Target]
-    ) -> tuple[Campaign, list[bool]] | None:
+    ) -> tuple[Campaign, list[bool], int] | None:
         """Record the chunk at the cursor (one write with the cursor and
-        counter move), then publish it; the campaign as it stands after,
-        and per target whether its message was delivered (False:
-        dead-lettered). None if the campaign changed under us (paused,
-        cancelled, another dispatcher): nothing recorded, nothing sent."""
+        counter move), hold back the vehicles busy with another update,
+        then publish to the others; the campaign as it stands after, per
+        notified target whether its message was delivered (False:
+        dead-lettered), and how many were held back. None if the campaign
+        changed under us (paused, cancelled, another dispatcher): nothing
+        recorded, nothing sent."""
         now = self._now_ms()
         wave = campaign.current_wave
         updates = [
@@ -201,23 +228,35 @@ class Dispatcher:
                 campaign_id=campaign.campaign_id,
                 wave=wave,
                 region=target.region,
+                timeout_ms=timeout_ms(campaign.spec.timeout_minutes),
             )
             for target in targets
         ]
         count = len(updates)
+        verdicts = self._coordinator.screen(campaign, updates)
         at_cursor = self._d.campaigns.notify_at_cursor(campaign, now, count)
-        delivered = self._notices.first_chunk(updates, campaign.release, at_cursor)
-        if delivered is None:
+        if not self._d.updates.create_many(updates, at_cursor):
             return None
-        move = {Counter.PENDING: -count, Counter.IN_PROGRESS: count}
-        waves = list(campaign.wave_counters)
-        waves[wave] = waves[wave].moved(move)
-        return campaign.evolve(
-            cursor=campaign.cursor + count,
-            counters=campaign.counters.moved(move),
-            wave_counters=tuple(waves),
-            last_progress_at_ms=now,
-        ), delivered
+        go, held = self._coordinator.carry_out(campaign, updates, verdicts)
+        delivered = self._notices.send_many(go, campaign.release) if go else []
+        moves = [
+            {Counter.PENDING: -count, Counter.IN_PROGRESS: count},
+            {Counter.IN_PROGRESS: -len(held), Counter.WAITING: len(held)},
+        ]
+        counters, waves = campaign.counters, list(campaign.wave_counters)
+        for move in moves:
+            counters = counters.moved(move)
+            waves[wave] = waves[wave].moved(move)
+        return (
+            campaign.evolve(
+                cursor=campaign.cursor + count,
+                counters=counters,
+                wave_counters=tuple(waves),
+                last_progress_at_ms=now,
+            ),
+            delivered,
+            len(held),
+        )
 
 
 def chunked(targets: Sequence[Target], size: int) -> list[Sequence[Target]]:

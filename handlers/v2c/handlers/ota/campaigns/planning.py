@@ -33,20 +33,13 @@ from collections.abc import Callable, Mapping
 from v2c.contract.errors import TransientError, V2CError
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.record import Campaign
-from v2c.handlers.ota.campaigns.targeting import Targeting
+from v2c.handlers.ota.campaigns.targeting import Targeting, no_targets_detail, package_is_beta
 from v2c.handlers.ota.concurrency import StaleWrite
 from v2c.handlers.ota.domain.counters import CampaignCounters
 from v2c.handlers.ota.domain.lifecycle import CampaignCommand, CampaignStatus, next_status
 from v2c.handlers.ota.domain.plan import RolloutPlan, plan_rollout
 
 logger = logging.getLogger(__name__)
-
-
-def no_targets_reason(device_model: str, version: str, excluded: Mapping[str, int]) -> str:
-    return (
-        f"no registered {device_model} vehicle below {version} matches the targets "
-        f"({sum(excluded.values())} excluded: {dict(excluded)})"
-    )
 
 
 def with_plan(campaign: Campaign, plan: RolloutPlan, now_ms: int) -> Campaign:
@@ -133,15 +126,18 @@ class CampaignPlanner:
         return self._d.campaigns.get(stored.campaign_id)
 
     def _planned(self, leased: Campaign) -> tuple[Campaign, dict[str, int]]:
-        resolution = self._targeting.resolve(leased.spec, leased.device_model, leased.version)
+        beta = package_is_beta(self._d.packages, leased.firmware_id)  # BR-OTA-009
+        resolution = self._targeting.resolve(
+            leased.spec, leased.device_model, leased.version, is_beta=beta
+        )
         eligibility = resolution.eligibility
         assert eligibility is not None  # no budget given: always resolved
         now = self._now_ms()
         if not eligibility.targets:
             failed = leased.evolve(
                 status=next_status(leased.status, CampaignCommand.FAIL_PLANNING),
-                status_reason=no_targets_reason(
-                    leased.device_model, leased.version, eligibility.excluded
+                status_reason=no_targets_detail(
+                    leased.device_model, leased.version, eligibility.excluded, is_beta=beta
                 ),
                 updated_at_ms=now,
                 finished_at_ms=now,

@@ -87,6 +87,9 @@ class Campaign:
     finished_at_ms: int | None = None
     approved_by: str | None = None
     approved_at_ms: int | None = None
+    approval_comment: str = ""  # what the approver said with the approval (PRD E2-US6 AC2)
+    rejected_by: str | None = None  # the approver who rejected it; the reason: status_reason
+    rejected_at_ms: int | None = None
     # A start asked for while the campaign was planning: it starts when planned.
     start_requested_at_ms: int | None = None
     status_reason: str = ""
@@ -133,6 +136,9 @@ class Campaign:
             "finished_at": self.finished_at_ms,
             "approved_by": self.approved_by,
             "approved_at": self.approved_at_ms,
+            "approval_comment": self.approval_comment,
+            "rejected_by": self.rejected_by,
+            "rejected_at": self.rejected_at_ms,
             "start_requested_at": self.start_requested_at_ms,
             "status_reason": self.status_reason,
             "last_progress_at": self.last_progress_at_ms,
@@ -173,6 +179,9 @@ class Campaign:
             finished_at_ms=_opt_int(item.get("finished_at")),
             approved_by=item.get("approved_by"),
             approved_at_ms=_opt_int(item.get("approved_at")),
+            approval_comment=str(item.get("approval_comment") or ""),
+            rejected_by=item.get("rejected_by"),
+            rejected_at_ms=_opt_int(item.get("rejected_at")),
             start_requested_at_ms=_opt_int(item.get("start_requested_at")),
             status_reason=str(item.get("status_reason", "")),
             last_progress_at_ms=int(item.get("last_progress_at", 0)),
@@ -185,15 +194,9 @@ class Campaign:
 
     def event_detail(self, **extra: Any) -> dict[str, Any]:
         """The campaign as every `campaign.*` event shows it, with `extra`."""
-        return {
-            "campaign_id": self.campaign_id,
-            "name": self.name,
-            "status": self.status.value,
-            "firmware_id": self.firmware_id,
-            "version": self.version,
-            "target_count": self.target_count,
-            **extra,
-        }
+        from v2c.handlers.ota.events import campaign_detail  # events.py types this module
+
+        return campaign_detail(self, **extra)
 
     def evolve(self, **changes: Any) -> Campaign:
         known = {f.name for f in fields(self)}
@@ -217,6 +220,9 @@ class StatusChange:
     last_progress_at_ms: int | None = None
     approved_by: str | None = None
     approved_at_ms: int | None = None
+    approval_comment: str | None = None
+    rejected_by: str | None = None
+    rejected_at_ms: int | None = None
     gate: dict[str, Any] | None = None
 
     def changes(self) -> dict[str, Any]:

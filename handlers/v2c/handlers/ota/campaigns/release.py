@@ -12,6 +12,7 @@ import uuid
 from typing import Final
 
 from v2c.handlers.ota.campaigns.record import Release
+from v2c.handlers.ota.domain import update_steps
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.signing.base import Signer
@@ -53,6 +54,8 @@ def manifest_for(
         firmware_id=package.firmware_id,
         is_rollback=is_rollback,
         issued_at=now_ms,
+        pre_update_steps=update_steps.to_proto(spec.pre_update_steps),
+        post_update_steps=update_steps.to_proto(spec.post_update_steps),
     )
 
 

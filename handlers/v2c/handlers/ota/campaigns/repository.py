@@ -60,6 +60,9 @@ _ATTRIBUTES: Final = {
     "last_progress_at_ms": "last_progress_at",
     "approved_by": "approved_by",
     "approved_at_ms": "approved_at",
+    "approval_comment": "approval_comment",
+    "rejected_by": "rejected_by",
+    "rejected_at_ms": "rejected_at",
     "gate": "gate",
 }
 

@@ -1,5 +1,7 @@
 """The rollbacks table: the audit trail of every rollback (BR-OTA-035):
-who asked, why, from which version to which, and how it ended."""
+who asked (`requested_by`), why (`reason`, and the `trigger` of BR-OTA-031:
+manual, failure_rate, health_check, timeout, error_threshold), from which
+version to which, and how it ended."""
 
 from __future__ import annotations
 

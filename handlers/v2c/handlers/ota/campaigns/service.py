@@ -16,16 +16,18 @@ stalled, who is eligible, what a cancel moves) is decided in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from v2c.contract.errors import Conflict, Forbidden, InvalidField, TransientError, V2CError
+from v2c.handlers.ota.campaigns.coordination import Coordinator
 from v2c.handlers.ota.campaigns.creation import CampaignCreation, CreationReport
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.dispatch import AdvanceReport, Dispatcher
 from v2c.handlers.ota.campaigns.planning import CampaignPlanner
 from v2c.handlers.ota.campaigns.record import Campaign, StatusChange
 from v2c.handlers.ota.campaigns.rollback import Rollbacks
+from v2c.handlers.ota.campaigns.timeouts import Timeouts
 from v2c.handlers.ota.concurrency import retry_stale
 from v2c.handlers.ota.domain.campaign_health import HealthAction, HealthPolicy
 from v2c.handlers.ota.domain.campaign_run import (
@@ -35,9 +37,12 @@ from v2c.handlers.ota.domain.campaign_run import (
     unnotified_moves,
 )
 from v2c.handlers.ota.domain.lifecycle import CampaignCommand, CampaignStatus, next_status
-from v2c.handlers.ota.domain.update_state import Command
+from v2c.handlers.ota.domain.rollback_rules import RollbackTrigger, automatic_trigger
+from v2c.handlers.ota.domain.update_state import TERMINAL, Command
 from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.notices import Notices
+from v2c.handlers.ota.updates.record import VehicleUpdate
+from v2c.handlers.ota.vehicle_commands import cancel_update
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,9 @@ class CampaignService:
         self.rollbacks = Rollbacks(deps, self.commands, self.notices)
         self._creation = CampaignCreation(deps)
         self._planner = CampaignPlanner(deps, start=self.start)
-        self._dispatcher = Dispatcher(deps, self.notices)
+        self._coordinator = Coordinator(deps, self.commands, self.notices)
+        self._dispatcher = Dispatcher(deps, self.notices, self._coordinator)
+        self._timeouts = Timeouts(deps, self.commands, self.notices)
 
     def _now_ms(self) -> int:
         return int(self._d.clock() * 1000)
@@ -116,22 +123,59 @@ class CampaignService:
             attempts=self._config.conflict_retries,
         )
 
-    def approve(self, campaign_id: str, approver: str) -> Campaign:
-        """Record `approver` (the authenticated principal, never a name a
-        client typed) as the campaign's approver. Separation of duties: the
-        principal that created the campaign cannot approve it (403)."""
+    @staticmethod
+    def _reviewer(approver: str) -> str:
+        """The principal approving or rejecting, whom the audit fields name."""
         if not approver.strip():
             raise InvalidField("approved_by", "must name the approver")
+        return approver.strip()
+
+    def approve(self, campaign_id: str, approver: str, comment: str = "") -> Campaign:
+        """Record `approver` (the authenticated principal, never a name a
+        client typed) as the campaign's approver, with the approver's
+        `comment` (PRD E2-US6 AC2). Separation of duties: the principal that
+        created the campaign cannot approve it (403)."""
+        who = self._reviewer(approver)
         now = self._now_ms()
 
         def approval(campaign: Campaign, target: CampaignStatus) -> StatusChange:
-            if campaign.created_by and campaign.created_by == approver.strip():
+            if campaign.created_by and campaign.created_by == who:
                 raise SelfApproval("the creator of a campaign cannot approve it")
             return StatusChange(
-                target, updated_at_ms=now, approved_by=approver.strip(), approved_at_ms=now
+                target,
+                updated_at_ms=now,
+                approved_by=who,
+                approved_at_ms=now,
+                approval_comment=comment.strip(),
             )
 
-        return self._command(campaign_id, CampaignCommand.APPROVE, approval)
+        campaign = self._command(campaign_id, CampaignCommand.APPROVE, approval)
+        self._event("campaign.approved", campaign, approved_by=who, comment=comment.strip())
+        return campaign
+
+    def reject(self, campaign_id: str, approver: str, reason: str) -> Campaign:
+        """The approver's no: a campaign awaiting approval ends `rejected`
+        (final) with the reason; nobody was notified, so nothing else moves.
+        Unlike approval, its creator may reject it: saying no to one's own
+        campaign needs no second pair of eyes (and cancel could end it anyway)."""
+        who = self._reviewer(approver)
+        if not reason.strip():
+            raise InvalidField("reason", "must say why the campaign is rejected")
+        now = self._now_ms()
+        campaign = self._command(
+            campaign_id,
+            CampaignCommand.REJECT,
+            lambda _c, target: StatusChange(
+                target,
+                updated_at_ms=now,
+                status_reason=reason.strip(),
+                finished_at_ms=now,
+                rejected_by=who,
+                rejected_at_ms=now,
+            ),
+        )
+        self._event("campaign.rejected", campaign, rejected_by=who, reason=reason.strip())
+        return campaign
 
     def start(self, campaign_id: str) -> Campaign:
         """Start dispatching. A campaign still planning records the start
@@ -188,7 +232,9 @@ class CampaignService:
     def cancel(self, campaign_id: str, reason: str = "cancelled by a fleet manager") -> Campaign:
         """Stop the campaign: targets never notified count as cancelled at
         once; notified updates not yet installing are cancelled one by one
-        (an update already installing finishes: E3-US3)."""
+        (an update already installing finishes: E3-US3); and every vehicle
+        notified and not finished is told so (a signed CANCEL_UPDATE), since
+        the cloud's records alone cannot stop a vehicle."""
         now = self._now_ms()
         campaign = self._command(
             campaign_id,
@@ -199,11 +245,24 @@ class CampaignService:
             stop=True,
         )
         cancelled = 0
+        in_flight: list[VehicleUpdate] = []
         for update in self._d.updates.for_campaign(campaign_id):
+            if update.state in TERMINAL:
+                continue
+            in_flight.append(update)
             applied = self.commands.apply(
                 update, Command.CANCEL, max_retries=campaign.spec.max_retries
             )
             cancelled += applied.changed
+        # One command for the whole campaign, signed once per chunk of
+        # vehicles: a vehicle not yet installing stops; one installing finishes.
+        command = cancel_update(
+            campaign_id=campaign_id,
+            update_id=campaign.release.update_id,
+            reason=reason,
+            now_ms=now,
+        )
+        self.rollbacks.tell(command, in_flight, campaign_id)
         self._event("update.cancelled", campaign, cancelled_updates=cancelled, reason=reason)
         return self._d.campaigns.get(campaign_id)
 
@@ -216,14 +275,36 @@ class CampaignService:
 
     # -- outcomes and monitoring --------------------------------------------
 
+    def on_completed(self, campaign_id: str, completed: Sequence[VehicleUpdate]) -> None:
+        """Updates of the campaign that reports just completed. While the
+        campaign rolls back (or after: a vehicle whose COMPLETED overrode the
+        cancel the rollback recorded), each gets the signed rollback too
+        (`Rollbacks.after_outcome`): it was installing when the rollback
+        began. A cancelled campaign does nothing here: see `on_outcome`."""
+        campaign = self._d.campaigns.get(campaign_id)
+        if campaign.status in (CampaignStatus.ROLLING_BACK, CampaignStatus.ROLLED_BACK):
+            self.rollbacks.after_outcome(campaign, completed)
+
     def on_outcome(self, campaign_id: str) -> HealthAction:
         """After a report that moved the rates: pause or roll back when the
-        thresholds say so, else keep the rollout going."""
+        thresholds say so, else keep the rollout going; a campaign rolling
+        back may now be rolled back (its last update in flight ended).
+
+        A campaign that was cancelled does not react at all: a COMPLETED for
+        an update the cloud cancelled (the vehicle was installing, or never got
+        the cancel) is recorded as the vehicle's truth (its record, the
+        campaign's counters and the registry's installed version say
+        completed), but a cancel is final, so it passes no gate, dispatches
+        nothing and is not rolled back."""
         campaign = self._d.campaigns.get(campaign_id)
+        if campaign.status is CampaignStatus.ROLLING_BACK:
+            self.rollbacks.finish_if_done(campaign_id)
+            return HealthAction.CONTINUE
         reaction = react_to_outcome(campaign)
         if reaction.step is OutcomeStep.ROLLBACK:
             self._d.alerts.alert("campaign_auto_rollback", campaign_id, reaction.reason)
-            self.rollback(campaign_id, reason=reaction.reason, automatic=True)
+            trigger = automatic_trigger(campaign.counters, campaign.spec.health_policy())
+            self.rollback(campaign_id, reason=reaction.reason, trigger=trigger)
         elif reaction.step is OutcomeStep.PAUSE:
             change = StatusChange(CampaignStatus.PAUSED, status_reason=reaction.reason)
             try:
@@ -242,19 +323,38 @@ class CampaignService:
         return campaign.spec.health_policy()
 
     def rollback(
-        self, campaign_id: str, *, reason: str = "rollback requested", automatic: bool = False
+        self,
+        campaign_id: str,
+        *,
+        reason: str = "rollback requested",
+        trigger: RollbackTrigger = RollbackTrigger.MANUAL,
     ) -> Campaign:
-        """Stop the rollout and send every vehicle that completed the update a
-        signed rollback to the version it ran before (BR-OTA-034)."""
-        return self.rollbacks.campaign(campaign_id, reason=reason, automatic=automatic)
+        """Stop the rollout, tell the vehicles in flight to stop (ROLL_BACK),
+        and send every vehicle that completed the update a signed rollback to
+        the version it ran before (BR-OTA-034). `trigger` (BR-OTA-031): MANUAL
+        for a fleet manager; the failure threshold passes its own (see
+        `rollback_rules.automatic_trigger`); the monitor passes TIMEOUT."""
+        return self.rollbacks.campaign(campaign_id, reason=reason, trigger=trigger)
 
     def monitor(self, now_ms: int | None = None) -> dict[str, Any]:
         """The periodic pass (every minute): plan campaigns left planning (a
-        lost planner), keep the fleet index compact, advance running
-        campaigns (a scheduled start, a reopened maintenance window, a lost
-        lease), flag stalled ones and finish rollbacks."""
+        lost planner), keep the fleet index compact, time out updates past
+        their deadline (`campaigns.timeouts`; their campaigns react to the
+        failures), notify waiting vehicles now free (`campaigns.coordination`),
+        advance running campaigns (a scheduled start, a reopened maintenance
+        window, a lost lease), flag stalled ones and finish rollbacks."""
         now_ms = now_ms if now_ms is not None else self._now_ms()
         planned = self._plan_waiting()
+        timeouts = self._timeouts.run(now_ms)
+        for campaign_id in sorted(timeouts.campaigns):
+            try:
+                self.on_outcome(campaign_id)
+            except V2CError as exc:  # the timeouts are recorded; the next report or pass reacts
+                logger.warning(
+                    "campaign reaction to timeouts failed",
+                    extra={"campaign_id": campaign_id, "error": str(exc)},
+                )
+        released = self._coordinator.release_waiting(now_ms)
         try:
             index = self._d.fleet.maintain()
         except TransientError as exc:  # the index can wait a pass; campaigns cannot
@@ -279,6 +379,11 @@ class CampaignService:
             "notified": advanced,
             "stalled": stalled,
             "planned": planned,
+            "timed_out": timeouts.timed_out,
+            "retried": timeouts.retried,
+            "released": released.notified,
+            "superseded": released.superseded,
+            "still_waiting": released.still_waiting,
             **index,
         }
 

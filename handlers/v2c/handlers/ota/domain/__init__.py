@@ -18,6 +18,7 @@ what to persist and when, and the rules are tested without any I/O:
 * `plan`: the rollout plan, every target in dispatch order cut into waves;
 * `lifecycle`: campaign statuses and which command may move a campaign where;
 * `campaign_health`: failure threshold, auto-pause / auto-rollback, stalled campaigns;
+* `rollback_rules`: a rollback's trigger (BR-OTA-031) and the versions a vehicle ran (BR-OTA-032);
 * `campaign_run`: what running a campaign does with all of the above (who is
   eligible, the end of a wave, what a cancel moves, the reaction to outcomes,
   stall detection), as decisions the campaign service carries out.

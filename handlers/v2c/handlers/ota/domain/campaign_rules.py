@@ -43,6 +43,7 @@ from v2c.handlers.ota.domain.maintenance_window import MaintenanceWindow
 from v2c.handlers.ota.domain.rollout import rollout_count
 from v2c.handlers.ota.domain.target_filter import Expr, to_text
 from v2c.handlers.ota.domain.target_filter import parse as parse_filter
+from v2c.handlers.ota.domain.update_steps import StepSpec, check_steps
 from v2c.handlers.ota.domain.validation import (
     CrossFieldProblems,
     FieldProblem,
@@ -133,6 +134,7 @@ LIMITS: Final[Mapping[str, str]] = {
 # strategy is a mistake worth reporting, not something to ignore silently.
 _STRATEGY_FIELDS: Final = {
     "stage_percentages": Strategy.STAGED,
+    "stage_success_percentages": Strategy.STAGED,
     "canary_percentage": Strategy.CANARY,
     "canary_size": Strategy.CANARY,
     "green_percentage": Strategy.BLUE_GREEN,
@@ -177,6 +179,10 @@ class CampaignSpec(BaseModel):
     success_threshold_percent: Percent = Field(default=95.0, ge=1, le=100)  # canary gate
 
     stage_percentages: tuple[int, ...] = DEFAULT_STAGES  # staged: cumulative waves
+    # staged: the success rate each stage must reach before the next starts
+    # (solution design §7: canary 99 %, pilot 98 %, production 97 %); one per
+    # gate, i.e. per stage but the last; empty: `success_threshold_percent` for all.
+    stage_success_percentages: tuple[Percent, ...] = ()
     canary_percentage: Percent = Field(default=1.0, gt=0, le=50)
     canary_size: int | None = Field(default=None, ge=1, le=10_000)  # FMEA: canary_size: 100
     green_percentage: int = Field(default=50, ge=1, le=99)  # blue_green: the first cohort
@@ -186,6 +192,8 @@ class CampaignSpec(BaseModel):
     requires_approval: bool = False
 
     # Carried into the signed manifest.
+    pre_update_steps: tuple[StepSpec, ...] = ()  # BR-OTA-027: before the slot is written
+    post_update_steps: tuple[StepSpec, ...] = ()  # BR-OTA-027: after the commit
     min_battery_level: int = Field(default=30, ge=0, le=100)
     can_install_while_driving: bool = False
     estimated_install_time_sec: int = Field(default=600, ge=1, le=86_400)
@@ -266,6 +274,18 @@ class CampaignSpec(BaseModel):
             raise rule_error(f"the last stage must be 100 (all of the rollout), got {value[-1]}")
         return value
 
+    @field_validator("pre_update_steps", "post_update_steps")
+    @classmethod
+    def _check_steps(cls, value: tuple[StepSpec, ...]) -> tuple[StepSpec, ...]:
+        return check_steps(value)
+
+    @field_validator("stage_success_percentages")
+    @classmethod
+    def _check_stage_success(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 1 <= p <= 100 for p in value):
+            raise rule_error(f"each stage's success rate must be from 1 to 100, got {list(value)}")
+        return value
+
     @field_validator("scheduled_start")
     @classmethod
     def _check_start(cls, value: datetime | None) -> datetime | None:
@@ -289,6 +309,15 @@ class CampaignSpec(BaseModel):
                 problems.append(
                     FieldProblem(field, f"applies to the {strategy.value} strategy only")
                 )
+        gates = len(self.stage_percentages) - 1
+        if self.stage_success_percentages and len(self.stage_success_percentages) != gates:
+            problems.append(
+                FieldProblem(
+                    "stage_success_percentages",
+                    f"needs one success rate per stage but the last ({gates}), "
+                    f"got {len(self.stage_success_percentages)}",
+                )
+            )
         if self.deployment_strategy is Strategy.SCHEDULED and self.scheduled_start is None:
             problems.append(FieldProblem("scheduled_start", "is required for a scheduled campaign"))
         now = (info.context or {}).get("now")
@@ -310,10 +339,16 @@ class CampaignSpec(BaseModel):
         """How many of the resolved targets the campaign updates at all (BR-OTA-015)."""
         return rollout_count(n_targets, self.rollout_percentage)
 
-    def gate_thresholds(self) -> GateThresholds:
-        """The canary gate (also usable between stages and before a blue/green switch-over)."""
+    def gate_thresholds(self, wave: int = 0) -> GateThresholds:
+        """The gate after `wave`: the canary's, a blue/green switch-over's, or a
+        stage's, which has its own success rate when `stage_success_percentages`
+        gives one (spec 002 §7)."""
+        success = self.success_threshold_percent
+        staged = self.deployment_strategy is Strategy.STAGED
+        if staged and wave < len(self.stage_success_percentages):
+            success = self.stage_success_percentages[wave]
         return GateThresholds(
-            success_threshold_percent=self.success_threshold_percent,
+            success_threshold_percent=success,
             failure_threshold_percent=self.pause_threshold_percent,
         )
 

@@ -203,12 +203,14 @@ def after_wave(campaign: RunningCampaign, now_ms: int) -> WaveStep:
         return Finish() if campaign.counters.outstanding == 0 else Hold()
     if not wave.gated:
         return NextWave(number + 1)
-    decision = evaluate_gate(campaign.wave_counters[number], campaign.spec.gate_thresholds())
+    thresholds = campaign.spec.gate_thresholds(number)
+    decision = evaluate_gate(campaign.wave_counters[number], thresholds)
     summary = {
         "wave": wave.name,
         "verdict": decision.verdict.value,
         "reason": decision.reason,
         "success_rate": decision.success_rate,
+        "success_threshold_percent": thresholds.success_threshold_percent,
         "completed": decision.completed,
         "failures": decision.failures,
         "finished": decision.finished,

@@ -1,6 +1,6 @@
 """Campaign counters and the rates computed from them.
 
-Six counters partition a campaign's per-vehicle updates: every update is in
+Eight counters partition a campaign's per-vehicle updates: every update is in
 exactly one of them, so `total` is their sum (BR-OTA-042) and a state change
 moves exactly one unit from one counter to another. The state machine returns
 that move as `CounterDeltas`, which a repository applies atomically (DynamoDB
@@ -10,8 +10,14 @@ which concurrent reports would overwrite.
 Rates use BR-OTA-041: `success_rate = completed / finished * 100`, where the
 finished updates are the completed and the failed ones; a vehicle that rolled
 back did not take the update and counts as a failure (the FMEA's canary
-"98/100 success, 2 rollbacks" is 98 %). Pending, in-progress and cancelled
-updates are outside both rates.
+"98/100 success, 2 rollbacks" is 98 %). An update the monitor timed out for
+good (BR-OTA-018/025, no retry left) is a failure too, counted apart
+(`timed_out`) so a fleet manager sees silence apart from errors; a late
+COMPLETED from the vehicle moves it to `completed`. Pending, in-progress,
+waiting and cancelled updates are outside both rates: `waiting` holds the
+vehicles found busy with another campaign's update (at dispatch, or by their
+REJECTED UPDATE_IN_PROGRESS), which are notified once free and are never
+failures of the campaign that found them busy (BR-OTA-014/023).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Counter(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"  # a failure: the deadline passed with no retry left
+    WAITING = "waiting"  # not notified: the vehicle is busy with another update
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ class CounterDeltas:
     failed: int = 0
     rolled_back: int = 0
     cancelled: int = 0
+    timed_out: int = 0
+    waiting: int = 0
 
     @classmethod
     def move(cls, source: Counter, target: Counter) -> CounterDeltas:
@@ -57,6 +67,11 @@ class CounterDeltas:
 
     def __bool__(self) -> bool:
         return bool(self.nonzero())
+
+    @property
+    def affects_rates(self) -> bool:
+        """A finished counter moved: the success and failure rates changed."""
+        return bool(self.completed or self.failed or self.rolled_back or self.timed_out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +115,8 @@ class CampaignCounters:
     failed: int = 0
     rolled_back: int = 0
     cancelled: int = 0
+    timed_out: int = 0
+    waiting: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,18 +144,19 @@ class CampaignCounters:
 
     @property
     def failures(self) -> int:
-        """Updates that ended without the new version running: failed or rolled back."""
-        return self.failed + self.rolled_back
+        """Updates that ended without the new version running: failed, rolled
+        back or timed out."""
+        return self.failed + self.rolled_back + self.timed_out
 
     @property
     def finished(self) -> int:
-        """The denominator of BR-OTA-041: completed, failed and rolled back."""
+        """The denominator of BR-OTA-041: completed, failed, rolled back and timed out."""
         return self.completed + self.failures
 
     @property
     def outstanding(self) -> int:
-        """Updates that have not ended yet."""
-        return self.pending + self.in_progress
+        """Updates that have not ended yet (waiting ones are still to notify)."""
+        return self.pending + self.in_progress + self.waiting
 
     @property
     def success_rate(self) -> float | None:

@@ -7,6 +7,7 @@
        │                                                paused
        └─ planning, created, in_progress, paused ──cancel──▶ cancelled
           in_progress / paused / completed ──rollback──▶ rolling_back ──▶ rolled_back
+    created (requires approval, not approved) ──reject──▶ rejected
 
 `planning`: creation answered before the targets were resolved and planned
 (a large fleet: `campaigns.planning`); the planner moves the campaign on
@@ -18,7 +19,12 @@ approval cannot queue a start either. Cancel may stop a campaign still
 planning: the planner's final write is conditioned on `planning`.
 
 `requires_approval` gates `start`: a campaign that needs approval cannot
-start until `approve` recorded who approved it and when. Pure: the service
+start until `approve` recorded who approved it and when. `reject` is the
+approver's other answer (PRD E2-US6 AC2): the campaign ends `rejected`, a
+final status, before anyone was notified; so it is open exactly where
+approve is (created, needing approval, not approved yet) and nowhere else:
+an approved or running campaign is stopped with cancel, which also moves
+the updates already under way. Pure: the service
 reads the campaign, asks here, and writes the answer with a condition on the
 status it read, so two racing commands cannot both win.
 """
@@ -41,6 +47,7 @@ class CampaignStatus(StrEnum):
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     PLANNING_FAILED = "planning_failed"
+    REJECTED = "rejected"  # the approver said no: final, nobody was notified
 
 
 class CampaignCommand(StrEnum):
@@ -49,6 +56,7 @@ class CampaignCommand(StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     APPROVE = "approve"
+    REJECT = "reject"
     ROLLBACK = "rollback"
     COMPLETE = "complete"
     FINISH_ROLLBACK = "finish_rollback"
@@ -66,6 +74,7 @@ ALLOWED: Final[dict[CampaignCommand, tuple[frozenset[CampaignStatus], CampaignSt
         C.CANCELLED,
     ),
     CampaignCommand.APPROVE: (frozenset({C.CREATED}), C.CREATED),
+    CampaignCommand.REJECT: (frozenset({C.CREATED}), C.REJECTED),
     CampaignCommand.ROLLBACK: (
         frozenset({C.IN_PROGRESS, C.PAUSED, C.COMPLETED}),
         C.ROLLING_BACK,
@@ -75,6 +84,8 @@ ALLOWED: Final[dict[CampaignCommand, tuple[frozenset[CampaignStatus], CampaignSt
     CampaignCommand.FINISH_PLANNING: (frozenset({C.PLANNING}), C.CREATED),
     CampaignCommand.FAIL_PLANNING: (frozenset({C.PLANNING}), C.PLANNING_FAILED),
 }
+# Awaiting the approver's answer: approve or reject.
+REVIEWS: Final = frozenset({CampaignCommand.APPROVE, CampaignCommand.REJECT})
 # Not finished: a firmware cannot be retired under one, and `v2c campaign watch` keeps watching.
 ACTIVE: Final = frozenset({C.PLANNING, C.CREATED, C.IN_PROGRESS, C.PAUSED, C.ROLLING_BACK})
 DISPATCHING: Final = frozenset({C.IN_PROGRESS})
@@ -89,10 +100,10 @@ def next_status(
 ) -> CampaignStatus:
     """The status after `command`, or `Conflict` (HTTP 409) naming why not."""
     sources, target = ALLOWED[command]
-    if status is C.PLANNING and command is CampaignCommand.APPROVE:
+    if status is C.PLANNING and command in REVIEWS:
         raise Conflict(
-            "cannot approve the campaign yet: it is still planning (its targets are being "
-            "resolved); approve it once its status is created"
+            f"cannot {command.value} the campaign yet: it is still planning (its targets are "
+            f"being resolved); {command.value} it once its status is created"
         )
     if status not in sources:
         allowed = ", ".join(sorted(s.value for s in sources))
@@ -101,8 +112,10 @@ def next_status(
         raise Conflict("the campaign requires approval before it can start")
     if command is CampaignCommand.START and status is C.PLANNING:
         return C.PLANNING  # queued: the planner starts it once planned
-    if command is CampaignCommand.APPROVE and (approved or not requires_approval):
-        raise Conflict(
-            "the campaign is already approved" if approved else "the campaign needs no approval"
-        )
+    if command in REVIEWS and (approved or not requires_approval):
+        if not approved:
+            raise Conflict("the campaign needs no approval")
+        if command is CampaignCommand.REJECT:
+            raise Conflict("the campaign is already approved; cancel it to stop it")
+        raise Conflict("the campaign is already approved")
     return target

@@ -92,8 +92,7 @@ class Folded:
     @property
     def affects_rates(self) -> bool:
         """The success / failure rates moved: the campaign must look at its thresholds."""
-        d = self.deltas
-        return bool(d.completed or d.failed or d.rolled_back)
+        return self.deltas.affects_rates
 
     @property
     def repeats_the_end(self) -> bool:

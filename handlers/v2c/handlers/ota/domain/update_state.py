@@ -28,6 +28,20 @@ rejection, and only while the vehicle has not taken the update on an earlier
 delivery (NOTIFIED), as the cloud's conclusion (the vehicle's own final word
 still replaces it); the record's sequence is left alone.
 
+Two states are the cloud's own, never a vehicle's report:
+
+* TIMED_OUT (BR-OTA-018/025): the monitor found the update in flight past
+  its deadline (notified + timeout; a DEFERRED update waits for conditions
+  but not forever). `Command.TIME_OUT` with retries left re-notifies instead
+  (NOTIFIED again, `retries` + 1, a new deadline: BR-OTA-024); without, it
+  ends TIMED_OUT, a failure for the rates, decided by the cloud, so the
+  vehicle's late COMPLETED (it was installing, or offline) replaces it.
+* WAITING (BR-OTA-014/023): the vehicle is busy with another update. Dispatch
+  holds back a notification it recorded (`Command.HOLD`), or the vehicle
+  answered REJECTED UPDATE_IN_PROGRESS (`apply_busy`: never a failure of the
+  campaign that found it busy). `Command.NOTIFY` sends it once the vehicle is
+  free; the vehicle takes a re-notification of an update it rejected busy.
+
 Each transition carries the counter move (`CounterDeltas`) and the record it
 started from, so a repository writes the new record and the counter move in
 one conditional write (condition: the record is still `before`). A lost race
@@ -63,6 +77,8 @@ class UpdateState(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"  # the cloud's deadline passed, no retry left
+    WAITING = "waiting"  # recorded, not notified: the vehicle is busy with another update
 
 
 S = UpdateState
@@ -85,19 +101,42 @@ COUNTER_OF: Final[Mapping[UpdateState, Counter]] = {
     S.REJECTED: Counter.FAILED,  # the update did not happen and will not on its own
     S.ROLLED_BACK: Counter.ROLLED_BACK,
     S.CANCELLED: Counter.CANCELLED,
+    S.TIMED_OUT: Counter.TIMED_OUT,
+    S.WAITING: Counter.WAITING,
 }
 
-TERMINAL: Final = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.ROLLED_BACK, S.CANCELLED})
+TERMINAL: Final = frozenset(
+    {S.COMPLETED, S.FAILED, S.REJECTED, S.ROLLED_BACK, S.CANCELLED, S.TIMED_OUT}
+)
 VEHICLE_OUTCOMES: Final = frozenset({S.COMPLETED, S.FAILED, S.ROLLED_BACK})
 CANCELLABLE: Final = frozenset(
-    {S.PENDING, S.NOTIFIED, S.ACCEPTED, S.DEFERRED, S.DOWNLOADING, S.PAUSED, S.DOWNLOADED}
+    {
+        S.PENDING,
+        S.WAITING,
+        S.NOTIFIED,
+        S.ACCEPTED,
+        S.DEFERRED,
+        S.DOWNLOADING,
+        S.PAUSED,
+        S.DOWNLOADED,
+    }
 )
 INSTALL_PHASE: Final = frozenset({S.INSTALLING, S.REBOOTING, S.VERIFYING})
+# The vehicle holds the update: what a deadline applies to, and what makes
+# the vehicle busy for every other update (a DEFERRED one included).
+IN_FLIGHT: Final = frozenset(
+    {S.NOTIFIED, S.ACCEPTED, S.DEFERRED, S.DOWNLOADING, S.PAUSED, S.DOWNLOADED} | INSTALL_PHASE
+)
+# Recorded but not (or no longer) with the vehicle: queued behind another update.
+QUEUED: Final = frozenset({S.PENDING, S.WAITING})
 
 # One step of the update as the vehicle agent walks it (FMEA phases 1-3).
 EDGES: Final[Mapping[UpdateState, frozenset[UpdateState]]] = {
     S.PENDING: frozenset({S.NOTIFIED, S.CANCELLED}),
     S.NOTIFIED: frozenset({S.ACCEPTED, S.REJECTED, S.DEFERRED, S.FAILED, S.CANCELLED}),
+    # A vehicle found busy may still take the update from a delivery the
+    # cloud did not count (a redelivered notification): it reports as notified.
+    S.WAITING: frozenset({S.ACCEPTED, S.REJECTED, S.DEFERRED, S.FAILED, S.CANCELLED}),
     S.ACCEPTED: frozenset({S.DOWNLOADING, S.DEFERRED, S.FAILED, S.CANCELLED}),
     S.DEFERRED: frozenset(
         {S.ACCEPTED, S.REJECTED, S.DOWNLOADING, S.INSTALLING, S.FAILED, S.CANCELLED}
@@ -113,6 +152,7 @@ EDGES: Final[Mapping[UpdateState, frozenset[UpdateState]]] = {
     S.REJECTED: frozenset(),
     S.ROLLED_BACK: frozenset(),
     S.CANCELLED: frozenset(),
+    S.TIMED_OUT: frozenset(),
 }
 
 
@@ -164,7 +204,8 @@ class Outcome(StrEnum):
 class Command(StrEnum):
     NOTIFY = "notify"  # the notification was published
     CANCEL = "cancel"  # campaign or update cancelled (not once installing: E3-US3)
-    TIME_OUT = "time_out"  # BR-OTA-022: the update exceeded its timeout
+    TIME_OUT = "time_out"  # BR-OTA-018/025: past its deadline; re-notified while retries last
+    HOLD = "hold"  # BR-OTA-014/023: recorded as notified, held back: the vehicle is busy
     RETRY = "retry"  # E3-US4 / BR-OTA-024: a failed update is scheduled again
     REVERT = "revert"  # a campaign rollback of this completed update finished
 
@@ -198,8 +239,7 @@ class Transition:
     @property
     def affects_rates(self) -> bool:
         """The success / failure rates moved: evaluate thresholds now."""
-        d = self.deltas
-        return bool(d.completed or d.failed or d.rolled_back)
+        return self.deltas.affects_rates
 
 
 def _move(before: UpdateRecord, after: UpdateRecord, outcome: Outcome, reason: str) -> Transition:
@@ -248,14 +288,40 @@ def is_unverified(status: ota_pb2.OTAStatus) -> bool:
     )
 
 
+def is_busy(status: ota_pb2.OTAStatus) -> bool:
+    """Whether `status` says the vehicle is busy with another update."""
+    return status.state == State.REJECTED and status.reason == ota_pb2.OTAStatus.UPDATE_IN_PROGRESS
+
+
 def apply_status(record: UpdateRecord, status: ota_pb2.OTAStatus) -> Transition:
     """`apply_report` for a decoded `OTAStatus` message; a report about an
-    unverified notification changes nothing (UNVERIFIED)."""
+    unverified notification changes nothing (UNVERIFIED); a busy rejection
+    queues the update (`apply_busy`)."""
     if is_unverified(status):
         return _unchanged(
             record, Outcome.UNVERIFIED, "the vehicle could not verify the notification it answers"
         )
+    if is_busy(status):
+        return apply_busy(record, status.sequence)
     return apply_report(record, status.state, status.sequence)
+
+
+def apply_busy(record: UpdateRecord, sequence: int) -> Transition:
+    """REJECTED UPDATE_IN_PROGRESS: the vehicle holds another update. Not a
+    failure of this update: it waits (WAITING) and is notified again once the
+    vehicle is free. Numbered like any report; ignored once the update ended."""
+    if sequence == record.last_sequence:
+        return _unchanged(record, Outcome.DUPLICATE, f"sequence {sequence} already applied")
+    if sequence < record.last_sequence:
+        return _unchanged(
+            record, Outcome.STALE, f"sequence {sequence} is below {record.last_sequence}"
+        )
+    if record.state in TERMINAL:
+        return _unchanged(record, Outcome.TERMINAL, f"update already {record.state}")
+    if S.REJECTED not in REACHABLE[record.state]:
+        return _unchanged(record, Outcome.INVALID, f"a busy rejection cannot follow {record.state}")
+    after = replace(record, state=S.WAITING, last_sequence=sequence, decided_by_cloud=False)
+    return _move(record, after, Outcome.APPLIED, f"{record.state} -> waiting (vehicle busy)")
 
 
 def apply_confirmed_rejection(record: UpdateRecord) -> Transition:
@@ -284,9 +350,18 @@ def apply_command(record: UpdateRecord, command: Command, *, max_retries: int = 
 
 
 def _notify(record: UpdateRecord, _max_retries: int) -> Transition:
-    if record.state is not S.PENDING:
+    if record.state not in QUEUED:
         return _unchanged(record, Outcome.NOOP, f"already {record.state}")
     return _move(record, replace(record, state=S.NOTIFIED), Outcome.APPLIED, "notified")
+
+
+def _hold(record: UpdateRecord, _max_retries: int) -> Transition:
+    if record.state is S.WAITING:
+        return _unchanged(record, Outcome.NOOP, "already waiting")
+    if record.state not in (S.PENDING, S.NOTIFIED):
+        return _unchanged(record, Outcome.REFUSED, f"cannot hold back while {record.state}")
+    after = replace(record, state=S.WAITING)
+    return _move(record, after, Outcome.APPLIED, f"{record.state} -> waiting (vehicle busy)")
 
 
 def _cancel(record: UpdateRecord, _max_retries: int) -> Transition:
@@ -299,16 +374,20 @@ def _cancel(record: UpdateRecord, _max_retries: int) -> Transition:
     return _move(record, after, Outcome.APPLIED, f"cancelled while {state}")
 
 
-def _time_out(record: UpdateRecord, _max_retries: int) -> Transition:
+def _time_out(record: UpdateRecord, max_retries: int) -> Transition:
     state = record.state
-    if state in TERMINAL or state is S.PENDING:
+    if state not in IN_FLIGHT:
         return _unchanged(record, Outcome.NOOP, f"nothing to time out while {state}")
-    after = replace(record, state=S.FAILED, decided_by_cloud=True)
+    if record.retries < max_retries:
+        after = replace(record, state=S.NOTIFIED, retries=record.retries + 1)
+        reason = f"timed out while {state}: notified again, retry {after.retries} of {max_retries}"
+        return _move(record, after, Outcome.APPLIED, reason)
+    after = replace(record, state=S.TIMED_OUT, decided_by_cloud=True)
     return _move(record, after, Outcome.APPLIED, f"timed out while {state}")
 
 
 def _retry(record: UpdateRecord, max_retries: int) -> Transition:
-    if COUNTER_OF[record.state] is not Counter.FAILED:
+    if COUNTER_OF[record.state] not in (Counter.FAILED, Counter.TIMED_OUT):
         reason = f"only a failed update is retried, not {record.state}"
         return _unchanged(record, Outcome.REFUSED, reason)
     if record.retries >= max_retries:
@@ -332,6 +411,7 @@ _COMMANDS: Final[Mapping[Command, Callable[[UpdateRecord, int], Transition]]] = 
     Command.NOTIFY: _notify,
     Command.CANCEL: _cancel,
     Command.TIME_OUT: _time_out,
+    Command.HOLD: _hold,
     Command.RETRY: _retry,
     Command.REVERT: _revert,
 }

@@ -53,6 +53,10 @@ class VehicleUpdate:
     total_duration_ms: int = 0
     installed_version: str = ""
     reverts_update_id: str = ""  # a rollback: the update it undoes
+    # A device update's own limits (BR-OTA-024/025); a campaign's records
+    # leave them unset and follow their campaign's spec.
+    max_retries: int | None = None
+    timeout_ms: int = 0  # how long the update may take from notified; 0: not set here
     created_at_ms: int = 0
     notified_at_ms: int = 0
     started_at_ms: int = 0

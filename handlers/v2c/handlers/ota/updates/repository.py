@@ -13,10 +13,16 @@ A batch of status reports is read with `BatchGetItem` (`find_reported`) and
 written as a few transactions of many records (`save_reported`): a cancelled
 transaction's reasons say which records lost their condition, so only those
 are read again (`StaleRecords`).
+
+Every write also keeps the record's place in the sparse `by-due` index
+(`domain.timeouts`): `due_at_ms` and `due_shard` while the monitor has
+something to do about it (a deadline in flight, a recheck while waiting),
+removed once it has not, so `due` reads only the updates whose time came.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ from v2c.handlers.ota.ddb import (
     transient,
 )
 from v2c.handlers.ota.domain.report_batch import TRANSACTION_ITEMS
+from v2c.handlers.ota.domain.timeouts import DueKind, due_at, due_kind, due_shard, shards_of
 from v2c.handlers.ota.domain.update_state import UpdateState
 from v2c.handlers.ota.stores import CampaignWrite, RecordsRead, UpdateKey
 from v2c.handlers.ota.updates.record import VehicleUpdate
@@ -47,6 +54,16 @@ BATCH_GET_KEYS: Final = 100  # BatchGetItem's limit per request
 # Rounds of BatchGetItem for the keys DynamoDB left unprocessed (it does so
 # under throttling, with a 200 answer botocore does not retry).
 UNPROCESSED_ROUNDS: Final = 4
+DUE_INDEX: Final = "by-due"
+DUE_ATTRS: Final = ("due_at_ms", "due_shard")
+
+
+def _due_attrs(update: VehicleUpdate) -> dict[str, Any]:
+    """The record's `by-due` index attributes; empty: not in the index."""
+    kind, at = due_kind(update), due_at(update)
+    if kind is None or at is None:
+        return {}
+    return {"due_at_ms": at, "due_shard": due_shard(kind, update.vehicle_id)}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -130,6 +147,22 @@ class UpdateRepository:
             if states is None or update.state in states:
                 yield update
 
+    def due(self, kind: DueKind, now_ms: int, limit: int) -> list[VehicleUpdate]:
+        """Up to `limit` updates of `kind` due by `now_ms`, earliest first: one
+        Query per shard of the sparse `by-due` index (eventually consistent:
+        read a record again before acting on it)."""
+        found: list[VehicleUpdate] = []
+        for shard in shards_of(kind):
+            pages = self._query(
+                IndexName=DUE_INDEX,
+                KeyConditionExpression="due_shard = :s AND due_at_ms <= :now",
+                ExpressionAttributeValues={":s": {"S": shard}, ":now": {"N": str(now_ms)}},
+                Limit=limit,
+            )
+            found.extend(itertools.islice(pages, limit))
+        found.sort(key=lambda u: (due_at(u) or 0, u.vehicle_id, u.update_id))
+        return found[:limit]
+
     def _query(self, **kwargs: Any) -> Iterator[VehicleUpdate]:
         kwargs["TableName"] = self.table
         while True:
@@ -154,7 +187,7 @@ class UpdateRepository:
         return {
             "Put": {
                 "TableName": self.table,
-                "Item": to_item(update.to_item()),
+                "Item": to_item({**update.to_item(), **_due_attrs(update)}),
                 "ConditionExpression": "attribute_not_exists(update_id)",
             }
         }
@@ -257,8 +290,9 @@ class UpdateRepository:
 
     def _conditional_update(self, before: VehicleUpdate, after: VehicleUpdate) -> dict[str, Any]:
         """`after` as a transaction's Update item, conditioned on `before`."""
-        item = after.to_item()
-        previous = before.to_item()
+        due = _due_attrs(after)
+        item = {**after.to_item(), **due}
+        previous = {**before.to_item(), **_due_attrs(before)}
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         sets: list[str] = []
@@ -270,6 +304,10 @@ class UpdateRepository:
             names[f"#n{number}"] = attr
             values[f":v{number}"] = to_value(value)
             sets.append(f"#n{number} = :v{number}")
+        expression = "SET " + ", ".join(sets)
+        if not due:  # out of the index (removing an absent attribute is a no-op)
+            names.update({f"#d{n}": attr for n, attr in enumerate(DUE_ATTRS)})
+            expression += " REMOVE " + ", ".join(f"#d{n}" for n in range(len(DUE_ATTRS)))
         names["#state"] = "state"
         names["#seq"] = "last_sequence"
         values[":before_state"] = to_value(before.state.value)
@@ -278,7 +316,7 @@ class UpdateRepository:
             "Update": {
                 "TableName": self.table,
                 "Key": self._key(after.vehicle_id, after.update_id),
-                "UpdateExpression": "SET " + ", ".join(sets),
+                "UpdateExpression": expression,
                 "ConditionExpression": "#state = :before_state AND #seq = :before_seq",
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,

@@ -50,6 +50,8 @@ STYLE: Final[Mapping[Counter, str]] = {
     Counter.FAILED: "red",
     Counter.ROLLED_BACK: "magenta",
     Counter.CANCELLED: "yellow",
+    Counter.TIMED_OUT: "red3",
+    Counter.WAITING: "blue",
 }
 
 
@@ -191,14 +193,30 @@ for _verb, _help in (
     ("pause", "Pause a campaign (in-flight updates finish)."),
     ("resume", "Resume a paused campaign."),
     ("cancel", "Cancel a campaign (pending updates cancelled)."),
-    ("rollback", "Roll back: vehicles that completed get a signed rollback."),
 ):
     _command(_verb, _help)
+
+
+@app.command("rollback")
+def rollback(
+    campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    reason: Annotated[str, typer.Option(help="Why (required and recorded: BR-OTA-035).")],
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """Roll back: vehicles in flight are told to stop; the completed get a signed rollback."""
+    with api_client(stack, api_url, api_key, as_role) as client:
+        answer = client.post(f"{BASE}/campaigns/{campaign_id}/rollback", {"reason": reason})
+    _print(answer, as_json)
 
 
 @app.command("approve")
 def approve(
     campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    comment: Annotated[str | None, typer.Option(help="A comment stored with the approval.")] = None,
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -208,8 +226,26 @@ def approve(
     """Approve a campaign that requires approval, as the stack's approver (default
     `--as approver`). The API records the credential's principal as the approver;
     the campaign's creator cannot approve it."""
+    body = {"comment": comment} if comment else {}
     with api_client(stack, api_url, api_key, as_role, default_role="approver") as client:
-        _print(client.post(f"{BASE}/campaigns/{campaign_id}/approve"), as_json)
+        _print(client.post(f"{BASE}/campaigns/{campaign_id}/approve", body), as_json)
+
+
+@app.command("reject")
+def reject(
+    campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    reason: Annotated[str, typer.Option(help="Why the campaign is rejected (required).")],
+    stack: Stack = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_role: AsRole = None,
+    as_json: AsJson = False,
+) -> None:
+    """Reject a campaign awaiting approval, as the stack's approver (default `--as
+    approver`): it ends `rejected` with the reason, and nobody is notified."""
+    with api_client(stack, api_url, api_key, as_role, default_role="approver") as client:
+        answer = client.post(f"{BASE}/campaigns/{campaign_id}/reject", {"reason": reason})
+        _print(answer, as_json)
 
 
 def _progress() -> Progress:

@@ -5,7 +5,10 @@ With a stack, the handlers' environment (`wiring.handler_environment`) is
 exported before the rules are loaded, since handlers read their resources
 from it; variables already set win, as they would in a Lambda's own config.
 The OTA handlers' notification sink (the broker, over this process's own
-publisher) is injected here too (`wiring.use_local_ota_services`).
+publisher) is injected here too (`wiring.use_local_ota_services`). With a
+stack it also runs the certificate function's hourly expiry pass, as AWS's
+schedule does (`certificate_rotation.ExpirySchedule`): here, because this
+process hosts that function and serves the expiry gauges.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from v2c.infra.local.certificate_rotation import ExpirySchedule
 
 app = typer.Typer(help="The MQTT 5 → handler gateway.", no_args_is_help=True)
 
@@ -42,6 +49,9 @@ def run(
         int, typer.Option(min=1, help="Messages of one vehicle handled at once (fairness).")
     ] = 4,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port.")] = None,
+    certificate_expiry_interval: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between certificate expiry passes (stack).")
+    ] = 3600.0,
 ) -> None:
     """Subscribe to every rule's topics and call its handler for each message."""
     from prometheus_client import REGISTRY
@@ -53,6 +63,7 @@ def run(
     from v2c.handlers.dlq.store import DeadLetterStore, InMemoryDeadLetterStore
 
     stores: dict[str, DeadLetterStore]
+    expiry: ExpirySchedule | None = None
     if stack is not None or host is None:
         from v2c.infra.local.wiring import dead_letter_stores, handler_environment, service_endpoint
         from v2c.infra.settings import load_settings
@@ -64,6 +75,14 @@ def run(
         stores = dead_letter_stores(settings) if dlq == "aws" else {}
         if group is None and settings.gateway is not None:
             group = settings.gateway.share_group
+        from v2c.infra.local.certificate_rotation import (
+            ExpirySchedule,
+            use_local_rotation_service,
+        )
+
+        # The rotation function issues from the stack's CA and answers over the broker.
+        use_local_rotation_service(settings)
+        expiry = ExpirySchedule(interval_s=certificate_expiry_interval)
     else:
         endpoint = MqttEndpoint(host, port or 1883)
         stores = {}
@@ -97,4 +116,13 @@ def run(
         await run_gateway(gateway, stop)
 
     typer.echo(f"gateway {config.client_id} → {endpoint.host}:{endpoint.port} ({len(table)} rules)")
-    asyncio.run(main())
+    passes_stop = threading.Event()
+    if expiry is not None:
+        passes = threading.Thread(
+            target=expiry.run, args=(passes_stop.wait,), name="certificate-expiry", daemon=True
+        )
+        passes.start()
+    try:
+        asyncio.run(main())
+    finally:
+        passes_stop.set()

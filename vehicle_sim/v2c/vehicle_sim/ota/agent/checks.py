@@ -4,7 +4,7 @@ Pure functions of (notification, vehicle conditions, trusted keys, policy,
 now). They decide; the agent reports. The order follows the FMEA's phase 2,
 with the signature first: signature (`authenticate`), then the agent's own
 concurrency check, then what the signed manifest says about this vehicle
-(expiry, model and hardware, version), then storage, and only then the
+(expiry, model and hardware, version, the update steps it names), then storage, and only then the
 conditions that pass by themselves (battery, vehicle in use). Every reason to
 refuse for good is found before a reason to wait, so a deferred update is not
 later refused for something that was already true. Concurrency comes after
@@ -29,6 +29,7 @@ from v2c.contract.keyset import TrustedKeySet
 from v2c.contract.manifest import verify_manifest
 from v2c.contract.semver import SemVer
 from v2c.v1.ota_pb2 import OTAManifest, OTAStatus, OTAUpdateAvailable
+from v2c.vehicle_sim.ota.agent import update_steps
 from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
 
 Reason: TypeAlias = OTAStatus.Reason.ValueType
@@ -65,6 +66,8 @@ class AgentPolicy:
     # How many update ids and notification fingerprints the agent remembers.
     remembered_updates: int = 64
     remembered_notifications: int = 256
+    # How many cloud command ids the agent remembers having acted on.
+    remembered_commands: int = 256
     # Fingerprints of notifications that failed verification, kept apart.
     remembered_unverified: int = 64
 
@@ -79,8 +82,10 @@ class AgentPolicy:
             raise ValidationFailed("retry delays must be at least one second")
         if self.download_timeout_s < 1 or self.remembered_notifications < 1:
             raise ValidationFailed("the download timeout and memory must be positive")
-        if self.remembered_unverified < 1:
-            raise ValidationFailed("the memory of unverified notifications must be positive")
+        if self.remembered_unverified < 1 or self.remembered_commands < 1:
+            raise ValidationFailed(
+                "the memories of unverified notifications and commands must be positive"
+            )
 
     def required_storage(self, size_bytes: int) -> int:
         buffer = max(self.storage_buffer_bytes, int(size_bytes * self.storage_buffer_ratio))
@@ -180,11 +185,18 @@ def check_manifest(
             f"the update targets hardware {manifest.target_hardware_id!r}, "
             f"this is {conditions.hardware_id!r}",
         )
-    return check_version(manifest, conditions.installed_version, rollback_floor)
+    verdict = check_version(manifest, conditions.installed_version, rollback_floor)
+    if verdict.accepted:
+        refused = update_steps.refusal(manifest)
+        if refused:
+            return reject(OTAStatus.PRE_UPDATE_STEP_FAILED, refused)
+    return verdict
 
 
 def check_version(manifest: OTAManifest, installed: str, rollback_floor: str = "") -> Verdict:
-    """Newer than installed, or a signed rollback; never below a floor."""
+    """Newer than installed, or a signed rollback, or a signed re-flash
+    (`force_update`, BR-OTA-026: the same or an older version); never below
+    a floor, whatever the manifest says."""
     try:
         target = SemVer.parse(manifest.version)
         current = SemVer.parse(installed)
@@ -199,6 +211,8 @@ def check_version(manifest: OTAManifest, installed: str, rollback_floor: str = "
                 OTAStatus.VERSION_DOWNGRADE,
                 f"{manifest.version} is below the anti-rollback floor {floor}",
             )
+    if manifest.force_update:
+        return ACCEPT
     if target == current:
         return reject(OTAStatus.VERSION_DOWNGRADE, f"already running {installed}")
     if target < current and not manifest.is_rollback:

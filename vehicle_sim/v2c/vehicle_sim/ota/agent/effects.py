@@ -27,14 +27,18 @@ Effects (runtime obligations):
   upgrade_available=0); call `on_committed`.
 * `RollBack(update_id)`: switch the bootloader back to the previous slot and reboot;
   then call `on_boot_result` / `on_start`.
+* `RunUpdateStep(update_id, stage, index, action, argument)`: run one pre- or
+  post-update step of the verified manifest (BR-OTA-027; an action of the agent's
+  allow-list, `update_steps.ALLOWED_ACTIONS`); call `on_update_step` with its outcome.
 * `ScheduleTick(at_ms)`: call `on_tick` at or after `at_ms` (calling it more often is harmless).
-* `Dropped(why)`: a notification the agent could not even address (log it; no report).
+* `Dropped(why)`: a notification the agent could not even address, or a command it
+  refused (unverified, expired, for another vehicle) or cannot act on (log it; no report).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, TypeAlias
 
 from v2c.v1.ota_pb2 import OTAStatus
@@ -104,6 +108,22 @@ class RollBack:
     update_id: str
 
 
+class StepStage(StrEnum):
+    """When an update step runs: before the slot is written, or after the commit."""
+
+    PRE = "pre"
+    POST = "post"
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdateStep:
+    update_id: str
+    stage: StepStage
+    index: int  # its position in the manifest's list, from 0
+    action: str  # one of the agent's allow-list, checked before the update was accepted
+    argument: str
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleTick:
     at_ms: int
@@ -125,6 +145,7 @@ Effect = (
     | RunVerification
     | CommitUpdate
     | RollBack
+    | RunUpdateStep
     | ScheduleTick
     | Dropped
 )

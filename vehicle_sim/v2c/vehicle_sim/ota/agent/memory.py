@@ -1,20 +1,22 @@
 """What the update agent keeps across restarts, and its JSON form.
 
-Three things must survive a power cut: the active update (where it is, what
+Four things must survive a power cut: the active update (where it is, what
 was verified, how far the download got), the report sequence of every
 recent update (a restarted agent must never reuse a number the cloud has
-seen, or its next report is dropped as a duplicate), and which notifications
+seen, or its next report is dropped as a duplicate), which notifications
 were handled (a notification redelivered after the restart must not start
-the update again). The JSON is written by the runtime, atomically, from
-`SaveState` effects; nothing here does I/O.
+the update again), and which cloud commands were acted on (a command
+redelivered from the broker's session must not act twice). The JSON is
+written by the runtime, atomically, from `SaveState` effects; nothing here
+does I/O.
 
 Notifications that failed verification are kept apart: their fingerprints in
 a set of their own (a flood of forged messages cannot push a genuine
 delivery's fingerprint out and make it look new), and their reports numbered
 by one per-vehicle counter (`unverified_reports`), never in an update's memo.
 
-Memory is bounded: the oldest updates and notification fingerprints are
-forgotten first, never the active update.
+Memory is bounded: the oldest updates, notification fingerprints and
+command ids are forgotten first, never the active update.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Phase(StrEnum):
     REBOOTING = "rebooting"
     VERIFYING = "verifying"
     COMMITTING = "committing"  # verified; waiting for the slot to be marked good
+    FINISHING = "finishing"  # committed; running the post-update steps
     ROLLING_BACK = "rolling_back"  # verification failed; waiting for the old slot to boot
 
 
@@ -53,7 +56,14 @@ DOWNLOAD_PHASES: Final = frozenset({Phase.DOWNLOADING, Phase.PAUSED})
 CANCELLABLE: Final = frozenset({Phase.DEFERRED, Phase.DOWNLOADING, Phase.PAUSED, Phase.DOWNLOADED})
 # Phases after which a boot is the next thing that happens, or may have happened.
 BOOT_PHASES: Final = frozenset(
-    {Phase.INSTALLING, Phase.REBOOTING, Phase.VERIFYING, Phase.COMMITTING, Phase.ROLLING_BACK}
+    {
+        Phase.INSTALLING,
+        Phase.REBOOTING,
+        Phase.VERIFYING,
+        Phase.COMMITTING,
+        Phase.FINISHING,
+        Phase.ROLLING_BACK,
+    }
 )
 
 CANCELLED: Final = "CANCELLED"  # an outcome the proto has no state for
@@ -90,6 +100,10 @@ class ActiveUpdate:
     install_attempts: int = 0
     failure_reason: Reason = OTAStatus.REASON_UNSPECIFIED  # why a rollback was started
     failure_detail: str = ""
+    pre_steps_done: int = 0  # of this installation attempt
+    post_steps_done: int = 0
+    post_step_failures: str = ""  # said in the COMPLETED report; the update stands
+    late_command: str = ""  # a cancel or rollback that came once installing
     _parsed: OTAManifest | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -139,13 +153,21 @@ class UpdateMemo:
 class Memory:
     """Bounded memory of updates (insertion = recency order) and fingerprints."""
 
-    def __init__(self, max_updates: int, max_notifications: int, max_unverified: int = 64) -> None:
+    def __init__(
+        self,
+        max_updates: int,
+        max_notifications: int,
+        max_unverified: int = 64,
+        max_commands: int = 256,
+    ) -> None:
         self._max_updates = max_updates
         self._max_notifications = max_notifications
         self._max_unverified = max_unverified
+        self._max_commands = max_commands
         self.updates: OrderedDict[str, UpdateMemo] = OrderedDict()
         self.notifications: OrderedDict[str, None] = OrderedDict()
         self.unverified: OrderedDict[str, None] = OrderedDict()  # fingerprints
+        self.commands: OrderedDict[str, None] = OrderedDict()  # ids acted on
         self.unverified_reports = 0  # the last sequence of an unverified report
         self.rollback_floor = ""
 
@@ -179,6 +201,14 @@ class Memory:
         while len(self.unverified) > self._max_unverified:
             self.unverified.popitem(last=False)
 
+    def acted_on(self, command_id: str) -> bool:
+        return command_id in self.commands
+
+    def remember_command(self, command_id: str) -> None:
+        self.commands[command_id] = None
+        while len(self.commands) > self._max_commands:
+            self.commands.popitem(last=False)
+
     def most_recent(self) -> tuple[str, UpdateMemo] | None:
         if not self.updates:
             return None
@@ -191,6 +221,7 @@ class Memory:
             "notifications": list(self.notifications),
             "unverified": list(self.unverified),
             "unverified_reports": self.unverified_reports,
+            "commands": list(self.commands),
             "updates": [
                 {
                     "update_id": uid,
@@ -208,6 +239,7 @@ class Memory:
         self.notifications = OrderedDict((str(fp), None) for fp in doc.get("notifications", []))
         self.unverified = OrderedDict((str(fp), None) for fp in doc.get("unverified", []))
         self.unverified_reports = int(doc.get("unverified_reports", 0))
+        self.commands = OrderedDict((str(cid), None) for cid in doc.get("commands", []))
         self.updates = OrderedDict()
         for entry in doc.get("updates", []):
             self.updates[str(entry["update_id"])] = UpdateMemo(

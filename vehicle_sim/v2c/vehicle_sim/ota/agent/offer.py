@@ -3,7 +3,8 @@
 The first phase of an update (verification, the accept/reject/defer checks,
 ACCEPTED) and the events that can arrive in any phase: `start` after a
 process start, `tick` for deadlines and retry times, `conditions_changed`
-for a deferred update, `cancel` from the cloud.
+for a deferred update, `cancel` from the cloud (`commands` routes a signed
+cancel or rollback command here).
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ def notified(
         reporting.rereport(st, update_id)
         return
     if memo is not None and memo.outcome == CANCELLED:
-        st.out.append(Dropped(f"update {update_id} was cancelled"))
+        # The cancel overtook its notification (both queued in the session):
+        # the answer is the cancel's, and the update stays cancelled.
+        cancelled = reject(S.CAMPAIGN_CANCELLED, f"update {update_id} was cancelled before")
+        reporting.reject(st, update_id, manifest.campaign_id, correlation, cancelled)
+        st.memory.touch(update_id, keep=st.active_update_id).outcome = CANCELLED
         return
     if active is not None:
         busy = reject(S.UPDATE_IN_PROGRESS, f"update {active.update_id} is in progress")
@@ -204,16 +209,20 @@ def tick(st: AgentState, conditions: VehicleConditions | None) -> None:
         )
 
 
-def cancel(st: AgentState, update_id: str) -> None:
+def cancel(st: AgentState, update_id: str, detail: str = "cancelled by the cloud") -> None:
+    """Stop `update_id` before its installation, or remember it is cancelled
+    so its notification, arriving later, is refused; `detail` goes into the
+    REJECTED report. Once installing it is too late, as the cloud's own rule
+    says, and after COMPLETED or ROLLED_BACK there is nothing to stop."""
     a = st.active
     if a is not None and a.update_id == update_id:
         if a.phase not in CANCELLABLE:
-            return  # installing: too late, as the cloud's own rule says
+            return
         if a.phase in DOWNLOAD_PHASES:
             st.out.append(CancelDownload(update_id))
         if a.download_started_ms:
             st.out.append(DiscardPackage(update_id))
-        reporting.end(st, S.REJECTED, S.CAMPAIGN_CANCELLED, "cancelled by the cloud")
+        reporting.end(st, S.REJECTED, S.CAMPAIGN_CANCELLED, detail)
         st.memory.touch(update_id).outcome = CANCELLED
         return
     memo = st.memory.memo(update_id)

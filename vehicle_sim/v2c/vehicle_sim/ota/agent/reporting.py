@@ -23,7 +23,13 @@ from v2c.vehicle_sim.ota.agent.effects import (
     State,
 )
 from v2c.vehicle_sim.ota.agent.memory import Phase
-from v2c.vehicle_sim.ota.agent.reports import clip, duration_ms, stamp, stamp_unverified
+from v2c.vehicle_sim.ota.agent.reports import (
+    clip,
+    duration_ms,
+    joined,
+    stamp,
+    stamp_unverified,
+)
 from v2c.vehicle_sim.ota.agent.state import AgentState, require_active, running_version
 
 S = OTAStatus
@@ -42,13 +48,14 @@ def end(
     progress: int = 0,
 ) -> None:
     """The terminal report of the active update, with its durations and
-    the version the vehicle runs; the update stops being active."""
+    the version the vehicle runs; the update stops being active. A cancel
+    that came too late (`late_command`) is said here, after the outcome."""
     a = require_active(st)
     report_active(
         st,
         state,
         reason=reason,
-        detail=detail,
+        detail=joined(detail, a.late_command),
         attempts=attempts,
         progress=progress,
         installed_version=installed_version or running_version(st),

@@ -60,5 +60,10 @@ def stamp_unverified(status: OTAStatus, vehicle_id: str, sequence: int, now_ms: 
     return status
 
 
+def joined(*parts: str) -> str:
+    """Several things to say in one `error_detail`, the empty ones left out."""
+    return "; ".join(part for part in parts if part)
+
+
 def clip(detail: str) -> str:
     return detail if len(detail) <= MAX_DETAIL_CHARS else detail[: MAX_DETAIL_CHARS - 3] + "..."

@@ -23,7 +23,10 @@ from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
 
 def new_memory(policy: AgentPolicy) -> Memory:
     return Memory(
-        policy.remembered_updates, policy.remembered_notifications, policy.remembered_unverified
+        policy.remembered_updates,
+        policy.remembered_notifications,
+        policy.remembered_unverified,
+        policy.remembered_commands,
     )
 
 

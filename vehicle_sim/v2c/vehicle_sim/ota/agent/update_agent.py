@@ -52,13 +52,29 @@ Decisions worth knowing:
   report on the vehicle's word, keeps its record. The claimed ids only
   address the report.
 * Concurrency: a second *verified* update is REJECTED UPDATE_IN_PROGRESS.
-* Cancellation. There is no cancel message in the contract; the runtime calls
-  `on_cancel(update_id)`. Before the installation starts, the agent stops,
-  discards the package and reports REJECTED CAMPAIGN_CANCELLED: the cloud
-  already holds the update as cancelled, REJECTED is not a vehicle outcome
-  that overrides it (FAILED would move the campaign's counters from cancelled
-  to failed), and the report closes the vehicle's record. Once installing,
-  a cancel is ignored, as the cloud refuses it too (E3-US3).
+* Cancellation. The cloud sends a signed `OTACommand` (CANCEL_UPDATE, or
+  ROLL_BACK for an update being rolled back) on `.../commands/request`; the
+  runtime passes it to `on_command`, which verifies it with the trusted keys
+  and this vehicle's id (anything else is `Dropped`, nothing changes) and
+  acts on each command id once (see `commands`). Before the installation
+  starts, the agent stops, discards the package and reports REJECTED
+  CAMPAIGN_CANCELLED naming the command and its reason: the cloud already
+  holds the update as cancelled, REJECTED is not a vehicle outcome that
+  overrides it (FAILED would move the campaign's counters from cancelled to
+  failed), and the report closes the vehicle's record. Once installing, the
+  update goes on, as the cloud refuses a cancel there too (E3-US3); the late
+  command is said in the final report. After COMPLETED a command changes
+  nothing: only a signed rollback manifest rolls back. A cancel for an update
+  not seen yet is remembered, and its notification, arriving later, is
+  REJECTED CAMPAIGN_CANCELLED. `on_cancel(update_id)` does the same without
+  a command (the runtime's own hook). REQUEST_STATUS re-reports, as a new
+  notification for the active update does.
+* Forced updates and update steps. A manifest's `force_update` (signed)
+  accepts the same or an older version, never below an anti-rollback floor
+  (`checks.check_version`). Its pre-update steps run before the slot write,
+  its post-update steps after the commit, from the agent's allow-list only
+  (`update_steps`); a failed pre-update step fails the update with nothing
+  written, a failed post-update step is said in COMPLETED.
 * A restart (`on_start`) resumes: the download continues from the partial
   file, an interrupted installation starts again (up to
   `max_install_attempts`), a boot is judged from the bootloader's word, and
@@ -72,10 +88,18 @@ from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec
 
 from v2c.contract.keyset import TrustedKeySet
+from v2c.v1.command_pb2 import OTACommandEnvelope
 from v2c.v1.ota_pb2 import OTAUpdateAvailable
-from v2c.vehicle_sim.ota.agent import fetch, install, offer
+from v2c.vehicle_sim.ota.agent import commands, fetch, install, offer
 from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
-from v2c.vehicle_sim.ota.agent.effects import BootResult, Effect, InstallStep, Reason, SaveState
+from v2c.vehicle_sim.ota.agent.effects import (
+    BootResult,
+    Effect,
+    InstallStep,
+    Reason,
+    SaveState,
+    StepStage,
+)
 from v2c.vehicle_sim.ota.agent.memory import Phase, load_snapshot, snapshot
 from v2c.vehicle_sim.ota.agent.state import AgentState, new_memory
 from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
@@ -211,8 +235,13 @@ class UpdateAgent:
         return self._handle(now_ms, offer.tick, conditions)
 
     def on_cancel(self, update_id: str, now_ms: int) -> list[Effect]:
-        """The cloud cancelled `update_id` (campaign cancelled or update withdrawn)."""
+        """The cloud cancelled `update_id` (campaign cancelled or update withdrawn),
+        as the runtime learnt it without a command; `on_command` is the wire's way."""
         return self._handle(now_ms, offer.cancel, update_id)
+
+    def on_command(self, message: bytes | OTACommandEnvelope, now_ms: int) -> list[Effect]:
+        """An `OTACommandEnvelope` from `.../commands/request` (raw payload or decoded)."""
+        return self._handle(now_ms, commands.commanded, message)
 
     def on_download_progress(
         self, update_id: str, bytes_downloaded: int, now_ms: int
@@ -255,6 +284,20 @@ class UpdateAgent:
         installation failed: EXTRACTION_FAILED, FLASH_WRITE_FAILURE,
         PARTITION_UNAVAILABLE, CRITICAL_DTC_PRESENT, CHECKSUM_MISMATCH."""
         return self._handle(now_ms, install.installed, update_id, failure, detail)
+
+    def on_update_step(
+        self,
+        update_id: str,
+        stage: StepStage,
+        index: int,
+        now_ms: int,
+        *,
+        ok: bool,
+        detail: str = "",
+    ) -> list[Effect]:
+        """The runtime ran the `RunUpdateStep` at `index` of the manifest's
+        `stage` steps: it worked (`ok`), or it failed for `detail`."""
+        return self._handle(now_ms, install.update_step, update_id, stage, index, ok, detail)
 
     def on_boot_result(self, boot: BootResult, now_ms: int) -> list[Effect]:
         """The vehicle booted (after `Reboot` or `RollBack`) without the process

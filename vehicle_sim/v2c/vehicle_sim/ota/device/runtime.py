@@ -19,6 +19,9 @@ StartInstall        `Installer.install` (`flash_port`) feeding
 Reboot, RollBack    the bootloader (watchdog, fallback) -> `on_boot_result`
 RunVerification     the six post-install checks -> `on_verification`
 CommitUpdate        mark the slot good -> `on_committed`
+RunUpdateStep       an allowed pre/post-update action, simulated as an instant
+                    step (`RuntimeConfig.failing_update_steps` fail) ->
+                    `on_update_step`
 ScheduleTick        a loop timer (simulated time) -> `on_tick`
 ==================  ==========================================================
 
@@ -30,7 +33,7 @@ callbacks of the old boot are dropped, as a real reboot would drop them.
 
 The MQTT session is the vehicle's (`v2c.vehicle_sim.vehicle.Vehicle`), shared
 with its telemetry: the runtime publishes its reports on it, and the vehicle
-routes `.../ota/available` to `handle_message`.
+routes `.../ota/available` and `.../commands/request` to `handle_message`.
 
 Restart safety: a runtime built again on the same directory powers the
 flash on (U-Boot decides what boots), restores the agent from `agent.json`,
@@ -56,10 +59,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from v2c.contract.errors import ValidationFailed
-from v2c.contract.keyset import TrustedKey, TrustedKeySet
+from v2c.contract.keyset import TrustedKeySet
 from v2c.v1.ota_pb2 import OTAStatus
 from v2c.vehicle_sim.atomic import atomic_write_json, read_json
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
@@ -75,6 +77,7 @@ from v2c.vehicle_sim.ota.agent.effects import (
     Reboot,
     Report,
     RollBack,
+    RunUpdateStep,
     RunVerification,
     SaveState,
     ScheduleTick,
@@ -87,7 +90,6 @@ from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
 from v2c.vehicle_sim.ota.device.download import RangeDownloader, discard_download, package_path
 from v2c.vehicle_sim.ota.device.download_port import DownloadPort
 from v2c.vehicle_sim.ota.device.fault_proxy import DownloadFaultProxy
-from v2c.vehicle_sim.ota.device.faults import SignatureInvalid
 from v2c.vehicle_sim.ota.device.flash_port import FlashPort, factory_image
 from v2c.vehicle_sim.ota.device.installer import BootReport
 from v2c.vehicle_sim.ota.device.sim_time import SimTime
@@ -123,7 +125,7 @@ class VehicleRuntime:
         self.spec = spec
         self.config = config or RuntimeConfig()
         self.sim = sim
-        self.trusted = _impostor(trusted) if spec.faults.get(SignatureInvalid) else trusted
+        self.trusted = spec.key_store(trusted)
         self.policy = self.config.agent_policy(sim.scale)
         self._on_report = on_report
         self.flash = FlashPort(
@@ -156,6 +158,7 @@ class VehicleRuntime:
         self.report_count = 0
         self.delivered = 0
         self.notifications = 0
+        self.commands = 0
         self.power_cuts = 0
         self.errors = 0
         self._generation = 0
@@ -228,21 +231,26 @@ class VehicleRuntime:
                 await task
 
     def cancel(self, update_id: str) -> None:
-        """The cloud cancelled `update_id` (the contract has no message for it yet)."""
+        """The cloud cancelled `update_id`, learnt some other way than a command."""
         self._post(lambda agent, now: agent.on_cancel(update_id, now))
 
     async def handle_message(self, topic: str, payload: bytes) -> None:
-        """An inbound MQTT message; returns once the agent persisted its decision."""
-        if topic != self.spec.topic("available"):
-            return
+        """An inbound MQTT message; returns once the agent persisted its decision
+        (the session acknowledges it then, so the broker redelivers what a
+        power cut lost before that)."""
+        if topic == self.spec.topic("available"):
+            self.notifications += 1
+            await self._deliver(
+                lambda agent, now: agent.on_notification(payload, self._conditions_on_offer(), now)
+            )
+        elif topic == self.spec.command_topic():
+            self.commands += 1
+            await self._deliver(lambda agent, now: agent.on_command(payload, now))
+
+    async def _deliver(self, call: AgentCall) -> None:
         await self._booted.wait()
-        self.notifications += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._post(
-            lambda agent, now: agent.on_notification(payload, self._conditions_on_offer(), now),
-            generation=None,
-            done=done,
-        )
+        self._post(call, generation=None, done=done)
         await done
 
     # -- booting -------------------------------------------------------------
@@ -349,10 +357,12 @@ class VehicleRuntime:
                     self._spawn_port(self._verify(update_id, version))
                 case CommitUpdate(update_id=update_id):
                     self._spawn_port(self._commit(update_id))
+                case RunUpdateStep():
+                    self._update_step(effect)
                 case ScheduleTick(at_ms=at_ms):
                     self._schedule_tick(at_ms)
                 case Dropped(why=why):
-                    logger.info("%s: notification dropped: %s", self.vehicle_id, why)
+                    logger.info("%s: dropped: %s", self.vehicle_id, why)
 
     async def _save(self, state: dict[str, Any]) -> None:
         path = self.directory / AGENT_FILE
@@ -459,6 +469,16 @@ class VehicleRuntime:
         ok, detail = verification.ok, verification.detail
         self._post(lambda agent, now: agent.on_verification(update_id, now, ok=ok, detail=detail))
 
+    def _update_step(self, step: RunUpdateStep) -> None:
+        """A simulated action: instant, no I/O; its outcome goes through the queue."""
+        ok = step.action not in self.config.failing_update_steps
+        detail = "" if ok else f"{step.action} failed (simulated)"
+        self._post(
+            lambda agent, now: agent.on_update_step(
+                step.update_id, step.stage, step.index, now, ok=ok, detail=detail
+            )
+        )
+
     async def _commit(self, update_id: str) -> None:
         await self.flash.commit()
         self._post(lambda agent, now: agent.on_committed(update_id, now))
@@ -479,13 +499,3 @@ def _boot_result(report: BootReport) -> BootResult:
         fell_back=report.fell_back,
         boot_attempts=report.boot_attempts,
     )
-
-
-def _impostor(trusted: TrustedKeySet) -> TrustedKeySet:
-    """The `signature_invalid` fault: the vehicle's key store holds a wrong
-    public key under each trusted id, so every genuine signature fails."""
-    keys = []
-    for key in trusted:
-        wrong = ec.generate_private_key(ec.SECP256R1()).public_key()
-        keys.append(TrustedKey(key.key_id, wrong, key.valid_from, key.valid_until))
-    return TrustedKeySet(keys)

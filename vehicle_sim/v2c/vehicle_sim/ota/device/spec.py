@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from v2c.contract.keyset import TrustedKey, TrustedKeySet
 from v2c.contract.topics import Domain, Topic
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
 from v2c.vehicle_sim.ota.device.download import DownloadConfig
-from v2c.vehicle_sim.ota.device.faults import VehicleFaults
+from v2c.vehicle_sim.ota.device.faults import SignatureInvalid, VehicleFaults
 from v2c.vehicle_sim.ota.device.installer import InstallTimings
 from v2c.vehicle_sim.ota.device.vehicle_model import ConditionsPlan
 
@@ -32,6 +35,22 @@ class VehicleSpec:
 
     def topic(self, kind: str) -> str:
         return str(Topic(self.region, self.vehicle_id, Domain.OTA, kind))
+
+    def command_topic(self) -> str:
+        """Where the cloud's signed commands (cancel, roll back, status) arrive."""
+        return str(Topic(self.region, self.vehicle_id, Domain.COMMANDS, "request"))
+
+    def key_store(self, trusted: TrustedKeySet) -> TrustedKeySet:
+        """The keys the vehicle's store holds. With the `signature_invalid`
+        fault, a wrong public key under each trusted id, so every genuine
+        signature (manifest or command) fails."""
+        if not self.faults.get(SignatureInvalid):
+            return trusted
+        keys = []
+        for key in trusted:
+            wrong = ec.generate_private_key(ec.SECP256R1()).public_key()
+            keys.append(TrustedKey(key.key_id, wrong, key.valid_from, key.valid_until))
+        return TrustedKeySet(keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +73,9 @@ class RuntimeConfig:
     timings: InstallTimings | None = None
     factory_image_bytes: int = 4096
     keep_reports: bool = False  # keep every report (tests); else the last one only
+    # The pre/post-update actions (BR-OTA-027) that fail on this vehicle: the
+    # runtime simulates the allowed actions as instant steps, these fail.
+    failing_update_steps: frozenset[str] = frozenset()
 
     def agent_policy(self, scale: float) -> AgentPolicy:
         """The agent's policy, its download deadline stretched to real time."""

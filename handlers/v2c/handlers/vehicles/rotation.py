@@ -1,0 +1,146 @@
+"""Certificate rotation decisions: values in, decisions out (no I/O, no clock).
+
+A vehicle asks over MQTT for a certificate for a NEW key
+(`v2c.contract.certificate_renewal`); given the registry's record, the topic
+the request came on and the checked CSR (`csr.check_csr`: CN = the topic's
+vehicle, P-256 or RSA, self-signature verified), `plan_rotation` decides:
+
+| registry holds | CSR's key | decision |
+|---|---|---|
+| nothing, decommissioned, another region, no live certificate | any | refused |
+| a live certificate from a rotation | the live one's | repeat: the live one again (1) |
+| a live certificate | the live or the previous one's | refused: needs a new key |
+| a live certificate valid beyond `RENEW_WITHIN_MS` | new | refused: too early |
+| a live certificate expiring within `RENEW_WITHIN_MS` | new | issue (2) |
+
+(1) The answer was lost. (2) The live one becomes the previous.
+
+Why the window: a vehicle (or a stolen key) asking every minute would get a
+certificate every minute; 30 days before the end (the spec's rotation at 11
+months of a 12-month certificate) allows one rotation a year and leaves
+the vehicle's 7-day threshold well inside it.
+
+The overlap: the old certificate stays active until `overlap_ends_at_ms`
+(`DEFAULT_OVERLAP_MS`, 1 hour after the rotation), so a vehicle that got
+the answer but has not yet reconnected, or that crashed before writing the
+new pair, still connects with the old one and asks again (a repeat). Then
+it is revoked by whichever comes first: the scheduled pass
+(`RotationService.end_overlaps`, `overlap_ended`) or the vehicle's next
+rotation, which revokes any previous certificate still active
+(`RotationPlan.revoke`). The old certificate expires within
+`RENEW_WITHIN_MS` of the rotation in any case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Final
+
+from v2c.contract.errors import Conflict, InvalidField, NotFound
+from v2c.handlers.vehicles.csr import CsrFacts
+from v2c.handlers.vehicles.record import Certificate, VehicleRecord
+from v2c.handlers.vehicles.rules import RENEW_WITHIN_MS
+
+DEFAULT_OVERLAP_MS: Final = 3600 * 1000
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+class RotationOutcome(StrEnum):
+    ISSUE = "issue"
+    REPEAT = "repeat"
+
+
+@dataclass(frozen=True, slots=True)
+class RotationPlan:
+    outcome: RotationOutcome
+    repeat: Certificate | None = None  # REPEAT: the certificate to answer with
+    revoke: Certificate | None = None  # ISSUE: an earlier previous one still active
+
+
+def plan_rotation(
+    record: VehicleRecord | None, region: str, csr: CsrFacts, now_ms: int
+) -> RotationPlan:
+    """The decision of the module docstring's table; `NotFound`, `Conflict`
+    or `InvalidField` say why not (the vehicle is answered with it)."""
+    if record is None:
+        raise NotFound(f"vehicle {csr.common_name} is not registered")
+    if not record.active:
+        raise Conflict(f"vehicle {record.vehicle_id} is decommissioned")
+    if record.region != region:
+        raise Conflict(f"vehicle {record.vehicle_id} is registered in {record.region}")
+    live = record.certificate
+    if live is None or live.revoked_at_ms:
+        raise Conflict(f"vehicle {record.vehicle_id} holds no live certificate: register it")
+    previous = record.previous_certificate
+    if csr.public_key_sha256 == live.public_key_sha256:
+        if previous is not None and previous.public_key_sha256 != live.public_key_sha256:
+            return RotationPlan(RotationOutcome.REPEAT, repeat=live)
+        raise InvalidField("csr", "a rotation needs a new key, not the current certificate's")
+    if previous is not None and csr.public_key_sha256 == previous.public_key_sha256:
+        raise InvalidField("csr", "a rotation needs a new key, not a previous certificate's")
+    if live.expires_at_ms - now_ms > RENEW_WITHIN_MS:
+        days = RENEW_WITHIN_MS // DAY_MS
+        raise Conflict(
+            f"certificate {live.certificate_id} is valid for more than {days} days: "
+            f"rotation opens {days} days before it expires"
+        )
+    still_active = previous if previous is not None and not previous.revoked_at_ms else None
+    return RotationPlan(RotationOutcome.ISSUE, revoke=still_active)
+
+
+def rotated(
+    record: VehicleRecord, certificate: Certificate, now_ms: int, overlap_ms: int
+) -> VehicleRecord:
+    """The record once `certificate` is live and the old one overlaps with it."""
+    previous = record.previous_certificate
+    if previous is not None and not previous.revoked_at_ms:
+        previous = replace(previous, revoked_at_ms=now_ms)  # `RotationPlan.revoke`: revoked
+    old = record.certificate
+    return replace(
+        record,
+        certificate=certificate,
+        previous_certificate=old if old is not None else previous,
+        overlap_ends_at_ms=now_ms + overlap_ms,
+    )
+
+
+def reported(record: VehicleRecord, not_after_ms: int, now_ms: int) -> VehicleRecord:
+    """The record with the vehicle's report of the not-after it holds (0: none)."""
+    if not not_after_ms:
+        return record
+    return replace(record, reported_expires_at_ms=not_after_ms, reported_at_ms=now_ms)
+
+
+def overlap_ended(record: VehicleRecord, now_ms: int) -> Certificate | None:
+    """The previous certificate to revoke now: its overlap ended (or the
+    vehicle was decommissioned) and it is not revoked yet."""
+    previous = record.previous_certificate
+    if previous is None or previous.revoked_at_ms:
+        return None
+    if record.active and now_ms < record.overlap_ends_at_ms:
+        return None
+    return previous
+
+
+def previous_revoked(record: VehicleRecord, now_ms: int) -> VehicleRecord:
+    previous = record.previous_certificate
+    if previous is None or previous.revoked_at_ms:
+        return record
+    return replace(record, previous_certificate=replace(previous, revoked_at_ms=now_ms))
+
+
+def expiry_counts(
+    records: list[VehicleRecord], now_ms: int, within_days: tuple[int, ...]
+) -> dict[int, int]:
+    """Active vehicles whose live certificate expires within each of
+    `within_days` days (expired ones included): what the expiry gauge shows."""
+    counts = dict.fromkeys(within_days, 0)
+    for record in records:
+        live = record.certificate
+        if not record.active or live is None or live.revoked_at_ms:
+            continue
+        for days in within_days:
+            if live.expires_at_ms - now_ms <= days * DAY_MS:
+                counts[days] += 1
+    return counts

@@ -1,0 +1,1 @@
+"""The vehicle's identity: its client certificate and key, and their rotation (`renewal`)."""
