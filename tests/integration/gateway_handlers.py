@@ -164,7 +164,9 @@ def read_records(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        # Only whole lines: a handler in another process may be mid-append
+        # (the reader can see the first bytes of a write before the rest).
+        return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
 
 TELEMETRY = str(TopicFilter(domain=Domain.TELEMETRY, kind="vehicle"))

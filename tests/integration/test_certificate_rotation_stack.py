@@ -8,13 +8,20 @@ and reconnects with it under the same client id and persistent session, so a
 QoS 2 message published to it while it was between the two connections
 still arrives. The expiry pass then revokes the old certificate once the
 overlap ended, and the broker (reading the CRL again) refuses it.
+
+A lost answer: the cloud issued and recorded the new certificate, but its
+answer never reached the vehicle, which then went down. Restarted, the
+vehicle asks again with the key it staged before the first CSR; the cloud,
+although the live certificate is a year from its end, answers with that same
+certificate, and the vehicle still connects after the old one is revoked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +52,7 @@ from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.identity.renewal import (
     CertificateRenewal,
     IdentityFiles,
+    Renewed,
     answer_subscription,
 )
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession, MqttTarget
@@ -244,3 +252,113 @@ def test_a_vehicle_renews_its_expiring_certificate_and_keeps_its_session(
     assert revoked is not None
     assert revoked.previous_certificate is not None
     assert revoked.previous_certificate.revoked_at_ms
+
+
+def vehicle_session(
+    settings: StackSettings,
+    files: IdentityFiles,
+    route: Callable[[str, bytes], Awaitable[None]],
+) -> AsyncMqttSession:
+    """The vehicle's persistent session (its client id), subscribed to its answers."""
+    return AsyncMqttSession(
+        VIN,
+        target(settings, files),
+        subscriptions=[answer_subscription(VIN, REGION)],
+        on_message=route,
+        backoff=BackoffPolicy(initial_s=0.2, max_s=1.0),
+    )
+
+
+def test_a_lost_answer_is_recovered_with_the_staged_key_and_survives_the_revocation(
+    stack: StackSettings, tmp_path: Path
+) -> None:
+    files = IdentityFiles(tmp_path / "vehicle" / "cert.pem", tmp_path / "vehicle" / "key.pem")
+    old_id = certified_vehicle_expiring_in_5_days(stack, files)
+    old_pair = (files.cert.read_bytes(), files.key.read_bytes())
+    saved_old = IdentityFiles(tmp_path / "old.pem", tmp_path / "old.key")
+    saved_old.cert.write_bytes(old_pair[0])
+    saved_old.key.write_bytes(old_pair[1])
+
+    async def asks_then_loses_the_answer_and_goes_down() -> None:
+        dropped = asyncio.Event()
+
+        async def route(topic: str, payload: bytes) -> None:
+            # the answer arrives on the vehicle's session and is discarded: lost
+            if topic == renewal.answer_topic:
+                dropped.set()
+
+        session = vehicle_session(stack, files, route)
+        renewal = CertificateRenewal(VIN, REGION, session, files)
+        await session.connect()
+        attempt = asyncio.create_task(renewal.renew())
+        try:
+            await asyncio.wait_for(dropped.wait(), WAIT)
+        finally:
+            attempt.cancel()  # the vehicle goes down before it writes anything
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            await session.close()
+
+    async def restarts_and_asks_again() -> tuple[Renewed, bool]:
+        renewal: CertificateRenewal
+
+        async def route(topic: str, payload: bytes) -> None:
+            await renewal.handle_message(topic, payload)
+
+        session = vehicle_session(stack, files, route)
+        renewal = CertificateRenewal(VIN, REGION, session, files)  # as built at boot
+        await session.connect()
+        try:
+            renewed = await renewal.renew()
+            return renewed, session.connected
+        finally:
+            await session.close()
+
+    # Given the cloud issued a certificate for the vehicle's CSR and made it live,
+    # but its answer was lost and the vehicle went down
+    asyncio.run(asks_then_loses_the_answer_and_goes_down())
+    issued = registry(stack).get(VIN)
+    assert issued is not None
+    assert issued.certificate is not None
+    assert issued.previous_certificate is not None
+    assert issued.previous_certificate.certificate_id == old_id
+    live = issued.certificate
+    # the vehicle still holds the old pair, and the key it asked with is staged
+    assert (files.cert.read_bytes(), files.key.read_bytes()) == old_pair
+    staged = serialization.load_pem_private_key(files.staged().key.read_bytes(), password=None)
+    assert isinstance(staged, ec.EllipticCurvePrivateKey)
+    assert public_key_sha256(staged.public_key()) == live.public_key_sha256
+    assert (files.staged().key.stat().st_mode & 0o777) == 0o600
+    # the live certificate is a year from its end: a new key would be too early now
+    assert live.expires_at_ms - time.time() * 1000 > rules.RENEW_WITHIN_MS
+
+    # When the vehicle, restarted, asks again
+    renewed, connected = asyncio.run(restarts_and_asks_again())
+
+    # Then the cloud answered with the same certificate, issuing nothing new, and the
+    # vehicle reconnected with it
+    assert connected
+    assert renewed.certificate_id == live.certificate_id
+    assert certificate_id(x509.load_pem_x509_certificate(files.cert.read_bytes())) == (
+        live.certificate_id
+    )
+    new_key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    assert new_key.public_key() == staged.public_key()
+    assert not files.staged().key.exists()
+    after = registry(stack).get(VIN)
+    assert after is not None
+    assert after.certificate == live
+    assert after.previous_certificate is not None
+    assert after.previous_certificate.certificate_id == old_id
+
+    # When the expiry pass runs after the overlap ended
+    revoked = rotation_pass(stack, 2).end_overlaps()
+
+    # Then the old certificate is refused, and the vehicle connects with its new pair
+    assert revoked.revoked == [old_id]
+    wait_until(
+        lambda: not connects_with(stack, saved_old.cert, saved_old.key),
+        timeout=WAIT,
+        what="the old certificate refused",
+    )
+    assert connects_with(stack, files.cert, files.key)

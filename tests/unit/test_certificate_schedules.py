@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from v2c.contract.certificate_renewal import RenewalAnswer, RenewalRequest
 from v2c.handlers.vehicles.rotation_lambda import handle
 from v2c.handlers.vehicles.rotation_service import PassSummary
 from v2c.infra.local.certificate_rotation import (
@@ -29,8 +32,8 @@ from v2c.infra.local.certificate_rotation import (
     FUNCTION_NAME,
     ExpirySchedule,
 )
-from v2c.vehicle_sim.identity.renewal import CertificateRenewal, IdentityFiles
-from v2c.vehicle_sim.identity.schedule import RenewalSchedule
+from v2c.vehicle_sim.identity.renewal import CertificateRenewal, IdentityFiles, RenewalConfig
+from v2c.vehicle_sim.identity.schedule import RETRY_S, UNANSWERED_RETRY_S, RenewalSchedule
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession, MqttTarget
 from v2c.vehicle_sim.ota.device.sim_time import SimTime
 
@@ -137,6 +140,83 @@ def test_a_certificate_already_due_at_connect_is_rotated_at_once(files: Identity
         schedule.stop()
 
     asyncio.run(scenario())
+
+
+class Unanswered:
+    """A connected session on which the cloud answers each request with
+    `reply` (None: no answer reaches the vehicle)."""
+
+    def __init__(self, reply: RenewalAnswer | None) -> None:
+        self.reply = reply
+        self.renewal: CertificateRenewal | None = None
+        self.requests: list[RenewalRequest] = []
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    async def wait_connected(self) -> None:
+        return None
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> Awaitable[bool]:
+        request = RenewalRequest.decode(payload)
+        self.requests.append(request)
+        loop = asyncio.get_running_loop()
+        if self.reply is not None and self.renewal is not None:
+            answer = replace(self.reply, request_id=request.request_id)
+            task = loop.create_task(
+                self.renewal.handle_message(self.renewal.answer_topic, answer.encode())
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        acked: asyncio.Future[bool] = loop.create_future()
+        acked.set_result(True)
+        return acked
+
+    async def reconnect(self, offline: Callable[[], Awaitable[None]] | None = None) -> None:
+        raise AssertionError("nothing was issued")
+
+
+async def failed_once(schedule: RenewalSchedule) -> None:
+    """Return once a rotation failed."""
+    while True:
+        if schedule.failures:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("reply", "retry_s"),
+    [(None, UNANSWERED_RETRY_S), (RenewalAnswer.rejected("r", "too early"), RETRY_S)],
+    ids=["no-answer", "refused"],
+)
+def test_an_unanswered_rotation_asks_again_within_the_overlap_with_the_same_key(
+    files: IdentityFiles, reply: RenewalAnswer | None, retry_s: float
+) -> None:
+    async def scenario() -> tuple[float, float, float | None]:
+        sim = SimTime(1.0)
+        link = Unanswered(reply)
+        config = RenewalConfig(answer_timeout_s=0.05)  # the wait ends; its length is not checked
+        renewal = CertificateRenewal(VIN, REGION, link, files, config=config, clock=sim.now)
+        link.renewal = renewal
+        schedule = RenewalSchedule(renewal, link, sim)
+        certificate_ending(files, datetime.now(UTC) + timedelta(days=5))
+
+        started = sim.now()
+        schedule.check()
+        await asyncio.wait_for(failed_once(schedule), timeout=30)  # a bound, not an expectation
+        ended = sim.now()
+        at = schedule.next_check_at
+        schedule.stop()
+        return started, ended, at
+
+    started, ended, next_check_at = asyncio.run(scenario())
+
+    # the next attempt: soon after no answer (the cloud may have issued, and keeps the
+    # old certificate active for an hour only), an hour after a refusal
+    assert next_check_at is not None
+    assert started + retry_s <= next_check_at <= ended + retry_s
+    assert UNANSWERED_RETRY_S < 3600 <= RETRY_S  # 3600: the cloud's default overlap
+    # the key it asked with stays staged for that attempt, the old pair in place
+    assert files.staged().key.exists()
+    assert not files.staged().cert.exists()
 
 
 # -- the stack's expiry pass -------------------------------------------------------------

@@ -116,7 +116,8 @@ def test_a_rejected_campaign_is_final_records_who_and_why_and_notifies_nobody() 
     assert ota.campaigns.advance(campaign_id).notified == 0
     assert ota.notified() == []
     assert list(ota.update_store.for_campaign(campaign_id)) == []
-    assert ota.campaigns.get(campaign_id).counters.pending == 4  # never dispatched
+    counters = ota.campaigns.get(campaign_id).counters  # never dispatched: all cancelled
+    assert (counters.pending, counters.cancelled, counters.total) == (0, 4, 4)
 
 
 def test_the_creator_may_reject_its_own_campaign_but_never_approve_it() -> None:

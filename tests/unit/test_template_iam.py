@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from v2c.contract.topics import VIN_PATTERN, Domain
 from v2c.gateway.rules import RULES, Rule
 from v2c.handlers.dlq import config as dlq_config
+from v2c.handlers.vehicles.iot_issuer import IotCoreIssuer
+from v2c.handlers.vehicles.ports import IssueRequest
 from v2c.infra.aws.template import (
     TEMPLATE_PATH,
     function_accesses,
@@ -34,6 +42,7 @@ RULE_FUNCTIONS = (
 )
 # Issue certificates through AWS IoT: onboarding, and rotation over MQTT.
 CERTIFICATE_ISSUERS = {"OtaApiFunction", "VehicleCertificatesFunction"}
+ROTATION = "VehicleCertificatesFunction"
 DLQ_SERVICE = ("DlqAdminFunction", "OtaApiFunction")  # `/api/v1/dlq` is the same service
 
 
@@ -74,7 +83,8 @@ def test_telemetry_cannot_sign_publish_invoke_or_register_vehicles(logical: str)
     access = ACCESS[logical]
     statements = _statements(_resources(), access.role)
 
-    assert (access.sign, access.publish, access.invoke, access.onboarding) == (False, (), (), False)
+    assert (access.sign, access.publish, access.invoke) == (False, (), ())
+    assert not access.issues_certificates
     assert not any(
         a.startswith(("kms:", "iot:", "lambda:", "events:")) for a in _actions(statements)
     )
@@ -95,10 +105,14 @@ def test_ota_functions_sign_and_notify_on_ota_available_only(logical: str) -> No
 
 
 def test_only_the_api_and_the_rotation_issue_certificates_and_the_api_plans() -> None:
+    issuers = {logical for logical, access in ACCESS.items() if access.issues_certificates}
     onboarding = {logical for logical, access in ACCESS.items() if access.onboarding}
+    rotation = {logical for logical, access in ACCESS.items() if access.rotation}
     invokers = {logical: access.invoke for logical, access in ACCESS.items() if access.invoke}
 
-    assert onboarding == CERTIFICATE_ISSUERS
+    assert issuers == CERTIFICATE_ISSUERS
+    assert onboarding == {"OtaApiFunction"}
+    assert rotation == {ROTATION}
     # the rule functions: where the dead-letter service replays inbound records
     assert invokers == {
         "OtaApiFunction": ("OtaMonitorFunction", *RULE_FUNCTIONS),
@@ -121,7 +135,7 @@ def test_the_dlq_service_replays_into_the_rule_functions_by_their_names(logical:
     downlink = {(domain, kind) for domain, kinds in DOWNLINK.items() for kind in kinds}
     assert set(access.publish) == downlink
     assert access.sign == (logical == "OtaApiFunction")
-    assert access.onboarding == (logical in CERTIFICATE_ISSUERS)
+    assert access.issues_certificates == (logical in CERTIFICATE_ISSUERS)
 
 
 @pytest.mark.parametrize("logical", DLQ_SERVICE)
@@ -269,3 +283,77 @@ def test_the_api_may_read_copy_and_purge_firmware_by_version() -> None:
         "Statement"
     ]
     assert not {a for s in statements for a in s["Action"]} & {"s3:DeleteObjectVersion"}
+
+
+class RecordingIot:
+    """An AWS IoT client that records the calls `IotCoreIssuer` makes; the
+    vehicle's thing exists already (a registered vehicle rotates)."""
+
+    def __init__(self, pem: str) -> None:
+        self.pem = pem
+        self.calls: list[str] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(**kwargs: Any) -> dict[str, Any]:
+            self.calls.append(method)
+            if method == "create_thing":
+                error = {"Error": {"Code": "ResourceAlreadyExistsException", "Message": "exists"}}
+                raise ClientError(error, "CreateThing")  # type: ignore[arg-type]
+            arn = "arn:aws:iot:eu-west-1:123456789012:cert/abc"
+            return {
+                "certificateArn": arn,
+                "certificateId": "abc",
+                "certificatePem": self.pem,
+                "certificateDescription": {"certificateArn": arn},
+                "principals": [arn],
+            }
+
+        return call
+
+    def actions(self) -> set[str]:
+        """The IAM actions of the recorded calls (`create_thing` -> `iot:CreateThing`)."""
+        camel = ("".join(part.capitalize() for part in m.split("_")) for m in self.calls)
+        return {f"iot:{name}" for name in camel}
+
+
+def a_certificate_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "VIN-1HGBH41JXMN109186")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_the_rotation_function_may_make_exactly_the_iot_calls_rotation_makes() -> None:
+    # The rotation (issue for the registered thing; revoke the old certificate)
+    # and the expiry pass (revoke) through the issuer the function builds
+    iot = RecordingIot(a_certificate_pem())
+    issuer = IotCoreIssuer(iot)
+    request = IssueRequest("VIN-1HGBH41JXMN109186", "CSR", "sha", "Accord", "eu-west-1", 2024)
+    (issued,) = issuer.issue([request])
+    assert not isinstance(issued, Exception)
+    issuer.revoke(request.vehicle_id, issued)
+    rotation_calls = iot.actions()
+
+    statements = _statements(_resources(), ACCESS[ROTATION].role)
+    granted = {a for a in _actions(statements) if a.startswith("iot:") and a != "iot:Publish"}
+
+    # every call rotation makes is granted, and nothing else: a function driven
+    # by vehicle input deletes no thing, lists no principals, describes no thing
+    assert granted == rotation_calls
+    assert not granted & {"iot:DeleteThing", "iot:ListThingPrincipals", "iot:DescribeThing"}
+    # the API decommissions, which the rotation role could not
+    iot.calls.clear()
+    issuer.decommission(request.vehicle_id, None)
+    assert "iot:DeleteThing" in iot.actions() - granted
+    api = _actions(_statements(_resources(), ACCESS["OtaApiFunction"].role))
+    assert iot.actions() <= api

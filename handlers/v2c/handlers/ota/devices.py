@@ -36,7 +36,7 @@ from v2c.handlers.ota.campaigns.rollback import previous_version
 from v2c.handlers.ota.campaigns.service import CampaignService
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec, Priority
 from v2c.handlers.ota.domain.rollback_rules import RollbackTrigger, versions_ran
-from v2c.handlers.ota.domain.update_state import TERMINAL, Command, UpdateState
+from v2c.handlers.ota.domain.update_state import IN_FLIGHT, Command, UpdateState
 from v2c.handlers.ota.domain.update_steps import StepSpec, check_steps
 from v2c.handlers.ota.domain.validation import validate
 from v2c.handlers.ota.events import update_cancelled_detail
@@ -171,11 +171,11 @@ class DeviceService:
                 "firmware_id",
                 f"firmware for {package.device_model} does not fit a {vehicle.model}",
             )
-        active = [u for u in self.history(vehicle.vehicle_id) if u.state not in TERMINAL]
-        if active:
+        held = _held(self.history(vehicle.vehicle_id))
+        if held is not None:
             raise Conflict(
-                f"vehicle {vehicle.vehicle_id} already has update {active[0].device_update_id} "
-                f"{active[0].state.value}"
+                f"vehicle {vehicle.vehicle_id} already has update {held.device_update_id} "
+                f"{held.state.value}"
             )
         if not force and vehicle.installed_version:
             try:
@@ -289,6 +289,14 @@ class DeviceService:
 
     def retry(self, device_update_id: str) -> VehicleUpdate:
         update = self.get(device_update_id)
+        if update.state is UpdateState.TIMED_OUT:
+            # The vehicle was sent a signed cancel for this update and refuses
+            # it for good (a cancel is final on the vehicle): a retry would be
+            # answered CAMPAIGN_CANCELLED. A new update is the way to try again.
+            raise Conflict(
+                f"update {device_update_id} timed out and was cancelled on the vehicle; "
+                "start a new update (POST /devices/{id}/update) to try again"
+            )
         if update.max_retries is not None:
             max_retries = update.max_retries
         elif update.campaign_id:
@@ -305,11 +313,11 @@ class DeviceService:
         request = validate(RollbackRequest, body or {}, subject="rollback")
         vehicle = self._vehicle(vehicle_id)
         history = self.history(vehicle_id)
-        active = [u for u in history if u.state not in TERMINAL]
-        if active:
+        held = _held(history)
+        if held is not None:
             raise Conflict(
-                f"vehicle {vehicle_id} has update {active[0].device_update_id} "
-                f"{active[0].state.value}; cancel it first"
+                f"vehicle {vehicle_id} has update {held.device_update_id} "
+                f"{held.state.value}; cancel it first"
             )
         version = request.to_version or previous_version(history)
         if vehicle.installed_version and version == vehicle.installed_version:
@@ -338,3 +346,12 @@ class DeviceService:
             trigger=RollbackTrigger.MANUAL,
             now_ms=self._now_ms(),
         )
+
+
+def _held(history: list[VehicleUpdate]) -> VehicleUpdate | None:
+    """The update the vehicle holds now (notified and not ended), if any. A
+    campaign's record only queued for the vehicle (pending, or waiting behind
+    another update) does not block a fleet manager's device update or
+    rollback: those outrank campaigns, and the queued record waits for them
+    (`campaigns.coordination`)."""
+    return next((u for u in history if u.state in IN_FLIGHT), None)

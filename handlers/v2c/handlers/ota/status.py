@@ -73,7 +73,8 @@ from v2c.contract.notification import signed_part_sha256
 from v2c.contract.topics import Domain, Topic
 from v2c.handlers.ota.campaigns.deps import CampaignServiceDeps
 from v2c.handlers.ota.campaigns.service import CampaignService
-from v2c.handlers.ota.domain.report_batch import Report, Step
+from v2c.handlers.ota.campaigns.timeouts import CANCEL_REASON as TIMEOUT_CANCEL_REASON
+from v2c.handlers.ota.domain.report_batch import Report, Step, missed_the_cancel
 from v2c.handlers.ota.domain.update_state import (
     TERMINAL,
     Command,
@@ -85,6 +86,7 @@ from v2c.handlers.ota.metrics import UNVERIFIED_NOTIFICATIONS
 from v2c.handlers.ota.stores import UpdateKey
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 from v2c.handlers.ota.updates.reports import Decided, ReportRecorder
+from v2c.handlers.ota.vehicle_commands import CommandTarget, cancel_update
 from v2c.v1.ota_pb2 import OTAStatus
 
 logger = logging.getLogger(__name__)
@@ -260,7 +262,33 @@ class StatusService:
         for decided, error in self._after(list(recorded.done.values())):
             for step in decided.folded.steps:
                 answers[step.report.index] = error
+        self._cancel_again([d for d in recorded.done.values() if missed_the_cancel(d.folded)])
         return [answers[index] for index in range(len(statuses))]
+
+    def _cancel_again(self, missed: Sequence[Decided]) -> None:
+        """Send the cancel again to each vehicle that reported work on an
+        update the cloud stopped (ADR 0011's reconciliation). One per-vehicle
+        command per update, the same id every time, so the vehicle acts once
+        however many of its reports come back; a failure to send waits for the
+        vehicle's next report."""
+        for decided in missed:
+            update = decided.after
+            timed_out = update.state is UpdateState.TIMED_OUT
+            command = cancel_update(
+                campaign_id=update.campaign_id,
+                update_id=update.update_id,
+                # a timeout's own command again (same id: the vehicle acts once)
+                reason=TIMEOUT_CANCEL_REASON if timed_out else f"cancelled: {update.reason}"[:200],
+                now_ms=int(self._d.clock() * 1000),
+                vehicle_id=update.vehicle_id,
+            )
+            try:
+                self._d.commands.send(command, [CommandTarget(update.vehicle_id, update.region)])
+            except TransientError as exc:
+                logger.warning(
+                    "cancel not sent again",
+                    extra={"vehicle_id": update.vehicle_id, "error": str(exc)},
+                )
 
     # -- reports about notifications the vehicle could not verify -------------
 

@@ -3,17 +3,30 @@
 A vehicle asks over MQTT for a certificate for a NEW key
 (`v2c.contract.certificate_renewal`); given the registry's record, the topic
 the request came on and the checked CSR (`csr.check_csr`: CN = the topic's
-vehicle, P-256 or RSA, self-signature verified), `plan_rotation` decides:
+vehicle, P-256 or RSA, self-signature verified), `plan_rotation` decides,
+the first row that matches:
 
 | registry holds | CSR's key | decision |
 |---|---|---|
 | nothing, decommissioned, another region, no live certificate | any | refused |
 | a live certificate from a rotation | the live one's | repeat: the live one again (1) |
 | a live certificate | the live or the previous one's | refused: needs a new key |
-| a live certificate valid beyond `RENEW_WITHIN_MS` | new | refused: too early |
-| a live certificate expiring within `RENEW_WITHIN_MS` | new | issue (2) |
+| a live certificate valid beyond `RENEW_WITHIN_MS` | new | refused: too early (2) |
+| a live certificate expiring within `RENEW_WITHIN_MS` | new | issue (3) |
 
-(1) The answer was lost. (2) The live one becomes the previous.
+(1) The answer was lost (the vehicle's wait ended before the queue's retry,
+its connection dropped, it crashed before writing): the vehicle staged the
+key before sending its CSR and asks with it until a certificate arrives
+(`v2c.vehicle_sim.identity.renewal`). The repeat comes before the window:
+the live certificate, issued minutes ago, is valid for a year, and refusing
+its own key as too early would leave the vehicle on the old certificate
+until the overlap revokes it, locked out for good. Idempotent and safe:
+the CSR proves possession of the live key, and the certificate is no secret.
+(2) Also during the overlap, on whichever certificate the request came (the
+cloud does not see it): a new key then would replace a live certificate
+that a stolen PREVIOUS key has no business replacing, and the vehicle never
+needs it, since it asks with the staged key. (3) The live one becomes the
+previous.
 
 Why the window: a vehicle (or a stolen key) asking every minute would get a
 certificate every minute; 30 days before the end (the spec's rotation at 11
@@ -21,9 +34,10 @@ months of a 12-month certificate) allows one rotation a year and leaves
 the vehicle's 7-day threshold well inside it.
 
 The overlap: the old certificate stays active until `overlap_ends_at_ms`
-(`DEFAULT_OVERLAP_MS`, 1 hour after the rotation), so a vehicle that got
-the answer but has not yet reconnected, or that crashed before writing the
-new pair, still connects with the old one and asks again (a repeat). Then
+(`DEFAULT_OVERLAP_MS`, 1 hour after the rotation), so a vehicle that did
+not get the answer, or got it but crashed before writing the new pair,
+still connects with the old one and asks again (a repeat; the vehicle asks
+again within minutes, `identity.schedule`). Then
 it is revoked by whichever comes first: the scheduled pass
 (`RotationService.end_overlaps`, `overlap_ended`) or the vehicle's next
 rotation, which revokes any previous certificate still active

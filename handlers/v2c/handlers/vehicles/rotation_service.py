@@ -17,8 +17,10 @@ A refusal (bad CSR, unknown or decommissioned vehicle, too early) is an
 answer too, so the vehicle stops waiting; it is not a failure of the
 record. What a retry can mend (the store, the issuer or the publish down)
 raises, and the queue delivers the record again: issuing is idempotent for
-a given key (a second request with the same CSR is answered with the same
-certificate), so a retry after a lost write or answer issues nothing twice.
+a given key (a second request for the live key, by the same CSR or another,
+is answered with the live certificate, also inside the 30-day window), so a
+retry after a lost write or answer issues nothing twice, and neither does
+the vehicle's own retry (it reuses the key it staged before its first CSR).
 
 The expiry pass (`end_overlaps`, the function's schedule): revokes every
 previous certificate whose overlap ended and counts the certificates

@@ -86,14 +86,16 @@ def telemetry_grants(names: ResourceNames) -> dict[str, Any]:
 def certificate_grants(names: ResourceNames) -> dict[str, Any]:
     """The rotation service (`v2c.handlers.vehicles.rotation_lambda`): the
     registry (conditional writes; a Scan for the expiry pass), AWS IoT's
-    certificate calls (the onboarding set: the issuer creates or updates the
-    thing before CreateCertificateFromCsr, revokes and detaches the old
-    certificate), the OTA DLQ for an answer it could not publish, and
-    `certificate/issued` of every vehicle."""
+    certificate calls of rotation only (`template_iam.ROTATION_THING_ACTIONS`:
+    the issuer makes sure of the thing before CreateCertificateFromCsr and
+    attaches; the revocation reads, revokes and detaches the old certificate;
+    driven by vehicle input, it deletes no thing and lists no principals),
+    the OTA DLQ for an answer it could not publish, and `certificate/issued`
+    of every vehicle."""
     return {
         "tables": (TableGrant(names.vehicle_registry_table, WRITE),),
         "queues": (QueueGrant(names.ota_dlq_queue, QUEUE_SEND),),
-        "onboarding": True,
+        "rotation": True,
         "publish": ((Domain.CERTIFICATE, "issued"),),
     }
 

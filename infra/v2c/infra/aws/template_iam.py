@@ -13,9 +13,14 @@ SAM always attaches AWSLambdaBasicExecutionRole, whose log permissions are on
 every log group of the account. Here each function writes to its own log
 group only, created by the template with a retention.
 
-The only `Resource: "*"` is `iot:CreateCertificateFromCsr` (onboarding):
-IAM defines no resource for it, since the certificate does not exist before
-the call. The role carries that reason in its metadata.
+The only `Resource: "*"` is `iot:CreateCertificateFromCsr` (onboarding and
+rotation): IAM defines no resource for it, since the certificate does not
+exist before the call. The role carries that reason in its metadata.
+
+AWS IoT's certificate calls come in two profiles: `onboarding` (the API:
+register, replace, decommission, so deleting things too) and `rotation`
+(the function a vehicle's MQTT request drives: issue for the registered
+thing, revoke the old certificate; no thing deleted, no principals listed).
 """
 
 from __future__ import annotations
@@ -130,9 +135,14 @@ class FunctionAccess:
     publish: tuple[tuple[Domain, str], ...] = ()  # downlink (domain, kind) to any vehicle
     timeseries: bool = False  # firehose:PutRecordBatch on the archive stream
     invoke: tuple[str, ...] = ()  # logical ids of functions it invokes
-    onboarding: bool = False  # creates things and certificates (the vehicles API)
+    onboarding: bool = False  # creates and deletes things, issues certificates (the API)
+    rotation: bool = False  # issues and revokes a registered thing's certificates
     reads_queue: str | None = None  # the queue (logical id) its mapping reads
     skips: tuple[tuple[str, str], ...] = ()  # checkov findings that do not apply, why
+
+    @property
+    def issues_certificates(self) -> bool:
+        return self.onboarding or self.rotation
 
     @property
     def role(self) -> str:
@@ -152,27 +162,34 @@ def topic_arn(domain: Domain, kind: str) -> dict[str, Any]:
     return _iot_arn("topic/" + "/".join((*PREFIX, "*", "*", domain.value, kind)))
 
 
-def _onboarding() -> list[dict[str, Any]]:
+# What `v2c.handlers.vehicles.iot_issuer` calls on a thing, per profile.
+ONBOARDING_THING_ACTIONS: Final = (
+    "iot:CreateThing",
+    "iot:UpdateThing",
+    "iot:DescribeThing",
+    "iot:DeleteThing",
+    "iot:ListThingPrincipals",
+)
+# `issue` makes sure of the thing (CreateThing; UpdateThing when it exists);
+# `revoke` reads the certificate, revokes it, detaches policy and thing.
+ROTATION_THING_ACTIONS: Final = ("iot:CreateThing", "iot:UpdateThing")
+
+
+def _certificates(thing_actions: tuple[str, ...]) -> list[dict[str, Any]]:
     """Registering a vehicle (`v2c.handlers.vehicles.iot_issuer`): its thing
     (of the vehicle type), a certificate from its CSR, the vehicle policy and
     the thing attached to it; and the reverse. Resources per IoT's IAM table:
     things by name, certificates by id (a new certificate's id is unknown in
-    advance); the policy's ARN is listed too, for evaluations by policy."""
+    advance); the policy's ARN is listed too, for evaluations by policy.
+    `thing_actions`: what the profile may do to the thing itself."""
     things = _iot_arn(f"thing/{VEHICLE_THINGS}")
     certs = _iot_arn("cert/*")
     return [
-        _allow(
-            (
-                "iot:CreateThing",
-                "iot:UpdateThing",
-                "iot:DescribeThing",
-                "iot:DeleteThing",
-                "iot:ListThingPrincipals",
-            ),
-            things,
-        ),
+        _allow(thing_actions, things),
         _allow(("iot:AttachThingPrincipal", "iot:DetachThingPrincipal"), [certs, things]),
         _allow(("iot:AttachPolicy", "iot:DetachPolicy"), [certs, arn(VEHICLE_POLICY)]),
+        # IAM has no condition key for UpdateCertificate's new status: rotation
+        # only ever sets REVOKED (`iot_issuer._revoke_arn`), but the grant cannot say so.
         _allow(("iot:UpdateCertificate", "iot:DescribeCertificate"), certs),
         # No resource exists for it in IAM: the certificate is made by the call.
         _allow(("iot:CreateCertificateFromCsr",), "*"),
@@ -212,7 +229,9 @@ def statements(access: FunctionAccess, names: ResourceNames, rules: tuple[Rule, 
     if access.invoke:
         out.append(_allow(("lambda:InvokeFunction",), [arn(f) for f in access.invoke]))
     if access.onboarding:
-        out += _onboarding()
+        out += _certificates(ONBOARDING_THING_ACTIONS)
+    elif access.rotation:
+        out += _certificates(ROTATION_THING_ACTIONS)
     return out
 
 
@@ -232,7 +251,7 @@ def role(access: FunctionAccess, names: ResourceNames, rules: tuple[Rule, ...]) 
             ],
         },
     }
-    if access.onboarding:
+    if access.issues_certificates:
         resource["Metadata"] = {"Comment": CSR_WILDCARD}
     return resource
 

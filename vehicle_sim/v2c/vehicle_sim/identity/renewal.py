@@ -16,11 +16,19 @@ vehicle id) on `.../certificate/renew`, the certificate back on
    survives, with its subscriptions and whatever QoS 1/2 messages it queued
    while the vehicle was between the two connections.
 
-The cloud keeps the old certificate active for an overlap (1 h), so a
-vehicle that crashed before writing asks again (same key: the same
-certificate) with the old one. A refusal (`RenewalRefused`) leaves the old
-pair in place; a missing answer (`RenewalTimeout`) too: the next check asks
-again with a new key.
+The new key is written to `key.next` (0600, atomically) BEFORE its CSR is
+published, and every later attempt reuses it until a certificate for it
+arrives: once the cloud has seen the CSR it may have issued the certificate
+and made it the live one, and it refuses any other new key for 30 days
+(`v2c.handlers.vehicles.rotation`). So a lost answer (a retry of the
+cloud's queue later than `answer_timeout_s`, a dropped connection, a crash
+or a power cut before the pair was written) costs one more request: the
+same key, answered with the same certificate (the cloud's repeat), on the
+old certificate, which the cloud keeps active for an overlap (1 h) after
+it issued. Asking with a fresh key instead would be refused as too early,
+and once the overlap ended the vehicle could never connect again.
+A refusal (`RenewalRefused`) or no answer (`RenewalTimeout`) leaves the old
+pair in place and the staged key for the next attempt.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,7 +53,6 @@ from v2c.contract.certificate_renewal import RenewalAnswer, RenewalRequest, Rene
 from v2c.contract.errors import InvalidInput, V2CError
 from v2c.contract.topics import Domain, Topic, qos_for
 from v2c.vehicle_sim.atomic import atomic_write, fsync_dir
-from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +69,19 @@ class RenewalRefused(V2CError):
 
 
 class RenewalTimeout(V2CError):
+    """No answer in time: the cloud may have issued, so the next attempt
+    must come soon (within the cloud's overlap) and with the same key."""
+
     reason = "certificate_renewal_timeout"
     retryable = True
+
+
+class RenewalSession(Protocol):
+    """What the rotation needs of the vehicle's session (`AsyncMqttSession`)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = ...) -> Awaitable[bool]: ...
+
+    async def reconnect(self, offline: Callable[[], Awaitable[None]] | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +142,50 @@ def build_csr(key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> str:
 def complete_staged(files: IdentityFiles, *, durable: bool = True) -> bool:
     """Finish a rotation a crash interrupted between its renames; True when
     something was moved. The key moves first, so a staged certificate
-    without its staged key means the key is in place already."""
+    without its staged key means the key is in place already. A staged key
+    without a staged certificate is the pending key (`load_pending_key`):
+    the cloud may have certified it already, so it stays for the next attempt."""
     staged = files.staged()
     if not staged.cert.exists():
-        staged.key.unlink(missing_ok=True)  # the certificate never came: no pair
         return False
     if staged.key.exists():
         os.replace(staged.key, files.key)
     os.replace(staged.cert, files.cert)
     fsync_dir(files.cert.parent, durable)
     return True
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_pending_key(files: IdentityFiles) -> ec.EllipticCurvePrivateKey | None:
+    """The staged key of an earlier attempt, if one is there and readable.
+    `atomic_write` never leaves it torn; a file that is not an EC key
+    (written by something else) is no key this module sent a CSR for."""
+    try:
+        key = serialization.load_pem_private_key(files.staged().key.read_bytes(), password=None)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        logger.warning("%s is not a private key; a new one is made", files.staged().key)
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def pending_key(files: IdentityFiles, *, durable: bool = True) -> ec.EllipticCurvePrivateKey:
+    """The key to ask a certificate for: the staged one if an earlier attempt
+    left it, else a new one, staged (0600 from creation, fsynced) before
+    the caller publishes its CSR."""
+    key = load_pending_key(files)
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        atomic_write(files.staged().key, key_pem(key), durable=durable, mode=KEY_MODE)
+    return key
 
 
 def _checked(answer: RenewalAnswer, key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> bytes:
@@ -162,7 +214,7 @@ class CertificateRenewal:
         self,
         vehicle_id: str,
         region: str,
-        session: AsyncMqttSession,
+        session: RenewalSession,
         files: IdentityFiles,
         *,
         config: RenewalConfig | None = None,
@@ -210,9 +262,10 @@ class CertificateRenewal:
         return await self.renew() if self.due() else None
 
     async def renew(self) -> Renewed:
-        """Rotate now: new key, CSR, answer, the pair written, reconnected."""
+        """Rotate now: the pending key (staged first), CSR, answer, the pair
+        written, reconnected."""
         previous = not_after(self._files.cert)
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = pending_key(self._files, durable=self._config.durable)
         request = RenewalRequest(
             request_id=uuid.uuid4().hex,
             csr_pem=build_csr(key, self.vehicle_id),
@@ -222,7 +275,7 @@ class CertificateRenewal:
         if answer.status is RenewalStatus.REJECTED:
             raise RenewalRefused(f"certificate renewal refused: {answer.reason}")
         cert_pem = _checked(answer, key, self.vehicle_id)
-        self._write(key, cert_pem)
+        self._write(cert_pem)
         logger.info("%s: certificate %s written", self.vehicle_id, answer.certificate_id)
         await self._session.reconnect(self.offline)
         return Renewed(answer.certificate_id, not_after(self._files.cert), previous)
@@ -243,14 +296,8 @@ class CertificateRenewal:
         finally:
             self._waiting.pop(request.request_id, None)
 
-    def _write(self, key: ec.EllipticCurvePrivateKey, cert_pem: bytes) -> None:
+    def _write(self, cert_pem: bytes) -> None:
+        """The certificate staged beside the key staged before the CSR, then both renamed."""
         durable = self._config.durable
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        staged = self._files.staged()
-        atomic_write(staged.key, key_pem, durable=durable, mode=KEY_MODE)
-        atomic_write(staged.cert, cert_pem, durable=durable, mode=CERT_MODE)
+        atomic_write(self._files.staged().cert, cert_pem, durable=durable, mode=CERT_MODE)
         complete_staged(self._files, durable=durable)

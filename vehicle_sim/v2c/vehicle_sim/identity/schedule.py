@@ -6,10 +6,14 @@ connects: a certificate already due (`CertificateRenewal.due`) is rotated at
 once, otherwise one loop timer is set for the moment it becomes due
 (`CertificateRenewal.due_at`), in the fleet's simulated time (`SimTime`: at a
 time scale of 0.01 a year's certificate becomes due after about 3.6 real days).
-After a rotation the timer is set for the new certificate; after a failed one
-(no answer, a refusal, the files unwritable) an hour of simulated time later,
-so a cloud that refuses (too early by its own clock, say) is not asked in a loop;
-nor is it when it issues a certificate that is due already.
+After a rotation the timer is set for the new certificate; after a refusal or
+the files unwritable an hour of simulated time later, so a cloud that refuses
+(too early by its own clock, say) is not asked in a loop; nor is it when it
+issues a certificate that is due already. After no answer (`RenewalTimeout`)
+five simulated minutes later: the cloud may have issued a certificate for the
+staged key, and it keeps the old certificate active for an hour only (its
+overlap), so the same key must ask again well before that (the answer then
+is the same certificate).
 
 The rotation waits for the connection (a CSR sent into a dead link would only
 time out) and runs as its own task, so connecting never waits for the
@@ -21,18 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from typing import Final, Protocol
 
-from v2c.vehicle_sim.identity.renewal import CertificateRenewal, Renewed
-from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
+from v2c.vehicle_sim.identity.renewal import CertificateRenewal, RenewalTimeout, Renewed
 from v2c.vehicle_sim.ota.device.sim_time import SimTime
 
 logger = logging.getLogger(__name__)
 
-RETRY_S: Final = 3600.0  # simulated seconds after a failed rotation
+RETRY_S: Final = 3600.0  # simulated seconds after a refused or unwritten rotation
+# After no answer: well inside the cloud's one-hour overlap (`RETRY_S` would race it).
+UNANSWERED_RETRY_S: Final = 300.0
 # A loop timer may fire a hair before its moment (the clock's resolution):
 # a little later, so the check then finds the certificate due.
 LATE_S: Final = 0.001
+
+
+class Connection(Protocol):
+    """What the schedule needs of the vehicle's session (`AsyncMqttSession`)."""
+
+    async def wait_connected(self) -> None: ...
 
 
 class RenewalSchedule:
@@ -52,9 +63,7 @@ class RenewalSchedule:
         "renewals",
     )
 
-    def __init__(
-        self, renewal: CertificateRenewal, session: AsyncMqttSession, sim: SimTime
-    ) -> None:
+    def __init__(self, renewal: CertificateRenewal, session: Connection, sim: SimTime) -> None:
         self.renewal = renewal
         self._session = session
         self._sim = sim
@@ -101,15 +110,16 @@ class RenewalSchedule:
         await self._session.wait_connected()
         try:
             self.last = await self.renewal.renew()
-        except Exception as exc:  # the next attempt makes a new key and asks again
+        except Exception as exc:  # the next attempt asks again with the staged key
             self.failures += 1
+            retry_s = UNANSWERED_RETRY_S if isinstance(exc, RenewalTimeout) else RETRY_S
             logger.warning(
                 "%s: certificate rotation failed (%s); again in %.0f simulated s",
                 self.renewal.vehicle_id,
                 exc,
-                RETRY_S,
+                retry_s,
             )
-            self._check_at(self._sim.now() + RETRY_S)
+            self._check_at(self._sim.now() + retry_s)
             return
         self.renewals += 1
         # a certificate issued already due (a short one) waits too, never a loop

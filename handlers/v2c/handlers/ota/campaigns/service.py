@@ -173,6 +173,7 @@ class CampaignService:
                 rejected_by=who,
                 rejected_at_ms=now,
             ),
+            stop=True,  # its targets, never notified, count as cancelled, not pending
         )
         self._event("campaign.rejected", campaign, rejected_by=who, reason=reason.strip())
         return campaign

@@ -134,6 +134,11 @@ class Timeouts:
             self._notices.send(after)
             result.retried += 1
             return
+        # The record left the due index with this write: what follows must not
+        # be lost to a failure, as no later pass would come back for it.
+        result.timed_out += 1
+        if update.campaign_id:
+            result.campaigns.add(update.campaign_id)
         command = cancel_update(
             campaign_id=update.campaign_id,
             update_id=update.update_id,
@@ -141,7 +146,16 @@ class Timeouts:
             now_ms=now_ms,
             vehicle_id=update.vehicle_id,
         )
-        self._d.commands.send(command, [CommandTarget(update.vehicle_id, update.region)])
+        try:
+            self._d.commands.send(command, [CommandTarget(update.vehicle_id, update.region)])
+        except TransientError as exc:
+            # The vehicle's next report about the update meets the cancelled
+            # record and is answered with the cancel again (`status`).
+            self._d.alerts.alert(
+                "vehicle_command_unsent",
+                update.campaign_id,
+                f"CANCEL_UPDATE (timed out) to {update.vehicle_id}: {exc}",
+            )
         self._d.events.publish(
             TIMED_OUT_EVENT,
             {
@@ -154,6 +168,3 @@ class Timeouts:
                 "timed_out_at": now_ms,
             },
         )
-        result.timed_out += 1
-        if update.campaign_id:
-            result.campaigns.add(update.campaign_id)

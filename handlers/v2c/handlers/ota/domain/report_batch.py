@@ -35,10 +35,12 @@ from typing import Final
 from v2c.handlers.ota.domain.counters import CounterDeltas
 from v2c.handlers.ota.domain.update_state import (
     COUNTER_OF,
+    FROM_PROTO,
     TERMINAL,
     Outcome,
     Transition,
     UpdateRecord,
+    UpdateState,
     apply_confirmed_rejection,
     apply_status,
 )
@@ -152,3 +154,25 @@ def pack_chunks(campaigns: Sequence[str], limit: int = TRANSACTION_ITEMS) -> lis
     if chunk:
         chunks.append(chunk)
     return chunks
+
+
+# What a vehicle reports while it still works on an update it has not begun
+# installing: stopping it now costs nothing.
+S = UpdateState
+_BEFORE_INSTALL: Final = frozenset({S.ACCEPTED, S.DEFERRED, S.DOWNLOADING, S.PAUSED, S.DOWNLOADED})
+
+
+def missed_the_cancel(folded: Folded) -> bool:
+    """A vehicle still working (before installing) on an update the cloud
+    cancelled or timed out: it never received the signed cancel (offline longer
+    than its broker session lasted, or the publish was dead-lettered). Its
+    report is ignored as after the end (`Outcome.TERMINAL`), and the cloud
+    must send the cancel again, or the vehicle installs an update its fleet
+    manager stopped."""
+    if folded.after.state not in (S.CANCELLED, S.TIMED_OUT):
+        return False
+    return any(
+        step.transition.outcome is Outcome.TERMINAL
+        and FROM_PROTO.get(step.report.status.state) in _BEFORE_INSTALL
+        for step in folded.steps
+    )

@@ -89,8 +89,16 @@ class UpdateCommands:
             if not transition.changed:
                 return Applied(before, changed=False)
             now_ms = int(self._clock() * 1000)
+            renotified: dict[str, int] = {}
+            if command is Command.NOTIFY:
+                # A re-notification (a fleet manager's retry) is a new promise:
+                # its deadline counts from now, not from the first notification.
+                renotified = {"notified_at_ms": now_ms, "notifications": before.notifications + 1}
             after = before.with_machine(
-                transition.after, updated_at_ms=now_ms, reason=reason or command.value
+                transition.after,
+                updated_at_ms=now_ms,
+                reason=reason or command.value,
+                **renotified,
             )
             self.record(before, after, transition.deltas, now_ms)
             return Applied(after, changed=True)
