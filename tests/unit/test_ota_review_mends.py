@@ -131,3 +131,43 @@ def test_a_vehicle_that_missed_the_cancel_is_sent_it_again_when_it_reports(ota: 
     ota.report(heard, release, S.REJECTED)
     assert len(_cancels(ota, heard)) == 1
     assert ota.update_store.get(missed, release).state is UpdateState.CANCELLED
+
+
+def test_the_monitor_carries_on_a_rollback_a_crash_stopped_partway(
+    ota: Ota, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status moves first; a process that dies before the rollback
+    manifests went out leaves the completed vehicles on the bad build. The
+    next monitor pass sends them, once, and finishes the rollback when done."""
+    from v2c.handlers.ota.campaigns.rollback import Rollbacks
+
+    ota.package("1.0.0")
+    campaign_id = ota.campaign(4, deployment_strategy="immediate", **QUIET)
+    update_id = ota.campaigns.start(campaign_id).release.update_id
+    vehicles = ota.notified()
+    for vehicle in vehicles:
+        ota.finish(vehicle, update_id, ok=True)
+    real = Rollbacks._roll_back
+
+    def died(*_args: object, **_kwargs: object) -> int:
+        raise RuntimeError("the Lambda container was killed")
+
+    monkeypatch.setattr(Rollbacks, "_roll_back", died)
+    with pytest.raises(RuntimeError):
+        ota.campaigns.rollback(campaign_id, reason="bad build")
+    assert ota.campaigns.get(campaign_id).status.value == "rolling_back"
+    assert ota.rollback_log.rows == {}
+    monkeypatch.setattr(Rollbacks, "_roll_back", real)
+    sent_before = len(ota.notifier.sent)
+    assert ota.campaigns.monitor()["rollbacks_resumed"] == 4
+    rollbacks = ota.notifier.sent[sent_before:]
+    assert sorted(n.vehicle_id for n in rollbacks) == sorted(vehicles)
+    assert {r["trigger"] for r in ota.rollback_log.rows.values()} == {"manual"}
+    assert ota.campaigns.monitor()["rollbacks_resumed"] == 0  # nothing twice
+    assert len(ota.notifier.sent) == sent_before + 4
+    for vehicle in vehicles:
+        ota.finish(vehicle, rollbacks[0].update_id, ok=True, to="1.0.0")
+    ota.campaigns.monitor()
+    final = ota.campaigns.get(campaign_id)
+    assert final.status.value == "rolled_back"
+    assert (final.counters.completed, final.counters.rolled_back) == (0, 4)

@@ -359,6 +359,44 @@ class Rollbacks:
                 sent += len(due)
         return sent
 
+    def resume(self, campaign: Campaign) -> int:
+        """Carry on a rollback whose process stopped partway (the monitor calls
+        this for every campaign rolling back): the status moved first, so a
+        crash after it left vehicles in flight uncancelled or completed ones
+        without their rollback. Records not yet cancelled are cancelled and
+        told (the same ROLL_BACK command, so a vehicle that had it acts once);
+        completed updates without a rollback row get theirs; the rest was done.
+        How many vehicles this pass reached."""
+        cid = campaign.campaign_id
+        trigger = trigger_of(campaign.status_reason) or RollbackTrigger.MANUAL
+        _, _, reason = campaign.status_reason.partition(": ")
+        reason = reason or campaign.status_reason
+        now_ms = self._now_ms()
+        rolled = {row.get("vehicle_id") for row in self._d.rollbacks.for_campaign(cid)}
+        completed: list[VehicleUpdate] = []
+        stopped: list[VehicleUpdate] = []
+        for update in self._d.updates.for_campaign(cid):
+            if update.state is UpdateState.COMPLETED and update.vehicle_id not in rolled:
+                completed.append(update)
+            elif update.state not in TERMINAL:
+                applied = self._commands.apply(
+                    update, Command.CANCEL, max_retries=campaign.spec.max_retries
+                )
+                if applied.changed:
+                    stopped.append(update)
+        if stopped:
+            command = roll_back(
+                campaign_id=cid,
+                update_id=campaign.release.update_id,
+                reason=reason,
+                trigger=trigger.to_proto(),
+                now_ms=now_ms,
+            )
+            self.tell(command, stopped, cid)
+        sent = self._roll_back(campaign, completed, reason, trigger, now_ms) if completed else 0
+        self.finish_if_done(cid)
+        return len(stopped) + sent
+
     def finish_if_done(self, campaign_id: str) -> bool:
         """A rolling-back campaign with no rollback pending and none of its
         updates still in flight (installing when the rollback began) is rolled back."""

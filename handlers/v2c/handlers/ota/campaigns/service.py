@@ -343,7 +343,8 @@ class CampaignService:
         their deadline (`campaigns.timeouts`; their campaigns react to the
         failures), notify waiting vehicles now free (`campaigns.coordination`),
         advance running campaigns (a scheduled start, a reopened maintenance
-        window, a lost lease), flag stalled ones and finish rollbacks."""
+        window, a lost lease), flag stalled ones, and carry on rollbacks a
+        crash stopped partway and finish those done (`Rollbacks.resume`)."""
         now_ms = now_ms if now_ms is not None else self._now_ms()
         planned = self._plan_waiting()
         timeouts = self._timeouts.run(now_ms)
@@ -375,6 +376,15 @@ class CampaignService:
                 continue
             stalled += 1
             self._d.alerts.alert("campaign_stalled", fresh.campaign_id, found.detail)
+        resumed = 0
+        for campaign in self._d.campaigns.iter_status(CampaignStatus.ROLLING_BACK):
+            try:
+                resumed += self.rollbacks.resume(campaign)
+            except V2CError as exc:  # the next pass tries again
+                logger.warning(
+                    "rollback not resumed",
+                    extra={"campaign_id": campaign.campaign_id, "error": str(exc)},
+                )
         return {
             "campaigns": seen,
             "notified": advanced,
@@ -385,6 +395,7 @@ class CampaignService:
             "released": released.notified,
             "superseded": released.superseded,
             "still_waiting": released.still_waiting,
+            "rollbacks_resumed": resumed,
             **index,
         }
 
