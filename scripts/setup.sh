@@ -92,25 +92,40 @@ make_venv() {  # make_venv DIR: a venv with the first Python 3.11+ found, unless
 }
 
 # Re-installs happen only when what they are made of changes: the stamp holds
-# a hash of pyproject.toml and the extras (or of the tool pins).
-make_venv "$VENV"
-wanted=$( (printf 'extras=%s\n' "$EXTRAS"; cat pyproject.toml) | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
-    say "v2c installed, pyproject.toml and extras unchanged"
-else
-    say "installing v2c into $VENV (pip install -e '.[$EXTRAS]')"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
-    printf '%s\n' "$wanted" >"$STAMP"
-fi
+# a hash of pyproject.toml and the extras (or of the tool pins). The two
+# environments are independent, so they are installed side by side (a fresh
+# machine waits for the longer one, not for both in turn).
+install_v2c() {
+    local wanted
+    wanted=$( (printf 'extras=%s\n' "$EXTRAS"; cat pyproject.toml) | sha256sum | cut -d' ' -f1)
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$wanted" ]; then
+        say "v2c installed, pyproject.toml and extras unchanged"
+    else
+        say "installing v2c into $VENV (pip install -e '.[$EXTRAS]')"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+        printf '%s\n' "$wanted" >"$STAMP"
+    fi
+}
 
+install_linters() {
+    local wanted
+    wanted=$(printf '%s\n' "${LINT_TOOLS[@]}" | sha256sum | cut -d' ' -f1)
+    if [ -f "$LINT_STAMP" ] && [ "$(cat "$LINT_STAMP")" = "$wanted" ]; then
+        say "template linters installed (${LINT_TOOLS[*]})"
+    else
+        say "installing ${LINT_TOOLS[*]} into $LINT_VENV"
+        "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${LINT_TOOLS[@]}"
+        printf '%s\n' "$wanted" >"$LINT_STAMP"
+    fi
+}
+
+# The environments themselves one after the other: making one may install
+# python3-venv with apt, which takes a lock a second apt would fail on.
+make_venv "$VENV"
 make_venv "$LINT_VENV"
-wanted=$(printf '%s\n' "${LINT_TOOLS[@]}" | sha256sum | cut -d' ' -f1)
-if [ -f "$LINT_STAMP" ] && [ "$(cat "$LINT_STAMP")" = "$wanted" ]; then
-    say "template linters installed (${LINT_TOOLS[*]})"
-else
-    say "installing ${LINT_TOOLS[*]} into $LINT_VENV"
-    "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${LINT_TOOLS[@]}"
-    printf '%s\n' "$wanted" >"$LINT_STAMP"
-fi
+install_linters &
+linters=$!
+install_v2c
+wait "$linters" || die "installing the template linters into $LINT_VENV failed"
 
 say "setup done"

@@ -49,7 +49,7 @@ from v2c.handlers.ota.domain.coordination import (
 )
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.timeouts import MAX_DUE_PER_PASS, DueKind, recheck_due
-from v2c.handlers.ota.domain.update_state import Command, UpdateState, apply_command
+from v2c.handlers.ota.domain.update_state import TERMINAL, Command, UpdateState, apply_command
 from v2c.handlers.ota.events import update_cancelled_detail
 from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.notices import Notices
@@ -66,6 +66,17 @@ class Released:
     notified: int = 0
     superseded: int = 0  # other campaigns' updates cancelled to make room
     still_waiting: int = 0
+
+
+# Campaigns whose updates may still be with vehicles: running, paused, rolling
+# back, or stopped with an installation that finishes after the stop.
+_MAY_HOLD = (
+    CampaignStatus.IN_PROGRESS,
+    CampaignStatus.PAUSED,
+    CampaignStatus.ROLLING_BACK,
+    CampaignStatus.CANCELLED,
+    CampaignStatus.ROLLED_BACK,
+)
 
 
 class _Campaigns:
@@ -125,10 +136,18 @@ class Coordinator:
     def screen(
         self, campaign: Campaign, updates: Sequence[VehicleUpdate]
     ) -> dict[str, Arbitration]:
-        """Per vehicle of a chunk about to be notified, whether it may be."""
+        """Per vehicle of a chunk about to be notified, whether it may be.
+
+        Only vehicles another campaign holds are weighed (their records read
+        then): reading every target's records cost a query per vehicle and
+        cut the fan-out tenfold (`v2c bench campaign`: 666 -> 66 notifications
+        a second), while campaigns running side by side are few. A vehicle
+        busy with an update outside any campaign (a fleet manager's device
+        update) answers REJECTED UPDATE_IN_PROGRESS, which waits, never fails."""
         campaigns = _Campaigns(self._d)
         campaigns.put(campaign)
         rank = priority_rank(campaign.spec.priority)
+        held = self._held_by_others(campaign, campaigns)
         return {
             u.vehicle_id: self._weigh(
                 Claim(u.update_id, campaign.campaign_id, rank, u.state, u.created_at_ms),
@@ -136,7 +155,26 @@ class Coordinator:
                 campaigns,
             )
             for u in updates
+            if u.vehicle_id in held
         }
+
+    def _held_by_others(self, campaign: Campaign, campaigns: _Campaigns) -> set[str]:
+        """The vehicles with an update of another campaign not yet ended: of
+        the campaigns whose counters show one in flight or waiting (a query
+        per such campaign, none when this campaign runs alone)."""
+        held: set[str] = set()
+        for other in self._d.campaigns.iter_status(*_MAY_HOLD):
+            if other.campaign_id == campaign.campaign_id:
+                continue
+            if other.counters.in_progress + other.counters.waiting == 0:
+                continue
+            campaigns.put(other)
+            held.update(
+                u.vehicle_id
+                for u in self._d.updates.for_campaign(other.campaign_id)
+                if u.state not in TERMINAL
+            )
+        return held
 
     def carry_out(
         self,
