@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from gateway_support import wait_until
 
+from v2c.contract.certificate_renewal import build_csr as cloud_csr
 from v2c.contract.mqtt_endpoint import MqttEndpoint
 from v2c.handlers.vehicles import rules
-from v2c.handlers.vehicles.csr import build_csr as cloud_csr
 from v2c.handlers.vehicles.csr import check_csr, public_key_sha256
 from v2c.handlers.vehicles.metrics import certificate_metrics
 from v2c.handlers.vehicles.record import Certificate

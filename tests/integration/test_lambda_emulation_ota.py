@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from lambda_artifact import built_artifact
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.topics import Domain, Topic
 from v2c.handlers.ota.device_events import DEVICE_DELETED, VEHICLES_SOURCE
-from v2c.handlers.vehicles.csr import build_csr
 from v2c.infra.aws.template import TEMPLATE_PATH
 from v2c.infra.local.lambda_emulator import EmulatedAccount, wait_until_empty
 from v2c.infra.local.template_functions import read_template

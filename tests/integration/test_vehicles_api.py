@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ota_support import vin
 from typer.testing import CliRunner
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.handlers.api import ApiServices
 from v2c.handlers.ota.config import OtaServices
-from v2c.handlers.vehicles.csr import build_csr
 from v2c.infra.cli.main import app as cli
 from v2c.infra.local.http_adapter import ApiHttpServer
 from v2c.infra.local.vehicle_service import InProcessEvents

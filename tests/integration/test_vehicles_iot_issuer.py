@@ -9,10 +9,11 @@ import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.handlers.ota.config import OtaServices
 from v2c.handlers.vehicles import rules
 from v2c.handlers.vehicles.config import build_vehicle_service
-from v2c.handlers.vehicles.csr import build_csr, check_csr
+from v2c.handlers.vehicles.csr import check_csr
 from v2c.handlers.vehicles.iot_issuer import DEFAULT_POLICY, DEFAULT_THING_TYPE, IotCoreIssuer
 from v2c.handlers.vehicles.ports import IssueRequest
 from v2c.handlers.vehicles.record import Certificate

@@ -23,11 +23,11 @@ from v2c.handlers.ota.in_memory_ports import (
     InMemoryPlanStore,
     InMemoryRollbackLog,
     RecordingAlerts,
+    RecordingCommands,
     RecordingNotifier,
 )
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.status import StatusReport, StatusService
-from v2c.handlers.ota.vehicle_commands import RecordingCommands
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.v1.ota_pb2 import OTAStatus
 

@@ -20,8 +20,9 @@ from v2c.handlers.ota.domain.rollback_rules import (
     versions_ran,
 )
 from v2c.handlers.ota.domain.update_state import UpdateState
+from v2c.handlers.ota.in_memory_ports import RecordingCommands
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
-from v2c.handlers.ota.vehicle_commands import RecordingCommands, cancel_update
+from v2c.handlers.ota.vehicle_commands import cancel_update
 from v2c.v1.command_pb2 import (
     ROLLBACK_TRIGGER_FAILURE_RATE,
     ROLLBACK_TRIGGER_HEALTH_CHECK,

@@ -7,9 +7,9 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import InvalidInput
 from v2c.contract.topics import KNOWN_REGIONS
-from v2c.handlers.vehicles.csr import build_csr
 from v2c.handlers.vehicles.requests import MAX_BULK_ROWS, Region, TooManyRows, parse_rows
 
 VIN = "VIN-5V2CFLT0000000001"

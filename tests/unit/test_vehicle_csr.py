@@ -8,8 +8,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import InvalidField
-from v2c.handlers.vehicles.csr import MAX_CSR_CHARS, build_csr, check_csr, public_key_sha256
+from v2c.handlers.vehicles.csr import MAX_CSR_CHARS, check_csr, public_key_sha256
 
 VIN = "VIN-1HGBH41JXMN109186"
 OTHER = "VIN-2HGBH41JXMN109186"
@@ -102,7 +103,8 @@ def test_a_csr_longer_than_the_bound_is_refused_before_parsing() -> None:
 def test_only_the_checked_request_travels_on_to_the_issuer() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec as _ec
 
-    from v2c.handlers.vehicles.csr import build_csr, check_csr
+    from v2c.contract.certificate_renewal import build_csr
+    from v2c.handlers.vehicles.csr import check_csr
 
     vin = "VIN-1HGBH41JXMN109186"
     good = build_csr(_ec.generate_private_key(_ec.SECP256R1()), vin)

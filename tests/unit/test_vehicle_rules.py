@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import Conflict, InvalidField, NotFound
 from v2c.handlers.ota.domain.target_filter import parse as parse_filter
 from v2c.handlers.ota.fleet import Vehicle
@@ -20,7 +21,7 @@ from v2c.handlers.ota.fleet_index.codec import (
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot, resolve
 from v2c.handlers.ota.in_memory_ports import InMemoryFleet
 from v2c.handlers.vehicles import rules
-from v2c.handlers.vehicles.csr import build_csr, check_csr
+from v2c.handlers.vehicles.csr import check_csr
 from v2c.handlers.vehicles.record import Certificate, VehicleRecord, VehicleStatus
 from v2c.handlers.vehicles.rules import RegistrationOutcome as Outcome
 

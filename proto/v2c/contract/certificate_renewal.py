@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from v2c.contract.errors import InvalidInput
 
 CONTENT_TYPE: Final = "application/json"
@@ -142,3 +147,13 @@ class RenewalAnswer:
             _text(doc, "certificate_id", 128),
             _epoch_ms(doc, "not_after_ms"),
         )
+
+
+def build_csr(private_key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> str:
+    """A PEM CSR for `vehicle_id` (CN = the vehicle id), signed with SHA-256:
+    what a vehicle sends to be onboarded or to rotate (the CLI and the
+    simulator build it here). The key never leaves the caller."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, vehicle_id)])
+    request = x509.CertificateSigningRequestBuilder().subject_name(name)
+    csr = request.sign(private_key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")

@@ -1,5 +1,5 @@
 """The OTA services' other ports in memory: the plan, the fleet, the package
-catalogue, the rollback log, and recorders for notifications and alerts.
+catalogue, the rollback log, and recorders for notifications, commands and alerts.
 
 Split from `in_memory` (the transactional campaign and update stores): these
 hold no races to reproduce, only what the services read and what they sent.
@@ -19,6 +19,8 @@ from v2c.handlers.ota.fleet_index.codec import Columns, IndexRow
 from v2c.handlers.ota.fleet_index.select import FleetSnapshot
 from v2c.handlers.ota.notifier import Notification
 from v2c.handlers.ota.ports import Package
+from v2c.handlers.ota.vehicle_commands import CommandTarget
+from v2c.v1.command_pb2 import OTACommand
 
 
 class InMemoryPlanStore:
@@ -177,3 +179,17 @@ class RecordingAlerts:
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.alerts]
+
+
+@dataclass
+class RecordingCommands:
+    """A `CommandSender` that keeps what it was asked to send (tests)."""
+
+    sent: list[tuple[OTACommand, tuple[CommandTarget, ...]]] = field(default_factory=list)
+
+    def send(self, command: OTACommand, targets: Sequence[CommandTarget]) -> list[bool]:
+        self.sent.append((command, tuple(targets)))
+        return [True] * len(targets)
+
+    def to(self, vehicle_id: str) -> list[OTACommand]:
+        return [c for c, ts in self.sent if any(t.vehicle_id == vehicle_id for t in ts)]

@@ -1,4 +1,5 @@
-"""Commands to vehicles: cancel an update, roll back, request status (`OTACommand`).
+"""Commands to vehicles: cancel an update, roll back (`OTACommand`; REQUEST_STATUS is
+in the contract and the agent answers it, but the cloud sends none yet: ADR 0011).
 
 The cloud's records alone cannot stop a vehicle: without a message, a vehicle
 told nothing installs a cancelled update and its COMPLETED arrives after the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from v2c.contract.command import COMMAND_VALIDITY_MS, command_id
@@ -84,19 +85,6 @@ def roll_back(
         now_ms=now_ms,
         trigger=trigger,
         to_version=to_version,
-    )
-
-
-def request_status(*, vehicle_id: str, update_id: str, now_ms: int, nonce: str) -> OTACommand:
-    """Ask one vehicle to re-send its report of `update_id`; `nonce` makes each
-    request a command of its own (the monitor asks again after a while)."""
-    return _command(
-        Kind.REQUEST_STATUS,
-        campaign_id="",
-        update_id=update_id,
-        vehicle_id=vehicle_id,
-        reason=f"status requested ({nonce})",
-        now_ms=now_ms,
     )
 
 
@@ -170,17 +158,3 @@ class VehicleCommands:
                 )
             )
         return self._sink.send_many(messages)
-
-
-@dataclass
-class RecordingCommands:
-    """A `CommandSender` that keeps what it was asked to send (tests)."""
-
-    sent: list[tuple[OTACommand, tuple[CommandTarget, ...]]] = field(default_factory=list)
-
-    def send(self, command: OTACommand, targets: Sequence[CommandTarget]) -> list[bool]:
-        self.sent.append((command, tuple(targets)))
-        return [True] * len(targets)
-
-    def to(self, vehicle_id: str) -> list[OTACommand]:
-        return [c for c, ts in self.sent if any(t.vehicle_id == vehicle_id for t in ts)]

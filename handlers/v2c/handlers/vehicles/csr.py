@@ -114,12 +114,3 @@ def check_csr(pem: str, vehicle_id: str) -> CsrFacts:
     # (a second request, any text) travels on to the issuer.
     checked = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
     return CsrFacts(checked, common_name, key_type, public_key_sha256(key))
-
-
-def build_csr(private_key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> str:
-    """A PEM CSR for `vehicle_id` (CN = the vehicle id), signed with SHA-256:
-    what the CLI and the simulator send. The key never leaves the caller."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, vehicle_id)])
-    request = x509.CertificateSigningRequestBuilder().subject_name(name)
-    csr = request.sign(private_key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")

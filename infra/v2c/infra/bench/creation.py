@@ -39,9 +39,8 @@ from v2c.handlers.ota.events import RecordingEventPublisher
 from v2c.handlers.ota.firmware_catalog import FirmwareCatalog
 from v2c.handlers.ota.fleet import FleetRegistry, Vehicle
 from v2c.handlers.ota.fleet_index.store import FleetIndex
-from v2c.handlers.ota.in_memory_ports import RecordingAlerts, RecordingNotifier
+from v2c.handlers.ota.in_memory_ports import RecordingAlerts, RecordingCommands, RecordingNotifier
 from v2c.handlers.ota.updates.repository import UpdateRepository
-from v2c.handlers.ota.vehicle_commands import RecordingCommands
 from v2c.handlers.signing.software import SoftwareSigner
 from v2c.infra.aws.resources import ensure_resources
 from v2c.infra.bench.common import (

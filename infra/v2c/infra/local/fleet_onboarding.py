@@ -32,8 +32,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import ConfigurationError, TransientError
-from v2c.handlers.vehicles.csr import build_csr
 from v2c.infra.pki.authority import CERT_MODE, KEY_MODE, write_atomic
 from v2c.infra.settings import StackSettings
 from v2c.vehicle_sim.fleet.identity import FleetMember

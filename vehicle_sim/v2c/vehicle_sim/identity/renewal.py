@@ -45,11 +45,16 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from v2c.contract.certificate_renewal import RenewalAnswer, RenewalRequest, RenewalStatus
+from v2c.contract.certificate_renewal import (
+    RenewalAnswer,
+    RenewalRequest,
+    RenewalStatus,
+    build_csr,
+)
 from v2c.contract.errors import InvalidInput, V2CError
 from v2c.contract.topics import Domain, Topic, qos_for
 from v2c.vehicle_sim.atomic import atomic_write, fsync_dir
@@ -130,13 +135,6 @@ def due_from(expires: datetime, threshold_days: float) -> float:
     """The moment (epoch seconds) from which `is_due` holds: a vehicle sets
     one timer for it instead of checking over and over."""
     return expires.timestamp() - threshold_days * DAY_S
-
-
-def build_csr(key: ec.EllipticCurvePrivateKey, vehicle_id: str) -> str:
-    """A PEM CSR for `vehicle_id` (CN = the vehicle id), SHA-256."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, vehicle_id)])
-    request = x509.CertificateSigningRequestBuilder().subject_name(name)
-    return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
 def complete_staged(files: IdentityFiles, *, durable: bool = True) -> bool:

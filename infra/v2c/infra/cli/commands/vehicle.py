@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import InvalidInput
-from v2c.handlers.vehicles.csr import build_csr
 from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
 from v2c.infra.cli.errors import REFUSED
 from v2c.infra.pki.authority import KEY_MODE, write_atomic

@@ -59,6 +59,7 @@ from v2c.vehicle_sim.ota.agent.bootloader import (
     invalidate,
     upgrade_safe_target,
 )
+from v2c.vehicle_sim.ota.agent.effects import BootResult
 from v2c.vehicle_sim.ota.agent.steps import InstallStep, PostInstallCheck
 from v2c.vehicle_sim.ota.device.clock import SimClock
 from v2c.vehicle_sim.ota.device.faults import (
@@ -146,6 +147,15 @@ class BootReport:
     boot_attempts: int = 0  # trial boot number, or the failed ones before falling back
     watchdog_resets: int = 0
     duration_s: float = 0.0
+
+    def to_agent(self) -> BootResult:
+        """What the agent is told of this boot."""
+        return BootResult(
+            running_version=self.running_version,
+            trial=self.trial,
+            fell_back=self.fell_back,
+            boot_attempts=self.boot_attempts,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,6 @@ from v2c.vehicle_sim.atomic import atomic_write_json, read_json
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
 from v2c.vehicle_sim.ota.agent import UpdateAgent
 from v2c.vehicle_sim.ota.agent.effects import (
-    BootResult,
     CancelDownload,
     CommitUpdate,
     DiscardPackage,
@@ -270,7 +269,7 @@ class VehicleRuntime:
                 self.agent.restore(saved)
             except ValidationFailed:
                 logger.exception("%s: unreadable agent state; starting afresh", self.vehicle_id)
-        boot = _boot_result(report)
+        boot = report.to_agent()
         self._post(
             lambda agent, now: agent.on_start(
                 self._conditions_on_offer() if agent.active_update_id else self.conditions_now(),
@@ -461,7 +460,7 @@ class VehicleRuntime:
     async def _boot_port(self, boot: Callable[[], Any]) -> None:
         report: BootReport = await boot()
         self.model.installed_version = report.running_version
-        result = _boot_result(report)
+        result = report.to_agent()
         self._post(lambda agent, now: agent.on_boot_result(result, now))
 
     async def _verify(self, update_id: str, version: str) -> None:
@@ -490,12 +489,3 @@ class _Event:
     call: AgentCall | None
     control: Control | None
     done: asyncio.Future[None] | None
-
-
-def _boot_result(report: BootReport) -> BootResult:
-    return BootResult(
-        running_version=report.running_version,
-        trial=report.trial,
-        fell_back=report.fell_back,
-        boot_attempts=report.boot_attempts,
-    )
