@@ -67,12 +67,15 @@ have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
 have protoc || missing+=(protobuf-compiler)
 have softhsm2-util || missing+=(softhsm2)
+have promtool || missing+=(prometheus)  # promtool: the alert rules' check and unit tests
+have chromium || missing+=(chromium)  # the dashboard's browser tests
+have chromedriver || missing+=(chromium-driver)
 { [ -x "$VENV/bin/python" ] && [ -x "$LINT_VENV/bin/python" ]; } \
     || find_python >/dev/null || missing+=(python3 python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
-    say "system packages present (mosquitto, mosquitto-clients, protoc, softhsm2)"
+    say "system packages present (mosquitto, mosquitto-clients, protoc, softhsm2, promtool, chromium, chromedriver)"
 fi
 
 # --- virtual environments --------------------------------------------------------
