@@ -37,7 +37,7 @@ from hostile_http import SigningGate
 from ota_support import RecordingSink, S3Packages, fleet
 
 from v2c.handlers.api import ApiAuth, ApiServices, OtaApi
-from v2c.handlers.api.config import health_checks
+from v2c.handlers.api.config import dashboard_reads, health_checks
 from v2c.handlers.dlq.service import DeadLetterService
 from v2c.handlers.ota.config import OtaConfig, OtaServices, build_services
 from v2c.handlers.ota.device_events import VEHICLES_SOURCE
@@ -125,6 +125,7 @@ def moto_api_services(
         firmware=moto_ota.firmware,
         dlq=DeadLetterService(dead_letter_stores(aws_stack.settings()), {}),
         vehicles=moto_vehicles,
+        **dashboard_reads(moto_ota, dict(os.environ))._asdict(),
     )
 
 

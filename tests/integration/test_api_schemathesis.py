@@ -78,6 +78,7 @@ STATEFUL = {
     "GET /api/v1/vehicles",
     "GET /api/v1/ota/firmware",
     "GET /api/v1/ota/devices/{device_id}/updates",
+    "GET /api/v1/ota/campaigns/{campaign_id}/updates",
     # A raw JSON or CSV body the document describes as a string.
     "POST /api/v1/vehicles/bulk",
 }

@@ -3,7 +3,7 @@
 Against a real API (the HTTP adapter, the resolver and the campaign service
 over moto), a server that answers 500, a port nobody listens on and a
 directory without a stack: no traceback, one `error:` line, and the code of
-`v2c.infra.cli.errors` (1 failed, 2 usage, 3 refused or not found). Through
+`v2c.infra.cli.errors` (1 failed, 2 usage, 3 refused, 4 no stack). Through
 typer's `CliRunner` on the real `v2c` app, which goes through the same root
 group as the shell; one case also runs the installed `v2c` as a subprocess.
 """
@@ -103,6 +103,23 @@ def test_a_400_is_one_line_and_exit_3(target: list[str]) -> None:
     assert_one_error_line(result, 3, "HTTP 400")
 
 
+def test_a_create_without_its_required_flags_names_them_before_any_request() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens: a request would exit 1
+    result = run("campaign", "create", "--api-url", url, "--api-key", "k")
+    assert_one_error_line(result, 2, "missing --name and --firmware")
+
+
+def test_an_api_field_error_names_the_flag_the_user_typed(
+    target: list[str], registered_firmware: str
+) -> None:
+    result = run(
+        "campaign", "create", "--name", "x", "--firmware", registered_firmware,
+        "--filter", "model = 'Accord'", "--strategy", "sideways", *target,
+    )  # fmt: skip
+    line = assert_one_error_line(result, 3, "HTTP 400", "--strategy")
+    assert "deployment_strategy" not in line, line
+
+
 def test_a_404_is_one_line_and_exit_3(target: list[str]) -> None:
     assert_one_error_line(run("campaign", "show", UNKNOWN, *target), 3, "HTTP 404")
 
@@ -137,14 +154,26 @@ def test_a_refused_connection_is_one_short_line_and_exit_1() -> None:
     assert len(line) < 200
 
 
-def test_a_missing_stack_is_one_line_and_exit_3(tmp_path: Path) -> None:
+def test_a_missing_stack_is_one_line_and_exit_4(tmp_path: Path) -> None:
     for args in (
         ["campaign", "list", "--stack", str(tmp_path)],
         ["firmware", "list", "--stack", str(tmp_path)],
         ["stats", "--stack", str(tmp_path)],
         ["dlq", "list", "--stack", str(tmp_path)],
     ):
-        assert_one_error_line(run(*args), 3, "no stack description", str(tmp_path))
+        assert_one_error_line(run(*args), 4, "no stack description", str(tmp_path))
+
+
+def test_the_missing_stack_hint_names_flags_and_variables_that_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./.stack here
+    for name in ("V2C_STACK_DIR", "V2C_API_URL", "V2C_API_KEY", "V2C_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    line = assert_one_error_line(run("campaign", "list"), 4, "--stack DIR", "V2C_STACK_DIR")
+    assert "V2C_API_URL" in line
+    assert "V2C_API_KEY" in line
+    assert "--stack-dir" not in line  # `campaign` has no such flag
 
 
 @pytest.mark.parametrize(
@@ -165,7 +194,7 @@ def test_the_installed_command_behaves_the_same_in_a_shell(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{free_port()}"
     for args, code in (
         (["campaign", "list", "--api-url", url, "--api-key", "k"], 1),
-        (["campaign", "list", "--stack", str(tmp_path)], 3),
+        (["campaign", "list", "--stack", str(tmp_path)], 4),
         (["campaign", "show"], 2),
     ):
         done = subprocess.run(

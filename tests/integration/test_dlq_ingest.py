@@ -126,7 +126,7 @@ def test_an_exhausted_record_is_listed_shown_and_replayed_onto_its_ingest_queue(
 
     listed = dlq("list", "--queue", "ingest", "--json", stack=stack)
     assert listed.exit_code == 0, listed.output
-    (record,) = [DeadLetterRecord.loads(line) for line in listed.output.splitlines()]
+    (record,) = [DeadLetterRecord.from_json(i) for i in json.loads(listed.stdout)["items"]]
     assert (record.record_id, record.queue, record.source) == (message_id, "ingest", "telemetry")
     assert (record.topic, record.vehicle_id, record.payload) == (TELEMETRY_TOPIC, VIN, PAYLOAD)
     assert record.reason == "exhausted_receives"
@@ -169,7 +169,7 @@ def test_a_malformed_body_stays_with_a_clear_error_and_only_purge_removes_it(
     assert queues.bodies(names.ota_status_ingest_queue) == [good]
     assert queues.bodies(names.telemetry_ingest_queue) == []
     listed = dlq("list", "--queue", "ingest", "--json", stack=stack)
-    (kept,) = [DeadLetterRecord.loads(line) for line in listed.output.splitlines()]
+    (kept,) = [DeadLetterRecord.from_json(i) for i in json.loads(listed.stdout)["items"]]
     assert (kept.record_id, kept.reason) == (bad_id, "malformed_body")
     assert kept.payload == "not an event \u00e9{".encode()
     assert "not JSON" in kept.error

@@ -187,8 +187,9 @@ def test_list_and_show_print_records_safely_and_json_is_lossless(
 
     recent = dlq("list", "--queue", "telemetry", "--since", "1h", "--json", stack=stack_dir)
     assert recent.exit_code == 0, recent.output
-    lines = recent.output.splitlines()
-    assert [DeadLetterRecord.loads(line) for line in lines] == [new]
+    listed = json.loads(recent.stdout)  # one JSON document, as the API's list
+    assert [DeadLetterRecord.from_json(item) for item in listed["items"]] == [new]
+    assert listed["count"] == 1
 
     shown = dlq("show", old.record_id, stack=stack_dir)
     assert shown.exit_code == 0, shown.output
@@ -236,3 +237,48 @@ def test_purge_asks_first_and_deletes_only_older_records(
     assert [r.record_id for r in stores["ota"].list()] == [new.record_id]
     assert old.record_id not in {r.record_id for r in stores["ota"].list()}
     assert [r.record_id for r in stores["telemetry"].list()] == [older_telemetry.record_id]
+
+
+def test_list_json_is_one_document_even_when_the_queues_are_empty(
+    stack_dir: Path, stores: dict[str, DeadLetterStore]
+) -> None:
+    empty = dlq("list", "-o", "json", stack=stack_dir)
+    assert empty.exit_code == 0, empty.output
+    assert json.loads(empty.stdout) == {"items": [], "count": 0, "truncated": False}
+
+    import time
+
+    now = int(time.time() * 1000)
+    records = [_put(stores["telemetry"], n, age_ms=n, now_ms=now) for n in (1, 2)]
+    listed = dlq("list", "-o", "json", stack=stack_dir)
+
+    answer = json.loads(listed.stdout)  # one document: json.loads reads all of stdout
+    assert answer["count"] == 2
+    oldest_first = sorted(records, key=lambda r: (r.last_failed_at, r.record_id))
+    assert [DeadLetterRecord.from_json(item) for item in answer["items"]] == oldest_first
+
+
+def test_purge_json_asks_on_stderr_and_prints_only_json_on_stdout(
+    stack_dir: Path, stores: dict[str, DeadLetterStore]
+) -> None:
+    """The installed `v2c` as a shell runs it, answering the question on
+    stdin: click's `confirm` writes one space to stdout (a readline
+    work-around), which a JSON parser skips; the question is on stderr."""
+    import subprocess
+    import sys
+    import time
+
+    now = int(time.time() * 1000)
+    _put(stores["ota"], 1, age_ms=8 * 86_400_000, now_ms=now)
+
+    purged = subprocess.run(
+        [str(Path(sys.executable).parent / "v2c"), "dlq", "purge", "--older-than", "7d",
+         "-o", "json", "--stack", str(stack_dir)],
+        input="y\n", capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert purged.returncode == 0, purged.stderr
+    assert "Delete 1 record(s) from all queues" in purged.stderr
+    assert "Delete" not in purged.stdout
+    assert json.loads(purged.stdout)["purged"] == 1  # stdout is one JSON document
+    assert stores["ota"].depth() == 0

@@ -10,7 +10,8 @@ import pytest
 
 from v2c.contract.dead_letter import DeadLetterRecord, Direction
 from v2c.contract.errors import NotFound
-from v2c.handlers.dlq.store import S3DeadLetterStore, SqsDeadLetterStore
+from v2c.handlers.dlq.config import build_service
+from v2c.handlers.dlq.store import MAX_SCAN, S3DeadLetterStore, SqsDeadLetterStore
 
 if TYPE_CHECKING:
     from moto_fixtures import AwsStack
@@ -148,6 +149,41 @@ def test_sqs_message_that_is_not_a_record_is_skipped_but_never_hidden_or_deleted
     sqs_store.delete(record.record_id)
 
     assert _visible_now(sqs_store) == 1  # the stranger is still there, visible
+
+
+def test_sqs_list_receives_at_most_max_scan_messages_and_hides_none_of_the_rest(
+    sqs_store: SqsDeadLetterStore,
+) -> None:
+    records = [_record(n) for n in range(25)]
+    for record in records:
+        sqs_store.put(record)
+    capped = SqsDeadLetterStore("ota", sqs_store._sqs, sqs_store._url, max_scan=10)
+
+    listed = list(capped.list())
+
+    # one receive (10 a call) reaches the cap: a partial listing of real records,
+    # and every message visible again, the unlisted ones never received at all
+    assert 0 < len(listed) < len(records)
+    assert {r.record_id for r in listed} <= {r.record_id for r in records}
+    assert _visible_now(sqs_store) == 25
+    assert list(sqs_store.list()) == records  # the fixture's store: 1,000 a pass
+
+
+def test_the_deployed_ota_store_is_capped_like_the_ingest_store() -> None:
+    environ = {
+        "TELEMETRY_DLQ_BUCKET": "bucket",
+        "OTA_DLQ_QUEUE_URL": "https://sqs.example/ota-dlq",
+        "INGEST_DLQ_QUEUE_URL": "https://sqs.example/ingest-dlq",
+        "INGEST_QUEUES": '{"telemetry": "v2c-ingest-telemetry"}',
+    }
+    service = build_service(environ, client=lambda _service: None)  # no call is made
+
+    stores = service._stores
+    assert isinstance(stores["ota"], SqsDeadLetterStore)
+    assert stores["ota"]._max_scan == MAX_SCAN == 1000
+    assert isinstance(stores["ingest"], SqsDeadLetterStore)
+    assert stores["ingest"]._max_scan == MAX_SCAN
+    assert SqsDeadLetterStore("ota", None, "url")._max_scan == MAX_SCAN  # type: ignore[arg-type]
 
 
 def test_s3_list_is_oldest_first_and_ignores_objects_that_are_not_records(

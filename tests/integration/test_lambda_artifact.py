@@ -159,6 +159,9 @@ def test_the_artifact_holds_no_tooling_and_no_other_part_of_v2c(
     assert not [p for p in files if "__pycache__" in p.parts or p.suffix == ".pyc"]
     assert not (artifact.directory / "bin").exists()
     assert {"boto3", "botocore", "pydantic", "protobuf", "aws-lambda-powertools"} <= dists
+    # the dashboard's static files travel with the API function that serves them
+    dashboard = artifact.directory / "v2c" / "handlers" / "dashboard"
+    assert {"index.html", "app.js", "dashboard.css"} <= {p.name for p in dashboard.iterdir()}
 
 
 def test_the_manifest_says_what_is_inside(artifact: ArtifactReport) -> None:

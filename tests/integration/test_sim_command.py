@@ -27,10 +27,10 @@ def test_sim_runs_the_fleet_for_its_duration_and_prints_the_summary(
         resources=aws_stack.names,
     )
     write_settings(settings, stack_dir)
-    args = ["sim", "--stack", str(stack_dir), "--vehicles", "6", "--duration", "1", "--json"]
+    args = ["sim", "--stack", str(stack_dir), "--vehicles", "6", "--duration", "1", "-o", "json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    summary = json.loads(result.stdout)  # stdout is the JSON alone (the live view: stderr)
     assert summary["vehicles"] == 6
     assert summary["connected"] == 6
     assert summary["by_state"] == {"IDLE": 6}
@@ -48,4 +48,4 @@ def test_sim_runs_the_fleet_for_its_duration_and_prints_the_summary(
 
 def test_sim_refuses_a_directory_without_a_stack(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sim", "--stack", str(tmp_path), "--vehicles", "2"])
-    assert result.exit_code == 3  # not found (`v2c.infra.cli.errors`)
+    assert result.exit_code == 4  # no stack (`v2c.infra.cli.errors`)

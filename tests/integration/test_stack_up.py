@@ -4,6 +4,7 @@ and on SIGTERM, Ctrl-C or `v2c stack down` leaves no process and no port behind.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import ssl
@@ -196,6 +197,25 @@ def test_stack_up_serves_an_mtls_vehicle_and_stops_cleanly_on_sigterm(tmp_path: 
     assert "stopped cleanly" in log.read_text()
     assert_nothing_left(settings)
     assert not (directory / "stack.json").exists()
+    # And every process logged one JSON object per line, with one formatter, and
+    # no AWS SDK chatter (the API's log once held 455 plain lines for one demo)
+    for name, service in (("api", "v2c-api"), ("gateway", "v2c-gateway"), ("moto", "v2c-moto")):
+        lines = (directory / "logs" / f"{name}.log").read_text().splitlines()
+        records = [json_line(line, name) for line in lines if line.strip()]
+        assert records or name == "moto", f"{name}.log is empty"
+        assert {r["service"] for r in records} <= {service, "v2c-publisher", "v2c-ota-api"}
+        assert not [r for r in records if r.get("logger", "").startswith(("botocore", "boto3"))]
+    api_lines = (directory / "logs" / "api.log").read_text().splitlines()
+    assert any(json_line(line, "api")["message"].startswith("API serving") for line in api_lines)
+
+
+def json_line(line: str, log: str) -> dict[str, str]:
+    try:
+        record: dict[str, str] = json.loads(line)
+    except ValueError:
+        raise AssertionError(f"{log}.log: not a JSON line: {line!r}") from None
+    assert {"level", "message", "timestamp", "service"} <= set(record), line
+    return record
 
 
 def test_stack_down_from_another_shell_stops_it_and_a_restart_keeps_its_ports(
@@ -214,7 +234,7 @@ def test_stack_down_from_another_shell_stops_it_and_a_restart_keeps_its_ports(
         assert down.returncode == 0, down.stdout + down.stderr
         assert first.wait(90) == 0
     assert_nothing_left(before)
-    assert v2c("stack", "status", "--dir", str(directory)).returncode == 3
+    assert v2c("stack", "status", "--dir", str(directory)).returncode == 4  # no stack
 
     with stack_up(directory, tmp_path / "up2.log") as second:
         after = wait_ready(directory, second, tmp_path / "up2.log")

@@ -26,6 +26,7 @@ from v2c.infra.local.broker import MosquittoBroker
 from v2c.v1 import telemetry_pb2
 from v2c.vehicle_sim.backoff import BackoffPolicy
 from v2c.vehicle_sim.delivery import BatchPolicy, DeliveryConfig
+from v2c.vehicle_sim.metrics import SIM_METRICS
 from v2c.vehicle_sim.mqtt_async import MqttTarget
 from v2c.vehicle_sim.sampler import TelemetrySampler
 from v2c.vehicle_sim.telemetry_publisher import PublisherConfig, VehicleIdentity
@@ -80,6 +81,14 @@ def arrived(record_file: str) -> collections.Counter[bytes]:
         elif record["rule"] == "telemetry_batch":
             seen.update(s.header.message_id for s in decode_envelope(raw).samples)
     return seen
+
+
+def publishes(status: str) -> float:
+    """The simulator exporter's `v2c_telemetry_publish_total{status}` (process-wide)."""
+    sample = SIM_METRICS.registry.get_sample_value(
+        "v2c_telemetry_publish_total", {"status": status}
+    )
+    return sample or 0.0
 
 
 def ids(epoch: int, sequences: range) -> set[bytes]:
@@ -185,6 +194,7 @@ def test_blackholed_link_is_detected_by_missing_pubacks_and_nothing_is_lost(
 ) -> None:
     # Given a vehicle whose TCP connection stays open but carries nothing (split brain)
     sampler = TelemetrySampler(VIN, seed=9)
+    failures, successes = publishes("failure"), publishes("success")
     with make_publisher(proxy.port, tmp_path / "v.db", puback_timeout_s=1.0) as publisher:
         assert publisher.wait_connected(10)
         epoch = publisher.buffer.epoch
@@ -201,6 +211,10 @@ def test_blackholed_link_is_detected_by_missing_pubacks_and_nothing_is_lost(
         proxy.heal()
         assert publisher.flush(FLUSH_S)
         assert publisher.stats().delivery.puback_timeouts >= 1
+    # And the exporter counted no failure: every timed-out publish went again and
+    # was acknowledged (a failure is a message given up, never a missing PUBACK)
+    assert publishes("failure") == failures
+    assert publishes("success") >= successes + 50
 
     wait_until(lambda: set(arrived(cloud)) >= ids(epoch, range(1, 51)), what="50 samples")
     assert set(arrived(cloud)) == ids(epoch, range(1, 51))
@@ -211,9 +225,11 @@ def test_1200_samples_while_offline_keep_the_newest_1000_and_count_200_dropped(
 ) -> None:
     proxy.cut()
     sampler = TelemetrySampler(VIN, seed=10)
+    failures = publishes("failure")
     with make_publisher(proxy.port, tmp_path / "v.db") as publisher:
         epoch = publisher.buffer.epoch
         dropped = sum(publisher.publish(sample).dropped for sample in sampler.samples(1200))
+        assert publishes("failure") == failures + 200  # given up: failures
         stats = publisher.stats()
         assert (stats.buffered, stats.dropped_total, dropped) == (1000, 200, 200)
         proxy.heal()

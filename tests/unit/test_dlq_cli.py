@@ -45,12 +45,12 @@ def test_bad_purge_duration_exits_2(runner: CliRunner, tmp_path: Path) -> None:
         ["dlq", "purge", "--older-than", "7d", "--yes"],
     ],
 )
-def test_every_command_without_a_stack_exits_3_and_says_where_it_looked(
+def test_every_command_without_a_stack_exits_4_and_says_where_it_looked(
     runner: CliRunner, tmp_path: Path, args: list[str]
 ) -> None:
     result = runner.invoke(app, [*args, "--stack", str(tmp_path / "nowhere")])
 
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 4, result.output
     assert "no stack description" in result.output
 
 

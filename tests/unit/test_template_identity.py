@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from v2c.contract.topics import KNOWN_REGIONS
+from v2c.handlers.api import ApiAuth, ApiServices, build_app
 from v2c.handlers.api.roles import Role
+from v2c.handlers.dashboard import ASSETS
 from v2c.handlers.ota.config import OtaConfig, iot_data_url
 from v2c.infra.aws.template import TEMPLATE_PATH
 from v2c.infra.aws.template_iot import (
@@ -40,6 +42,7 @@ OUTPUTS = {
     "ThingTypeName",
     "FirmwareBucket",
     "DlqAdminFunction",
+    "AlarmTopicArn",  # where the alarms notify (template_alarms)
 }
 
 
@@ -144,7 +147,7 @@ def test_the_api_is_rest_behind_cognito_with_one_group_per_role() -> None:
     assert resources["UserPool"]["Properties"]["MfaConfiguration"] == "OPTIONAL"
 
 
-def test_only_health_and_the_openapi_document_are_public() -> None:
+def test_only_health_the_openapi_document_and_the_dashboards_files_are_public() -> None:
     events = _template()["Resources"]["OtaApiFunction"]["Properties"]["Events"]
 
     public = {
@@ -154,7 +157,11 @@ def test_only_health_and_the_openapi_document_are_public() -> None:
     }
     guarded = {e["Properties"]["Path"] for e in events.values()} - public
 
-    assert public == {"/health", "/api/v1/openapi.json"}
+    # the dashboard's page and exactly the assets the function serves without a credential
+    dashboard = {"/dashboard", *(f"/dashboard/assets/{name}" for name in ASSETS)}
+    assert public == {"/health", "/api/v1/openapi.json", *dashboard}
+    # the same paths the function itself serves without a credential
+    assert public == build_app(ApiServices(), ApiAuth([])).public_paths
     assert guarded == {"/{proxy+}"}
     assert all(e["Properties"]["RestApiId"] == {"Ref": "Api"} for e in events.values())
 

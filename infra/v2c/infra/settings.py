@@ -196,6 +196,9 @@ _SESSIONS: dict[AwsSettings, boto3.Session] = {}
 
 class ApiSettings(_Model):
     url: str
+    # The API process's own Prometheus endpoint (`{url}/metrics`, answered by
+    # the local HTTP adapter, not the API); None where there is none (AWS).
+    metrics_url: str | None = None
     # The file holding the fleet manager's API key, the CLI's default credential
     # (0600, never the key itself here).
     key_file: Path | None = None

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from v2c.contract.errors import ConfigurationError
+from v2c.vehicle_sim.metrics import SIM_METRICS
 
 DEFAULT_CAPACITY: Final = 1000
 _MAX_EPOCH: Final = 2**32 - 1
@@ -104,6 +105,7 @@ class OfflineBuffer:
         self._next_sequence = 0
         self._dropped_total = 0
         self._load_state()
+        SIM_METRICS.track_buffer(self)  # the exporter's deepest buffer, read on scrape
 
     # -- opening -----------------------------------------------------------
     def _open(self, durable: bool) -> sqlite3.Connection:
@@ -249,6 +251,7 @@ class OfflineBuffer:
         return deleted
 
     def close(self) -> None:
+        SIM_METRICS.untrack_buffer(self)
         with self._lock:
             self._db.close()
 

@@ -59,6 +59,7 @@ from gmqtt.storage import PersistentStorage
 from v2c.contract.mqtt_properties import MqttProperties
 from v2c.vehicle_sim.backoff import Backoff, BackoffPolicy
 from v2c.vehicle_sim.delivery import SessionLimits
+from v2c.vehicle_sim.metrics import SIM_METRICS
 from v2c.vehicle_sim.tls_memory import client_context, share_read_buffer
 from v2c.vehicle_sim.topic_alias import TopicAliases
 
@@ -234,12 +235,14 @@ class AsyncMqttSession:
                     timeout=self.target.connect_timeout_s,
                 )
             except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+                SIM_METRICS.connect_failure.inc()
                 delay = self._backoff.failed()
                 logger.debug("%s: connect failed (%s); retry in %.1fs", self.client_id, exc, delay)
                 await self._drop(client)
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:  # gmqtt's MQTTConnectError: a refused CONNACK
+                SIM_METRICS.connect_failure.inc()
                 delay = self._backoff.failed(getattr(exc, "_code", None))
                 logger.warning(
                     "%s: connection refused (%s); retry in %.1fs", self.client_id, exc, delay
@@ -413,6 +416,7 @@ class AsyncMqttSession:
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         self.connects += 1
+        SIM_METRICS.connect_success.inc()
         self._connected.set()
         if self.target.uses_tls:  # every (re)connect is a new transport
             connection = getattr(client, "_connection", None)

@@ -33,6 +33,7 @@ from v2c.contract.batch_codec import ZSTD
 from v2c.contract.errors import InvalidInput
 from v2c.contract.ids import new_message_id, telemetry_message_id
 from v2c.contract.mqtt_properties import MqttProperties
+from v2c.contract.puback import PubackOutcome, classify_puback
 from v2c.contract.topics import Domain, Topic, validate_region, validate_vin
 from v2c.v1 import common_pb2, telemetry_pb2
 from v2c.vehicle_sim.buffer import DEFAULT_CAPACITY, OfflineBuffer, clock_epoch
@@ -44,6 +45,7 @@ from v2c.vehicle_sim.delivery import (
     Outgoing,
     SessionLimits,
 )
+from v2c.vehicle_sim.metrics import SIM_METRICS
 from v2c.vehicle_sim.mqtt_async import AsyncMqttSession
 from v2c.vehicle_sim.sampler import SCHEMA_VERSION
 
@@ -200,6 +202,8 @@ class TelemetryPublisher:
             return numbered.SerializeToString()
 
         appended = self.buffer.append(build, enqueued_at=wall)
+        if appended.dropped:  # the oldest samples pushed out of a full buffer: given up
+            SIM_METRICS.publish_failure.inc(appended.dropped)
         self._poke()
         stored = appended.sample
         return PublishedSample(
@@ -288,6 +292,8 @@ class TelemetryPublisher:
         scheduler, buffer = self._scheduler, self.buffer
         now, wall = self._clock(), self._wall_clock()
         finished = self._apply_events(now)
+        # A missing PUBACK is not a failure yet: the message goes again (now, or
+        # from the buffer after a reconnect); it counts when acknowledged.
         sends, dead = scheduler.expired(now)
         if dead:
             logger.warning("%s: no PUBACK, link presumed dead", self.identity.vehicle_id)
@@ -300,6 +306,8 @@ class TelemetryPublisher:
                 "%s: sample %d refused (0x%02x)", self.identity.vehicle_id, row.sequence, code
             )
         self._refused += len(plan.refused)
+        if plan.refused:  # too large to ever send: given up
+            SIM_METRICS.publish_failure.inc(len(plan.refused))
         finished += [row.row_id for row, _ in plan.refused]
         buffer.delete(finished)
         outgoing = sends + plan.outgoing
@@ -330,6 +338,12 @@ class TelemetryPublisher:
             else:
                 assert isinstance(detail, int)
                 settled = scheduler.acknowledged(mid, detail, now)
+                # Success when delivered; failure only when the message is given
+                # up (a final refusal). "Retry later" codes and splits go again.
+                if classify_puback(detail) is PubackOutcome.DELIVERED:
+                    SIM_METRICS.publish_success.inc()
+                elif settled.refused:
+                    SIM_METRICS.publish_failure.inc()
                 self._delivered += len(settled.delivered)
                 self._refused += len(settled.refused)
                 finished += settled.finished_row_ids

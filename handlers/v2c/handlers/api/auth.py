@@ -44,7 +44,9 @@ Decisions:
   can send a header. Services call with an API key of their own.
 * Every credential a request presents must be valid: an API key and a
   bearer token may both be sent, but one bad one refuses the request.
-* `/health` and the OpenAPI document are public; `/health/detailed` names
+* `/health`, the OpenAPI document and the dashboard's files (`/dashboard`,
+  `/dashboard/assets/<known name>`: they hold no data, the page sends the
+  user's key with each call) are public; `/health/detailed` names
   the deployment's components and their failures, so it needs a credential.
 * A missing or bad credential is 401 (`missing_credentials`,
   `invalid_credentials`); a valid one without the route's role is 403

@@ -14,6 +14,7 @@ local HTTP adapter calls the same entry point from many threads.
 | V2C_API_TRUST_AUTHORIZER | - | see `v2c.handlers.api.auth` |
 | TELEMETRY_DLQ_BUCKET, OTA_DLQ_QUEUE_URL, INGEST_* | - | `/api/v1/dlq` (else 503): `dlq.config` |
 | V2C_CERT_ISSUER, IOT_POLICY_NAME, ... | iot, ... | `/api/v1/vehicles`: `vehicles.config` |
+| TELEMETRY_TABLE | v2c-telemetry | `/api/v1/vehicles/{id}/telemetry` (and last seen) |
 
 and the OTA services' own (`v2c.handlers.ota.config`). `AWS_ENDPOINT_URL`
 points the clients at moto locally, as for every handler.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import boto3
 
@@ -33,11 +34,18 @@ from v2c.handlers.api import ApiAuth, ApiServices, OtaApi, build_app
 from v2c.handlers.api.errors import INTERNAL_ERROR
 from v2c.handlers.api.log import logger
 from v2c.handlers.api.services import HealthCheck
-from v2c.handlers.aws_clients import PROBE_CLIENT_CONFIG, probe_client_config
+from v2c.handlers.aws_clients import (
+    DYNAMODB_CLIENT_CONFIG,
+    PROBE_CLIENT_CONFIG,
+    probe_client_config,
+)
 from v2c.handlers.dlq import config as dlq_config
 from v2c.handlers.ota.config import OtaConfig, OtaServices
 from v2c.handlers.ota.config import build_services as build_ota
+from v2c.handlers.ota.stores import FleetDirectory
+from v2c.handlers.ota.updates.campaign_page import CampaignUpdatePages
 from v2c.handlers.per_container import PerContainer
+from v2c.handlers.telemetry.recent import RecentTelemetry
 from v2c.handlers.vehicles.config import build_vehicle_service
 
 ENV_FIRMWARE_TABLE: Final = "FIRMWARE_TABLE"
@@ -45,6 +53,7 @@ ENV_CAMPAIGNS_TABLE: Final = "CAMPAIGNS_TABLE"
 ENV_FIRMWARE_BUCKET: Final = "FIRMWARE_BUCKET"
 ENV_HEALTH_TIMEOUT: Final = "V2C_HEALTH_TIMEOUT_S"
 ENV_ENDPOINT: Final = "AWS_ENDPOINT_URL"
+ENV_TELEMETRY_TABLE: Final = "TELEMETRY_TABLE"
 
 
 def health_checks(
@@ -87,6 +96,7 @@ def build_services(
         raise ConfigurationError(f"{ENV_HEALTH_TIMEOUT} is not a number") from exc
     if ota is None:
         ota = build_ota(OtaConfig.from_env(env), session)
+    reads = dashboard_reads(ota, env, session)
     return ApiServices(
         health_checks=health_checks(env, session),
         health_timeout_s=timeout,
@@ -96,6 +106,37 @@ def build_services(
         firmware=ota.firmware,
         dlq=dlq_config.build_service(env) if dlq_config.configured(env) else None,
         vehicles=build_vehicle_service(ota, env, session),
+        campaign_updates=reads.campaign_updates,
+        fleet=reads.fleet,
+        telemetry=reads.telemetry,
+    )
+
+
+class DashboardReads(NamedTuple):
+    """The reads behind the live dashboard's endpoints (issue #16)."""
+
+    campaign_updates: CampaignUpdatePages
+    fleet: FleetDirectory
+    telemetry: RecentTelemetry
+
+
+def dashboard_reads(
+    ota: OtaServices, environ: Mapping[str, str] | None = None, session: boto3.Session | None = None
+) -> DashboardReads:
+    """A campaign's records by page, the fleet index (through the OTA
+    services' registry), a vehicle's newest samples (404 for a vehicle the
+    registry does not know and that sent nothing)."""
+    env = os.environ if environ is None else environ
+    ddb: Any = (session or boto3.Session()).client("dynamodb", config=DYNAMODB_CLIENT_CONFIG)
+    fleet = ota.deps.fleet
+    return DashboardReads(
+        CampaignUpdatePages(ddb, OtaConfig.from_env(env).updates_table),
+        fleet,
+        RecentTelemetry(
+            ddb,
+            env.get(ENV_TELEMETRY_TABLE) or "v2c-telemetry",
+            registered=lambda vehicle_id: fleet.get(vehicle_id) is not None,
+        ),
     )
 
 

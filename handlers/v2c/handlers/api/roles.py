@@ -13,9 +13,15 @@ roles. A route is allowed to a caller holding any one of its roles:
 | `POST /api/v1/ota/campaigns/{id}/approve` | approver, not the creator |
 | `POST /api/v1/ota/campaigns/{id}/reject` | approver |
 | `GET /api/v1/dlq/{queue}`, `POST /api/v1/dlq/{queue}/replay` | operator |
-| `/health`, `/api/v1/openapi.json` | public, no credential |
+| `/health`, `/api/v1/openapi.json`, `/dashboard` and its assets | public, no credential |
 
 ("any role": viewer, fleet_manager, approver or operator.)
+
+`GET /api/v1/me` tells a caller its own roles and, per command, whether
+they allow it (`PERMISSIONS`, `permissions`): computed from `allowed_roles`
+on the very route templates the server authorizes, so a page that hides
+the buttons it may not press can never disagree with the 403s. The
+approver-not-creator rule depends on the campaign and stays the server's.
 
 Rules, so that a route added later is safe by default: a route the table
 below does not name needs any role for a safe method (GET, HEAD, OPTIONS)
@@ -57,6 +63,30 @@ def allowed_roles(method: str, template: str) -> frozenset[Role]:
     if explicit is not None:
         return explicit
     return ANY_ROLE if method in SAFE_METHODS else frozenset({Role.FLEET_MANAGER})
+
+
+CAMPAIGN_ROUTE: Final = "/api/v1/ota/campaigns/<campaign_id>"
+PERMISSIONS: Final[dict[str, tuple[str, str]]] = {
+    "campaign.start": ("POST", f"{CAMPAIGN_ROUTE}/start"),
+    "campaign.pause": ("POST", f"{CAMPAIGN_ROUTE}/pause"),
+    "campaign.resume": ("POST", f"{CAMPAIGN_ROUTE}/resume"),
+    "campaign.cancel": ("POST", f"{CAMPAIGN_ROUTE}/cancel"),
+    "campaign.approve": ("POST", f"{CAMPAIGN_ROUTE}/approve"),
+    "campaign.reject": ("POST", f"{CAMPAIGN_ROUTE}/reject"),
+    "campaign.rollback": ("POST", f"{CAMPAIGN_ROUTE}/rollback"),
+    "dlq.read": ("GET", f"{DLQ_PREFIX}/<queue>"),
+    "dlq.replay": ("POST", f"{DLQ_PREFIX}/<queue>/replay"),
+}
+"""Each permission `GET /api/v1/me` reports, as the (method, route template)
+it stands for (a unit test checks every template is a registered route)."""
+
+
+def permissions(roles: frozenset[Role]) -> dict[str, bool]:
+    """Per permission, whether `roles` may call its route (`allowed_roles`)."""
+    return {
+        name: bool(roles & allowed_roles(method, template))
+        for name, (method, template) in PERMISSIONS.items()
+    }
 
 
 _SEPARATORS: Final = str.maketrans(",+[]", "    ")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from v2c.handlers.ota.devices import DeviceService
     from v2c.handlers.ota.firmware.service import FirmwareService
     from v2c.handlers.ota.stats import StatsService
+    from v2c.handlers.ota.stores import FleetDirectory
+    from v2c.handlers.ota.updates.campaign_page import CampaignUpdatePages
+    from v2c.handlers.telemetry.recent import RecentTelemetry
     from v2c.handlers.vehicles.service import VehicleService
 
 T = TypeVar("T")
@@ -68,6 +71,11 @@ class ApiServices:
     firmware: FirmwareService | None = None
     dlq: DeadLetterService | None = None
     vehicles: VehicleService | None = None
+    # The dashboard's reads (issue #16): a campaign's records a page at a
+    # time, the fleet index's version counts, a vehicle's newest samples.
+    campaign_updates: CampaignUpdatePages | None = None
+    fleet: FleetDirectory | None = None
+    telemetry: RecentTelemetry | None = None
 
 
 def require(service: T | None, name: str) -> T:

@@ -14,6 +14,9 @@ queues would report a depth of zero for the others. The API's `/api/v1/dlq`
 uses the same service when all are set (`v2c.handlers.api.config`).
 `INGEST_QUEUES` is `ResourceNames.ingest_queues`, written by the template and
 by the local wiring from that one table.
+Both SQS queues are read at most `MAX_SCAN` messages a pass (a listing
+hides what it receives for 30 s), so a call's work is bounded whatever the
+backlog.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from v2c.handlers.aws_clients import aws_client_config
 from v2c.handlers.dlq.ingest import INGEST_DLQ, IngestDeadLetterStore, parse_ingest_queues
 from v2c.handlers.dlq.redrive import IotDataRedriver, LambdaRedriver
 from v2c.handlers.dlq.service import DeadLetterService, Redrive
-from v2c.handlers.dlq.store import DeadLetterStore, S3DeadLetterStore, SqsDeadLetterStore
+from v2c.handlers.dlq.store import (
+    MAX_SCAN,
+    DeadLetterStore,
+    S3DeadLetterStore,
+    SqsDeadLetterStore,
+)
 from v2c.handlers.per_container import PerContainer
 
 ClientFactory = Callable[[str], Any]
@@ -72,7 +80,7 @@ def build_service(
     sqs = make("sqs")
     stores: dict[str, DeadLetterStore] = {
         "telemetry": S3DeadLetterStore("telemetry", make("s3"), env[ENV_TELEMETRY_BUCKET]),
-        "ota": SqsDeadLetterStore("ota", sqs, env[ENV_OTA_QUEUE_URL]),
+        "ota": SqsDeadLetterStore("ota", sqs, env[ENV_OTA_QUEUE_URL], max_scan=MAX_SCAN),
         INGEST_DLQ: IngestDeadLetterStore(sqs, env[ENV_INGEST_QUEUE_URL], queues),
     }
     redrivers: dict[Direction, Redrive] = {

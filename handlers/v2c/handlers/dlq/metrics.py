@@ -16,22 +16,46 @@ Labels:
   a batch) or `unparsed`; the gateway writes the
   rule whose handler failed, or the source of a failed outbound publish;
 * `reason`: the record's reason (the error's `reason`).
+
+`v2c_dlq_depth{queue}` (gauge) is what waits in each dead-letter queue now,
+read from the stores when scraped (`DeadLetterDepthCollector`: SQS
+`GetQueueAttributes` for the OTA and ingest queues, a key listing for the
+telemetry bucket that stops at `S3DeadLetterStore.DEPTH_CAP`, 10,001 keys,
+so that value means "at least"): a counter of writes cannot say whether a
+replay emptied the queue. A store that does not answer is logged and left
+out of that scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from v2c.contract.dead_letter import UNKNOWN_REGION, topic_region
+
+if TYPE_CHECKING:
+    from v2c.handlers.dlq.store import DeadLetterStore
+
+logger = logging.getLogger(__name__)
 
 NAME: Final = "v2c_dlq_messages"
 LABELS: Final = ("queue", "region", "message_type", "reason")
 
-__all__ = ["LABELS", "NAME", "UNKNOWN_REGION", "dlq_messages", "topic_region"]
+__all__ = [
+    "LABELS",
+    "NAME",
+    "UNKNOWN_REGION",
+    "DeadLetterDepthCollector",
+    "dlq_messages",
+    "topic_region",
+]
 
 _COUNTERS: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -46,3 +70,29 @@ def dlq_messages(registry: CollectorRegistry) -> Counter:
                 NAME, "Records written to a dead-letter queue", LABELS, registry=registry
             )
         return counter
+
+
+class DeadLetterDepthCollector(Collector):
+    """`v2c_dlq_depth{queue}` read from each store on scrape."""
+
+    def __init__(self, stores: Mapping[str, DeadLetterStore]) -> None:
+        self._stores = dict(stores)
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "v2c_dlq_depth", "Records waiting in the dead-letter queue", labels=["queue"]
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for name, store in sorted(self._stores.items()):
+            try:
+                depth = store.depth()
+            except Exception:  # one queue that does not answer leaves the others
+                logger.warning("dead-letter depth of %s not read", name, exc_info=True)
+                continue
+            family.add_metric([name], depth)
+        return [family]

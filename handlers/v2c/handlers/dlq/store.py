@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
 
 logger = logging.getLogger(__name__)
+
+MAX_SCAN: Final = 1000
+"""Messages one pass over an SQS dead-letter queue receives at most: a listing
+(the dashboard's, `v2c dlq list`) hides every message it receives for up to
+30 s, so an unbounded pass over a big backlog would both cost a receive per
+ten messages and hide the whole queue from a concurrent replay."""
 
 
 class DeadLetterStore(Protocol):
@@ -161,8 +167,20 @@ class S3DeadLetterStore:
     def replace(self, record: DeadLetterRecord) -> None:
         self.put(record)  # one PUT overwrites the object atomically
 
-    def depth(self) -> int:
-        return sum(1 for _ in self._keys())
+    # `v2c_dlq_depth` reads this on every scrape: a listing stops here (11 pages
+    # of 1,000 keys), so the value means "at least" once it reaches the cap.
+    DEPTH_CAP = 10_001
+
+    def depth(self, cap: int = DEPTH_CAP) -> int:
+        """Records under the prefix, counting stops at `cap` (the backlog
+        alert's threshold is far below it; a huge prefix must not be listed
+        whole on every scrape)."""
+        count = 0
+        for _ in self._keys():
+            count += 1
+            if count >= cap:
+                break
+        return count
 
 
 def _record_body(message: Any) -> DeadLetterRecord:
@@ -224,7 +242,9 @@ class SqsDeadLetterStore:
     delete with an older one). Short polling samples a subset of SQS's
     servers and may come back empty while messages remain, so a scan that
     received fewer than the queue's visible count confirms with one long poll.
-    `max_scan` bounds the messages one pass receives (None: the whole queue).
+    `max_scan` bounds the messages one pass receives (`MAX_SCAN` unless told;
+    None: the whole queue): a listing beyond it is partial and logged so, and
+    a record beyond it is not found by that pass.
     """
 
     _PEEK_VISIBILITY_S = 30
@@ -233,7 +253,7 @@ class SqsDeadLetterStore:
     _SYSTEM_ATTRIBUTES: tuple[MessageSystemAttributeNameType, ...] = ()
 
     def __init__(
-        self, name: str, client: SQSClient, queue_url: str, max_scan: int | None = None
+        self, name: str, client: SQSClient, queue_url: str, max_scan: int | None = MAX_SCAN
     ) -> None:
         self.name = name
         self._sqs = client

@@ -69,7 +69,7 @@ from v2c.handlers.ota.fleet import FleetRegistry
 from v2c.handlers.ota.fleet_index.store import FleetIndex
 from v2c.handlers.ota.iot_sink import DEFAULT_WINDOW as IOT_NOTIFY_WINDOW
 from v2c.handlers.ota.iot_sink import IotDataSink
-from v2c.handlers.ota.metrics import PrometheusAlerts, signing_failed
+from v2c.handlers.ota.metrics import PrometheusAlerts, signing_failed, signing_succeeded
 from v2c.handlers.ota.notifier import NotificationSink, Notifier
 from v2c.handlers.ota.stats import StatsService
 from v2c.handlers.ota.status import StatusService
@@ -192,15 +192,21 @@ class OtaServices:
 
 
 def _signer(config: OtaConfig, session: boto3.Session) -> Signer:
+    signer: Signer
     if config.signer == "software":
         pem = Path(config.signing_key).read_bytes()
-        return SoftwareSigner.from_pem(pem, key_id=config.signing_key_id, on_failure=signing_failed)
-    kms: Any = session.client(
-        "kms", config=aws_client_config(local=config.endpoint_url is not None)
-    )
-    return KmsSigner(
-        kms, config.signing_key, key_id=config.signing_key_id, on_failure=signing_failed
-    )
+        signer = SoftwareSigner.from_pem(
+            pem, key_id=config.signing_key_id, on_failure=signing_failed
+        )
+    else:
+        kms: Any = session.client(
+            "kms", config=aws_client_config(local=config.endpoint_url is not None)
+        )
+        signer = KmsSigner(
+            kms, config.signing_key, key_id=config.signing_key_id, on_failure=signing_failed
+        )
+    signer.on_success = signing_succeeded
+    return signer
 
 
 class LazySqsDeadLetters:

@@ -41,6 +41,7 @@ from v2c.handlers.ota.domain.update_steps import StepSpec, check_steps
 from v2c.handlers.ota.domain.validation import validate
 from v2c.handlers.ota.events import update_cancelled_detail
 from v2c.handlers.ota.fleet import Vehicle
+from v2c.handlers.ota.metrics import DEVICE_TRIGGER, rollback_started
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 from v2c.handlers.ota.vehicle_commands import CommandTarget, cancel_update
@@ -335,7 +336,7 @@ class DeviceService:
             )
         last = next((u for u in reversed(history) if u.state is UpdateState.COMPLETED), None)
         rollback_id = release_id(uuid.uuid4().hex, f"rollback/{version}")
-        return self._campaigns.rollbacks.send(
+        sent = self._campaigns.rollbacks.send(
             vehicle_id=vehicle_id,
             region=vehicle.region,
             package=package,
@@ -346,6 +347,8 @@ class DeviceService:
             trigger=RollbackTrigger.MANUAL,
             now_ms=self._now_ms(),
         )
+        rollback_started(DEVICE_TRIGGER)
+        return sent
 
 
 def _held(history: list[VehicleUpdate]) -> VehicleUpdate | None:

@@ -130,6 +130,8 @@ class StatsService:
             "gate": campaign.gate,
             "average_update_seconds": _mean(durations),
             "failure_reasons": dict(reasons.most_common()),
+            # the dashboard contract's name for the same tally (issue #16)
+            "failures_by_reason": dict(reasons.most_common()),
             "bytes_transferred": bytes_total,
             "stalled": campaign.stalled,
         }

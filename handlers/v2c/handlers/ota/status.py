@@ -82,7 +82,13 @@ from v2c.handlers.ota.domain.update_state import (
     UpdateState,
     is_unverified,
 )
-from v2c.handlers.ota.metrics import UNVERIFIED_NOTIFICATIONS
+from v2c.handlers.ota.metrics import (
+    UNVERIFIED_NOTIFICATIONS,
+    UNVERIFIED_REASON,
+    records_written,
+    signature_failures,
+    signature_reason,
+)
 from v2c.handlers.ota.stores import UpdateKey
 from v2c.handlers.ota.updates.record import UpdateKind, VehicleUpdate
 from v2c.handlers.ota.updates.reports import Decided, ReportRecorder
@@ -259,11 +265,29 @@ class StatusService:
         for decided in recorded.done.values():
             for step in decided.folded.steps:
                 answers[step.report.index] = _answer(step)
+        self._count(list(recorded.done.values()))
         for decided, error in self._after(list(recorded.done.values())):
             for step in decided.folded.steps:
                 answers[step.report.index] = error
         self._cancel_again([d for d in recorded.done.values() if missed_the_cancel(d.folded)])
         return [answers[index] for index in range(len(statuses))]
+
+    @staticmethod
+    def _count(done: Sequence[Decided]) -> None:
+        """The written records' metrics: updates that ended, and the signature
+        failures among the reports applied (a confirmed rejection included); a
+        report answered as a duplicate or stale counts nothing, so a
+        redelivery is never counted twice."""
+        records_written((d.before, d.after) for d in done if d.folded.changed)
+        reasons = [
+            reason
+            for decided in done
+            for step in decided.folded.steps
+            if step.transition.outcome is Outcome.APPLIED
+            and (reason := signature_reason(step.report.status)) is not None
+        ]
+        if reasons:
+            signature_failures(reasons)
 
     def _cancel_again(self, missed: Sequence[Decided]) -> None:
         """Send the cancel again to each vehicle that reported work on an
@@ -321,9 +345,10 @@ class StatusService:
         return hmac.compare_digest(signed_part_sha256(manifest, signature, key_id), reported)
 
     def _audit_unverified(self, status: OTAStatus, update: VehicleUpdate | None) -> None:
-        """Count, alert and audit; the claimed ids are data, never keys to act on."""
+        """Alert, audit and count; the claimed ids are data, never keys to act on.
+        Counted once the audit event is out: a publish that fails raises a
+        TransientError, the report comes back, and would otherwise count twice."""
         known = update is not None
-        UNVERIFIED_NOTIFICATIONS.labels("known_update" if known else "unknown_update").inc()
         try:
             message_id = id_text(status.header.message_id)
         except CodecError:
@@ -349,6 +374,8 @@ class StatusService:
             f"{status.update_id[:128]!r}: {status.error_detail[:200]}",
         )
         self._d.events.publish(UNVERIFIED_EVENT, detail)
+        UNVERIFIED_NOTIFICATIONS.labels("known_update" if known else "unknown_update").inc()
+        signature_failures([signature_reason(status) or UNVERIFIED_REASON])
 
     # -- consequences outside the records ----------------------------------------
 

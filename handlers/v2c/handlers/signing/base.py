@@ -94,7 +94,7 @@ class SigningFailure:
     """What the failure hook receives when an operation failed for good."""
 
     backend: str
-    operation: str  # "sign" | "public_key"
+    operation: str  # "sign" | "public_key" | "probe"
     reason: str  # "timeout" | "backend_error" | "bad_signature" | a V2CError reason
     attempts: int
     error_type: str
@@ -102,6 +102,8 @@ class SigningFailure:
 
 
 FailureHook = Callable[[SigningFailure], None]
+# Told the backend's name after an operation succeeded (`v2c_signing_available`).
+SuccessHook = Callable[[str], None]
 
 
 class SigningTimeout(Exception):
@@ -194,6 +196,7 @@ class Signer(ABC):
         self._explicit_key_id = key_id
         self.policy = policy or SigningPolicy()
         self._on_failure = on_failure
+        self.on_success: SuccessHook | None = None
         self._public_key: ec.EllipticCurvePublicKey | None = None
         self._public_key_lock = threading.Lock()
 
@@ -226,6 +229,19 @@ class Signer(ABC):
                 der = self._run("public_key", self._public_key_der)
                 self._public_key = load_p256_public_key(der)
             return self._public_key
+
+    def probe(self) -> None:
+        """Reach the backend now, past the cached public key: fetch the key
+        again under the policy (timeout, retries, the hooks), the cheapest
+        call every backend answers only when it is up (KMS GetPublicKey, a
+        PKCS#11 session's key lookup). Without it the availability gauge,
+        once 0 after a transient failure, would stay 0 until the next
+        signature, since nothing else reaches a signer whose key is cached.
+        Raises as `sign` does; the key the cache holds is left alone."""
+        key = load_p256_public_key(self._run("probe", self._public_key_der))
+        with self._public_key_lock:
+            if self._public_key is None:
+                self._public_key = key
 
     def public_key_pem(self) -> bytes:
         """The public key as PEM SubjectPublicKeyInfo: all a verifier needs."""
@@ -275,7 +291,7 @@ class Signer(ABC):
             reraise=True,
         )
         try:
-            return retrying(call)
+            result = retrying(call)
         except Exception as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             self._report(operation, exc, attempts)
@@ -285,6 +301,12 @@ class Signer(ABC):
                 f"{self.backend} signing backend unavailable: {operation} failed "
                 f"{attempts} time(s), last: {_failure_reason(exc)}"
             ) from exc
+        if self.on_success is not None:
+            try:
+                self.on_success(self.backend)
+            except Exception:  # a broken metrics hook must not fail a signature
+                log.exception("signing success hook raised")
+        return result
 
     def _log_retry(self, operation: str, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -16,7 +16,7 @@ per-invocation `IngestReport` (see `v2c.handlers.telemetry_ingest`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from v2c.handlers.telemetry.timeseries import PointFailure
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+PUBLISH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 
 
@@ -61,6 +62,15 @@ class TelemetryMetrics:
             "From the gateway's receipt to the stored record",
             ["topic"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # The vehicle's own clock to ours: buffering offline and batching
+        # included, so the buckets reach hours (a vehicle back from a tunnel).
+        self.publish_to_stored = Histogram(
+            "v2c_telemetry_publish_to_stored_seconds",
+            "From the sample's own timestamp (the vehicle's clock) to its stored record",
+            ["topic"],
+            buckets=PUBLISH_BUCKETS,
             registry=r,
         )
         self.compression_ratio = Histogram(
@@ -120,6 +130,15 @@ class TelemetryMetrics:
             else:
                 kind = error.reason
             self.timeseries_rejected.labels(region, sink, kind).inc()
+
+    def samples_stored(self, topic: str, timestamps_ms: Iterable[int]) -> None:
+        """Samples just stored (each once: never a duplicate, never a retry
+        of one already stored): how old each was, by its own timestamp; a
+        vehicle clock ahead of ours counts 0."""
+        now = time.time()
+        histogram = self.publish_to_stored.labels(topic)
+        for timestamp_ms in timestamps_ms:
+            histogram.observe(max(0.0, now - timestamp_ms / 1000))
 
     def message_done(
         self, region: str, received_at_ms: int, report: IngestReport, started: float

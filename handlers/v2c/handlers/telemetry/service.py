@@ -184,6 +184,9 @@ class TelemetryService:
         ts_failures = {failure[0].message_id: failure for failure in pending.result()}
         failed = {record.sample.message_id: error for record, error in result.failed}
         self.window.add(record.sample.message_id for record in result.written)
+        self.metrics.samples_stored(
+            Path.INDIVIDUAL.value, (record.sample.timestamp_ms for record in result.written)
+        )
         for single in singles:
             event, report, message_id = single.event, single.report, single.sample.message_id
             if message_id in failed:
@@ -242,6 +245,7 @@ class TelemetryService:
             return
         report.stored = 1
         self.window.add([sample.message_id])
+        self.metrics.samples_stored(Path.INDIVIDUAL.value, [sample.timestamp_ms])
         if failures:
             self.metrics.count_rejections(event.region, self._sink_name, failures)
             self._reject(
@@ -328,6 +332,9 @@ class TelemetryService:
             failures.append(SampleFailure(by_id[record.sample.message_id].index, error, "dynamodb"))
         report.stored += len(result.written)
         self.window.add(record.sample.message_id for record in result.written)
+        self.metrics.samples_stored(
+            Path.BATCH.value, (record.sample.timestamp_ms for record in result.written)
+        )
         rejected = [
             (r, ts_failures[r.sample.message_id])
             for r in result.written

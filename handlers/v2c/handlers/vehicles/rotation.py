@@ -144,6 +144,38 @@ def previous_revoked(record: VehicleRecord, now_ms: int) -> VehicleRecord:
     return replace(record, previous_certificate=replace(previous, revoked_at_ms=now_ms))
 
 
+def _live_expiry_ms(record: VehicleRecord) -> int | None:
+    """When the live certificate of an active vehicle expires (None: no such certificate)."""
+    live = record.certificate
+    if not record.active or live is None or live.revoked_at_ms:
+        return None
+    return live.expires_at_ms
+
+
+def soonest_expiry_ms(
+    records: list[VehicleRecord], now_ms: int, soonest: int | None = None
+) -> int | None:
+    """When the first unexpired live certificate of an active vehicle expires
+    (None: no such certificate), starting from `soonest` (the pages read
+    before). Expired ones are left out: `expired_count` counts them, so one
+    parked vehicle with a lapsed certificate neither keeps the expiry gauge
+    negative for good nor hides the next vehicle's approaching end."""
+    for record in records:
+        expires = _live_expiry_ms(record)
+        if expires is None or expires <= now_ms:
+            continue
+        if soonest is None or expires < soonest:
+            soonest = expires
+    return soonest
+
+
+def expired_count(records: list[VehicleRecord], now_ms: int) -> int:
+    """Active vehicles whose live certificate has expired (the broker refuses them)."""
+    return sum(
+        1 for r in records if (expires := _live_expiry_ms(r)) is not None and expires <= now_ms
+    )
+
+
 def expiry_counts(
     records: list[VehicleRecord], now_ms: int, within_days: tuple[int, ...]
 ) -> dict[int, int]:

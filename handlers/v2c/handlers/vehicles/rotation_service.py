@@ -217,6 +217,8 @@ class RotationService:
         now = self._now_ms()
         revoked: list[str] = []
         counts = dict.fromkeys(WINDOWS_DAYS, 0)
+        soonest: int | None = None
+        expired = 0
         evaluated = 0
         start: Key | None = None
         while True:
@@ -224,13 +226,15 @@ class RotationService:
             evaluated += len(page.records)
             for days, count in rotation.expiry_counts(page.records, now, WINDOWS_DAYS).items():
                 counts[days] += count
+            soonest = rotation.soonest_expiry_ms(page.records, now, soonest)
+            expired += rotation.expired_count(page.records, now)
             for record in page.records:
                 self._end_overlap(record, now, revoked)
             if page.next_key is None:
                 break
             start = page.next_key
         if self._metrics is not None:
-            self._metrics.set_expiring(counts)
+            self._metrics.set_expiring(counts, soonest, now, expired=expired)
         return PassSummary(revoked, counts, evaluated)
 
     def _end_overlap(self, record: VehicleRecord, now: int, revoked: list[str]) -> None:

@@ -4,8 +4,9 @@ It is generated from the sources of truth, so it cannot drift from them: the
 gateway's rules table (`template_rules`: topic rules, queues' mappings), the
 resource specs bootstrap converges (`v2c.infra.aws.resources`, rendered by
 `template_storage`), the access table (`template_iam`: one role per
-function), the device policy (`template_iot`) and the API's roles
-(`template_api`). A test regenerates the file and compares it with the
+function), the device policy (`template_iot`), the API's roles
+(`template_api`) and the alarms standing for the alert rules
+(`template_alarms`). A test regenerates the file and compares it with the
 committed one; `tests/integration/test_template_lint.py` runs cfn-lint and
 checkov over it, and every finding left is suppressed on its resource with
 the reason.
@@ -28,6 +29,7 @@ from v2c.contract.topics import KNOWN_REGIONS
 from v2c.gateway.rules import RULES, EventSource, Rule
 from v2c.handlers.ota.device_events import DEVICE_DELETED, VEHICLES_SOURCE
 from v2c.handlers.vehicles.rotation_lambda import EXPIRY_EVENT
+from v2c.infra.aws import template_alarms
 from v2c.infra.aws.resources import function_timeout_s, ingest_queue_name, ingest_rules
 from v2c.infra.aws.template_access import (
     RULE_PROFILES,
@@ -369,12 +371,14 @@ def parameters() -> dict[str, Any]:
             "Description": "Days a sample stays in the telemetry table (DynamoDB TTL; 0: "
             "forever); the archive keeps every sample regardless",
         },
+        **template_alarms.parameters(),
     }
 
 
 def conditions() -> dict[str, Any]:
     return {
         HAS_IOT_DATA_ENDPOINT: {"Fn::Not": [{"Fn::Equals": [{"Ref": "IotDataEndpoint"}, ""]}]},
+        **template_alarms.conditions(),
     }
 
 
@@ -400,6 +404,7 @@ def outputs() -> dict[str, Any]:
         "ThingTypeName": out({"Ref": VEHICLE_THING_TYPE}, "The thing type of every vehicle"),
         "FirmwareBucket": out({"Ref": FIRMWARE_BUCKET}, "Firmware packages"),
         "DlqAdminFunction": out({"Ref": DLQ_ADMIN_FUNCTION}, "aws lambda invoke: v2c dlq in AWS"),
+        "AlarmTopicArn": template_alarms.output(),
     }
 
 
@@ -415,6 +420,9 @@ def render(rules: tuple[Rule, ...] = RULES, names: ResourceNames | None = None) 
     topic_rules(resources, rules, names, {a.handler: a.logical for a in accesses})
     resources.update(rest_api())
     resources.update(user_pool(names.user_pool))
+    # The functions that run the OTA services (their variables) may log an OTA alert.
+    ota = [a for a in accesses if "CAMPAIGNS_TABLE" in a.env]
+    resources.update(template_alarms.alarms(accesses, ota))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

@@ -5,9 +5,13 @@ proxy events of format 1.0). A Cognito user pool authorizer guards every
 route by default; the API function trusts it (`V2C_API_TRUST_AUTHORIZER=1`)
 and reads the caller's roles from the `cognito:groups` claim
 (`v2c.handlers.api.auth`), so there is one user-pool group per API role
-(`v2c.handlers.api.roles.Role`). `/health` and the OpenAPI document are
-public, as the API itself says (`roles.py`): they have events of their own
-with no authorizer.
+(`v2c.handlers.api.roles.Role`). `/health`, the OpenAPI document and the
+dashboard's page and assets (`v2c.handlers.dashboard`) are public, as the
+API itself says (`roles.py`): they have events of their own with no
+authorizer, one per asset name (exactly the names the function serves
+without a credential; any other name goes through the authorizer). The
+dashboard holds no data: every call it makes carries the user's Cognito ID
+token, which the authorizer checks.
 
 Users are created by an administrator (no self sign-up): whoever holds an
 account can at least read the fleet. MFA is optional (TOTP), passwords are
@@ -19,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from v2c.handlers.api.roles import Role
+from v2c.handlers.dashboard import ASSETS
 from v2c.infra.aws.template_storage import STATEFUL, arn, logical, skip
 
 API: Final = "Api"
@@ -28,7 +33,12 @@ AUTHORIZER: Final = "CognitoAuthorizer"
 # Raw and form (PRD) firmware uploads arrive base64-encoded to the Lambda
 # only if API Gateway treats the type as binary (`~1` is SAM's `/`).
 BINARY_MEDIA_TYPES: Final = ("application~1octet-stream", "multipart~1form-data")
-PUBLIC_ROUTES: Final = (("Health", "/health"), ("OpenApi", "/api/v1/openapi.json"))
+PUBLIC_ROUTES: Final = (
+    ("Health", "/health"),
+    ("OpenApi", "/api/v1/openapi.json"),
+    ("Dashboard", "/dashboard"),
+    *((f"Dashboard{logical(name)}", f"/dashboard/assets/{name}") for name in sorted(ASSETS)),
+)
 # Per stage, every method: what a fleet-manager console and CLI need, and a
 # bound on the API function's concurrency (no reserved concurrency needed).
 THROTTLE_RATE: Final = 50

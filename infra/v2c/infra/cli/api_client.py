@@ -67,9 +67,18 @@ def resolve_target(
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     if url is None or key is None:
-        from v2c.infra.settings import load_settings
+        from v2c.infra.settings import StackNotFound, load_settings
 
-        settings = load_settings(stack_dir=stack_dir)
+        try:
+            settings = load_settings(stack_dir=stack_dir)
+        except StackNotFound as exc:
+            # The settings' own hint is about AWS; a command that calls the
+            # API names its own flags and the API's variables.
+            where = f" in {stack_dir}" if stack_dir is not None else ""
+            raise StackNotFound(
+                f"no stack description{where}: pass --stack DIR or set V2C_STACK_DIR "
+                "(`v2c stack up --dir DIR` writes one), or set V2C_API_URL and V2C_API_KEY"
+            ) from exc
         if settings.api is None:
             raise ConfigurationError("the stack has no API (is `v2c stack up` running?)")
         url = url or settings.api.url

@@ -19,11 +19,26 @@ import typer
 
 from v2c.infra.cli.api_client import DEFAULT_ROLE, ApiClient, ApiError, resolve_target
 from v2c.infra.cli.errors import exit_code_for, message_for, print_error
+from v2c.infra.cli.output import AsJson as AsJson
+from v2c.infra.cli.output import Format as Format
+from v2c.infra.cli.output import Output as Output
+from v2c.infra.cli.output import Wide as Wide
 
-Stack = Annotated[Path | None, typer.Option("--stack", help="Stack directory.")]
-ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL.")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key.", show_default=False)]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+# `--stack` is the stack directory's flag on every command (`v2c stack` and
+# `v2c aws bootstrap` accept it beside their own `--dir`/`--stack-dir`).
+Stack = Annotated[
+    Path | None,
+    typer.Option(
+        "--stack",
+        help="Stack directory (holds stack.json); or V2C_STACK_DIR, else ./.stack.",
+        show_default=False,
+    ),
+]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL; or V2C_API_URL.")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", help="API key; or V2C_API_KEY.", show_default=False),
+]
 AsRole = Annotated[
     str | None,
     typer.Option(

@@ -9,20 +9,33 @@ so the codes are the same everywhere:
 ====  ==================================================================
 code  meaning
 ====  ==================================================================
-0     done
+0     done (`campaign watch`: the campaign completed)
 1     failed: the API answered 5xx or could not be reached, a component
       or dependency failed (moto, the broker, AWS), or the outcome the
       command checks did not hold (a demo campaign off its gate rules,
       a benchmark or self-test that failed); retrying may help
 2     usage: the command line is wrong (unknown option, missing or
-      out-of-range value, a value that is not valid such as a bad VIN
-      or an unreadable spec file); `--help` says how
+      out-of-range value, a value that is not valid such as a bad VIN,
+      a version that is not SemVer or an unreadable file); `--help` says how
 3     refused: the API answered 4xx (400 invalid, 401/403 credentials or
       role, 404 not found, 409 conflict with the current state, 413,
-      422), or what the command needs is missing or in the wrong state
-      (no stack in the directory, no CA, a stack already running)
+      422), or what the command needs is in the wrong state (no CA, a
+      stack already running, a stack.json that cannot be read or is
+      invalid)
+4     no stack: no stack description where `--stack`, `V2C_STACK_DIR`
+      or `./.stack` point (and no `V2C_API_URL`/`V2C_API_KEY`)
+10    `campaign watch`: the campaign paused (a gate or health check failed,
+      or someone paused it)
+11    `campaign watch`: the campaign failed (its planning failed)
+12    `campaign watch`: the campaign was cancelled
+13    `campaign watch`: the campaign was rolled back
+14    `campaign watch`: the campaign was rejected by its approver
+124   `campaign watch --timeout` ran out; the campaign goes on
 130   interrupted (Ctrl-C)
 ====  ==================================================================
+
+`docs/cli.md` has the same table for users; `tests/unit/test_cli_exit_codes.py`
+keeps the two and this module in step.
 
 Anything else (a bug) keeps its traceback, which is what a bug report needs.
 """
@@ -49,11 +62,19 @@ from v2c.contract.errors import (
     V2CError,
 )
 from v2c.infra.cli.api_client import ApiError
+from v2c.infra.settings import StackNotFound
 
 OK: Final = 0
 FAILED: Final = 1
 USAGE: Final = 2
 REFUSED: Final = 3
+NO_STACK: Final = 4
+WATCH_PAUSED: Final = 10
+WATCH_FAILED: Final = 11
+WATCH_CANCELLED: Final = 12
+WATCH_ROLLED_BACK: Final = 13
+WATCH_REJECTED: Final = 14
+TIMED_OUT: Final = 124
 INTERRUPTED: Final = 130
 
 _ERRNO: Final = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
@@ -72,6 +93,8 @@ def exit_code_for(error: BaseException) -> int:
         return code if isinstance(code, int) else USAGE
     if isinstance(error, InvalidInput):
         return USAGE  # a value given on the command line (or in a file it names)
+    if isinstance(error, StackNotFound):
+        return NO_STACK
     if isinstance(error, NotFound | Conflict | NotAuthorized | ConfigurationError):
         return REFUSED
     return FAILED

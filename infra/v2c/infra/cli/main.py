@@ -3,7 +3,11 @@ module under `v2c.infra.cli.commands` and is listed here, once, in `COMMANDS`.
 
 Errors end every command the same way, in the root group (`V2CGroup`): one
 line on stderr and a documented exit code (0 done, 1 failed, 2 usage,
-3 refused or not found, 130 interrupted; see `v2c.infra.cli.errors`)."""
+3 refused, 4 no stack, 10-14 `campaign watch` outcomes, 124 timed out,
+130 interrupted; see `v2c.infra.cli.errors` and docs/cli.md).
+
+Shell completion is typer's: `v2c --install-completion` (bash, zsh, fish,
+PowerShell) or `v2c --show-completion` to see the script first."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from importlib.metadata import version as package_version
 from typing import Annotated, Any, Final
 
 import typer
+import typer.core
 
 from v2c.infra.cli.commands import (
     api,
@@ -36,8 +41,21 @@ app = typer.Typer(
     help="MQTT 5 vehicle-to-cloud platform: OTA campaigns, telemetry, a vehicle simulator.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold key material
-    add_completion=False,
+    add_completion=True,
 )
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_flag_metavar(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """No `<bool>` after a flag in `--help`: a flag takes no value, and the
+    metavar made `--json <bool>` read as if it wanted one."""
+    if self.is_flag:
+        return None
+    return _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_flag_metavar  # type: ignore[method-assign]
 
 
 def _version_callback(value: bool) -> None:

@@ -211,10 +211,11 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
     args = parser.parse_args(argv)
 
-    werkzeug_log = logging.getLogger("werkzeug")
-    werkzeug_log.setLevel(logging.ERROR)  # no line per request; errors still reach stderr
-    werkzeug_log.addHandler(logging.StreamHandler(sys.stderr))
-    werkzeug_log.propagate = False
+    from v2c.infra.local.process_logging import configure_process_logging
+
+    configure_process_logging("v2c-moto")
+    # No line per request; errors still reach stderr, as JSON like every process's.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

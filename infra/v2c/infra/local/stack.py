@@ -141,8 +141,12 @@ class LocalStack:
         gateway_client_id: str = GATEWAY_CLIENT_ID,
         start_timeout: float = 90.0,
         mosquitto_executable: Path | None = None,
+        certificate_expiry_interval: float | None = None,
     ) -> None:
         self.layout = StackLayout.for_dir(directory)
+        # Seconds between the gateway's certificate expiry passes (None: its
+        # hourly default); a test sets a few seconds to see a fleet's certificates.
+        self._certificate_expiry_interval = certificate_expiry_interval
         self._mqtt_port = mqtt_port
         self._with_gateway = gateway
         self._gateway_client_id = gateway_client_id
@@ -265,6 +269,8 @@ class LocalStack:
             "--group", share_group,
             "--metrics-port", str(metrics_port),
         ]  # fmt: skip
+        if self._certificate_expiry_interval is not None:
+            command += ["--certificate-expiry-interval", str(self._certificate_expiry_interval)]
         log_path = self.layout.logs / "gateway.log"
         with log_path.open("ab") as log:
             self._gateway = subprocess.Popen(
@@ -325,7 +331,9 @@ class LocalStack:
         )
         return settings.model_copy(
             update={
-                "api": api_settings(url, key_dir.absolute()),
+                "api": api_settings(url, key_dir.absolute()).model_copy(
+                    update={"metrics_url": f"{url}/metrics"}
+                ),
                 "processes": {**settings.processes, API: self._api.pid},
             }
         )

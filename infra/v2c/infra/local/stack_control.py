@@ -123,6 +123,8 @@ def component_statuses(settings: StackSettings, layout: StackLayout) -> list[Com
         if pid is not None and processes.is_ours(pid, API_MARKER):
             state = "running" if api_healthy(url) else "not listening"
         rows.append(ComponentStatus("API", pid, url, state))
+        if settings.api.metrics_url is not None:
+            rows.append(ComponentStatus("API metrics", pid, settings.api.metrics_url, state))
     return rows
 
 

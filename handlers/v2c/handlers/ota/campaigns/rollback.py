@@ -44,6 +44,7 @@ from v2c.handlers.ota.campaigns.rollback_log import ROLLBACK_PENDING
 from v2c.handlers.ota.concurrency import retry_stale
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
 from v2c.handlers.ota.domain.campaign_run import unnotified_moves
+from v2c.handlers.ota.domain.counters import Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignCommand, CampaignStatus, next_status
 from v2c.handlers.ota.domain.rollback_rules import (
     RollbackTrigger,
@@ -52,6 +53,7 @@ from v2c.handlers.ota.domain.rollback_rules import (
 )
 from v2c.handlers.ota.domain.update_state import TERMINAL, Command, UpdateState
 from v2c.handlers.ota.events import rollback_initiated_detail
+from v2c.handlers.ota.metrics import never_notified_cancelled, rollback_started
 from v2c.handlers.ota.ports import Package
 from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.notices import Notices
@@ -244,7 +246,10 @@ class Rollbacks:
         the version it ran before. The trigger leads the status reason."""
         now_ms = self._now_ms()
 
+        cancelled = 0
+
         def stop() -> Campaign:
+            nonlocal cancelled
             campaign = self._d.campaigns.get(campaign_id)
             target = next_status(campaign.status, CampaignCommand.ROLLBACK)
             change = StatusChange(
@@ -252,13 +257,18 @@ class Rollbacks:
                 updated_at_ms=now_ms,
                 status_reason=rollback_status_reason(trigger, reason),
             )
-            return self._d.campaigns.change_status(campaign, change, unnotified_moves(campaign))
+            moves = unnotified_moves(campaign)
+            changed = self._d.campaigns.change_status(campaign, change, moves)
+            cancelled = moves.campaign.get(Counter.CANCELLED, 0)
+            return changed
 
         campaign = retry_stale(
             stop,
             gave_up=f"campaign {campaign_id} keeps changing; try again",
             attempts=self._d.config.conflict_retries,
         )
+        rollback_started(trigger.value)
+        never_notified_cancelled(cancelled)
         completed: list[VehicleUpdate] = []
         in_flight: list[VehicleUpdate] = []
         for update in self._d.updates.for_campaign(campaign_id):

@@ -36,9 +36,11 @@ from v2c.handlers.ota.domain.campaign_run import (
     stall,
     unnotified_moves,
 )
+from v2c.handlers.ota.domain.counters import Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignCommand, CampaignStatus, next_status
 from v2c.handlers.ota.domain.rollback_rules import RollbackTrigger, automatic_trigger
 from v2c.handlers.ota.domain.update_state import TERMINAL, Command
+from v2c.handlers.ota.metrics import never_notified_cancelled
 from v2c.handlers.ota.updates.commands import UpdateCommands
 from v2c.handlers.ota.updates.notices import Notices
 from v2c.handlers.ota.updates.record import VehicleUpdate
@@ -106,7 +108,10 @@ class CampaignService:
         """Move the campaign as `command` allows; with `stop`, never-notified
         targets are cancelled in the same conditional write."""
 
+        cancelled = 0
+
         def attempt() -> Campaign:
+            nonlocal cancelled
             campaign = self._d.campaigns.get(campaign_id)
             target = next_status(
                 campaign.status,
@@ -115,13 +120,17 @@ class CampaignService:
                 approved=campaign.approved,
             )
             moves = unnotified_moves(campaign) if stop else None
-            return self._d.campaigns.change_status(campaign, change(campaign, target), moves)
+            changed = self._d.campaigns.change_status(campaign, change(campaign, target), moves)
+            cancelled = moves.campaign.get(Counter.CANCELLED, 0) if moves else 0
+            return changed
 
-        return retry_stale(
+        changed = retry_stale(
             attempt,
             gave_up=f"campaign {campaign_id} keeps changing; try again",
             attempts=self._config.conflict_retries,
         )
+        never_notified_cancelled(cancelled)
+        return changed
 
     @staticmethod
     def _reviewer(approver: str) -> str:

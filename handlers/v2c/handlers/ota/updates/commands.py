@@ -20,6 +20,7 @@ from v2c.contract.errors import Conflict
 from v2c.handlers.ota.concurrency import CONFLICT_RETRIES, retry_stale
 from v2c.handlers.ota.domain.counters import CounterDeltas
 from v2c.handlers.ota.domain.update_state import Command, Outcome, UpdateState, apply_command
+from v2c.handlers.ota.metrics import records_written
 from v2c.handlers.ota.stores import CampaignStore, UpdateStore
 from v2c.handlers.ota.updates.record import VehicleUpdate
 
@@ -55,6 +56,7 @@ class UpdateCommands:
             else None
         )
         self._updates.save(before, after, move)
+        records_written([(before, after)])  # counted once written: an update that ended
 
     def apply(
         self,

@@ -12,7 +12,10 @@ and a Lambda-like context its EventBridge schedule gives it in AWS
 stack's CA and broker, and `device.deleted` reaches the OTA side in this
 process (`wiring.local_vehicle_services`). `v2c stack up` starts it. The API's credentials, one
 per role, are 0600 key files in `--key-dir` (default: the stack directory),
-created on first use (`v2c.infra.local.api_credentials`).
+created on first use (`v2c.infra.local.api_credentials`). The adapter
+itself answers `GET /metrics` (this process's Prometheus registry, with the
+campaign gauges read on scrape: `v2c.infra.local.api_metrics`); a thread of
+its own probes the signer once a minute for `v2c_signing_available`.
 """
 
 from __future__ import annotations
@@ -149,6 +152,26 @@ def _dead_letters(settings: StackSettings) -> DeadLetterService:
     return DeadLetterService(dead_letter_stores(settings), redrivers)
 
 
+def _metrics(settings: StackSettings) -> Callable[[], tuple[str, bytes]]:
+    """`GET /metrics` of this process: the OTA counters its services keep,
+    the campaign gauges, DLQ depths and the stack's certificate expiry
+    (`v2c.infra.local.api_metrics`)."""
+    from v2c.handlers.ota.config import default_services
+    from v2c.infra.local.api_metrics import install_api_metrics
+    from v2c.infra.local.wiring import dead_letter_stores
+
+    return install_api_metrics(settings, default_services(), dead_letter_stores(settings))
+
+
+def _signer_probe(stop: threading.Event) -> threading.Thread:
+    """`v2c_signing_available` kept current: the signer probed once a minute
+    on a thread of its own (a hung HSM must not hold up the monitor)."""
+    from v2c.handlers.ota.config import default_services
+    from v2c.infra.local.api_metrics import probe_signer_every
+
+    return threading.Thread(target=probe_signer_every, args=(default_services(), stop), daemon=True)
+
+
 def _streaming_routes() -> dict[tuple[str, str], Any]:
     """Local big-upload routes, when the firmware registry provides them."""
     try:
@@ -182,10 +205,11 @@ def serve(
     from v2c.handlers.ota_api import lambda_handler
     from v2c.infra.local.api_credentials import ensure_credentials
     from v2c.infra.local.http_adapter import ApiHttpServer
+    from v2c.infra.local.process_logging import configure_process_logging
     from v2c.infra.local.wiring import local_vehicle_services, use_local_ota_services
     from v2c.infra.settings import read_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_process_logging("v2c-api")
     settings = read_settings(stack / "stack.json")
     key_files = ensure_credentials(key_dir or stack)
     os.environ.update(api_environment(settings, key_files))
@@ -198,19 +222,23 @@ def serve(
         vehicles=local_vehicle_services(settings, default_services()),
     )
     set_default_app(build_app(services, ApiAuth.from_env()))
+    metrics = _metrics(settings)
     routes = _streaming_routes()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor = threading.Thread(target=_monitor, args=(monitor_interval, stop), daemon=True)
+    signer_probe = _signer_probe(stop)
     server = ApiHttpServer(
         lambda_handler,
         port=port,
         streaming_routes=routes,
         # The streaming upload is authorized as its Lambda route is (fleet_manager).
         streaming_auth=(lambda event: default_app().authorize(event)) if routes else None,
+        metrics=metrics,
     )
     with server:
         monitor.start()
+        signer_probe.start()
         if ready_file is not None:
             ready_file.write_text(server.base_url + "\n")
         log.info("API serving %s (monitor every %.1f s)", server.base_url, monitor_interval)

@@ -22,6 +22,8 @@ from rich.text import Text
 
 from v2c.contract.errors import V2CError
 from v2c.infra.cli.errors import exit_code_for
+from v2c.infra.cli.output import AsJson, Format, Output, dump, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 
 if TYPE_CHECKING:
     from v2c.infra.aws.artifact import ArtifactReport
@@ -46,12 +48,14 @@ def bootstrap(
     ] = None,
     region: Annotated[str | None, typer.Option(help="AWS region.")] = None,
     stack: Annotated[
-        Path | None, typer.Option("--stack-dir", help="Stack directory holding stack.json.")
+        Path | None,
+        typer.Option("--stack", "--stack-dir", help="Stack directory holding stack.json."),
     ] = None,
     prefix: Annotated[
         str | None,
         typer.Option(help="Name prefix instead of the stack's names (bucket names are global)."),
     ] = None,
+    output: Output = Format.TABLE,
 ) -> None:
     """Create every table, bucket, queue, key, bus and database that is missing."""
     from v2c.infra.aws.resources import ensure_resources
@@ -73,12 +77,28 @@ def bootstrap(
         ) from error
 
     where = settings.aws.endpoint_url or f"AWS {settings.aws.region}"
-    table = Table(title=f"v2c resources at {where}", title_justify="left")
-    for column in ("kind", "name", "action", "detail"):
-        table.add_column(column)
-    for item in report.items:
-        table.add_row(item.kind, item.name, Text(item.action, _STYLE[item.action]), item.detail)
-    _out.print(table)
+    if wants_json(output):
+        dump(
+            {
+                "endpoint": where,
+                "resources": [
+                    {"kind": i.kind, "name": i.name, "action": i.action, "detail": i.detail}
+                    for i in report.items
+                ],
+            }
+        )
+        return
+    columns = [
+        Column("kind", Kind.FIXED),
+        Column("name", Kind.ID),
+        Column("action", Kind.FIXED),
+        Column("detail", drop=1),
+    ]
+    rows = [
+        (item.kind, item.name, Text(item.action, _STYLE[item.action]), Text(item.detail))
+        for item in report.items
+    ]
+    _out.print(fitted_table(columns, rows, title=f"v2c resources at {where}"))
     counts = {action: 0 for action in _STYLE}
     for item in report.items:
         counts[item.action] += 1
@@ -104,9 +124,11 @@ def build(
             "copying this environment's.",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
     """Build the Lambda artifact (the handlers and their runtime dependencies) and show its size."""
+    as_json = wants_json(output, as_json)
     from v2c.infra.aws.artifact import build_artifact, manifest
 
     try:

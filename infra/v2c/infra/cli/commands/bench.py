@@ -238,6 +238,31 @@ def creation(
     )
 
 
+@app.command("dashboard")
+def dashboard(
+    vehicles: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Vehicles of the large campaign.")
+    ] = 10_000,
+    baseline_vehicles: Annotated[
+        int, typer.Option(min=1, help="Vehicles of the baseline campaign (same run).")
+    ] = 10,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls per call and campaign.")] = 20,
+    json_out: JsonOut = None,
+) -> None:
+    """Each call of the dashboard's 2 s poll through the real API (HTTP, moto): median and
+    p95 ms, bytes, AWS requests and records read, for an N- and a 10-vehicle campaign."""
+    from v2c.infra.bench.dashboard import DashboardBenchParams, run_dashboard_bench, table_rows
+
+    _run(
+        lambda: DashboardBenchParams(
+            vehicles=vehicles, baseline_vehicles=baseline_vehicles, repeats=repeats
+        ),
+        run_dashboard_bench,
+        table_rows,
+        json_out,
+    )
+
+
 @app.command("fleet")
 def fleet(
     sizes: Annotated[

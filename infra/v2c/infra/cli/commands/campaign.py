@@ -5,31 +5,43 @@ against the local stack and a deployment. `v2c campaign watch` is the live
 view: one progress bar per state, the current wave and the gate's verdict,
 until the campaign reaches a final status (or Ctrl-C).
 
-Exit codes (as every `v2c` command, `v2c.infra.cli.errors`): 0 done; 1 the
-API failed (5xx) or could not be reached; 2 bad options; 3 the API refused
-the request (4xx: invalid, credentials or role, not found, conflict) or
-there is no stack.
+Exit codes (as every `v2c` command, `v2c.infra.cli.errors`, docs/cli.md):
+0 done; 1 the API failed (5xx) or could not be reached; 2 bad options; 3 the
+API refused the request (4xx: invalid, credentials or role, not found,
+conflict); 4 no stack. `watch` ends 0 only on `completed`: 10 paused, 11
+failed, 12 cancelled, 13 rolled back, 14 rejected, 124 its timeout ran out.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 from rich.text import Text
 
-from v2c.handlers.ota.domain.counters import Counter
-from v2c.handlers.ota.domain.lifecycle import ACTIVE, CampaignStatus
-from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
+from v2c.infra.cli.api_client import ApiError
+from v2c.infra.cli.api_command import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    AsRole,
+    Format,
+    Output,
+    Stack,
+    Wide,
+    api_client,
+)
+from v2c.infra.cli.campaign_watch import STATES, STYLE, follow
+from v2c.infra.cli.errors import TIMED_OUT
+from v2c.infra.cli.output import dump, key_value_table, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 
 app = typer.Typer(
     name="campaign", help="OTA campaigns: create, follow and steer.", no_args_is_help=True
@@ -39,59 +51,99 @@ device_app = typer.Typer(name="device", help="Updates of one vehicle.", no_args_
 _out = Console(soft_wrap=True, highlight=False)
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 BASE = "/api/v1/ota"
-# Read from the domain, so a new status or counter cannot be missed here: the
-# statuses after which nothing moves any more, and the counters in their order.
-FINAL: Final = frozenset(CampaignStatus) - ACTIVE
-STATES: Final = tuple(Counter)
-STYLE: Final[Mapping[Counter, str]] = {
-    Counter.PENDING: "white",
-    Counter.IN_PROGRESS: "cyan",
-    Counter.COMPLETED: "green",
-    Counter.FAILED: "red",
-    Counter.ROLLED_BACK: "magenta",
-    Counter.CANCELLED: "yellow",
-    Counter.TIMED_OUT: "red3",
-    Counter.WAITING: "blue",
+__all__ = ["STATES", "STYLE", "app", "device_app", "show_campaign", "stats"]
+T = TypeVar("T")
+# The API's field names, as the user typed them: an API 400 about `firmware_id`
+# reads as the `--firmware` the user gave (or forgot).
+FLAGS: Final[Mapping[str, str]] = {
+    "firmware_id": "--firmware",
+    "target_filter": "--filter",
+    "deployment_strategy": "--strategy",
+    "canary_size": "--canary-size",
+    "name": "--name",
 }
 
 
-def _counters_line(counters: dict[str, Any]) -> str:
+def _counters_line(counters: Mapping[str, Any]) -> str:
     return "  ".join(f"{name} {counters.get(name, 0)}" for name in STATES)
 
 
-def show_campaign(campaign: dict[str, Any]) -> None:
-    table = Table(
-        title=f"campaign {campaign['campaign_id']}", title_justify="left", show_header=False
-    )
-    for key in (
-        "name",
-        "status",
-        "status_reason",
-        "strategy",
-        "version",
-        "device_model",
-        "target_count",
-    ):
-        table.add_row(key, Text(str(campaign.get(key, ""))))
-    table.add_row("counters", _counters_line(campaign["counters"]))
+def show_campaign(campaign: Mapping[str, Any]) -> None:
+    rows: list[tuple[str | Text, str | Text]] = [
+        (key, Text(str(campaign.get(key, ""))))
+        for key in (
+            "name",
+            "status",
+            "status_reason",
+            "strategy",
+            "firmware_id",
+            "version",
+            "device_model",
+            "target_count",
+        )
+    ]
+    rows.append(("counters", Text(_counters_line(campaign["counters"]))))
     rate = campaign["counters"].get("success_rate")
-    table.add_row("success rate", "-" if rate is None else f"{rate:.1f} %")
+    rows.append(("success rate", "-" if rate is None else f"{rate:.1f} %"))
     waves = ", ".join(
         f"{w['name']} ({w['size']})" + (" <" if n == campaign["current_wave"] else "")
         for n, w in enumerate(campaign["waves"])
     )
-    table.add_row("waves", waves)
+    rows.append(("waves", Text(waves)))
     if campaign.get("gate"):
         gate = campaign["gate"]
-        table.add_row("gate", Text(f"{gate.get('verdict')}: {gate.get('reason')}"))
-    _out.print(table)
+        rows.append(("gate", Text(f"{gate.get('verdict')}: {gate.get('reason')}")))
+    columns = [Column("field", Kind.FIXED), Column("value", Kind.TEXT)]
+    _out.print(fitted_table(columns, rows, title=f"campaign {campaign['campaign_id']}"))
 
 
 def _print(answer: Any, as_json: bool) -> None:
     if as_json or not isinstance(answer, dict) or "campaign_id" not in answer:
-        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+        dump(answer)
     else:
         show_campaign(answer)
+
+
+@contextmanager
+def _spinner(what: str, quiet: bool) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while one long request runs
+    (planning a large fleet takes a while); nothing on a pipe or with JSON."""
+    if quiet or not _err.is_terminal:
+        yield
+        return
+    with _err.status(what) as status:
+        started = time.monotonic()
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(0.5):
+                status.update(f"{what} {time.monotonic() - started:.0f} s")
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+
+
+def _timed(call: Callable[[], T], what: str, quiet: bool) -> T:
+    with _spinner(what, quiet):
+        return call()
+
+
+def _missing(body: Mapping[str, Any]) -> list[str]:
+    """The flags a creation needs that neither the options nor the file gave."""
+    return [FLAGS[key] for key in ("name", "firmware_id") if not body.get(key)]
+
+
+def flags_for(detail: str) -> str:
+    """An API error's field names as the flags the user typed (`firmware_id`
+    -> `--firmware`), so the message points at the command line."""
+    for field, flag in FLAGS.items():
+        detail = detail.replace(f"{field}:", f"{flag}:")
+    return detail
 
 
 @app.command("create")
@@ -109,10 +161,12 @@ def create(
     ] = None,
     canary_size: Annotated[int | None, typer.Option(min=1)] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe creation key.")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Start it once created.")] = False,
     stack: Stack = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Create a campaign from a JSON file and/or options (options win)."""
@@ -121,7 +175,10 @@ def create(
         try:
             body = json.loads(spec_file.read_text())
         except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"cannot read {spec_file}: {exc}") from exc
+            detail = f"cannot read {spec_file}: {exc}"
+            raise typer.BadParameter(detail, param_hint="--file") from exc
+        if not isinstance(body, dict):
+            raise typer.BadParameter(f"{spec_file} is not a JSON object", param_hint="--file")
     for key, value in (
         ("name", name),
         ("firmware_id", firmware),
@@ -131,9 +188,29 @@ def create(
     ):
         if value is not None:
             body[key] = value
+    missing = _missing(body)
+    if missing:  # before any request: the flags, not the API's field names
+        raise typer.BadParameter(
+            f"missing {' and '.join(missing)} (or give them in --file as "
+            f"{', '.join(k for k, f in FLAGS.items() if f in missing)})"
+        )
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    quiet = wants_json(output, as_json)
     with api_client(stack, api_url, api_key, as_role) as client:
-        _print(client.post(f"{BASE}/campaigns", body, headers=headers), as_json)
+        try:
+            answer = _timed(
+                lambda: client.post(f"{BASE}/campaigns", body, headers=headers),
+                "creating the campaign (planning its targets) ...",
+                quiet,
+            )
+        except ApiError as exc:
+            if exc.status == 400:
+                detail = exc.detail.removeprefix(f"HTTP {exc.status}: ")
+                raise ApiError(exc.status, flags_for(detail), exc.api_reason) from exc
+            raise
+        if start:
+            answer = client.post(f"{BASE}/campaigns/{answer['campaign_id']}/start")
+    _print(answer, quiet)
 
 
 @app.command("list")
@@ -144,27 +221,42 @@ def list_(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    wide: Wide = False,
     as_json: AsJson = False,
 ) -> None:
     """List campaigns."""
     with api_client(stack, api_url, api_key, as_role) as client:
         page = client.get(f"{BASE}/campaigns", status=status, limit=limit)
-    if as_json:
-        sys.stdout.write(json.dumps(page, indent=2) + "\n")
+    if wants_json(output, as_json):
+        dump(page)
         return
-    table = Table("campaign", "name", "status", "strategy", "targets", "completed", "failed")
+    columns = [
+        Column("campaign", Kind.ID),
+        Column("name"),
+        Column("status", Kind.FIXED),
+        Column("version", Kind.ID, drop=2),
+        Column("strategy", Kind.FIXED, drop=3),
+        Column("done", Kind.FIXED, justify="right"),
+        Column("failed", Kind.FIXED, drop=1, justify="right"),
+    ]
+    rows = []
     for c in page["items"]:
         counters = c["counters"]
-        table.add_row(
-            c["campaign_id"],
-            Text(c["name"]),
-            c["status"],
-            c["strategy"],
-            str(c["target_count"]),
-            str(counters["completed"]),
-            str(counters["failed"] + counters["rolled_back"]),
+        rows.append(
+            (
+                c["campaign_id"],
+                Text(c["name"]),
+                c["status"],
+                Text(c.get("version", "")),
+                c["strategy"],
+                f"{counters['completed']}/{c['target_count']}",
+                str(counters["failed"] + counters["rolled_back"]),
+            )
         )
-    _out.print(table)
+    _out.print(fitted_table(columns, rows, wide=wide))
+    if not rows:
+        _err.print("no campaigns" + (f" in status {status}" if status else ""))
 
 
 def _command(verb: str, help_text: str) -> None:
@@ -174,6 +266,7 @@ def _command(verb: str, help_text: str) -> None:
         api_url: ApiUrl = None,
         api_key: ApiKey = None,
         as_role: AsRole = None,
+        output: Output = Format.TABLE,
         as_json: AsJson = False,
     ) -> None:
         with api_client(stack, api_url, api_key, as_role) as client:
@@ -181,7 +274,7 @@ def _command(verb: str, help_text: str) -> None:
                 answer = client.get(f"{BASE}/campaigns/{campaign_id}")
             else:
                 answer = client.post(f"{BASE}/campaigns/{campaign_id}/{verb}")
-        _print(answer, as_json)
+        _print(answer, wants_json(output, as_json))
 
     run.__doc__ = help_text
     app.command(verb)(run)
@@ -205,12 +298,13 @@ def rollback(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Roll back: vehicles in flight are told to stop; the completed get a signed rollback."""
     with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.post(f"{BASE}/campaigns/{campaign_id}/rollback", {"reason": reason})
-    _print(answer, as_json)
+    _print(answer, wants_json(output, as_json))
 
 
 @app.command("approve")
@@ -221,6 +315,7 @@ def approve(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Approve a campaign that requires approval, as the stack's approver (default
@@ -228,7 +323,8 @@ def approve(
     the campaign's creator cannot approve it."""
     body = {"comment": comment} if comment else {}
     with api_client(stack, api_url, api_key, as_role, default_role="approver") as client:
-        _print(client.post(f"{BASE}/campaigns/{campaign_id}/approve", body), as_json)
+        answer = client.post(f"{BASE}/campaigns/{campaign_id}/approve", body)
+    _print(answer, wants_json(output, as_json))
 
 
 @app.command("reject")
@@ -239,22 +335,14 @@ def reject(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Reject a campaign awaiting approval, as the stack's approver (default `--as
     approver`): it ends `rejected` with the reason, and nobody is notified."""
     with api_client(stack, api_url, api_key, as_role, default_role="approver") as client:
         answer = client.post(f"{BASE}/campaigns/{campaign_id}/reject", {"reason": reason})
-        _print(answer, as_json)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description:>12}"),
-        BarColumn(bar_width=40),
-        MofNCompleteColumn(),
-        console=_err,
-    )
+    _print(answer, wants_json(output, as_json))
 
 
 @app.command("watch")
@@ -266,26 +354,28 @@ def watch(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
-    """Follow a campaign live until it reaches a final status."""
-    deadline = time.monotonic() + timeout
+    """Follow a campaign live (stderr) until it stops, then print it (stdout).
+
+    Exit code: 0 completed, 10 paused (a gate or health check, or by hand),
+    11 failed, 12 cancelled, 13 rolled back, 14 rejected, 124 --timeout ran out.
+    """
     with api_client(stack, api_url, api_key, as_role) as client:
-        campaign = client.get(f"{BASE}/campaigns/{campaign_id}")
-        total = max(1, campaign["target_count"])
-        progress = _progress()
-        tasks = {s: progress.add_task(f"[{STYLE[s]}]{s}", total=total) for s in STATES}
-        with Live(progress, console=_err, transient=False):
-            while True:
-                for state in STATES:
-                    progress.update(tasks[state], completed=campaign["counters"][state])
-                if campaign["status"] in FINAL or campaign["status"] == CampaignStatus.PAUSED:
-                    break
-                if time.monotonic() > deadline:
-                    _err.print("timed out; the campaign goes on")
-                    raise typer.Exit(1)
-                time.sleep(interval)
-                campaign = client.get(f"{BASE}/campaigns/{campaign_id}")
-    show_campaign(campaign)
+        campaign, code = follow(
+            lambda: client.get(f"{BASE}/campaigns/{campaign_id}"),
+            _err,
+            interval_s=interval,
+            timeout_s=timeout,
+        )
+    _print(campaign, wants_json(output, as_json))
+    if code is None:
+        _err.print(f"timed out after {timeout:.0f} s; the campaign goes on ({campaign['status']})")
+        raise typer.Exit(TIMED_OUT)
+    if code:
+        _err.print(f"campaign {campaign['status']}: {campaign.get('status_reason') or '-'}")
+    raise typer.Exit(code)
 
 
 @device_app.command("update")
@@ -297,13 +387,15 @@ def device_update(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
     """Update one vehicle outside any campaign."""
     with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.post(
             f"{BASE}/devices/{device_id}/update", {"firmware_id": firmware, "force": force}
         )
-    _print(answer, True)
+    _show(answer, output, as_json, f"update of {device_id}")
 
 
 @device_app.command("rollback")
@@ -315,13 +407,23 @@ def device_rollback(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
     """Roll one vehicle back to an earlier version."""
     body: dict[str, Any] = {"reason": reason}
     if version:
         body["version"] = version
     with api_client(stack, api_url, api_key, as_role) as client:
-        _print(client.post(f"{BASE}/devices/{device_id}/rollback", body), True)
+        answer = client.post(f"{BASE}/devices/{device_id}/rollback", body)
+    _show(answer, output, as_json, f"rollback of {device_id}")
+
+
+def _show(answer: Any, output: Format, as_json: bool, title: str) -> None:
+    if wants_json(output, as_json) or not isinstance(answer, dict):
+        dump(answer)
+    else:
+        _out.print(key_value_table(answer, title=title))
 
 
 @device_app.command("history")
@@ -331,20 +433,38 @@ def device_history(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    wide: Wide = False,
     as_json: AsJson = False,
 ) -> None:
-    """A vehicle's updates, oldest first."""
+    """A vehicle's updates, newest first."""
     with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.get(f"{BASE}/devices/{device_id}/updates")
-    if as_json:
-        _print(answer, True)
+    if wants_json(output, as_json):
+        dump(answer)
         return
-    table = Table("update", "kind", "from", "to", "state", "reason")
-    for u in answer["items"]:
-        table.add_row(
-            u["update_id"], u["kind"], u["from_version"], u["to_version"], u["state"], u["reason"]
+    columns = [
+        Column("update", Kind.ID),
+        Column("kind", Kind.FIXED, drop=2),
+        Column("from", Kind.ID),
+        Column("to", Kind.ID),
+        Column("state", Kind.FIXED),
+        Column("reason", drop=1),
+    ]
+    rows = [
+        (
+            u["update_id"],
+            u["kind"],
+            Text(u["from_version"]),
+            Text(u["to_version"]),
+            u["state"],
+            Text(u["reason"] or "-"),
         )
-    _out.print(table)
+        for u in answer["items"]
+    ]
+    _out.print(fitted_table(columns, rows, wide=wide))
+    if not rows:
+        _err.print(f"no updates for {device_id}")
 
 
 def stats(
@@ -353,8 +473,12 @@ def stats(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
-    """Update statistics, fleet-wide or for one campaign (JSON)."""
+    """Update statistics, fleet-wide or for one campaign."""
     path = f"{BASE}/stats" if campaign_id is None else f"{BASE}/stats/campaigns/{campaign_id}"
     with api_client(stack, api_url, api_key, as_role) as client:
-        _print(client.get(path), True)
+        answer = client.get(path)
+    title = "fleet statistics" if campaign_id is None else f"campaign {campaign_id}"
+    _show(answer, output, as_json, title)

@@ -4,6 +4,11 @@ Each run starts fresh in `--dir`: what the last run left there is removed
 first, except the stack's PKI (`v2c.infra.cli.demo_view.fresh_directory`), so the
 demo can be run again and again in the same checkout.
 
+At the end it prints the dashboard's address (`<api>/dashboard`, served by
+the API process) and the key files to log in with; `--keep-running` leaves
+the stack and the fleet up for that until Ctrl-C or SIGTERM, then stops them
+as a normal end would (`wait_for_stop_signal`).
+
 Exit codes (as every `v2c` command, `v2c.infra.cli.errors`): 0 every
 campaign behaved as its gate rules say; 1 one did not (or a component
 failed); 2 bad options (or a `--dir` holding other files); 3 the API
@@ -13,18 +18,20 @@ refused a request, or the last run's stack still runs in `--dir`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from v2c.infra.settings import ApiSettings
     from v2c.vehicle_sim.fleet.simulator import FleetSimulator
     from v2c.vehicle_sim.fleet.summary import FleetSummary
 
@@ -46,6 +53,39 @@ class _Loop:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def wait_for_stop_signal(poll_s: float = 0.5) -> int:
+    """Block until SIGINT (Ctrl-C) or SIGTERM arrives; return which. The
+    handlers only set an event, so the caller's `finally` stops the fleet and
+    the stack the same way for both (the default SIGTERM would kill the
+    process and leave the stack's processes behind). Main thread only."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(poll_s):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0]
+
+
+def login_lines(api: ApiSettings) -> list[str]:
+    """Where the dashboard is and which file holds each role's key."""
+    lines = [f"dashboard: {api.url}/dashboard"]
+    files = dict(api.key_files)
+    if not files and api.key_file is not None:
+        files = {"fleet_manager": api.key_file}
+    for role, path in sorted(files.items()):
+        lines.append(f"  log in as {role}: the API key in {path}")
+    return lines
 
 
 async def _publish_telemetry(fleet: FleetSimulator, samples: int, within_s: float = 60) -> int:
@@ -183,10 +223,14 @@ def demo(
             f"{directory / 'stack'}`, `v2c stats`, `v2c dlq list`, the API at "
             f"{settings.api.url}/api/v1/openapi.json, logs in {directory / 'stack' / 'logs'}"
         )
+        for line in login_lines(settings.api):
+            console.print(line, soft_wrap=True, highlight=False)
         if keep_running:
-            console.print("[bold]--keep-running[/]: the stack and the fleet stay up; Ctrl-C stops")
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
+            console.print(
+                "[bold]--keep-running[/]: the stack and the fleet stay up; Ctrl-C or SIGTERM stops"
+            )
+            wait_for_stop_signal()
+            console.print("stopping the fleet and the stack ...")
     finally:
         if fleet is not None:
             try:

@@ -16,7 +16,7 @@ escaped, never as rich markup, and payloads only as hex and base64.
 
 Exit codes (as every `v2c` command, `v2c.infra.cli.errors`): 0 done; 1 a
 replay failed, AWS or the broker failed, or the user declined; 2 bad options
-(a bad duration, an unknown queue); 3 an unknown id or no stack.
+(a bad duration, an unknown queue); 3 an unknown id; 4 no stack.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from v2c.contract.errors import InvalidInput, V2CError
 from v2c.handlers.dlq.service import DeadLetterService, Redrive, ReplayStatus
 from v2c.handlers.dlq.timespec import cutoff_ms
 from v2c.infra.cli.errors import exit_code_for
+from v2c.infra.cli.output import AsJson, Format, Output, Wide, dump, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 
 if TYPE_CHECKING:
     from v2c.gateway.publisher import OutboundPublisher
@@ -76,7 +78,12 @@ class QueueName(StrEnum):
 
 StackOption = Annotated[
     Path | None,
-    typer.Option("--stack", "--stack-dir", help="Stack directory holding stack.json."),
+    typer.Option(
+        "--stack",
+        "--stack-dir",
+        help="Stack directory (holds stack.json); or V2C_STACK_DIR, else ./.stack.",
+        show_default=False,
+    ),
 ]
 QueueOption = Annotated[QueueName | None, typer.Option(help="One queue only (default: all).")]
 
@@ -128,10 +135,12 @@ def list_records(
     reason: Annotated[
         str | None, typer.Option(help="Only this reason, e.g. handler_error.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
     stack: StackOption = None,
+    output: Output = Format.TABLE,
+    wide: Wide = False,
+    as_json: AsJson = False,
 ) -> None:
-    """List dead-letter records, oldest first."""
+    """List dead-letter records, oldest first (`-o json`: `{"items": [...], "count": N}`)."""
     import time
 
     with _reported():
@@ -142,35 +151,43 @@ def list_records(
             service.records(_queue(queue), since_ms=since_ms, reason=reason),
             key=lambda r: (r.last_failed_at, r.record_id),
         )
-        if as_json:
-            for record in records:
-                typer.echo(record.dumps())
+        if wants_json(output, as_json):
+            # One document, as the API's list (`GET /dlq/{queue}`) answers, with
+            # every field (payload too): `jq` reads it, and an empty queue is
+            # `"items": []`, not an empty stdout that no JSON parser accepts.
+            items = [record.to_json() for record in records]
+            dump({"items": items, "count": len(items), "truncated": False})
             return
-        table = Table(title="dead-letter records", title_justify="left")
         # The id is what `show` and `replay --id` take: never wrap or cut it.
-        table.add_column("id", no_wrap=True, min_width=30)
-        for column in ("queue", "when", "source", "topic", "reason", "attempts", "size"):
-            table.add_column(column, overflow="fold")
-        count = 0
-        for record in records:
-            count += 1
-            table.add_row(
-                *(
-                    Text(_safe(value))
-                    for value in (
-                        record.record_id,
-                        record.queue,
-                        _when(record.last_failed_at),
-                        record.source,
-                        record.topic,
-                        record.reason,
-                        str(record.attempts),
-                        str(len(record.payload)),
-                    )
+        columns = [
+            Column("id", Kind.ID),
+            Column("queue", Kind.FIXED, drop=2),
+            Column("when", Kind.FIXED, drop=1),
+            Column("source", drop=4),
+            Column("topic", drop=3),  # a topic folded into a narrow column reads badly
+            Column("reason", Kind.FIXED),
+            Column("tries", Kind.FIXED, drop=5, justify="right"),
+            Column("size", Kind.FIXED, drop=6, justify="right"),
+        ]
+        rows = [
+            tuple(
+                Text(_safe(value))
+                for value in (
+                    record.record_id,
+                    record.queue,
+                    _when(record.last_failed_at),
+                    record.source,
+                    record.topic,
+                    record.reason,
+                    str(record.attempts),
+                    str(len(record.payload)),
                 )
             )
+            for record in records
+        ]
+        count = len(rows)
     if count:
-        _out.print(table)
+        _out.print(fitted_table(columns, rows, title="dead-letter records", wide=wide))
     _out.print(f"{count} record{'s' if count != 1 else ''}")
 
 
@@ -190,13 +207,14 @@ def hex_preview(payload: bytes, limit: int = PREVIEW_BYTES) -> str:
 def show(
     record_id: Annotated[str, typer.Argument(help="The record id (from `v2c dlq list`).")],
     queue: QueueOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The whole record as JSON.")] = False,
     stack: StackOption = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
 ) -> None:
     """Every field of one record; the payload as hex and base64, never as text."""
     with _reported():
         record = _service(_settings(stack), {}).show(record_id, _queue(queue))
-    if as_json:
+    if wants_json(output, as_json):
         typer.echo(record.dumps())
         return
     table = Table(show_header=False, title=f"record {record.record_id}", title_justify="left")
@@ -276,6 +294,7 @@ def replay(
         str, typer.Option(help="Rules table (module:ATTR) for inbound records.")
     ] = DEFAULT_RULES,
     stack: StackOption = None,
+    output: Output = Format.TABLE,
 ) -> None:
     """Send records back through the path they failed on; delete each one that succeeds."""
     if (record_id is None) == (not replay_all):
@@ -291,6 +310,14 @@ def replay(
             )
         finally:
             outbound.close()
+    failed = sum(1 for o in outcomes if o.status is ReplayStatus.FAILED)
+    if wants_json(output):
+        dump([
+            {"record_id": o.record_id, "queue": o.queue, "source": o.source,
+             "status": o.status.value, "detail": o.detail}
+            for o in outcomes
+        ])  # fmt: skip
+        raise typer.Exit(code=1 if failed else 0)
     if not outcomes:
         _out.print("nothing to replay")
         return
@@ -319,6 +346,7 @@ def purge(
     queue: QueueOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     stack: StackOption = None,
+    output: Output = Format.TABLE,
 ) -> None:
     """Delete old records for good (after fixing their cause, or giving up on them)."""
     import time
@@ -329,13 +357,20 @@ def purge(
         doomed = sum(1 for r in service.records(_queue(queue)) if r.last_failed_at < cutoff)
     where = f"the {queue.value} queue" if queue is not None else "all queues"
     if doomed == 0:
-        _out.print(f"no records in {where} last failed before {_when(cutoff)}")
+        if wants_json(output):
+            dump({"purged": 0, "before": _when(cutoff)})
+        else:
+            _out.print(f"no records in {where} last failed before {_when(cutoff)}")
         return
     if not yes:
         typer.confirm(
             f"Delete {doomed} record(s) from {where} last failed before {_when(cutoff)}?",
             abort=True,
+            err=True,  # stdout is the answer alone (`-o json | jq`), never the question
         )
     with _reported():
         removed = service.purge(cutoff, _queue(queue))
+    if wants_json(output):
+        dump({"purged": removed, "before": _when(cutoff)})
+        return
     _out.print(f"purged {removed} record{'s' if removed != 1 else ''} from {where}")

@@ -1,5 +1,11 @@
 """`v2c firmware`: the firmware registry through the fleet-manager API (issue #6).
 
+`build` makes a package the vehicle agent installs from a payload file or
+directory (`v2c.infra.cli.firmware_package`); `upload` checks its arguments
+(SemVer version, names, a file name and content the registry accepts) before
+it hashes or sends a byte, and warns on stderr when the file is not such a
+package (it still uploads: the registry takes any format it lists).
+
 `upload` streams the file as the body of `POST /api/v1/ota/firmware` (the
 local stack's adapter takes any size up to 500 MB; a deployed API, 4 MiB),
 or with `--presigned` in two steps: metadata to `POST .../firmware-uploads`, the file
@@ -12,14 +18,13 @@ refused (422) instead of registered.
 
 Exit codes, as for every `v2c` command (`v2c.infra.cli.errors`): 0 done;
 1 the API failed (5xx) or could not be reached; 2 bad options; 3 the API
-refused the request (4xx) or there is no stack.
+refused the request (4xx); 4 no stack.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -35,20 +40,40 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
+from v2c.contract.errors import InvalidInput, ValidationFailed
+from v2c.contract.semver import SemVer
 from v2c.infra.cli.api_client import (
     UPLOAD_CHUNK,
     ApiError,
     SizedBody,
 )
-from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
-from v2c.infra.cli.errors import print_error
+from v2c.infra.cli.api_command import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    AsRole,
+    Format,
+    Output,
+    Stack,
+    Wide,
+    api_client,
+)
+from v2c.infra.cli.firmware_package import (
+    build as build_package,
+)
+from v2c.infra.cli.firmware_package import (
+    default_name,
+    installable_problem,
+    upload_problems,
+)
+from v2c.infra.cli.output import dump, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 
 app = typer.Typer(
     name="firmware",
-    help="Firmware packages: upload, list, inspect, deprecate, recall, delete.",
+    help="Firmware packages: build, upload, list, inspect, deprecate, recall, delete.",
     no_args_is_help=True,
 )
 
@@ -61,11 +86,6 @@ PUT_TIMEOUT_S: Final = 60.0
 FirmwareId = Annotated[str, typer.Argument(help="Firmware id (32 hex digits).")]
 Reason = Annotated[str, typer.Option(help="Why; recorded with the change.")]
 Force = Annotated[bool, typer.Option(help="Also while an active campaign uses it.")]
-
-
-def _fail(detail: str, code: int) -> typer.Exit:
-    print_error(detail)
-    return typer.Exit(code)
 
 
 # The one refusal an upload can avoid by another route: the body is over the API's limit.
@@ -82,32 +102,30 @@ def _size(size: int) -> str:
 
 
 def show_firmware(record: dict[str, Any]) -> None:
-    table = Table(
-        title=f"firmware {record['firmware_id']}", title_justify="left", show_header=False
-    )
-    table.add_column()
-    table.add_column(overflow="fold")  # checksums whole, never cut with an ellipsis
-    for key in ("name", "version", "device_model", "manufacturer", "status"):
-        table.add_row(key, Text(str(record.get(key, ""))))
+    rows: list[tuple[str, str | Text]] = [
+        (key, Text(str(record.get(key, ""))))
+        for key in ("name", "version", "device_model", "manufacturer", "status")
+    ]
     if record.get("status_reason"):
-        table.add_row("status reason", Text(record["status_reason"]))
-    table.add_row("file", Text(f"{record['filename']} ({_size(record['file_size'])})"))
-    table.add_row("sha256", record["checksum_sha256"])
-    table.add_row("md5", record["checksum_md5"])
+        rows.append(("status reason", Text(record["status_reason"])))
+    rows.append(("file", Text(f"{record['filename']} ({_size(record['file_size'])})")))
+    rows.append(("sha256", record["checksum_sha256"]))  # folds whole, never cut
+    rows.append(("md5", record["checksum_md5"]))
     flags = [f for f in ("is_beta", "is_security_update") if record.get(f)]
-    table.add_row("flags", ", ".join(flags) or "-")
+    rows.append(("flags", ", ".join(flags) or "-"))
     if record.get("tags"):
-        table.add_row("tags", Text(", ".join(record["tags"])))
+        rows.append(("tags", Text(", ".join(record["tags"]))))
     if record.get("hardware_id"):
-        table.add_row("hardware id", Text(record["hardware_id"]))
-    table.add_row("downloads", str(record.get("download_count", 0)))
-    table.add_row("created", Text(f"{record['created_at']} by {record.get('created_by') or '-'}"))
-    _out.print(table)
+        rows.append(("hardware id", Text(record["hardware_id"])))
+    rows.append(("downloads", str(record.get("download_count", 0))))
+    rows.append(("created", Text(f"{record['created_at']} by {record.get('created_by') or '-'}")))
+    columns = [Column("field", Kind.FIXED), Column("value")]
+    _out.print(fitted_table(columns, rows, title=f"firmware {record['firmware_id']}"))
 
 
 def _print(record: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+        dump(record)
     else:
         show_firmware(record)
 
@@ -191,12 +209,42 @@ def upload(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
-    """Upload a firmware package; 'created' or 'already registered' on success."""
+    """Upload a firmware package; 'created' or 'already registered' on success.
+
+    The arguments are checked before the file is hashed or sent; a file that
+    is not a package the vehicle agent installs (`v2c firmware build` makes
+    one) uploads with a warning.
+    """
+    as_json = wants_json(output, as_json)
     size = file.stat().st_size
-    if size == 0:
-        raise _fail(f"{file} is empty", 2)
+    problems = upload_problems(
+        file,
+        filename or file.name,
+        version,
+        {"--name": name, "--model": model, "--manufacturer": manufacturer},
+    )
+    if min_installed_version:
+        try:
+            SemVer.parse(min_installed_version)
+        except ValidationFailed as exc:
+            problems["--min-installed-version"] = exc.detail
+    extra: dict[str, Any] = {}
+    try:
+        extra = json.loads(metadata) if metadata else {}
+    except ValueError as exc:
+        problems["--metadata"] = f"not JSON: {exc}"
+    if len(problems) == 1:
+        ((flag, why),) = problems.items()
+        raise typer.BadParameter(why, param_hint=flag)
+    if problems:
+        detail = "; ".join(f"{flag}: {why}" for flag, why in problems.items())
+        raise typer.BadParameter(detail)
+    warning = installable_problem(file, version)
+    if warning:
+        _err.print(Text.assemble(("warning: ", "bold yellow"), warning))
     fields: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -221,10 +269,6 @@ def upload(
         advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
         checks = {"checksum_md5": md5, "checksum_sha256": sha256}
         if presigned:
-            try:
-                extra = json.loads(metadata) if metadata else {}
-            except ValueError as exc:
-                raise _fail(f"--metadata is not JSON: {exc}", 2) from exc
             ticket = client.post(UPLOADS, {**fields, "metadata": extra})
             _put(ticket["upload_url"], file, size, advance)
             body = {k: v for k, v in checks.items() if v is not None}
@@ -265,6 +309,8 @@ def list_(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    wide: Wide = False,
     as_json: AsJson = False,
 ) -> None:
     """List firmware, newest first."""
@@ -280,25 +326,35 @@ def list_(
     }
     with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         page = client.get(BASE, **params)
-    if as_json:
-        sys.stdout.write(json.dumps(page, indent=2) + "\n")
+    if wants_json(output, as_json):
+        dump(page)
         return
-    table = Table("name", "version", "model", "status", "size", "created")
-    table.add_column("firmware", no_wrap=True, min_width=32)  # ids are copied from here
+    columns = [
+        Column("firmware", Kind.ID),  # ids are copied from here
+        Column("name"),
+        Column("version", Kind.ID),
+        Column("model", Kind.FIXED),
+        Column("status", Kind.FIXED),
+        Column("size", Kind.FIXED, drop=2, justify="right"),
+        Column("created", Kind.FIXED, drop=1),
+    ]
+    rows = []
     for f in page["items"]:
         flags = [
             n for n, key in (("beta", "is_beta"), ("security", "is_security_update")) if f[key]
         ]
-        table.add_row(
-            Text(f["name"]),
-            Text(f["version"]),
-            Text(f["device_model"]),
-            f["status"] + "".join(f" ({flag})" for flag in flags),
-            _size(f["file_size"]),
-            f["created_at"][:10],
-            f["firmware_id"],
+        rows.append(
+            (
+                f["firmware_id"],
+                Text(f["name"]),
+                Text(f["version"]),
+                Text(f["device_model"]),
+                f["status"] + "".join(f" ({flag})" for flag in flags),
+                _size(f["file_size"]),
+                f["created_at"][:10],
+            )
         )
-    _out.print(table)
+    _out.print(fitted_table(columns, rows, wide=wide))
     shown = len(page["items"])
     more = f"; next page: --cursor {page['next_cursor']}" if page.get("next_cursor") else ""
     _err.print(f"{shown} of {page['total']}{more}")
@@ -311,11 +367,12 @@ def show(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Show one package."""
     with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
-        _print(client.get(f"{BASE}/{firmware_id}"), as_json)
+        _print(client.get(f"{BASE}/{firmware_id}"), wants_json(output, as_json))
 
 
 @app.command("download-url")
@@ -328,15 +385,16 @@ def download_url(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Print a time-limited download URL (the checksums go to stderr)."""
     with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
         answer = client.get(f"{BASE}/{firmware_id}/download", expires_in=expires_in)
-    if as_json:
-        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+    if wants_json(output, as_json):
+        dump(answer)
         return
-    sys.stdout.write(answer["download_url"] + "\n")
+    typer.echo(answer["download_url"])
     _err.print(
         f"{answer['filename']}, {answer['file_size']} bytes, sha256 {answer['checksum_sha256']}, "
         f"expires {answer['expires_at']}"
@@ -352,6 +410,7 @@ def _lifecycle(verb: str, help_text: str) -> None:
         api_url: ApiUrl = None,
         api_key: ApiKey = None,
         as_role: AsRole = None,
+        output: Output = Format.TABLE,
         as_json: AsJson = False,
     ) -> None:
         with api_client(stack, api_url, api_key, as_role, hints=_HINTS) as client:
@@ -361,7 +420,7 @@ def _lifecycle(verb: str, help_text: str) -> None:
             else:
                 body = {"reason": reason, "force": force}
                 answer = client.post(f"{BASE}/{firmware_id}/{verb}", body)
-        _print(answer, as_json)
+        _print(answer, wants_json(output, as_json))
 
     run.__doc__ = help_text
     app.command(verb)(run)
@@ -373,3 +432,54 @@ for _verb, _help in (
     ("delete", "Delete a package (soft: kept for audit; reads answer 404)."),
 ):
     _lifecycle(_verb, _help)
+
+
+@app.command("build")
+def build(
+    payload: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, readable=True, help="The image: a file, or a directory to pack."
+        ),
+    ],
+    version: Annotated[str, typer.Option(help="Semantic version it installs, e.g. 2.1.0.")],
+    model: Annotated[str, typer.Option("--model", help="The device model it is for.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it. Default ./<model>-<version>.bin."),
+    ] = None,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
+) -> None:
+    """Build a package the vehicle agent installs (sw-description + image),
+    ready for `v2c firmware upload`."""
+    try:
+        SemVer.parse(version)
+    except ValidationFailed as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--version") from exc
+    if not model.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--model")
+    target = out or Path(default_name(model, version))
+    try:
+        built = build_package(payload, version, model, target)
+    except InvalidInput as exc:  # a link or a device file in the tree
+        raise typer.BadParameter(exc.detail, param_hint="PAYLOAD") from exc
+    if wants_json(output, as_json):
+        dump(built.to_json())
+        return
+    rows: list[tuple[str, str | Text]] = [
+        ("package", Text(str(built.path))),
+        ("version", Text(built.version)),
+        ("model", Text(built.model)),
+        ("image", _size(built.image_bytes)),
+        ("package size", _size(built.package_bytes)),
+        ("sha256", built.sha256),
+    ]
+    columns = [Column("field", Kind.FIXED), Column("value")]
+    _out.print(fitted_table(columns, rows, title="firmware package"))
+    _err.print(
+        Text(
+            f"next: v2c firmware upload {built.path} --name NAME --version {built.version} "
+            f"--model {built.model} --manufacturer MAKER"
+        )
+    )

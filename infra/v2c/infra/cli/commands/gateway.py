@@ -14,6 +14,7 @@ process hosts that function and serves the expiry gauges.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -55,6 +56,10 @@ def run(
 ) -> None:
     """Subscribe to every rule's topics and call its handler for each message."""
     from prometheus_client import REGISTRY
+
+    from v2c.infra.local.process_logging import configure_process_logging
+
+    configure_process_logging("v2c-gateway")
 
     from v2c.contract.mqtt_endpoint import MqttEndpoint
     from v2c.gateway.metrics import GatewayMetrics
@@ -115,7 +120,9 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         await run_gateway(gateway, stop)
 
-    typer.echo(f"gateway {config.client_id} → {endpoint.host}:{endpoint.port} ({len(table)} rules)")
+    logging.getLogger("v2c.gateway").info(
+        "gateway %s → %s:%s (%d rules)", config.client_id, endpoint.host, endpoint.port, len(table)
+    )
     passes_stop = threading.Event()
     if expiry is not None:
         passes = threading.Thread(

@@ -5,7 +5,7 @@ of a running stack; `--pki DIR` names a PKI directory directly. A vehicle issued
 for a running stack is registered in its broker at once (the broker admits
 only registered vehicles; `v2c stack up` registers every certificate in
 `pki/vehicles`). Output lists file paths and fingerprints only: key material
-is never printed.
+is never printed (`-o json`: the same as one JSON object, for scripts).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.text import Text
 
 from v2c.contract.errors import V2CError
 from v2c.infra.cli.errors import exit_code_for
+from v2c.infra.cli.output import Format, Output, dump, wants_json
 from v2c.infra.pki import authority as pki
 
 DEFAULT_STACK_DIR = Path(".stack")
@@ -64,6 +65,7 @@ def init(
     service_name: Annotated[
         str, typer.Option("--service-name", help="CN (broker user) of the service identity.")
     ] = pki.SERVICE_COMMON_NAME,
+    output: Output = Format.TABLE,
 ) -> None:
     """Create a CA, the broker's server certificate and the gateway's identity; keep what exists."""
     had_ca = pki.PkiPaths.for_dir(directory).ca_cert.exists()
@@ -73,17 +75,29 @@ def init(
     except V2CError as error:
         raise _fail(error) from None
     state = "replaced" if had_ca and force else "kept existing" if had_ca else "created"
+    fingerprint = ca.certificate.fingerprint(hashes.SHA256()).hex(":")
+    files = {
+        "CA certificate": paths.ca_cert,
+        "CA key": paths.ca_key,
+        "broker certificate": paths.server.cert,
+        "broker key": paths.server.key,
+        "service CA": paths.service_ca_cert,
+        "service certificate": paths.service.cert,
+        "service key": paths.service.key,
+        "admin certificate": paths.admin.cert,
+        "vehicles": paths.vehicles_dir,
+    }
+    if wants_json(output):
+        dump({
+            "ca": {"state": state, "common_name": pki.common_name(ca.certificate),
+                   "sha256_fingerprint": fingerprint},
+            "files": {label.replace(" ", "_").lower(): str(path) for label, path in files.items()},
+        })  # fmt: skip
+        return
     _out.print(f"CA {state}: {pki.common_name(ca.certificate)}")
-    _out.print(f"CA SHA-256 fingerprint: {ca.certificate.fingerprint(hashes.SHA256()).hex(':')}")
-    _show("CA certificate", paths.ca_cert)
-    _show("CA key", paths.ca_key)
-    _show("broker certificate", paths.server.cert)
-    _show("broker key", paths.server.key)
-    _show("service CA", paths.service_ca_cert)
-    _show("service certificate", paths.service.cert)
-    _show("service key", paths.service.key)
-    _show("admin certificate", paths.admin.cert)
-    _show("vehicles", paths.vehicles_dir)
+    _out.print(f"CA SHA-256 fingerprint: {fingerprint}")
+    for label, path in files.items():
+        _show(label, path)
 
 
 @app.command("issue")
@@ -105,6 +119,7 @@ def issue(
     days: Annotated[
         int, typer.Option("--days", min=1, help="Validity in days, from now.")
     ] = pki.LEAF_VALID_DAYS,
+    output: Output = Format.TABLE,
 ) -> None:
     """Issue a vehicle client certificate (ECC P-256, CN = vehicle id, clientAuth)."""
     source = _pki_dir(pki_dir, stack)
@@ -112,14 +127,20 @@ def issue(
         paths = pki.issue_vehicle_cert(source, vin, out, valid_days=days)
     except V2CError as error:
         raise _fail(error) from None
-    _show("certificate", paths.cert)
-    _show("key", paths.key)
-    _show("CA certificate", paths.ca)
+    if not wants_json(output):
+        _show("certificate", paths.cert)
+        _show("key", paths.key)
+        _show("CA certificate", paths.ca)
     try:
         registered = None if pki_dir is not None else _register(source.parent, vin)
     except V2CError as error:
         raise _fail(error) from None
-    if registered is not None:
+    if wants_json(output):
+        dump({
+            "vehicle_id": vin, "certificate": str(paths.cert), "key": str(paths.key),
+            "ca_certificate": str(paths.ca), "registered": registered,
+        })  # fmt: skip
+    elif registered is not None:
         _out.print(f"registered in the running broker: {registered}")
 
 

@@ -10,15 +10,15 @@ shows how many vehicles are in each state; Ctrl-C (or `--duration`) stops
 them, and a table counts them by state and reason.
 
 Exit codes (as every `v2c` command, `v2c.infra.cli.errors`): 0 the fleet
-ran and stopped; 1 it failed (broker unreachable, ...); 2 bad options; 3 no
-stack in the directory.
+ran and stopped; 1 it failed (broker unreachable, ...); 2 bad options; 4 no
+stack in the directory. `-o json` prints the summary as JSON on stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -33,6 +33,7 @@ from rich.text import Text
 
 from v2c.contract.errors import V2CError
 from v2c.infra.cli.errors import exit_code_for
+from v2c.infra.cli.output import AsJson, Format, Output, dump, wants_json
 
 if TYPE_CHECKING:
     from v2c.vehicle_sim.fleet.simulator import FleetSimulator
@@ -74,7 +75,14 @@ def sim(
     installed_version: Annotated[
         str, typer.Option(help="Version a new vehicle leaves the factory with.")
     ] = "1.0.0",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    output: Output = Format.TABLE,
+    as_json: AsJson = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve the fleet's Prometheus metrics on 127.0.0.1:PORT/metrics."
+        ),
+    ] = None,
 ) -> None:
     """Run N simulated vehicles against the stack until Ctrl-C or --duration."""
     from v2c.infra.local.fleet_provisioning import stack_fleet
@@ -92,6 +100,11 @@ def sim(
     except V2CError as exc:  # no stack (3), a bad option value (2): `cli_errors`
         _err.print(Text.assemble(("error: ", "bold red"), exc.detail))
         raise typer.Exit(exit_code_for(exc)) from exc
+    from v2c.infra.local.process_logging import configure_process_logging
+
+    # The vehicles' own log records as the stack's processes write them (JSON lines
+    # on stderr, printed above the live view); INFO would be a line per connect.
+    configure_process_logging("v2c-sim", level=logging.WARNING)
     try:
         # Certificates, broker admission and the trusted key come from the
         # stack; the vehicles know the contract only.
@@ -105,12 +118,16 @@ def sim(
             base_dir=directory / "fleet",
             installed_version=installed_version,
         )
+        if metrics_port is not None:
+            from v2c.vehicle_sim.metrics import SIM_METRICS
+
+            SIM_METRICS.serve(metrics_port)  # connects, publishes, deepest buffer
         summary = asyncio.run(_run(fleet, duration))
     except (V2CError, OSError) as exc:
         _err.print(Text.assemble(("error: ", "bold red"), str(exc)))
         raise typer.Exit(1) from exc
-    if as_json:
-        _out.print_json(json.dumps(summary.to_json()))
+    if wants_json(output, as_json):
+        dump(summary.to_json())  # plain JSON on stdout: `v2c sim -o json | jq`
     else:
         _out.print(summary_table(summary))
 
@@ -134,13 +151,16 @@ async def _run(fleet: FleetSimulator, duration: float | None) -> FleetSummary:
         console=_err,
     )
     tasks = {s: progress.add_task(f"[{STYLE.get(s, 'cyan')}]{s}", total=total) for s in STATE_ORDER}
-    status = Text()
+    status = Text(no_wrap=False, overflow="fold")  # wrapped at 80 columns, not cropped
 
     def show(summary: FleetSummary) -> None:
         for state, task in tasks.items():
             progress.update(task, completed=summary.by_state.get(state, 0))
+        settled = sum(summary.by_state.get(s, 0) for s in STYLE)  # idle or finished
         status.plain = (
-            f"connected {summary.connected}/{total}  reports {summary.reports}  "
+            f"connected {summary.connected}/{total}  "
+            f"updated {summary.by_state.get('COMPLETED', 0)}/{total}  "
+            f"updating {max(0, summary.vehicles - settled)}  reports {summary.reports}  "
             f"notifications {summary.notifications}  simulated "
             f"{summary.simulated_seconds / 3600:.1f} h in {summary.real_seconds:.0f} s"
         )

@@ -3,8 +3,9 @@
 `up` owns its processes: it prints one status table once everything is ready,
 then waits for Ctrl-C or SIGTERM and stops them in reverse order. `status`
 and `down` work from another shell through `DIR/stack.json`. Exit codes:
-0 done / all healthy, 1 a component failed or is down, 2 bad usage, 3 no
-stack (status) or one already running (up).
+0 done / all healthy, 1 a component failed or is down, 2 bad usage, 3 one
+already running (up) or a stack.json that cannot be read or is invalid
+(status), 4 no stack.json (status).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from v2c.contract.errors import V2CError
+from v2c.infra.cli.errors import exit_code_for
+from v2c.infra.cli.output import Format, Output, dump, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 from v2c.infra.local.stack import LocalStack, StackAlreadyRunning
 from v2c.infra.local.stack_control import (
     ComponentStatus,
@@ -29,7 +33,7 @@ from v2c.infra.local.stack_control import (
     stop_described,
 )
 from v2c.infra.local.stack_layout import StackLayout
-from v2c.infra.settings import DEFAULT_STACK_DIR, read_settings
+from v2c.infra.settings import DEFAULT_STACK_DIR, StackNotFound, read_settings
 
 app = typer.Typer(
     name="stack",
@@ -42,22 +46,44 @@ _out = Console(soft_wrap=True, highlight=False)
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 _DirOption = Annotated[
-    Path, typer.Option("--dir", help="The stack's state directory (holds stack.json).")
+    Path,
+    typer.Option(
+        "--dir",
+        "--stack",
+        help="The stack's state directory (holds stack.json).",
+    ),
 ]
 _STATE_STYLE = {"running": "green", "connected": "green"}
 _EXAMPLE_VIN = "VIN-1HGBH41JXMN109186"
 
 
 def status_table(rows: list[ComponentStatus], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("component", style="bold", no_wrap=True)
-    table.add_column("pid", justify="right", no_wrap=True)
-    table.add_column("address", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for row in rows:
-        state = Text(row.state, style=_STATE_STYLE.get(row.state, "red"))
-        table.add_row(row.name, "-" if row.pid is None else str(row.pid), row.address, state)
-    return table
+    columns = [
+        Column("component", Kind.FIXED),
+        Column("pid", Kind.FIXED, justify="right", drop=1),
+        Column("address", Kind.ID),
+        Column("state", Kind.FIXED),
+    ]
+    cells = [
+        (
+            Text(row.name, style="bold"),
+            "-" if row.pid is None else str(row.pid),
+            Text(row.address),
+            Text(row.state, style=_STATE_STYLE.get(row.state, "red")),
+        )
+        for row in rows
+    ]
+    return fitted_table(columns, cells, title=title)
+
+
+def status_json(rows: list[ComponentStatus], root: Path) -> dict[str, object]:
+    return {
+        "directory": str(root),
+        "healthy": all(row.healthy for row in rows),
+        "components": [
+            {"name": r.name, "pid": r.pid, "address": r.address, "state": r.state} for r in rows
+        ],
+    }
 
 
 def _fail(error: V2CError, code: int = 1) -> typer.Exit:
@@ -137,30 +163,44 @@ def _wait_for_stop(stack: LocalStack, stop: threading.Event) -> list[str]:
 
 
 @app.command("status")
-def status(directory: _DirOption = DEFAULT_STACK_DIR) -> None:
+def status(directory: _DirOption = DEFAULT_STACK_DIR, output: Output = Format.TABLE) -> None:
     """Check each process and address recorded in DIR/stack.json."""
     layout = StackLayout.for_dir(directory)
     try:
         settings = read_settings(layout.stack_file)
-    except V2CError as error:
+    except StackNotFound as error:
         _err.print(f"no running stack in {layout.root} ({error.detail})")
-        raise typer.Exit(code=3) from None
+        raise typer.Exit(code=exit_code_for(error)) from None
+    except V2CError as error:  # corrupt or invalid: a stack is there, but unusable (3)
+        raise _fail(error, code=exit_code_for(error)) from None
     rows = component_statuses(settings, layout)
-    _out.print(status_table(rows, f"v2c local stack in {layout.root}"))
+    if wants_json(output):
+        dump(status_json(rows, layout.root))
+    else:
+        _out.print(status_table(rows, f"v2c local stack in {layout.root}"))
     if not all(row.healthy for row in rows):
         raise typer.Exit(code=1)
 
 
 @app.command("down")
-def down(directory: _DirOption = DEFAULT_STACK_DIR) -> None:
+def down(directory: _DirOption = DEFAULT_STACK_DIR, output: Output = Format.TABLE) -> None:
     """Stop the stack in DIR: its `stack up` if alive, else each process by its PID."""
     layout = StackLayout.for_dir(directory)
+    as_json = wants_json(output)
     if not layout.stack_file.exists():
-        _out.print(f"no stack description in {layout.root}: nothing to stop")
+        if as_json:
+            dump({"directory": str(layout.root), "stopped": True, "components": {}})
+        else:
+            _out.print(f"no stack description in {layout.root}: nothing to stop")
         return
     outcome = stop_described(layout)
-    for name, state in outcome.items():
-        _out.print(f"{name:<10} {state}")
-    if any(state != "stopped" for state in outcome.values()):
+    stopped = all(state == "stopped" for state in outcome.values())
+    if as_json:
+        dump({"directory": str(layout.root), "stopped": stopped, "components": outcome})
+    else:
+        for name, state in outcome.items():
+            _out.print(f"{name:<10} {state}")
+    if not stopped:
         raise typer.Exit(code=1)
-    _out.print(f"stack in {layout.root} stopped")
+    if not as_json:
+        _out.print(f"stack in {layout.root} stopped")

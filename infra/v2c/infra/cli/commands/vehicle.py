@@ -6,17 +6,16 @@ vehicle's key and CSR here unless given `--csr`: the key is written 0600 to
 `--key-out` and never printed, logged or sent (an existing key file is used
 again, which makes registering twice return the same certificate); the
 certificate the API issues goes to `--cert-out`. Tables keep the VIN whole
-at 80 columns; `--json` prints the API's answer instead.
+at 80 columns; `-o json` prints the API's answer instead. `import` sends a
+large file in requests of `IMPORT_CHUNK` rows, with a rows-done bar on stderr.
 
 Exit codes as every `v2c` command (`v2c.infra.cli.errors`): 0 done, 1 the API
-failed or could not be reached, 2 bad options, 3 refused (4xx) or no stack;
+failed or could not be reached, 2 bad options, 3 refused (4xx), 4 no stack;
 `import` exits 3 when any row failed (the others are registered).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -24,15 +23,28 @@ from typing import Annotated, Any, Final
 import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from v2c.contract.certificate_renewal import build_csr
 from v2c.contract.errors import InvalidInput
-from v2c.infra.cli.api_command import ApiKey, ApiUrl, AsJson, AsRole, Stack, api_client
+from v2c.infra.cli.api_command import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    AsRole,
+    Format,
+    Output,
+    Stack,
+    Wide,
+    api_client,
+)
+from v2c.infra.cli.bulk_rows import chunked, merged
 from v2c.infra.cli.errors import REFUSED
+from v2c.infra.cli.output import dump, wants_json
+from v2c.infra.cli.tables import Column, Kind, fitted_table
 from v2c.infra.pki.authority import KEY_MODE, write_atomic
 
 app = typer.Typer(name="vehicle", help="Vehicle onboarding and inventory.", no_args_is_help=True)
@@ -40,14 +52,13 @@ app = typer.Typer(name="vehicle", help="Vehicle onboarding and inventory.", no_a
 _out = Console(soft_wrap=True, highlight=False)
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
 BASE: Final = "/api/v1/vehicles"
-VIN_WIDTH: Final = 21  # "VIN-" and 17 characters
+IMPORT_CHUNK: Final = 500  # rows per bulk request: progress, and files past one request's cap
 Attr = Annotated[
     list[str] | None, typer.Option("--attr", help="Attribute key=value (repeat for more).")
 ]
 
 
-def _dump(answer: Any) -> None:
-    sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+_dump = dump
 
 
 def _pairs(values: list[str] | None, option: str = "--attr") -> dict[str, str]:
@@ -85,35 +96,35 @@ def _when(value: Any) -> str:
     return "-" if not value else str(value)[:19].replace("T", " ")
 
 
-def vehicle_table(items: list[dict[str, Any]], *, title: str | None = None) -> Table:
-    """The inventory at 80 columns: the VIN never wraps or shrinks."""
-    table = Table(
-        title=title,
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-        title_justify="left",
-    )
-    # Fixed: the VIN, the region (14 at most), the status (7) and the date (10);
-    # model and version share what is left and fold.
-    table.add_column("vehicle", no_wrap=True, min_width=VIN_WIDTH)
-    table.add_column("model", overflow="fold", min_width=6, ratio=2)
-    table.add_column("region", no_wrap=True, min_width=9)
-    table.add_column("version", overflow="fold", min_width=7, ratio=1)
-    table.add_column("status", no_wrap=True, min_width=7)
-    table.add_column("seen", no_wrap=True, min_width=10)
-    for v in items:
-        status = v["status"] if v["status"] == "active" else "decomm."
-        table.add_row(
+def vehicle_table(
+    items: list[dict[str, Any]],
+    *,
+    title: str | None = None,
+    wide: bool = False,
+    width: int | None = None,
+) -> Table:
+    """The inventory at 80 columns: the VIN and the version never wrap or
+    shrink; the model folds; the region, then the date, give way first."""
+    columns = [
+        Column("vehicle", Kind.ID),
+        Column("model"),
+        Column("region", Kind.FIXED, drop=2),
+        Column("version", Kind.ID),
+        Column("status", Kind.FIXED),
+        Column("seen", Kind.FIXED, drop=1),
+    ]
+    rows = [
+        (
             v["vehicle_id"],
             Text(v["model"]),
             v["region"],
             Text(v["installed_version"]),
-            status,
+            v["status"] if v["status"] == "active" else "decomm.",
             _when(v.get("last_seen_at"))[:10],
         )
-    return table
+        for v in items
+    ]
+    return fitted_table(columns, rows, title=title, wide=wide, width=width)
 
 
 def show_vehicle(vehicle: dict[str, Any]) -> None:
@@ -179,9 +190,11 @@ def register(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Register a vehicle; with a CSR (made here or --csr) its certificate is issued."""
+    as_json = wants_json(output, as_json)
     body: dict[str, Any] = {
         "vehicle_id": vehicle_id,
         "model": model,
@@ -241,17 +254,30 @@ def import_(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Register many vehicles at once (per-row results; up to 10,000 rows)."""
+    as_json = wants_json(output, as_json)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"cannot read {file}: {exc}") from exc
     kind = "text/csv" if file.suffix.lower() == ".csv" else "application/json"
     params = {"replace": "true"} if replace else None
-    with api_client(stack, api_url, api_key, as_role) as client:
-        answer = client.post_text(f"{BASE}/bulk", text, kind, params)
+    bodies = list(chunked(text, kind, IMPORT_CHUNK))
+    total = sum(rows for _, rows in bodies)
+    progress = Progress(
+        TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+        console=_err, disable=as_json or len(bodies) < 2,
+    )  # fmt: skip
+    answers = []
+    with api_client(stack, api_url, api_key, as_role) as client, progress:
+        task = progress.add_task("rows", total=total)
+        for body, count in bodies:
+            answers.append(client.post_text(f"{BASE}/bulk", body, kind, params))
+            progress.advance(task, count)
+    answer = merged(answers, [count for _, count in bodies])
     if as_json:
         _dump(answer)
     else:
@@ -261,12 +287,17 @@ def import_(
         )
         failed = [r for r in answer["results"] if r["status"] >= 400]
         if failed:
-            table = Table("row", "vehicle", "status", "why", box=box.SIMPLE_HEAD)
-            for row in failed:
-                table.add_row(
-                    str(row["row"]), row["vehicle_id"], str(row["status"]), Text(row["detail"])
-                )
-            _out.print(table)
+            columns = [
+                Column("row", Kind.FIXED, justify="right"),
+                Column("vehicle", Kind.ID),
+                Column("status", Kind.FIXED),
+                Column("why"),
+            ]
+            rows = [
+                (str(r["row"]), r["vehicle_id"], str(r["status"]), Text(r["detail"]))
+                for r in failed
+            ]
+            _out.print(fitted_table(columns, rows))
     if answer["failed"]:
         raise typer.Exit(REFUSED)
 
@@ -301,9 +332,12 @@ def list_(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
+    wide: Wide = False,
     as_json: AsJson = False,
 ) -> None:
     """List and search the inventory."""
+    as_json = wants_json(output, as_json)
     params: dict[str, Any] = {
         "model": model,
         "region": region,
@@ -325,7 +359,7 @@ def list_(
     if as_json:
         _dump(answer)
         return
-    _out.print(vehicle_table(answer["items"]))
+    _out.print(vehicle_table(answer["items"], wide=wide))
     more = answer.get("next_cursor")
     count = len(answer["items"])
     if not count:
@@ -340,9 +374,11 @@ def show(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """One vehicle: versions, active update, certificate, last seen."""
+    as_json = wants_json(output, as_json)
     with api_client(stack, api_url, api_key, as_role) as client:
         answer = client.get(f"{BASE}/{vehicle_id}")
     if as_json:
@@ -364,9 +400,11 @@ def update(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Edit a vehicle's attributes (merged), hardware id or make."""
+    as_json = wants_json(output, as_json)
     attributes: dict[str, str | None] = dict(_pairs(attr))
     attributes.update(dict.fromkeys(unset or []))
     body: dict[str, Any] = {}
@@ -395,9 +433,11 @@ def decommission(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_role: AsRole = None,
+    output: Output = Format.TABLE,
     as_json: AsJson = False,
 ) -> None:
     """Decommission a vehicle: certificate revoked, updates cancelled, never targeted again."""
+    as_json = wants_json(output, as_json)
     if not yes and not typer.confirm(f"decommission {vehicle_id}?", err=True):
         raise typer.Exit(1)
     with api_client(stack, api_url, api_key, as_role) as client:

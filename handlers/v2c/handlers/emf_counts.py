@@ -1,0 +1,45 @@
+"""CloudWatch counts from the recording functions, as EMF lines, in Lambda only.
+
+The recording functions of `ota.metrics`, `signing.metrics` and
+`vehicles.metrics` count into Prometheus wherever they run (the gateway and
+the API process serve it locally); in AWS Lambda nobody scrapes a function,
+so the same call also writes one EMF line that CloudWatch turns into metrics
+(namespace `v2c`, one dimension: `service`), which the template's alarms read.
+As in `telemetry.emf`: nothing is emitted unless `AWS_LAMBDA_FUNCTION_NAME`
+is set (a gateway hosting the handlers would flood stdout), and an
+`EphemeralMetrics` per call, never the shared singleton, because the
+handlers run on many threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+from v2c.handlers.telemetry.emf import NAMESPACE, in_lambda
+
+__all__ = ["NAMESPACE", "emit_counts", "emit_gauges"]
+
+
+def emit_counts(service: str, counts: Mapping[str, float]) -> None:
+    """One EMF line with each non-zero count (a no-op outside Lambda)."""
+    values = {name: value for name, value in counts.items() if value}
+    if not values or not in_lambda():
+        return
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
+    for name, value in sorted(values.items()):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.flush_metrics()
+
+
+def emit_gauges(service: str, levels: Mapping[str, float]) -> None:
+    """One EMF line with the levels of one moment, zeros included (an alarm
+    needs to see a level fall, and one over their difference reads both
+    from the same line)."""
+    if not levels or not in_lambda():
+        return
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
+    for name, value in sorted(levels.items()):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.flush_metrics()
