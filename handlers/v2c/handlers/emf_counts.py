@@ -24,22 +24,20 @@ __all__ = ["NAMESPACE", "emit_counts", "emit_gauges"]
 
 def emit_counts(service: str, counts: Mapping[str, float]) -> None:
     """One EMF line with each non-zero count (a no-op outside Lambda)."""
-    values = {name: value for name, value in counts.items() if value}
-    if not values or not in_lambda():
-        return
-    metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
-    for name, value in sorted(values.items()):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    metrics.flush_metrics()
+    _emit(service, {name: value for name, value in counts.items() if value})
 
 
 def emit_gauges(service: str, levels: Mapping[str, float]) -> None:
     """One EMF line with the levels of one moment, zeros included (an alarm
     needs to see a level fall, and one over their difference reads both
     from the same line)."""
-    if not levels or not in_lambda():
+    _emit(service, levels)
+
+
+def _emit(service: str, values: Mapping[str, float]) -> None:
+    if not values or not in_lambda():
         return
     metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
-    for name, value in sorted(levels.items()):
+    for name, value in sorted(values.items()):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()
