@@ -478,10 +478,33 @@ def test_the_lambda_form_emits_one_emf_line_per_invocation(
 
     assert answer["stored"] == 25
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
-    (emf,) = lines
+    emf, opened = lines  # per region and path; then the batches for the decompression alarm
     assert emf["TelemetryStored"] == [25.0]
     assert emf["topic"] == "batch"
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "v2c"
+    assert opened["TelemetryBatches"] == [1.0]
+    assert "BatchDecompressionErrors" not in opened  # zero: left out, the alarm FILLs 0
+    assert opened["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+
+
+def test_the_lambda_form_counts_a_batch_it_cannot_open_for_the_alarm(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from v2c.handlers import telemetry_batch
+    from v2c.handlers.telemetry.config import set_default_service
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "telemetry_batch")
+    set_default_service(harness.service())
+    try:
+        broken = _wrong_checksum(encode_envelope(_samples(5)))
+        telemetry_batch.lambda_handler(event("batch", broken), LambdaContextStub())
+    finally:
+        set_default_service(None)
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    opened = next(line for line in lines if "TelemetryBatches" in line)
+    assert (opened["TelemetryBatches"], opened["BatchDecompressionErrors"]) == ([1.0], [1.0])
+    assert opened["service"] == "telemetry"
 
 
 class LambdaContextStub:

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from v2c.contract.errors import InvalidInput
 from v2c.contract.queue_event import is_sqs_event, record_event
+from v2c.handlers.emf_counts import emit_counts
 from v2c.handlers.telemetry import emf
 from v2c.handlers.telemetry.model import Path
 from v2c.handlers.telemetry.report import IngestReport
@@ -48,6 +49,7 @@ def handle(
         return (handle_envelopes if batch_path else handle_singles)(service, event, context)
     report = service.ingest_batch(event) if batch_path else service.ingest(event)
     emf.emit(report, str(event.get("region", "")))
+    _emit_batch_opening([report])
     if report.dead_lettered:
         logger.warning("telemetry dead-lettered", extra={"report": report.to_json()})
     return report.to_json()
@@ -122,3 +124,18 @@ def _emit(done: list[tuple[JsonDict, IngestReport]]) -> None:
         total.dead_lettered += report.dead_lettered
     for (region, _path), total in totals.items():
         emf.emit(total, region)
+    _emit_batch_opening([report for _, report in done])
+
+
+def _emit_batch_opening(reports: list[IngestReport]) -> None:
+    """Batches handled and those that could not be opened, under the `service`
+    dimension alone: the BatchDecompressionFailure alarm divides one by the
+    other, and an alarm reads one metric per name, not one per region."""
+    batches = [report for report in reports if report.topic is Path.BATCH]
+    emit_counts(
+        "telemetry",
+        {
+            "TelemetryBatches": len(batches),
+            "BatchDecompressionErrors": sum(report.undecodable for report in batches),
+        },
+    )

@@ -24,6 +24,7 @@ class IngestReport:
     invalid: int = 0
     failed: int = 0  # valid, but a write failed after its retries: dead-lettered
     dead_lettered: int = 0
+    undecodable: int = 0  # a batch that could not be checked or opened (the alert's count)
     batch_id: str = ""
     compression_ratio: float | None = None
     errors: list[V2CError] = field(default_factory=list)  # for a replay's verdict

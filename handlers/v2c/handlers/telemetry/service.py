@@ -279,6 +279,7 @@ class TelemetryService:
             report.invalid = 1
             if not isinstance(exc, InvalidField):  # the alert: cannot even open the batch
                 self.metrics.decompression_errors.labels(event.region, exc.reason).inc()
+                report.undecodable = 1
             summary = envelope_summary(event.payload)
             report.batch_id = str(summary.get("batch_id", ""))
             self._reject(event, report, exc, message_type="batch", context=summary)

@@ -50,6 +50,7 @@ ALERT_ALARMS: Final[Mapping[str, tuple[str, ...]]] = {
     "OTACampaignStalled": ("CampaignStalledAlarm",),
     "CanaryDeploymentFailure": ("CanaryGateFailedAlarm",),
     "DLQBacklog": (OTA_DLQ_ALARM, INGEST_DLQ_ALARM),
+    "BatchDecompressionFailure": ("BatchDecompressionAlarm",),
     # Expiring within 7 days less the expired (the pass writes both on one
     # EMF line), and the expired alone.
     "CertificateExpiringSoon": ("CertificatesExpiringAlarm",),
@@ -229,6 +230,28 @@ def ota_alarms() -> dict[str, Any]:
             "Active vehicles whose certificate has expired: the broker refuses them.",
             threshold=0,
             single=_emf("CertificatesExpired", "vehicles", "Maximum", HOUR_S),
+        ),
+    }
+
+
+def telemetry_alarms() -> dict[str, Any]:
+    """Batches the batch function could not open, over the batches it handled
+    (its EMF line per invocation, `service=telemetry`; spec 001: > 0.1 % for 5 m)."""
+    telemetry = {"service": "telemetry"}
+    return {
+        "BatchDecompressionAlarm": alarm(
+            "BatchDecompressionFailure",
+            "Telemetry batches that could not be checked or decompressed, above 0.1 %.",
+            threshold=0.001,
+            metrics=[
+                _stat("errors", NAMESPACE, "BatchDecompressionErrors", telemetry),
+                _stat("batches", NAMESPACE, "TelemetryBatches", telemetry),
+                _expr(
+                    "share",
+                    "IF(batches > 0, FILL(errors,0) / batches, 0)",
+                    "Batches not opened / batches",
+                ),
+            ],
         ),
     }
 
@@ -469,6 +492,7 @@ def alarms(
     those that run the OTA services and so may log an OTA alert."""
     resources = topic()
     resources.update(ota_alarms())
+    resources.update(telemetry_alarms())
     resources.update(log_alerts(ota_functions))
     resources.update(dlq_alarms())
     resources.update(iot_alarms())
