@@ -9,21 +9,60 @@ As in `telemetry.emf`: nothing is emitted unless `AWS_LAMBDA_FUNCTION_NAME`
 is set (a gateway hosting the handlers would flood stdout), and an
 `EphemeralMetrics` per call, never the shared singleton, because the
 handlers run on many threads at once.
+
+Counts are summed per invocation (`per_invocation`, the Lambda entry points'
+decorator) and written as one line per service when it returns: a campaign
+cancel moves thousands of updates, each counted where it happens, and one
+line each would be thousands of log lines for one number. Gauges (levels of
+one moment) are written at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import ParamSpec, TypeVar
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from v2c.handlers.telemetry.emf import NAMESPACE, in_lambda
 
-__all__ = ["NAMESPACE", "emit_counts", "emit_gauges"]
+__all__ = ["NAMESPACE", "emit_counts", "emit_gauges", "per_invocation"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_SUMS = threading.local()  # this thread's invocation: service -> metric -> count
+
+
+def per_invocation(handler: Callable[P, R]) -> Callable[P, R]:
+    """The counts `handler` makes, one EMF line per service when it returns
+    (or raises: what was done was done)."""
+
+    @functools.wraps(handler)
+    def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+        if getattr(_SUMS, "counts", None) is not None or not in_lambda():
+            return handler(*args, **kwargs)
+        _SUMS.counts = defaultdict(lambda: defaultdict(float))
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            sums, _SUMS.counts = _SUMS.counts, None
+            for service, counts in sums.items():
+                emit_counts(service, counts)
+
+    return counted
 
 
 def emit_counts(service: str, counts: Mapping[str, float]) -> None:
-    """One EMF line with each non-zero count (a no-op outside Lambda)."""
+    """One EMF line with each non-zero count (a no-op outside Lambda), or,
+    inside a `per_invocation` handler, added to its sums."""
+    sums = getattr(_SUMS, "counts", None)
+    if sums is not None:
+        for name, value in counts.items():
+            sums[service][name] += value
+        return
     _emit(service, {name: value for name, value in counts.items() if value})
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from v2c.handlers.api.config import resolve
+from v2c.handlers.emf_counts import per_invocation
 
 
+@per_invocation  # one EMF line per service for the invocation's counts
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return resolve(event, context)

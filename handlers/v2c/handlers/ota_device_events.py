@@ -15,6 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from v2c.handlers.emf_counts import per_invocation
 from v2c.handlers.ota.config import OtaServices, default_services
 from v2c.handlers.ota.device_events import OtaVehicleUpdates, consume
 
@@ -29,5 +30,6 @@ def vehicle_updates(services: OtaServices) -> OtaVehicleUpdates:
 
 
 @logger.inject_lambda_context
+@per_invocation  # one EMF line per service for the invocation's counts
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return consume(event, vehicle_updates(default_services()))

@@ -22,6 +22,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from v2c.handlers.emf_counts import per_invocation
 from v2c.handlers.ota.campaigns.planning_queue import PLAN_EVENT
 from v2c.handlers.ota.config import default_services
 
@@ -29,6 +30,7 @@ logger = Logger(service="v2c-ota-monitor")
 
 
 @logger.inject_lambda_context
+@per_invocation  # one EMF line per service for the invocation's counts
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("v2c") == PLAN_EVENT:
         campaign = default_services().campaigns.plan(str(event["campaign_id"]))

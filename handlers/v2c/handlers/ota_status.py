@@ -18,6 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from v2c.handlers.emf_counts import per_invocation
 from v2c.handlers.ota.config import default_services
 from v2c.handlers.ota.status_batch import handle
 
@@ -25,5 +26,6 @@ logger = Logger(service="v2c-ota-status")
 
 
 @logger.inject_lambda_context
+@per_invocation  # one EMF line per service for the invocation's counts
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(default_services(), event, context)

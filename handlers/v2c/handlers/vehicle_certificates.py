@@ -14,11 +14,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from v2c.handlers.emf_counts import per_invocation
 from v2c.handlers.vehicles.rotation_lambda import SERVICE, handle
 
 logger = Logger(service="v2c-vehicle-certificates")
 
 
 @logger.inject_lambda_context
+@per_invocation  # one EMF line per service for the invocation's counts
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle(SERVICE.get(), event, context)
