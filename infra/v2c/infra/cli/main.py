@@ -44,18 +44,21 @@ app = typer.Typer(
     add_completion=True,
 )
 
-_display_type_rich = typer.core.TyperOption.display_type_rich
+# typer's private hook; a typer without it keeps its own help (cosmetic only).
+_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
 
 
 def _no_flag_metavar(self: typer.core.TyperOption, ctx: Any) -> str | None:
     """No `<bool>` after a flag in `--help`: a flag takes no value, and the
     metavar made `--json <bool>` read as if it wanted one."""
-    if self.is_flag:
+    if self.is_flag or _display_type_rich is None:
         return None
-    return _display_type_rich(self, ctx)
+    shown: str | None = _display_type_rich(self, ctx)
+    return shown
 
 
-typer.core.TyperOption.display_type_rich = _no_flag_metavar  # type: ignore[method-assign]
+if _display_type_rich is not None:
+    typer.core.TyperOption.display_type_rich = _no_flag_metavar  # type: ignore[method-assign]
 
 
 def _version_callback(value: bool) -> None:
