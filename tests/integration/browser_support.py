@@ -67,7 +67,8 @@ def _installed() -> bool:
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     if not _installed():
-        pytest.skip("chromium and chromedriver are not installed (scripts/setup.sh installs them)")
+        # Fail, never skip (as for mosquitto): a green run without a browser proves nothing.
+        pytest.fail("chromium and chromedriver are not installed: run scripts/setup.sh")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
