@@ -16,31 +16,12 @@ forgot a hand-written mark (four once did).
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from pathlib import Path
 
 import pytest
 
 from v2c.infra.local.broker import BrokerNotInstalled, find_mosquitto
-
-# Each of these creates a Powertools `Logger` when imported, and the Logger keeps the
-# `sys.stdout` of that moment. Imported first inside a test that captures stdout
-# (`capsys`, Click's `CliRunner`), it would keep writing to that closed stream for the
-# rest of the worker's run ("--- Logging error ---"). Imported here, at session start.
-for _module in (
-    "v2c.gateway.runtime",
-    "v2c.gateway.publisher",
-    "v2c.handlers.api.log",
-    "v2c.handlers.ota_status",
-    "v2c.handlers.ota_monitor",
-    "v2c.handlers.ota_device_events",
-    "v2c.handlers.dlq.admin",
-    "v2c.handlers.telemetry_ingest",
-    "v2c.handlers.telemetry_batch",
-    "v2c.handlers.vehicle_certificates",
-):
-    importlib.import_module(_module)
 
 pytest_plugins = ["moto_fixtures", "softhsm_fixtures", "api_fixtures", "api_moto"]
 

@@ -108,6 +108,8 @@ def test_the_costly_reads_are_throttled_whatever_poll_ms_says() -> None:
     ):
         assert line in script
     assert "statsDue.take(small)" in script
+    # failures by reason come with the campaign; the statistics only for one without them
+    assert "if (campaign && campaign.failures_by_reason)" in script
     assert "limit=500" not in script
     assert '"500"' not in script
     assert re.search(r"return \{\s*manual: true,\s*async refresh\(\)", script)  # the DLQ view

@@ -54,3 +54,23 @@ def test_the_aws_sdk_info_chatter_is_held_back_but_its_warnings_pass(stream: io.
     logging.getLogger("urllib3.connectionpool").debug("Starting new HTTP connection")
     logging.getLogger("botocore.retryhandler").warning("Retry needed")
     assert [r["message"] for r in lines(stream)] == ["Retry needed"]
+
+
+def test_the_handler_writes_to_the_stderr_of_the_moment_not_of_its_making(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command run in-process (`CliRunner`) configures logging on a stand-in
+    stderr that is closed afterwards: later records must not fail on it."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_process_logging("v2c-sim")
+    first.close()
+    later = io.StringIO()
+    monkeypatch.setattr("sys.stderr", later)
+    try:
+        logging.getLogger("v2c.gateway").warning("gateway started")
+    finally:
+        root.handlers[:], root.level = saved
+    assert json.loads(later.getvalue())["message"] == "gateway started"

@@ -12,9 +12,9 @@
  *   Gateway where server-sent events do not; a view re-renders its sections
  *   in place, never reloads, and never asks for more than a page of vehicles;
  * - only cheap reads ride the poll: a read that costs the API a pass over many
- *   items (a campaign's failures by reason, its timeline, the fleet's version
- *   counts) runs at most every 10 or 30 s whatever `?poll_ms=` says, and at once
- *   from its panel's "refresh"; the dead-letter page never polls, since listing
+ *   items (failures by reason of a campaign from before the campaign counted
+ *   them, its timeline, the fleet's version counts) runs at most every 10 or
+ *   30 s whatever `?poll_ms=` says, and at once from its panel's "refresh"; the dead-letter page never polls, since listing
  *   an SQS queue hides every message it receives for up to 30 s (a replay
  *   running meanwhile would miss them): it loads when opened, after a replay
  *   and from its Refresh button;
@@ -31,7 +31,10 @@
   const POLL_MS = Math.max(100, Number(params.get("poll_ms")) || 2000);
   const PAGE = 50;
   // Not scaled by ?poll_ms=: these reads cost the API a pass over many items.
-  const STATS_MS = 30000; // failures by reason: every update record of the campaign
+  // Failures by reason come with the campaign (counted with its counters: free on every
+  // poll); a campaign created before they were counted answers null, and only then are
+  // they the statistics' pass over every update record of the campaign:
+  const STATS_MS = 30000;
   // Above this many targets that pass costs seconds of API CPU and ~90 RCUs per 1,000
   // records (`v2c bench dashboard`: 1.7 s and ~900 RCUs at 10,000): read once, then on demand.
   const STATS_AUTO_MAX = 2000;
@@ -239,6 +242,8 @@
         on: { click: () => { last = -Infinity; kick(); } } }));
     return {
       control,
+      /** Say where the panel's data came from instead (read another, free way). */
+      note(text) { asOf.textContent = text; },
       /** Whether the read is due now; if so, it counts as done from now. Without
        * `auto` only the first read and a click on "refresh" are due. */
       take(auto = true) {
@@ -479,15 +484,26 @@
       refill(body, table(columns, rows, "updates-table"), paging.render(page.next_cursor));
     }
 
-    async function loadFailures(body) {
-      const stats = await api(`api/v1/ota/stats/campaigns/${encodeURIComponent(id)}`);
-      const reasons = stats.failures_by_reason || stats.failure_reasons || {};
+    function failuresTable(reasons) {
       const columns = [
         { label: "reason", id: "failure-reason", get: (r) => r[0] },
         { label: "vehicles", id: "failure-count", num: true, get: (r) => r[1] },
       ];
       const rows = Object.entries(reasons).map((r) => el("tr", { testid: `failure-row-${r[0]}` }, cells(columns, r)));
-      refill(body, table(columns, rows, "failures-table"),
+      return table(columns, rows, "failures-table");
+    }
+
+    /** The campaign's own count (every poll, no extra read). */
+    function renderFailures(c, body) {
+      statsDue.note("counted with the campaign, every poll");
+      refill(body, failuresTable(c.failures_by_reason));
+    }
+
+    /** A campaign from before the count: the statistics' pass over its records. */
+    async function loadFailures(body) {
+      const stats = await api(`api/v1/ota/stats/campaigns/${encodeURIComponent(id)}`);
+      const reasons = stats.failures_by_reason || stats.failure_reasons || {};
+      refill(body, failuresTable(reasons),
         el("p", { class: "muted", text: `average update ${num(stats.average_update_seconds)} s; ${num(stats.bytes_transferred)} bytes sent` }));
     }
 
@@ -511,8 +527,12 @@
         }
         const jobs = [updates.run(loadUpdates)];
         if (timelineDue.take()) jobs.push(timeline.run(loadTimeline));
-        const small = campaign === null || campaign.target_count <= STATS_AUTO_MAX;
-        if (statsDue.take(small)) jobs.push(failures.run(loadFailures));
+        if (campaign && campaign.failures_by_reason) {
+          jobs.push(failures.run(async (body) => renderFailures(campaign, body)));
+        } else {
+          const small = campaign === null || campaign.target_count <= STATS_AUTO_MAX;
+          if (statsDue.take(small)) jobs.push(failures.run(loadFailures));
+        }
         await Promise.all(jobs);
       },
     };

@@ -13,7 +13,8 @@ races the services are written to survive:
   and its cursor move, and a batch of records and its campaigns' counter
   writes (at most `TRANSACTION_ITEMS` items, as DynamoDB allows);
 * counters move by adding, and a counter read never goes below zero
-  (`Campaign.from_item` clamps the same way);
+  (`Campaign.from_item` clamps the same way); failure reasons too (kept as
+  summed, read through `Campaign.failures_by_reason`);
 * `get` raises `NotFound`, `find` returns None, `put_new` refuses an
   existing id with `Conflict`.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,15 @@ def _moved(campaign: Campaign, moves: Mapping[int | None, Mapping[Counter, int]]
         elif wave < len(waves):
             waves[wave] = waves[wave].moved(deltas)
     return campaign.evolve(counters=counters, wave_counters=tuple(waves))
+
+
+def _reasons_moved(campaign: Campaign, moves: Iterable[tuple[str, int]]) -> Campaign:
+    """`campaign` after adding failure-reason moves: stored as DynamoDB's
+    `ADD` leaves them (a sum from 0, zeros dropped as `from_item` drops them)."""
+    reasons = dict(campaign.failure_reasons)
+    for reason, delta in moves:
+        reasons[reason] = reasons.get(reason, 0) + delta
+    return campaign.evolve(failure_reasons={r: n for r, n in reasons.items() if n})
 
 
 class InMemoryCampaignStore:
@@ -236,6 +246,7 @@ class InMemoryCampaignStore:
 
         def change(stored: Campaign) -> Campaign:
             after = stored.evolve(last_progress_at_ms=now_ms, stalled=False)
+            after = _reasons_moved(after, deltas.reasons)
             return _moved(after, {None: moves} if wave is None else {None: moves, wave: moves})
 
         return MemoryWrite(self, campaign_id, lambda _stored: True, change)
@@ -245,7 +256,8 @@ class InMemoryCampaignStore:
         summed.update({wave: deltas for wave, deltas in moves.waves.items()})
 
         def change(stored: Campaign) -> Campaign:
-            return _moved(stored.evolve(last_progress_at_ms=now_ms, stalled=False), summed)
+            after = stored.evolve(last_progress_at_ms=now_ms, stalled=False)
+            return _moved(_reasons_moved(after, moves.reasons.items()), summed)
 
         return MemoryWrite(self, campaign_id, lambda _stored: True, change)
 

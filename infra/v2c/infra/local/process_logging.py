@@ -35,9 +35,24 @@ class _LoggerName(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record comes, not as it was when
+    the handler was made (as `logging.lastResort` does): a command run in-process
+    (a test's `CliRunner`) swaps stderr and closes its stand-in afterwards, and a
+    handler holding that stand-in would fail on every later record."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # `StreamHandler.__init__` sets it; the property always reads stderr
+
+
 def json_handler(service: str, stream: TextIO | None = None) -> logging.Handler:
     """A handler writing one Powertools JSON object per record, tagged with `service`."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(LambdaPowertoolsFormatter(service=service, utc=True))
     handler.addFilter(_LoggerName())
     return handler

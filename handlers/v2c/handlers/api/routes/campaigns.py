@@ -61,6 +61,12 @@ class CampaignOut(BaseModel):
     device_model: str
     target_count: int
     counters: Counters
+    failures_by_reason: dict[str, int] | None = Field(
+        default=None,
+        description="failed, rejected, rolled back and timed-out updates by reason (a missing "
+        "reason named by the state), counted with the counters; null for a campaign created "
+        "before they were counted: fold its records with GET /stats/campaigns/{id}",
+    )
     waves: list[WaveOut]
     current_wave: int
     gate: dict[str, Any] | None
@@ -137,6 +143,7 @@ def campaign_out(campaign: Campaign) -> CampaignOut:
         device_model=campaign.device_model,
         target_count=campaign.target_count,
         counters=Counters(**counters_json(campaign.counters)),
+        failures_by_reason=campaign.failures_by_reason,
         waves=[
             WaveOut(name=w.name, size=size, gated=w.gated, counters=Counters(**counters_json(c)))
             for w, size, c in zip(campaign.waves, sizes, campaign.wave_counters, strict=True)

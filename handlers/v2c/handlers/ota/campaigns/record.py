@@ -4,6 +4,11 @@ Counters live on the campaign item as top-level numbers (`c_completed`,
 and per wave `w0_completed`, ...) so that a status report moves them with
 `ADD` in the same transaction as the vehicle's record; they are never
 recomputed and written back, which concurrent reports would overwrite.
+Failures by reason are counters too, one top-level number per reason
+(`fr_<reason>`, `reason_attr`): `ADD` starts a missing top-level attribute at
+0, where a map's entry would need the map to exist first. A campaign created
+before they were kept has no `reasons_counted` flag: its reasons counted only
+from then on, so it answers none (None) and readers fold its records instead.
 
 Targets that were not notified yet exist only in the stored plan and in
 `c_pending`: per-vehicle records are written wave by wave as vehicles are
@@ -15,13 +20,30 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Final
 
 from v2c.handlers.ota.domain.campaign_rules import CampaignSpec
 from v2c.handlers.ota.domain.counters import CampaignCounters, Counter
 from v2c.handlers.ota.domain.lifecycle import CampaignStatus
 from v2c.handlers.ota.domain.plan import Wave
+
+REASON_PREFIX: Final = "fr_"
+REASONS_COUNTED: Final = "reasons_counted"  # the flag of a campaign that counts them
+
+
+def reason_attr(reason: str) -> str:
+    """The attribute counting the failures with `reason` (any text: written
+    through expression attribute names)."""
+    return REASON_PREFIX + reason
+
+
+def _reasons(item: Mapping[str, Any]) -> dict[str, int]:
+    counts = {
+        k[len(REASON_PREFIX) :]: int(v) for k, v in item.items() if k.startswith(REASON_PREFIX)
+    }
+    return {reason: count for reason, count in sorted(counts.items()) if count}
 
 
 def counter_attr(counter: Counter | str, wave: int | None = None) -> str:
@@ -82,6 +104,11 @@ class Campaign:
     cursor: int = 0  # targets notified so far, in plan order
     counters: CampaignCounters = field(default_factory=CampaignCounters)
     wave_counters: tuple[CampaignCounters, ...] = ()
+    # Failures by reason as stored (zeros left out), moved with `counters`;
+    # meaningful only when `reasons_counted` (False: created before they were
+    # kept). Read them through `failures_by_reason`.
+    failure_reasons: Mapping[str, int] = field(default_factory=dict)
+    reasons_counted: bool = True
     updated_at_ms: int = 0
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
@@ -111,6 +138,15 @@ class Campaign:
     @property
     def remaining(self) -> int:
         return self.target_count - self.cursor
+
+    @property
+    def failures_by_reason(self) -> dict[str, int] | None:
+        """The failures by reason, most first; None for a campaign created
+        before they were counted (its counts would be partial)."""
+        if not self.reasons_counted:
+            return None
+        counted = [r for r in self.failure_reasons.items() if r[1] > 0]  # as counters: not below 0
+        return dict(sorted(counted, key=lambda r: (-r[1], r[0])))
 
     def wave_start(self, wave: int) -> int:
         return 0 if wave == 0 else self.waves[wave - 1].end
@@ -147,7 +183,11 @@ class Campaign:
             "lease_owner": self.lease_owner,
             "lease_until": self.lease_until_ms,
             "revision": self.revision,
+            REASONS_COUNTED: self.reasons_counted,
         }
+        for reason, count in self.failure_reasons.items():
+            if count:
+                item[reason_attr(reason)] = count
         for counter in Counter:
             item[counter_attr(counter)] = self.counters.get(counter)
             for number, wave_counters in enumerate(self.wave_counters):
@@ -174,6 +214,8 @@ class Campaign:
             cursor=int(item.get("cursor", 0)),
             counters=_counters(item),
             wave_counters=tuple(_counters(item, n) for n in range(len(waves))),
+            failure_reasons=_reasons(item),
+            reasons_counted=bool(item.get(REASONS_COUNTED, False)),
             updated_at_ms=int(item.get("updated_at", 0)),
             started_at_ms=_opt_int(item.get("started_at")),
             finished_at_ms=_opt_int(item.get("finished_at")),

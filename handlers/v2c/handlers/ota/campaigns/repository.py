@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from v2c.contract.errors import Conflict, NotFound
-from v2c.handlers.ota.campaigns.record import Campaign, Release, StatusChange, counter_attr
+from v2c.handlers.ota.campaigns.record import (
+    Campaign,
+    Release,
+    StatusChange,
+    counter_attr,
+    reason_attr,
+)
 from v2c.handlers.ota.concurrency import StaleWrite
 from v2c.handlers.ota.ddb import from_item, is_condition_failure, to_item, to_value, transient
 from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, CounterMoves
@@ -79,6 +85,7 @@ def _adds(moves: CounterMoves) -> dict[str, int]:
     adds = {counter_attr(c): delta for c, delta in moves.campaign.items()}
     for wave, wave_moves in moves.waves.items():
         adds.update({counter_attr(c, wave): delta for c, delta in wave_moves.items()})
+    adds.update({reason_attr(r): delta for r, delta in moves.reasons.items()})
     return adds
 
 
@@ -388,12 +395,15 @@ class CampaignRepository:
             adds[counter_attr(Counter(counter))] = delta
             if wave is not None:
                 adds[counter_attr(Counter(counter), wave)] = delta
+        for reason, delta in deltas.reasons:
+            adds[reason_attr(reason)] = adds.get(reason_attr(reason), 0) + delta
         return self._add_counters(campaign_id, adds, now_ms)
 
     def count_reports(self, campaign_id: str, moves: CounterMoves, now_ms: int) -> TransactItem:
-        """One `ADD` per counter (campaign and wave) for a chunk of records:
-        DynamoDB refuses two operations on one item in a transaction, and one
-        summed write is what keeps the hot campaign item off the critical path."""
+        """One `ADD` per counter (campaign and wave, failure reasons too) for a
+        chunk of records: DynamoDB refuses two operations on one item in a
+        transaction, and one summed write is what keeps the hot campaign item
+        off the critical path."""
         return self._add_counters(campaign_id, dict(sorted(_adds(moves).items())), now_ms)
 
     def _add_counters(self, campaign_id: str, adds: Mapping[str, int], now_ms: int) -> TransactItem:

@@ -18,14 +18,21 @@ waiting and cancelled updates are outside both rates: `waiting` holds the
 vehicles found busy with another campaign's update (at dispatch, or by their
 REJECTED UPDATE_IN_PROGRESS), which are notified once free and are never
 failures of the campaign that found them busy (BR-OTA-014/023).
+
+Failures are also counted by reason (`CounterDeltas.reasons`): a record that
+enters a failure state adds one to its reason, one that leaves it takes one
+away, in the same write as the state counters, so the campaign item answers
+"failures by reason" without reading its records (`update_state.reason_moves`
+decides the moves; the statistics' fold over the records is the cross-check).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
+from typing import Final
 
 
 class Counter(StrEnum):
@@ -41,9 +48,17 @@ class Counter(StrEnum):
     WAITING = "waiting"  # not notified: the vehicle is busy with another update
 
 
+_COUNTERS: Final = tuple(c.value for c in Counter)
+
+# A failure reason's moves: (reason, -1 or +1); empty for most changes.
+ReasonMoves = tuple[tuple[str, int], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class CounterDeltas:
-    """How one state change moves the counters: all zero, or -1 and +1."""
+    """How one state change moves the counters: all zero, or -1 and +1; and
+    the failure reasons it moves (`reasons`: a small tuple, usually empty,
+    so the status ingest's hot path allocates nothing for it)."""
 
     pending: int = 0
     in_progress: int = 0
@@ -53,25 +68,38 @@ class CounterDeltas:
     cancelled: int = 0
     timed_out: int = 0
     waiting: int = 0
+    reasons: ReasonMoves = ()
 
     @classmethod
     def move(cls, source: Counter, target: Counter) -> CounterDeltas:
         if source is target:
             return cls()
-        values = {source.value: -1, target.value: 1}
-        return cls(**values)
+        return _MOVES[source, target]
+
+    def with_reasons(self, reasons: ReasonMoves) -> CounterDeltas:
+        """These deltas, moving `reasons` too (self when there are none)."""
+        return replace(self, reasons=reasons) if reasons else self
 
     def nonzero(self) -> dict[str, int]:
         """The counters to `ADD` in an update expression (empty: nothing to write)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+        return {name: getattr(self, name) for name in _COUNTERS if getattr(self, name)}
 
     def __bool__(self) -> bool:
-        return bool(self.nonzero())
+        return bool(self.nonzero()) or bool(self.reasons)
 
     @property
     def affects_rates(self) -> bool:
         """A finished counter moved: the success and failure rates changed."""
         return bool(self.completed or self.failed or self.rolled_back or self.timed_out)
+
+
+# Every move from one counter to another, made once: the hot path only looks it up.
+_MOVES: Final = {
+    (source, target): CounterDeltas(**{source.value: -1, target.value: 1})  # type: ignore[arg-type]
+    for source in Counter
+    for target in Counter
+    if source is not target
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,28 +110,36 @@ class CounterMoves:
 
     campaign: Mapping[Counter, int] = field(default_factory=dict)
     waves: Mapping[int, Mapping[Counter, int]] = field(default_factory=dict)
+    # Failures by reason, for the whole campaign only (no wave needs them).
+    reasons: Mapping[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return any(self.campaign.values()) or any(
-            any(moves.values()) for moves in self.waves.values()
+        return (
+            any(self.campaign.values())
+            or any(any(moves.values()) for moves in self.waves.values())
+            or any(self.reasons.values())
         )
 
     @classmethod
     def summed(cls, changes: Iterable[tuple[CounterDeltas, int | None]]) -> CounterMoves:
         """The moves of many records' changes (each its deltas and its wave) as
         one: what a batch of status reports does to one campaign, written as a
-        single `ADD` per counter instead of one write per report. Counters that
-        sum to zero are left out (nothing to write for them)."""
+        single `ADD` per counter instead of one write per report. Counters (and
+        reasons) that sum to zero are left out (nothing to write for them)."""
         campaign: defaultdict[Counter, int] = defaultdict(int)
         waves: defaultdict[int, defaultdict[Counter, int]] = defaultdict(lambda: defaultdict(int))
+        reasons: defaultdict[str, int] = defaultdict(int)
         for deltas, wave in changes:
             for name, delta in deltas.nonzero().items():
                 campaign[Counter(name)] += delta
                 if wave is not None:
                     waves[wave][Counter(name)] += delta
+            for reason, delta in deltas.reasons:
+                reasons[reason] += delta
         return cls(
             {c: d for c, d in campaign.items() if d},
             {w: {c: d for c, d in m.items() if d} for w, m in waves.items() if any(m.values())},
+            {r: d for r, d in reasons.items() if d},
         )
 
 

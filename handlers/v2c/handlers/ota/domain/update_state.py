@@ -46,6 +46,9 @@ Each transition carries the counter move (`CounterDeltas`) and the record it
 started from, so a repository writes the new record and the counter move in
 one conditional write (condition: the record is still `before`). A lost race
 is then retried from the fresh record; counters stay exact under concurrency.
+The machine's record has no reason (the vehicle's report and the command
+carry it), so the writer adds the failure-reason move (`reason_moves`, from
+the stored record before and after) to the transition's deltas.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-from v2c.handlers.ota.domain.counters import Counter, CounterDeltas
+from v2c.handlers.ota.domain.counters import Counter, CounterDeltas, ReasonMoves
 from v2c.v1 import ota_pb2
 
 State = ota_pb2.OTAStatus.State
@@ -109,6 +112,9 @@ TERMINAL: Final = frozenset(
     {S.COMPLETED, S.FAILED, S.REJECTED, S.ROLLED_BACK, S.CANCELLED, S.TIMED_OUT}
 )
 VEHICLE_OUTCOMES: Final = frozenset({S.COMPLETED, S.FAILED, S.ROLLED_BACK})
+# The updates counted as failures by reason (the campaign's `failures_by_reason`,
+# and the statistics' fold over the records, which must agree).
+FAILURE_STATES: Final = frozenset({S.FAILED, S.REJECTED, S.ROLLED_BACK, S.TIMED_OUT})
 CANCELLABLE: Final = frozenset(
     {
         S.PENDING,
@@ -274,6 +280,29 @@ def apply_report(record: UpdateRecord, state: int, sequence: int) -> Transition:
     if target not in REACHABLE[record.state]:
         return _unchanged(record, Outcome.INVALID, f"{target} cannot follow {record.state}")
     return _move(record, after, Outcome.APPLIED, f"{record.state} -> {target}")
+
+
+def failure_reason(state: UpdateState, reason: str) -> str | None:
+    """The reason a record in `state` counts under in failures by reason (its
+    state's name when it has none), or None if it is not a failure."""
+    return (reason or state.value) if state in FAILURE_STATES else None
+
+
+def reason_moves(
+    before: UpdateState, before_reason: str, after: UpdateState, after_reason: str
+) -> ReasonMoves:
+    """How a record's change moves the failures by reason: -1 for the reason
+    it failed with, +1 for the one it fails with now; nothing when both are
+    the same (or neither is a failure), which is nearly every change."""
+    old = failure_reason(before, before_reason)
+    new = failure_reason(after, after_reason)
+    if old == new:
+        return ()
+    if old is None:
+        return ((str(new), 1),)
+    if new is None:
+        return ((old, -1),)
+    return ((old, -1), (new, 1))
 
 
 def is_unverified(status: ota_pb2.OTAStatus) -> bool:

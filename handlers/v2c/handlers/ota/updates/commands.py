@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from v2c.contract.errors import Conflict
 from v2c.handlers.ota.concurrency import CONFLICT_RETRIES, retry_stale
 from v2c.handlers.ota.domain.counters import CounterDeltas
-from v2c.handlers.ota.domain.update_state import Command, Outcome, UpdateState, apply_command
+from v2c.handlers.ota.domain.update_state import (
+    Command,
+    Outcome,
+    UpdateState,
+    apply_command,
+    reason_moves,
+)
 from v2c.handlers.ota.metrics import records_written
 from v2c.handlers.ota.stores import CampaignStore, UpdateStore
 from v2c.handlers.ota.updates.record import VehicleUpdate
@@ -49,12 +55,14 @@ class UpdateCommands:
     ) -> None:
         """Write `after` over `before` with its campaign's counter move (and
         the campaign's progress mark, even when no counter moves); `StaleWrite`
-        if the record changed since it was read."""
-        move = (
-            self._campaigns.move_counters(before.campaign_id, deltas, before.wave, now_ms)
-            if before.campaign_id
-            else None
-        )
+        if the record changed since it was read. The failures by reason move
+        here, where both records' reasons are known (the machine has none)."""
+        move = None
+        if before.campaign_id:
+            deltas = deltas.with_reasons(
+                reason_moves(before.state, before.reason, after.state, after.reason)
+            )
+            move = self._campaigns.move_counters(before.campaign_id, deltas, before.wave, now_ms)
         self._updates.save(before, after, move)
         records_written([(before, after)])  # counted once written: an update that ended
 

@@ -16,7 +16,8 @@ writer moved in between (a second gateway with the same report, a cancel)
 fails its condition, the whole chunk is refused, and only the records that
 moved are read and decided again; the counter writes are recomputed from
 the new decisions, so a report applied by the other writer is counted by
-the other writer alone.
+the other writer alone. The failures by reason ride in the same counter
+writes (`Decided.deltas`: the record's reason before and after).
 
 A record that loses `attempts` races is given up (`Conflict`, "keeps
 changing", as a single report's would be) and the rest of its chunk still
@@ -34,7 +35,7 @@ from typing import Any, Final
 
 from v2c.contract.errors import Conflict, NotFound, TransientError, V2CError
 from v2c.handlers.ota.concurrency import CONFLICT_RETRIES, StaleRecords
-from v2c.handlers.ota.domain.counters import CounterMoves
+from v2c.handlers.ota.domain.counters import CounterDeltas, CounterMoves
 from v2c.handlers.ota.domain.report_batch import (
     TRANSACTION_ITEMS,
     Folded,
@@ -42,7 +43,7 @@ from v2c.handlers.ota.domain.report_batch import (
     fold_reports,
     pack_chunks,
 )
-from v2c.handlers.ota.domain.update_state import TERMINAL, Outcome, UpdateState
+from v2c.handlers.ota.domain.update_state import TERMINAL, Outcome, UpdateState, reason_moves
 from v2c.handlers.ota.stores import CampaignStore, CampaignWrite, UpdateKey, UpdateStore
 from v2c.handlers.ota.updates.record import VehicleUpdate
 from v2c.v1.ota_pb2 import OTAStatus
@@ -81,6 +82,13 @@ class Decided:
     @property
     def key(self) -> UpdateKey:
         return (self.before.vehicle_id, self.before.update_id)
+
+    @property
+    def deltas(self) -> CounterDeltas:
+        """The fold's counter move, and the failure reasons the record moves
+        from `before` to `after` (the machine's fold knows no reasons)."""
+        b, a = self.before, self.after
+        return self.folded.deltas.with_reasons(reason_moves(b.state, b.reason, a.state, a.reason))
 
 
 @dataclass
@@ -213,7 +221,7 @@ class ReportRecorder:
         return [
             self._campaigns.count_reports(
                 campaign_id,
-                CounterMoves.summed((d.folded.deltas, d.before.wave) for d in records),
+                CounterMoves.summed((d.deltas, d.before.wave) for d in records),
                 now_ms,
             )
             for campaign_id, records in sorted(by_campaign.items())
