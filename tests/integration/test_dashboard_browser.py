@@ -477,6 +477,13 @@ def test_an_operator_inspects_and_replays_a_dead_letter_from_the_page(
     )
     assert text_of(browser, "dlq-field-reason") == record.reason
     assert text_of(browser, "dlq-field-vehicle_id") == VINS[0]
+    # the record whole (the operator-only read): its payload, shown as text
+    payload = record.payload
+    shown = text_of(browser, "dlq-field-payload") or ""
+    assert shown.startswith(("binary, ", "text, ")), shown
+    assert f"{len(payload)} bytes: " in shown
+    if shown.startswith("binary, "):
+        assert payload[:4].hex(" ") in shown
     screenshot(browser, "dlq-inspect")
 
     # and replays it from the page: handled, so gone from the queue

@@ -7,6 +7,7 @@ A body that is no ingest event stays in the DLQ with a clear error."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,6 +241,16 @@ def test_the_operator_lists_and_replays_the_ingest_dlq_over_the_api(
     assert (item["reason"], item["payload_size"]) == ("exhausted_receives", len(PAYLOAD))
     assert unknown.status_code == 400, unknown.text
     assert "telemetry|ota|ingest" in unknown.json()["detail"]
+
+    # One record whole, the payload included: the operator's alone (it is vehicle data)
+    shown = requests.get(f"{url}/records/{message_id}", headers=AUTH_HEADERS, timeout=60)
+    assert shown.status_code == 200, shown.text
+    assert base64.b64decode(shown.json()["payload_b64"]) == PAYLOAD
+    assert (shown.json()["record_id"], shown.json()["topic"]) == (message_id, TELEMETRY_TOPIC)
+    hidden = requests.get(f"{url}/records/{message_id}", headers=VIEWER_HEADERS, timeout=60)
+    assert hidden.status_code == 403, hidden.text
+    missing = requests.get(f"{url}/records/no-such-record", headers=AUTH_HEADERS, timeout=60)
+    assert (missing.status_code, missing.json()["reason"]) == (404, "not_found")
 
     replay = requests.post(
         f"{url}/replay", json={"all": True, "limit": 10}, headers=AUTH_HEADERS, timeout=60

@@ -12,7 +12,8 @@ roles. A route is allowed to a caller holding any one of its roles:
 | `POST`/`PATCH`/`DELETE` vehicles: register, bulk, edit, decommission | fleet_manager |
 | `POST /api/v1/ota/campaigns/{id}/approve` | approver, not the creator |
 | `POST /api/v1/ota/campaigns/{id}/reject` | approver |
-| `GET /api/v1/dlq/{queue}`, `POST /api/v1/dlq/{queue}/replay` | operator |
+| `GET /api/v1/dlq/{queue}`, `GET /api/v1/dlq/{queue}/records/{record_id}` (payload) | operator |
+| `POST /api/v1/dlq/{queue}/replay` | operator |
 | `/health`, `/api/v1/openapi.json`, `/dashboard` and its assets | public, no credential |
 
 ("any role": viewer, fleet_manager, approver or operator.)
@@ -51,6 +52,7 @@ ROUTE_ROLES: Final[dict[tuple[str, str], frozenset[Role]]] = {
     ("POST", "/api/v1/ota/campaigns/<campaign_id>/approve"): frozenset({Role.APPROVER}),
     ("POST", "/api/v1/ota/campaigns/<campaign_id>/reject"): frozenset({Role.APPROVER}),
     ("GET", f"{DLQ_PREFIX}/<queue>"): frozenset({Role.OPERATOR}),
+    ("GET", f"{DLQ_PREFIX}/<queue>/records/<record_id>"): frozenset({Role.OPERATOR}),
     ("POST", f"{DLQ_PREFIX}/<queue>/replay"): frozenset({Role.OPERATOR}),
 }
 """Routes (method, Powertools path template) whose roles differ from the default."""

@@ -744,6 +744,35 @@
         k.endsWith("_at") ? `${when(v)} (${v})` : typeof v === "object" ? JSON.stringify(v) : v, `dlq-field-${k}`]), "dlq-record"), replay);
     }
 
+    /** The record whole (payload, properties, context) from the operator-only read;
+     * the listing's summary when that read is refused. */
+    async function inspectRecord(r) {
+      try {
+        const full = await api(`api/v1/dlq/${encodeURIComponent(r.queue)}/records/${encodeURIComponent(r.record_id)}`);
+        const { payload_b64: b64, ...rest } = full;
+        state.record = { ...rest, payload: preview(b64) };
+        showError("");
+      } catch (error) {
+        state.record = r;
+        showError(`inspect: ${describe(error)}`);
+      }
+      renderInspect();
+    }
+
+    /** What a payload holds, as text: printable UTF-8 as it is (up to 512
+     * characters), anything else as the hex of its first 64 bytes. */
+    function preview(b64) {
+      const bytes = Uint8Array.from(atob(b64 || ""), (c) => c.charCodeAt(0));
+      try {
+        const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+        if (!/[\u0000-\u0008\u000e-\u001f\u007f]/.test(text)) {
+          return `text, ${bytes.length} bytes: ${text.slice(0, 512)}${text.length > 512 ? " …" : ""}`;
+        }
+      } catch (_) { /* not UTF-8: shown as hex */ }
+      const hex = [...bytes.slice(0, 64)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+      return `binary, ${bytes.length} bytes: ${hex}${bytes.length > 64 ? " …" : ""}`;
+    }
+
     async function replayRecord(r) {
       try {
         const answer = await api(`api/v1/dlq/${encodeURIComponent(r.queue)}/replay`, { method: "POST", body: { record_id: r.record_id } });
@@ -782,7 +811,7 @@
         { label: "attempts", id: "dlq-attempts", num: true, get: (r) => r.attempts },
         { label: "last failed", id: "dlq-last-failed", get: (r) => when(r.last_failed_at) },
         { label: "", id: "dlq-open", get: (r) => el("button", { type: "button", text: "inspect", testid: `dlq-inspect-${r.record_id}`,
-          on: { click: () => { state.record = r; renderInspect(); } } }) },
+          on: { click: () => inspectRecord(r) } }) },
       ];
       const rows = items.map((r) => el("tr", { testid: `dlq-row-${r.record_id}` }, cells(columns, r)));
       refill(body, el("p", { class: "muted", testid: "dlq-count", text: `${answer.count} records${answer.truncated ? ` (the first ${DLQ_LIMIT}; more not listed)` : ""}${state.reason ? `, reason ${state.reason}` : ""}` }),

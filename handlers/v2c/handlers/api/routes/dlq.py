@@ -49,6 +49,25 @@ class DeadLetterSummary(BaseModel):
     vehicle_id: str
 
 
+class DeadLetterRecordOut(DeadLetterSummary):
+    """One record whole: what an operator inspects before replaying it."""
+
+    payload_b64: str = Field(description="the original payload, as it arrived (base64)")
+    properties: dict[str, Any] = Field(description="its MQTT 5 properties")
+    context: dict[str, Any] = Field(description="what the failing path added (e.g. indexes)")
+
+
+RecordId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="the record's id, as the list names it",
+    ),
+]
+
+
 class DeadLetterList(BaseModel):
     items: list[DeadLetterSummary]
     count: int
@@ -104,6 +123,18 @@ def register(app: OtaApi, services: ApiServices) -> None:
         records = list(islice(service.records(queue, reason=reason), limit + 1))
         items = [_summary(r.to_json()) for r in records[:limit]]
         return DeadLetterList(items=items, count=len(items), truncated=len(records) > limit)
+
+    @app.get(
+        f"{DLQ_PATH}/<queue>/records/<record_id>",
+        tags=["dlq"],
+        summary="One dead-letter record whole, payload included (role operator)",
+        openapi_extensions={"x-v2c-errors": [404]},
+    )
+    def get_dead_letter(queue: Queue, record_id: RecordId) -> DeadLetterRecordOut:
+        service = require(services.dlq, "dead-letter")
+        data = service.show(record_id, queue).to_json()
+        fields = DeadLetterRecordOut.model_fields
+        return DeadLetterRecordOut(**{k: v for k, v in data.items() if k in fields})
 
     @app.post(
         f"{DLQ_PATH}/<queue>/replay",
