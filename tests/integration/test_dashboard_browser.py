@@ -387,6 +387,20 @@ def test_an_approver_approves_from_the_page_and_a_viewer_cannot(
     screenshot(browser, "campaign-approved")
 
 
+def throttled_sample(vin: str, payload: bytes, error: str) -> DeadLetterRecord:
+    """A real sample dead-lettered for a passing reason: replayable."""
+    return DeadLetterRecord.from_error(
+        queue="telemetry",
+        direction=Direction.INBOUND,
+        source="telemetry",
+        topic=f"v2c/v1/eu-west-1/{vin}/telemetry/vehicle",
+        payload=payload,
+        error=TransientError(error),
+        attempts=3,
+        vehicle_id=vin,
+    )
+
+
 def test_an_operator_inspects_and_replays_a_dead_letter_from_the_page(
     stack: Stack,
     browser: WebDriver,  # noqa: F811
@@ -417,16 +431,7 @@ def test_an_operator_inspects_and_replays_a_dead_letter_from_the_page(
     )
     # and a real sample that failed for a passing reason: replayable
     (sample,) = TelemetrySampler(VINS[0], seed=5).samples(1)
-    record = DeadLetterRecord.from_error(
-        queue="telemetry",
-        direction=Direction.INBOUND,
-        source="telemetry",
-        topic=f"v2c/v1/eu-west-1/{VINS[0]}/telemetry/vehicle",
-        payload=sample.SerializeToString(),
-        error=TransientError("the table was throttled"),
-        attempts=3,
-        vehicle_id=VINS[0],
-    )
+    record = throttled_sample(VINS[0], sample.SerializeToString(), "the table was throttled")
     dead_letter_stores(stack.settings)["telemetry"].put(record)
 
     # The operator sees both, counted by reason
@@ -440,16 +445,7 @@ def test_an_operator_inspects_and_replays_a_dead_letter_from_the_page(
         wait_text(browser, "dlq-reasons", f"dlq-reason-{reason}", f"{reason} ({count})")
     # it lists once and never polls (a listing hides SQS messages): Refresh lists again
     assert browser.execute_script("return window.v2cDashboard.polling") is False
-    late = DeadLetterRecord.from_error(
-        queue="telemetry",
-        direction=Direction.INBOUND,
-        source="telemetry",
-        topic=f"v2c/v1/eu-west-1/{VINS[1]}/telemetry/vehicle",
-        payload=sample.SerializeToString(),
-        error=TransientError("the table was throttled again"),
-        attempts=3,
-        vehicle_id=VINS[1],
-    )
+    late = throttled_sample(VINS[1], sample.SerializeToString(), "the table was throttled again")
     dead_letter_stores(stack.settings)["telemetry"].put(late)
     find(browser, "dlq-refresh").click()
     wait_text(browser, f"dlq-row-{late.record_id}", "dlq-record-id", late.record_id)

@@ -29,16 +29,15 @@ out of that scrape.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
-from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from v2c.contract.dead_letter import UNKNOWN_REGION, topic_region
+from v2c.handlers.per_registry import PerRegistry
 
 if TYPE_CHECKING:
     from v2c.handlers.dlq.store import DeadLetterStore
@@ -57,19 +56,16 @@ __all__ = [
     "topic_region",
 ]
 
-_COUNTERS: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
-_LOCK = threading.Lock()
+_COUNTERS: PerRegistry[Counter] = PerRegistry(
+    lambda registry: Counter(
+        NAME, "Records written to a dead-letter queue", LABELS, registry=registry
+    )
+)
 
 
 def dlq_messages(registry: CollectorRegistry) -> Counter:
     """The registry's one DLQ counter, registered on first use."""
-    with _LOCK:
-        counter = _COUNTERS.get(registry)
-        if counter is None:
-            counter = _COUNTERS[registry] = Counter(
-                NAME, "Records written to a dead-letter queue", LABELS, registry=registry
-            )
-        return counter
+    return _COUNTERS.get(registry)
 
 
 class DeadLetterDepthCollector(Collector):

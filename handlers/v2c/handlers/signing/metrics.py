@@ -21,12 +21,10 @@ registries.
 
 from __future__ import annotations
 
-import threading
-from weakref import WeakKeyDictionary
-
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from v2c.handlers.emf_counts import emit_counts
+from v2c.handlers.per_registry import PerRegistry
 from v2c.handlers.signing.base import SigningFailure
 
 
@@ -78,14 +76,9 @@ class SigningMetrics:
         return total
 
 
-_METRICS: WeakKeyDictionary[CollectorRegistry, SigningMetrics] = WeakKeyDictionary()
-_LOCK = threading.Lock()
+_METRICS: PerRegistry[SigningMetrics] = PerRegistry(SigningMetrics)
 
 
 def signing_metrics(registry: CollectorRegistry = REGISTRY) -> SigningMetrics:
     """The registry's one set, registered on first use."""
-    with _LOCK:
-        metrics = _METRICS.get(registry)
-        if metrics is None:
-            metrics = _METRICS[registry] = SigningMetrics(registry)
-        return metrics
+    return _METRICS.get(registry)

@@ -32,14 +32,13 @@ serves the default registry, which the handlers it hosts share.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Final
-from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from v2c.handlers.emf_counts import emit_gauges
+from v2c.handlers.per_registry import PerRegistry
 
 WINDOWS_DAYS: Final = (7, 30)
 DAY_MS: Final = 24 * 3600 * 1000
@@ -114,14 +113,9 @@ class CertificateMetrics:
         )
 
 
-_METRICS: WeakKeyDictionary[CollectorRegistry, CertificateMetrics] = WeakKeyDictionary()
-_LOCK = threading.Lock()
+_METRICS: PerRegistry[CertificateMetrics] = PerRegistry(CertificateMetrics)
 
 
 def certificate_metrics(registry: CollectorRegistry = REGISTRY) -> CertificateMetrics:
     """The registry's one set, registered on first use."""
-    with _LOCK:
-        metrics = _METRICS.get(registry)
-        if metrics is None:
-            metrics = _METRICS[registry] = CertificateMetrics(registry)
-        return metrics
+    return _METRICS.get(registry)
