@@ -12,16 +12,25 @@ module can use. `pythonpath` in pyproject.toml puts `tests/integration` on
 Every test under `tests/integration/` is marked `integration` by the
 collection hook below, so `pytest -m integration` cannot miss a module that
 forgot a hand-written mark (four once did).
+
+Every moto server the suite starts (directly or under a stack) writes each
+DynamoDB data-plane answer both ways and fails the request if the direct
+JSON differs from moto's own (`moto_responses`): the whole suite's workload
+checks the shortcut the stack takes.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from v2c.infra.local.broker import BrokerNotInstalled, find_mosquitto
+from v2c.infra.local.moto_server import VERIFY_ANSWERS_ENV
+
+os.environ.setdefault(VERIFY_ANSWERS_ENV, "1")
 
 pytest_plugins = ["moto_fixtures", "softhsm_fixtures", "api_fixtures", "api_moto"]
 

@@ -49,6 +49,7 @@ from v2c.infra.local.broker import MosquittoBroker
 from v2c.infra.local.fleet_provisioning import stack_fleet
 from v2c.infra.settings import StackSettings
 from v2c.vehicle_sim.fleet.simulator import FleetSimulator
+from v2c.vehicle_sim.fleet.summary import TERMINAL
 from v2c.vehicle_sim.ota.agent.checks import AgentPolicy
 from v2c.vehicle_sim.ota.device.faults import FaultMode, FaultProfile
 from v2c.vehicle_sim.ota.device.spec import RuntimeConfig
@@ -145,11 +146,19 @@ def _run_campaign(
                 ),
                 what=f"the campaign reached {final.value}",
             )
-            # In-flight updates finish after a pause: wait for the records to settle.
+            # In-flight updates finish after a pause: wait for every vehicle to
+            # come to rest (a boot failure passes through REBOOTING, where its
+            # record agrees too) and the records to settle.
             problems: list[str] = []
 
             def agreed() -> bool:
-                problems[:] = cloud_mismatches(cloud, fleet, loop, update_id)
+                moving = {
+                    state
+                    for state in loop.call(lambda: fleet.summary().by_state)
+                    if state not in TERMINAL and state != "IDLE"
+                }
+                problems[:] = [f"vehicles still {s}" for s in sorted(moving)]
+                problems.extend(cloud_mismatches(cloud, fleet, loop, update_id))
                 return not problems
 
             wait_progressing(

@@ -222,3 +222,121 @@ def test_the_item_size_limit_still_holds_and_items_keep_every_attribute(
     with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
         ddb.put_item(TableName=table, Item=big)
     assert "Item" not in ddb.get_item(TableName=table, Key={"campaign_id": {"S": "big"}})
+
+
+def test_data_plane_answers_written_directly_equal_motos_own(aws_stack: AwsStack) -> None:
+    """The server writes data-plane answers as JSON directly (`moto_responses`)
+    and, under the suite, also moto's own way, failing the request if the
+    two differ: every attribute type, binary and sets included, comes back
+    as written through each operation, with pagination and capacities."""
+    ddb = aws_stack.aws.client("dynamodb")
+    table = aws_stack.names.campaigns_table
+    item = {
+        "campaign_id": {"S": "answers-0"},
+        "b": {"B": b"\x00\xffbin"},
+        "bs": {"BS": [b"x", b"y"]},
+        "ss": {"SS": ["p", "q"]},
+        "ns": {"NS": ["1", "2.5"]},
+        "m": {"M": {"n": {"NULL": True}, "l": {"L": [{"S": "z"}, {"BOOL": False}]}}},
+    }
+    key = {"campaign_id": item["campaign_id"]}
+    assert "ConsumedCapacity" in ddb.put_item(
+        TableName=table, Item=item, ReturnConsumedCapacity="TOTAL"
+    )
+    assert ddb.get_item(TableName=table, Key=key)["Item"] == item
+    ddb.batch_write_item(
+        RequestItems={
+            table: [
+                {"PutRequest": {"Item": item | {"campaign_id": {"S": f"answers-{n}"}}}}
+                for n in range(1, 25)
+            ]
+        }
+    )
+    keys = [{"campaign_id": {"S": f"answers-{n}"}} for n in range(25)]
+    read = ddb.batch_get_item(RequestItems={table: {"Keys": keys}})
+    assert len(read["Responses"][table]) == 25
+    assert read["UnprocessedKeys"] == {}
+    assert all(got["bs"] == item["bs"] for got in read["Responses"][table])
+    page = ddb.scan(TableName=table, Limit=3)
+    assert page["Count"] == 3
+    assert "LastEvaluatedKey" in page
+    updated = ddb.update_item(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET b = :b",
+        ExpressionAttributeValues={":b": {"B": b"\x01"}},
+        ReturnValues="ALL_NEW",
+    )
+    assert updated["Attributes"] == item | {"b": {"B": b"\x01"}}
+    ddb.transact_write_items(
+        TransactItems=[{"Put": {"TableName": table, "Item": item | {"ss": {"SS": ["r"]}}}}]
+    )
+    [got] = ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key}}])[
+        "Responses"
+    ]
+    assert got["Item"] == item | {"ss": {"SS": ["r"]}}
+    old = ddb.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")
+    assert old["Attributes"] == got["Item"]
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.delete_item(TableName=table, Key=keys[1], ConditionExpression="attribute_not_exists(b)")
+
+
+def test_set_and_remove_updates_applied_directly_refuse_and_accept_what_moto_does(
+    aws_stack: AwsStack,
+) -> None:
+    """SET/REMOVE-only updates skip moto's expression tree (`moto_updates`);
+    under the suite the server also applies each moto's way and fails the
+    request on any difference. The condition still decides, and what moto
+    refuses (a key attribute, two paths on one attribute, an unused value)
+    is still refused with moto's words."""
+    ddb = aws_stack.aws.client("dynamodb")
+    table = aws_stack.names.campaigns_table
+    key = {"campaign_id": {"S": "direct"}}
+    ddb.put_item(TableName=table, Item=key | {"s": {"S": "x"}, "gone": {"N": "5"}})
+    names = {"#a": "s", "#b": "m", "#c": "gone"}
+    ddb.transact_write_items(
+        TransactItems=[
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": key,
+                    "UpdateExpression": "SET #a = :a, #b = :b REMOVE #c",
+                    "ConditionExpression": "#a = :old",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": {
+                        ":a": {"S": "y"},
+                        ":b": {"M": {"k": {"L": [{"N": "1.50"}, {"B": b"\x01"}]}}},
+                        ":old": {"S": "x"},
+                    },
+                }
+            }
+        ]
+    )
+    assert ddb.get_item(TableName=table, Key=key)["Item"] == key | {
+        "s": {"S": "y"},
+        "m": {"M": {"k": {"L": [{"N": "1.50"}, {"B": b"\x01"}]}}},
+    }
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET #a = :a",
+            ConditionExpression="#a = :old",
+            ExpressionAttributeNames={"#a": "s"},
+            ExpressionAttributeValues={":a": {"S": "z"}, ":old": {"S": "x"}},
+        )
+    refused = [
+        ({"#a": "campaign_id"}, {":a": {"S": "z"}}, "SET #a = :a", "Cannot update attribute"),
+        ({"#a": "q", "#b": "q"}, {":a": {"S": "z"}}, "SET #a = :a, #b = :a", "overlap"),
+        ({"#a": "q"}, {":a": {"S": "z"}, ":b": {"S": "z"}}, "SET #a = :a", "unused"),
+    ]
+    for names, values, expression, words in refused:
+        with pytest.raises(ddb.exceptions.ClientError, match=words):
+            ddb.update_item(
+                TableName=table,
+                Key=key,
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+    assert ddb.get_item(TableName=table, Key=key)["Item"]["s"] == {"S": "y"}

@@ -69,15 +69,20 @@ def test_a_vehicle_publishing_through_the_gateway_gets_each_sample_stored_once(
         vehicle_client(endpoint, VIN) as vehicle,
     ):
         publish_all(vehicle, messages)
+        handled = gateway.metrics.handled
+        # A record's sample is stored before the gateway counts its message
+        # handled (the count follows the batch's settling): wait for both.
         wait_until(
             lambda: (
                 stored_per_vehicle(aws_stack, [VIN]) == {VIN: 70}
                 and dead_letters["telemetry"].depth() == 1
+                and handled.labels("telemetry")._value.get() >= 21
+                and handled.labels("telemetry_batch")._value.get() >= 3
             ),
-            what="70 stored samples and one dead-lettered batch",
+            what="70 stored samples, one dead-lettered batch, 24 messages handled",
         )
-        assert gateway.metrics.handled.labels("telemetry")._value.get() == 21
-        assert gateway.metrics.handled.labels("telemetry_batch")._value.get() == 3
+        assert handled.labels("telemetry")._value.get() == 21
+        assert handled.labels("telemetry_batch")._value.get() == 3
 
     (record,) = dead_letters["telemetry"].list()
     assert (record.source, record.payload) == ("telemetry_batch", corrupted)

@@ -27,7 +27,6 @@ Failures, as SQS and Lambda treat them:
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 
 from v2c.contract.errors import BatchItemFailed, HandlerTimeout
 from v2c.contract.queue_event import QueuedMessage, failed_item_ids, sqs_event
-from v2c.gateway.event import LambdaContext
+from v2c.gateway.event import LambdaContext, unique_id
 from v2c.gateway.rules import Handler, Rule
 from v2c.gateway.workers import HandlerPool
 
@@ -79,7 +78,7 @@ class RuleBatcher:
         was dead-lettered (False); never raises for the record's own failure."""
         loop = asyncio.get_running_loop()
         record = PendingRecord(
-            QueuedMessage(str(uuid.uuid4()), event, received_at_ms), loop.create_future()
+            QueuedMessage(unique_id(), event, received_at_ms), loop.create_future()
         )
         self._add(record)
         return await record.settled

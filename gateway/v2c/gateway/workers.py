@@ -98,7 +98,7 @@ class HandlerPool:
         return future
 
     def abandon(self, future: asyncio.Future[Any]) -> bool:
-        """The caller gave up on `future` (cancelled it: a timeout). A call not
+        """The caller gave up on `future` (cancelled or failed it: a timeout). A call not
         started never runs; a running one keeps its thread until it returns,
         but that worker retires then, and a new one starts now, within the
         budget. Returns whether a replacement was started."""
@@ -136,7 +136,7 @@ class HandlerPool:
         while (job := self._jobs.get()) is not None:
             future, fn, args = job
             with self._lock:
-                if future.cancelled():  # timed out or shut down before it started
+                if future.done():  # timed out or shut down before it started
                     continue
                 call = self._running[future] = _Call()
             error: BaseException | None = None
@@ -189,3 +189,11 @@ class HandlerPool:
                 job[0].cancel()
         for _ in self._threads:
             self._jobs.put(None)
+
+
+def expire(call: asyncio.Future[Any]) -> None:
+    """A call's timeout ran out (a `loop.call_later` timer): its awaiter gets
+    `TimeoutError` now, a worker that has not started it skips it, and a late
+    result is dropped. The caller then `abandon`s it."""
+    if not call.done():
+        call.set_exception(TimeoutError())

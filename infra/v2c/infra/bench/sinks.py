@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import gmqtt
 from prometheus_client import CollectorRegistry, Histogram
 
+from v2c.contract.queue_event import record_event
 from v2c.infra.bench.common import BenchError, JsonDict, histogram_summary_ms
 from v2c.infra.bench.load import read_stamp
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 NOOP_HANDLER: Final = "v2c.handlers.noop:lambda_handler"
 STAMP_HANDLER: Final = f"{__name__}:stamp_handler"
+NOOP_BATCH_HANDLER: Final = f"{__name__}:noop_batch_handler"
+STAMP_BATCH_HANDLER: Final = f"{__name__}:stamp_batch_handler"
+BENCH_QUEUE: Final = "v2c-bench-ingest"
 SINK: Final = "sink"
 BENCH_RULE: Final = "bench"
 PROBE_RULE: Final = "probe"
@@ -59,6 +63,20 @@ def stamp_handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     return {"status": "ok"}
 
 
+def noop_batch_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A queue-fed function that accepts every record of its batch."""
+    return {"batchItemFailures": []}
+
+
+def stamp_batch_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The batch no-op plus one clock read per record: how long since each was published."""
+    now = time.monotonic_ns()
+    for record in event["Records"]:
+        payload = record_event(record["body"])["payload"]
+        _LATENCIES_NS.append(now - read_stamp(base64.b64decode(payload[:16])))
+    return {"batchItemFailures": []}
+
+
 @dataclass(frozen=True)
 class SinkSpec:
     host: str
@@ -72,6 +90,9 @@ class SinkSpec:
     workers: int = 16
     per_vehicle_in_flight: int = 4
     record_latency: bool = False
+    # True: the bench rule is queue-fed in batches, as every production rule
+    # is (`v2c.gateway.rules.RULES`); False: one handler call per message.
+    batched: bool = True
     share_group: str = "bench"
     timeout_s: float = 300.0
 
@@ -256,13 +277,42 @@ async def serving_gateway(
         await task
 
 
+def _bench_rule(spec: SinkSpec) -> Rule:
+    """The measured rule: a production rule's batching (size, window, calls at
+    once) on the bench's topic, or one handler call per message."""
+    from v2c.gateway.rules import (
+        BATCH_SIZE,
+        BATCH_WINDOW_MS,
+        MAX_CONCURRENCY,
+        MAX_RECEIVE_COUNT,
+        EventSource,
+        Rule,
+    )
+
+    if not spec.batched:
+        handler = STAMP_HANDLER if spec.record_latency else NOOP_HANDLER
+        return Rule(BENCH_RULE, spec.topic_filter, handler, dlq="telemetry", qos=spec.qos)
+    return Rule(
+        BENCH_RULE,
+        spec.topic_filter,
+        STAMP_BATCH_HANDLER if spec.record_latency else NOOP_BATCH_HANDLER,
+        dlq="telemetry",
+        qos=spec.qos,
+        source=EventSource.SQS,
+        queue=BENCH_QUEUE,
+        batch_size=BATCH_SIZE,
+        batch_window_ms=BATCH_WINDOW_MS,
+        max_receive_count=MAX_RECEIVE_COUNT,
+        max_concurrency=MAX_CONCURRENCY,
+    )
+
+
 async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:
     from v2c.gateway.metrics import GatewayMetrics
     from v2c.gateway.rules import Rule
 
-    handler = STAMP_HANDLER if spec.record_latency else NOOP_HANDLER
     rules = (
-        Rule(BENCH_RULE, spec.topic_filter, handler, dlq="telemetry", qos=spec.qos),
+        _bench_rule(spec),
         Rule(PROBE_RULE, spec.probe_filter, NOOP_HANDLER, dlq="telemetry", qos=spec.qos),
     )
     metrics = GatewayMetrics()

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 _MODULE = "v2c.infra.local.moto_server"
 _READY = "V2C-MOTO-PORT "
 _HTTP_TIMEOUT = 5.0
+# "1": the server writes each data-plane answer and applies each direct
+# update both ways, failing the request if they differ (`moto_responses`,
+# `moto_updates`); the test suite sets it.
+VERIFY_ANSWERS_ENV = "V2C_MOTO_VERIFY_ANSWERS"
 
 
 class MotoServerError(TransientError):
@@ -224,10 +228,13 @@ def _serve(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server
 
-    from v2c.infra.local import moto_items, moto_transactions
+    from v2c.infra.local import moto_items, moto_responses, moto_transactions, moto_updates
 
+    verify = os.environ.get(VERIFY_ANSWERS_ENV) == "1"
     moto_transactions.install()
     moto_items.install()
+    moto_responses.install(verify=verify)
+    moto_updates.install(verify=verify)
     app = atomic_conditional_writes(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler

@@ -69,6 +69,14 @@ def gateway(
     per_vehicle_in_flight: Annotated[
         int, typer.Option(min=1, help="Gateway: messages of one vehicle handled at once.")
     ] = 4,
+    per_message: Annotated[
+        bool,
+        typer.Option(
+            "--per-message",
+            help="One handler call per message, instead of the production rules' "
+            "queue-fed batches.",
+        ),
+    ] = False,
     rate: Annotated[float, typer.Option(min=1, help="Paced latency phase: msg/s.")] = 1000.0,
     duration: Annotated[float, typer.Option(min=0.1, help="Paced latency phase: seconds.")] = 5.0,
     flood: Annotated[
@@ -98,6 +106,7 @@ def gateway(
             receive_maximum=receive_maximum,
             workers=workers,
             per_vehicle_in_flight=per_vehicle_in_flight,
+            batched=not per_message,
             paced_rate=rate,
             paced_seconds=duration,
             fairness_flood=flood,

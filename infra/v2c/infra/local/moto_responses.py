@@ -1,0 +1,122 @@
+"""moto's DynamoDB data-plane answers written as JSON directly, not walked shape by shape.
+
+moto 5.2 serializes every answer by walking the operation's botocore output
+shape member by member, trying several spellings of each key on the way. A
+DynamoDB data-plane answer is already in wire form once moto has turned its
+items into `{"S": ...}` maps (`dynamo_to_dict`): the walk only copies it. On
+the 1,000-vehicle rollout that walk was 26 % of the moto server's CPU
+(py-spy, GIL samples), more than the status batches' BatchGetItem reads
+themselves, and moto is the one process that bounds the local stack.
+
+`install` writes the answers of the operations in `DATA_PLANE` with
+`json.dumps`: the members the output shape has, binary attributes
+base64-encoded as the JSON protocol does, members without a value left out
+as the shape walk leaves them out, and the same status and content type.
+Errors, and every other operation (table descriptions carry timestamps the
+walk formats), keep moto's own path. A value the direct path does not know
+falls back to moto's path too.
+
+`install(verify=True)` (the tests) writes every such answer both ways and
+raises if the two differ once parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from typing import Any, Final
+
+_MARK: Final = "_v2c_direct_json"
+CONTENT_TYPE: Final = "application/x-amz-json-1.0"
+
+# The operations whose answers hold only items, keys, counts and capacities.
+DATA_PLANE: Final = frozenset(
+    {
+        "GetItem",
+        "BatchGetItem",
+        "Query",
+        "Scan",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactGetItems",
+        "TransactWriteItems",
+    }
+)
+
+
+class AnswersDiffer(AssertionError):
+    """The direct answer and moto's own differ (`verify=True` only)."""
+
+
+class _Unknown(TypeError):
+    pass
+
+
+def _wire(value: Any) -> Any:
+    """`value` in the JSON protocol's form: no `None` members, bytes as base64."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _wire(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        return [_wire(v) for v in value]
+    if kind is str or kind is int or kind is float or kind is bool:
+        return value
+    if kind is bytes:
+        return base64.b64encode(value).decode("ascii")
+    raise _Unknown(kind.__name__)
+
+
+def direct_body(result: Any, members: frozenset[str]) -> str | None:
+    """The answer's JSON body, its top level cut to the output shape's
+    `members` (moto adds keys the shape does not have, which its walk drops),
+    or None when it holds a value only moto's walk knows."""
+    if type(result) is not dict:
+        return None
+    try:
+        return json.dumps(
+            {k: _wire(v) for k, v in result.items() if k in members and v is not None}
+        )
+    except _Unknown:
+        return None
+
+
+@functools.cache
+def _members(operation: str) -> frozenset[str]:
+    from moto.core.utils import get_service_model
+
+    shape = get_service_model("dynamodb").operation_model(operation).output_shape
+    return frozenset(shape.members) if shape is not None else frozenset()
+
+
+def install(*, verify: bool = False) -> None:
+    """Patch moto's DynamoDB handler in this process (the moto server child)."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.serialized, _MARK, False):
+        return
+    moto_serialized = DynamoHandler.serialized
+
+    def serialized(self: Any, action_result: ActionResult) -> Any:
+        result = action_result.result
+        if isinstance(result, Exception) or self._get_action() not in DATA_PLANE:
+            return moto_serialized(self, action_result)
+        body = direct_body(result, _members(self._get_action()))
+        if body is None:
+            return moto_serialized(self, action_result)
+        headers = {"Content-Type": CONTENT_TYPE, **self.response_headers}
+        if verify:
+            status, their_headers, their_body = moto_serialized(self, action_result)
+            if (status, their_headers, json.loads(their_body)) != (
+                200,
+                headers,
+                json.loads(body),
+            ):
+                raise AnswersDiffer(f"{self._get_action()}: {their_body!r} != {body}")
+        return 200, headers, body
+
+    setattr(serialized, _MARK, True)
+    DynamoHandler.serialized = serialized  # type: ignore[method-assign]
