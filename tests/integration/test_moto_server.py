@@ -340,3 +340,39 @@ def test_set_and_remove_updates_applied_directly_refuse_and_accept_what_moto_doe
                 ExpressionAttributeValues=values,
             )
     assert ddb.get_item(TableName=table, Key=key)["Item"]["s"] == {"S": "y"}
+
+
+def test_direct_updates_answer_return_values_and_refuse_what_moto_refuses_by_size(
+    aws_stack: AwsStack,
+) -> None:
+    """A plain UpdateItem on the direct path answers ReturnValues as moto does
+    and removes an absent attribute as a no-op; an update that moto's running
+    size check refuses (the replaced value counted with the new one) is
+    refused, though the finished item would be under the limit."""
+    ddb = aws_stack.aws.client("dynamodb")
+    table = aws_stack.names.campaigns_table
+    key = {"campaign_id": {"S": "direct-plain"}}
+    ddb.put_item(TableName=table, Item=key | {"s": {"S": "x"}})
+    old = ddb.update_item(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET #a = :a REMOVE #gone",
+        ExpressionAttributeNames={"#a": "s", "#gone": "never_there"},
+        ExpressionAttributeValues={":a": {"S": "y"}},
+        ReturnValues="UPDATED_OLD",
+    )
+    assert old["Attributes"] == {"s": {"S": "x"}}
+    assert ddb.get_item(TableName=table, Key=key)["Item"] == key | {"s": {"S": "y"}}
+
+    wide = {"campaign_id": {"S": "direct-wide"}}
+    big = "x" * 140_000
+    ddb.put_item(TableName=table, Item=wide | {"a": {"S": big}, "b": {"S": big}})
+    with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
+        ddb.update_item(
+            TableName=table,
+            Key=wide,
+            UpdateExpression="SET #b = :b",
+            ExpressionAttributeNames={"#b": "b"},
+            ExpressionAttributeValues={":b": {"S": "y" * 140_000}},
+        )
+    assert ddb.get_item(TableName=table, Key=wide)["Item"]["b"] == {"S": big}

@@ -106,8 +106,10 @@ class GatewayConfig:
     keepalive_s: int = 30
     drain_timeout_s: float = 10.0
     # Move what the process holds at start (modules, handlers' clients) out of
-    # the garbage collector's sight, once per process (`freeze_startup_heap`).
-    freeze_heap: bool = True
+    # the garbage collector's sight, once per process (`freeze_startup_heap`):
+    # for a process that is the gateway (`v2c gateway run`, the benches), not
+    # for one that hosts it among other things (a test run).
+    freeze_heap: bool = False
 
     def __post_init__(self) -> None:
         if min(self.receive_maximum, self.workers, self.per_vehicle_in_flight) < 1:

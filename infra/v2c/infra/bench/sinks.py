@@ -256,6 +256,7 @@ async def serving_gateway(
         workers=spec.workers,
         per_vehicle_in_flight=spec.per_vehicle_in_flight,
         session_expiry_s=0,  # nothing queued for it once the phase is over
+        freeze_heap=True,  # this child process is the gateway, as `v2c gateway run` is
     )
     gateway = runtime.Gateway(
         config, rules, {"telemetry": InMemoryDeadLetterStore("telemetry")}, metrics

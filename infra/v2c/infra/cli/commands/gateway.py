@@ -110,6 +110,7 @@ def run(
         share_group=group or "v2c",
         receive_maximum=receive_maximum,
         per_vehicle_in_flight=per_vehicle_in_flight,
+        freeze_heap=True,  # this process is the gateway
     )
     gateway = Gateway(config, table, stores, metrics)
 
