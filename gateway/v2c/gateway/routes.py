@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from v2c.contract.errors import InvalidTopic
 from v2c.gateway.batcher import RuleBatcher
 from v2c.gateway.event import EventFactory, build_event
 from v2c.gateway.metrics import GatewayMetrics
@@ -48,7 +49,7 @@ class Route:
     def of(cls, rule: Rule, topic: str, metrics: RuleMetrics, batcher: RuleBatcher | None) -> Route:
         try:
             factory: EventFactory | None = EventFactory(rule.name, topic)
-        except Exception:  # InvalidTopic: outside the scheme
+        except InvalidTopic:  # outside the scheme
             # Each message is then built (and refused) by `build_event` itself,
             # and dead-lettered with its error, as before the factory.
             factory = None

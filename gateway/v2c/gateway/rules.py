@@ -102,12 +102,19 @@ MAX_CONCURRENCY: Final = 4
 def _rule(name: str, domain: Domain, kind: str, handler: str, dlq: str) -> Rule:
     """A production rule: fed through its queue in batches; its QoS comes from
     the one QoS table, never restated."""
+    topic_filter = str(TopicFilter(domain=domain, kind=kind))
+    return queue_fed(name, topic_filter, handler, dlq, qos_for(domain))
+
+
+def queue_fed(name: str, topic_filter: str, handler: str, dlq: str, qos: int) -> Rule:
+    """A rule fed through its queue as every production rule is: batches of
+    `BATCH_SIZE` within `BATCH_WINDOW_MS`, `MAX_CONCURRENCY` calls at once."""
     return Rule(
         name=name,
-        topic_filter=str(TopicFilter(domain=domain, kind=kind)),
+        topic_filter=topic_filter,
         handler=handler,
         dlq=dlq,
-        qos=qos_for(domain),
+        qos=qos,
         source=EventSource.SQS,
         queue=f"v2c-{name.replace('_', '-')}-ingest",
         batch_size=BATCH_SIZE,

@@ -49,6 +49,13 @@ def build_event(
 ) -> JsonDict:
     """The event a handler receives. Raises `InvalidTopic` for a topic outside
     the scheme: no rule routes such a message."""
+    return event_head(rule, topic) | message_fields(payload, qos, properties, received_at_ms)
+
+
+def event_head(rule: str, topic: str) -> JsonDict:
+    """The event's fields that depend on the rule and topic alone: the same
+    for every message on a topic, so the gateway builds them once per topic.
+    Raises `InvalidTopic` as `build_event` does."""
     parsed = Topic.parse(topic)
     return {
         "rule": rule,
@@ -57,6 +64,14 @@ def build_event(
         "vehicle_id": parsed.vehicle_id,
         "domain": parsed.domain.value,
         "kind": parsed.kind,
+    }
+
+
+def message_fields(
+    payload: bytes, qos: int, properties: JsonDict, received_at_ms: int | None = None
+) -> JsonDict:
+    """The event's fields of one message, after its `event_head`."""
+    return {
         "qos": qos,
         "payload": base64.b64encode(payload).decode("ascii"),
         "properties": properties,

@@ -43,7 +43,6 @@ NOOP_HANDLER: Final = "v2c.handlers.noop:lambda_handler"
 STAMP_HANDLER: Final = f"{__name__}:stamp_handler"
 NOOP_BATCH_HANDLER: Final = f"{__name__}:noop_batch_handler"
 STAMP_BATCH_HANDLER: Final = f"{__name__}:stamp_batch_handler"
-BENCH_QUEUE: Final = "v2c-bench-ingest"
 SINK: Final = "sink"
 BENCH_RULE: Final = "bench"
 PROBE_RULE: Final = "probe"
@@ -281,31 +280,13 @@ async def serving_gateway(
 def _bench_rule(spec: SinkSpec) -> Rule:
     """The measured rule: a production rule's batching (size, window, calls at
     once) on the bench's topic, or one handler call per message."""
-    from v2c.gateway.rules import (
-        BATCH_SIZE,
-        BATCH_WINDOW_MS,
-        MAX_CONCURRENCY,
-        MAX_RECEIVE_COUNT,
-        EventSource,
-        Rule,
-    )
+    from v2c.gateway.rules import Rule, queue_fed
 
     if not spec.batched:
         handler = STAMP_HANDLER if spec.record_latency else NOOP_HANDLER
         return Rule(BENCH_RULE, spec.topic_filter, handler, dlq="telemetry", qos=spec.qos)
-    return Rule(
-        BENCH_RULE,
-        spec.topic_filter,
-        STAMP_BATCH_HANDLER if spec.record_latency else NOOP_BATCH_HANDLER,
-        dlq="telemetry",
-        qos=spec.qos,
-        source=EventSource.SQS,
-        queue=BENCH_QUEUE,
-        batch_size=BATCH_SIZE,
-        batch_window_ms=BATCH_WINDOW_MS,
-        max_receive_count=MAX_RECEIVE_COUNT,
-        max_concurrency=MAX_CONCURRENCY,
-    )
+    handler = STAMP_BATCH_HANDLER if spec.record_latency else NOOP_BATCH_HANDLER
+    return queue_fed(BENCH_RULE, spec.topic_filter, handler, "telemetry", spec.qos)
 
 
 async def _gateway_sink(spec: SinkSpec, out: Queue[Any]) -> JsonDict:

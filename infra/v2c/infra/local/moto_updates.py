@@ -84,7 +84,9 @@ def _plain_value(value: Any) -> bool:
 
 
 def fits(table: Any, change: Plan) -> bool:
-    """Whether moto's validators would let `change` through on `table`."""
+    """Whether `change` stays clear of what moto's validators look at (key
+    attributes, an index key's type, an empty index key); anything they look
+    at goes to moto's own path to be judged there."""
     touched = set(change.sets) | set(change.removes)
     if touched & set(table.table_key_attrs):
         return False
