@@ -13,10 +13,10 @@ Every test under `tests/integration/` is marked `integration` by the
 collection hook below, so `pytest -m integration` cannot miss a module that
 forgot a hand-written mark (four once did).
 
-Every moto server the suite starts (directly or under a stack) writes each
-DynamoDB data-plane answer both ways and fails the request if the direct
-JSON differs from moto's own (`moto_responses`): the whole suite's workload
-checks the shortcut the stack takes.
+Every moto server the suite starts (directly or under a stack) takes each
+of its shortcuts and moto's own way too (answers, requests, updates,
+queries: `v2c.infra.local.moto_*`) and fails the request if they differ:
+the whole suite's workload checks the shortcuts the stack takes.
 """
 
 from __future__ import annotations

@@ -16,8 +16,16 @@ Errors, and every other operation (table descriptions carry timestamps the
 walk formats), keep moto's own path. A value the direct path does not know
 falls back to moto's path too.
 
+Before that, moto turns the items into maps with `dynamo_to_dict`, which
+asks each node of each item in turn whether it is a datetime, a DynamoType,
+something with `to_json`, a dict or a list (6 % of the server's CPU, most of
+it BatchGetItem's answers). `install` gives moto's handler `to_wire_maps`:
+the same result, found by the node's exact type, with every node it does
+not know (binary values, objects with `to_json`) handed to moto's own.
+
 `install(verify=True)` (the tests) writes every such answer both ways and
-raises if the two differ once parsed.
+raises if the two differ once parsed, and checks every `to_wire_maps`
+result against moto's `dynamo_to_dict`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 _MARK: Final = "_v2c_direct_json"
@@ -91,13 +100,61 @@ def _members(operation: str) -> frozenset[str]:
     return frozenset(shape.members) if shape is not None else frozenset()
 
 
+# DynamoType kinds whose value moto's `dynamo_to_dict` hands back as it is
+# (a str or a bool), and those whose value it walks (a map, a list, a set of
+# strings): binary kinds are left to moto, which decodes them.
+_SCALAR_KINDS: Final = frozenset({"S", "N", "BOOL", "NULL"})
+_NESTED_KINDS: Final = frozenset({"M", "L", "SS", "NS"})
+
+
+def wire_maps(moto_dynamo_to_dict: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`dynamo_to_dict` by exact type: dicts, lists, plain values and the
+    common DynamoTypes here, anything else through `moto_dynamo_to_dict`."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+    def to_wire_maps(obj: Any) -> Any:
+        kind = type(obj)
+        if kind is dict or kind is LimitedSizeDict:  # the latter: an item's attributes
+            return {k: to_wire_maps(v) for k, v in obj.items()}
+        if kind is list:
+            return [to_wire_maps(v) for v in obj]
+        if kind is str or kind is int or kind is float or kind is bool or obj is None:
+            return obj
+        if kind is DynamoType:
+            value = obj.value
+            if obj.type in _SCALAR_KINDS and type(value) in (str, bool):
+                return {obj.type: value}
+            if obj.type in _NESTED_KINDS:
+                return {obj.type: to_wire_maps(value)}
+        return moto_dynamo_to_dict(obj)
+
+    return to_wire_maps
+
+
+def _checked(
+    ours: Callable[[Any], Any], moto_dynamo_to_dict: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    def to_wire_maps(obj: Any) -> Any:
+        mine, theirs = ours(obj), moto_dynamo_to_dict(obj)
+        if mine != theirs:
+            raise AnswersDiffer(f"dynamo_to_dict: {theirs!r} != {mine!r}")
+        return mine
+
+    return to_wire_maps
+
+
 def install(*, verify: bool = False) -> None:
     """Patch moto's DynamoDB handler in this process (the moto server child)."""
     from moto.core.responses import ActionResult
+    from moto.dynamodb import responses
     from moto.dynamodb.responses import DynamoHandler
 
     if getattr(DynamoHandler.serialized, _MARK, False):
         return
+    # `DynamoResult` reads `dynamo_to_dict` from the handler module's globals.
+    moto_dynamo_to_dict: Callable[[Any], Any] = getattr(responses, "dynamo_to_dict")  # noqa: B009
+    fast = wire_maps(moto_dynamo_to_dict)
+    setattr(responses, "dynamo_to_dict", _checked(fast, moto_dynamo_to_dict) if verify else fast)  # noqa: B010
     moto_serialized = DynamoHandler.serialized
 
     def serialized(self: Any, action_result: ActionResult) -> Any:

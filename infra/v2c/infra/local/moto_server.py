@@ -21,6 +21,9 @@ Two corrections make the emulator behave like DynamoDB where v2c depends on
 it: `atomic_conditional_writes` (conditional writes are atomic) and
 `moto_transactions` (a transaction costs what its items cost, not what the
 table holds); `moto_items` makes storing an item linear in its attributes.
+`moto_parsing` reads data-plane requests without moto's shape walk and
+lexes each condition expression once; `moto_queries` has a Query read the
+items its key can match, not the whole table sorted.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ if TYPE_CHECKING:
 _MODULE = "v2c.infra.local.moto_server"
 _READY = "V2C-MOTO-PORT "
 _HTTP_TIMEOUT = 5.0
-# "1": the server writes each data-plane answer and applies each direct
-# update both ways, failing the request if they differ (`moto_responses`,
-# `moto_updates`); the test suite sets it.
+# "1": the server takes each shortcut and moto's own way too (answers,
+# requests, updates, queries), failing the request if they differ
+# (`moto_responses`, `moto_parsing`, `moto_updates`, `moto_queries`); the
+# test suite sets it.
 VERIFY_ANSWERS_ENV = "V2C_MOTO_VERIFY_ANSWERS"
 
 
@@ -228,13 +232,22 @@ def _serve(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import make_server
 
-    from v2c.infra.local import moto_items, moto_responses, moto_transactions, moto_updates
+    from v2c.infra.local import (
+        moto_items,
+        moto_parsing,
+        moto_queries,
+        moto_responses,
+        moto_transactions,
+        moto_updates,
+    )
 
     verify = os.environ.get(VERIFY_ANSWERS_ENV) == "1"
     moto_transactions.install()
     moto_items.install()
     moto_responses.install(verify=verify)
     moto_updates.install(verify=verify)
+    moto_parsing.install(verify=verify)
+    moto_queries.install(verify=verify)
     app = atomic_conditional_writes(DomainDispatcherApplication(create_backend_app))
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
