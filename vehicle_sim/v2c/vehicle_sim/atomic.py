@@ -10,11 +10,13 @@ fleet simulations and property tests, where fsync is most of the cost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +37,61 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
+def atomic_write(path: Path | str, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
     """Temp file, fsync, `os.replace`, fsync of the directory. `mode` from
-    the temp file's creation on (a private key: 0o600, never readable by others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    tmp.unlink(missing_ok=True)  # a leftover keeps its mode: start from none
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(data)
-        f.flush()
+    the temp file's creation on (a private key: 0o600, never readable by others).
+
+    The agent saves its state for every report, so this is on the fleet
+    simulator's hot path: plain `str` paths and raw descriptors, and the
+    directory made and a leftover temp file removed only when creating the
+    temp file says they are needed (the same files result)."""
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    tmp = os.path.join(head, f".{name}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        descriptor = os.open(tmp, flags, mode)
+    except FileExistsError:  # a leftover keeps its mode: start from none
+        os.unlink(tmp)
+        descriptor = os.open(tmp, flags, mode)
+    except FileNotFoundError:  # the directory is not there yet
+        os.makedirs(head, exist_ok=True)
+        descriptor = os.open(tmp, flags, mode)
+    try:
+        if not durable and data and _FALLOCATE is not None:
+            _reserve(_FALLOCATE, descriptor, len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
         if durable:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent, durable)
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(tmp, target)
+    if durable:
+        fsync_dir(Path(head or "."))
 
 
-def atomic_write_json(path: Path, doc: Any, *, durable: bool = True) -> None:
-    atomic_write(path, json.dumps(doc, separators=(",", ":")).encode(), durable=durable)
+# Without fsync, ext4 (auto_da_alloc) starts writing the temp file's delayed
+# blocks back when `os.replace` puts it over an existing file, and the rename
+# waits for that: most of a small replace's CPU and ~0.2 ms of the event
+# loop's time per agent save. Blocks allocated up front are not delayed, so
+# the rename does not flush them. The file is the same; only a power loss
+# (which `durable=False` does not promise to survive) can tell the two apart.
+_FALLOCATE: Final = getattr(os, "posix_fallocate", None)
+
+
+def _reserve(fallocate: Callable[[int, int, int], None], descriptor: int, size: int) -> None:
+    with contextlib.suppress(OSError):  # a file system without it: written as before
+        fallocate(descriptor, 0, size)
+
+
+# One encoder, made once: `json.dumps` with `separators` builds a new one per call.
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def atomic_write_json(path: Path | str, doc: Any, *, durable: bool = True) -> None:
+    atomic_write(path, _COMPACT.encode(doc).encode(), durable=durable)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

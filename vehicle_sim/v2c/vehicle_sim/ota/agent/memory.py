@@ -22,6 +22,7 @@ command ids are forgotten first, never the active update.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -70,7 +71,7 @@ CANCELLED: Final = "CANCELLED"  # an outcome the proto has no state for
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")  # base64.b64encode's
 
 
 def _unb64(text: str) -> bytes:
@@ -121,7 +122,7 @@ class ActiveUpdate:
         return 100 if size <= 0 else min(100, self.bytes_downloaded * 100 // size)
 
     def to_json(self) -> dict[str, Any]:
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_parsed"}
+        doc = {name: getattr(self, name) for name in _ACTIVE_FIELDS}
         doc["manifest"] = _b64(self.manifest)
         doc["phase"] = self.phase.value
         doc["stage"] = self.stage.value
@@ -129,12 +130,16 @@ class ActiveUpdate:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ActiveUpdate:
-        known = {f.name for f in fields(cls)} - {"_parsed"}
+        known = set(_ACTIVE_FIELDS)
         values = {k: v for k, v in doc.items() if k in known}
         values["manifest"] = _unb64(doc["manifest"])
         values["phase"] = Phase(doc["phase"])
         values["stage"] = Stage(doc["stage"])
         return cls(**values)
+
+
+# What a snapshot holds of the active update, in field order (saved per report).
+_ACTIVE_FIELDS: Final = tuple(f.name for f in fields(ActiveUpdate) if f.name != "_parsed")
 
 
 @dataclass(slots=True)
@@ -181,6 +186,8 @@ class Memory:
         if memo is None:
             memo = self.updates[update_id] = UpdateMemo()
         self.updates.move_to_end(update_id)
+        if len(self.updates) <= self._max_updates:
+            return memo
         for old in list(self.updates):
             if len(self.updates) <= self._max_updates:
                 break

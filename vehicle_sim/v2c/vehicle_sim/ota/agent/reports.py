@@ -13,6 +13,7 @@ the report can never carry the id or the number of a genuine report.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Final
 
@@ -26,12 +27,39 @@ UINT32_MAX: Final = 2**32 - 1
 MAX_DETAIL_CHARS: Final = 240  # the cloud keeps 500; reports stay far below 4 KiB
 
 
+_REPORT_PREFIX: Final = REPORT_NAMESPACE.bytes
+_UNVERIFIED_PREFIX: Final = UNVERIFIED_NAMESPACE.bytes
+
+
+def uuid5_bytes(namespace: bytes, name: str) -> bytes:
+    """`uuid.uuid5(UUID(bytes=namespace), name).bytes`, without the round trip
+    through an int that `uuid.UUID` makes (one per report): SHA-1 of namespace
+    and name, first 16 bytes, version 5 and the RFC 4122 variant set."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return bytes(digest[:16])
+
+
+# The enums' names by number, looked up once per report (`Name` is slower).
+STATE_NAMES: Final = {number: name for name, number in reversed(OTAStatus.State.items())}
+REASON_NAMES: Final = {number: name for name, number in reversed(OTAStatus.Reason.items())}
+
+
+def named_state(status: OTAStatus) -> tuple[str, str]:
+    """(state, reason) of a report by name, reason "" when it has none; a
+    number the maps lack goes to `Name`, as before."""
+    state = STATE_NAMES.get(status.state) or OTAStatus.State.Name(status.state)
+    reason = REASON_NAMES.get(status.reason) or OTAStatus.Reason.Name(status.reason)
+    return (state, reason if status.reason else "")
+
+
 def report_message_id(vehicle_id: str, update_id: str, sequence: int) -> bytes:
-    return uuid.uuid5(REPORT_NAMESPACE, f"{vehicle_id}/{update_id}/{sequence}").bytes
+    return uuid5_bytes(_REPORT_PREFIX, f"{vehicle_id}/{update_id}/{sequence}")
 
 
 def unverified_message_id(vehicle_id: str, sequence: int) -> bytes:
-    return uuid.uuid5(UNVERIFIED_NAMESPACE, f"{vehicle_id}/{sequence}").bytes
+    return uuid5_bytes(_UNVERIFIED_PREFIX, f"{vehicle_id}/{sequence}")
 
 
 def duration_ms(start_ms: int, end_ms: int) -> int:

@@ -57,6 +57,7 @@ _ENV_DATA: Final = ENV_SIZE - 5
 SLOT_MAGIC: Final = b"V2CSLOT1"
 CHUNK: Final = 1 << 20
 _COPIES: Final = ("uboot.env", "uboot.env.redund")
+_NULS: Final = bytes(ENV_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,9 @@ def decode_env(blob: bytes) -> tuple[int, BootEnv | None]:
     if zlib.crc32(data) != crc:
         return flags, None
     variables: dict[str, str] = {}
-    for entry in data.split(b"\0"):
+    # The variables end at the first empty entry ("\0\0"): split only what
+    # comes before it, not the thousands of NULs that pad the copy.
+    for entry in data.split(b"\0\0", 1)[0].split(b"\0"):
         if not entry:
             break
         key, sep, value = entry.decode("utf-8", "replace").partition("=")
@@ -148,6 +151,12 @@ class Flash:
         self.power = power or PowerPlan()
         self.boot_dir = self.root / "boot"
         self.data_dir = self.root / "data" / "ota"
+        self._env_paths = tuple(os.path.join(self.boot_dir, name) for name in _COPIES)
+        # Per copy, the last bytes read (as `_env_key`) and what they decode
+        # to: a copy is re-read on every access (anything may have written
+        # it) but decoded only when its bytes changed.
+        self._env_seen: list[tuple[tuple[int, bytes], EnvCopy] | None] = [None, None]
+        self._slot_paths = {slot: self.root / f"slot_{slot.value.lower()}.img" for slot in Slot}
 
     @classmethod
     def provision(
@@ -178,13 +187,20 @@ class Flash:
     # -- environment ----------------------------------------------------------
 
     def _env_copies(self) -> tuple[EnvCopy, EnvCopy]:
-        copies = []
-        for index, name in enumerate(_COPIES):
-            path = self.boot_dir / name
-            blob = path.read_bytes() if path.exists() else b""
-            flags, env = decode_env(blob) if blob else (0, None)
-            copies.append(EnvCopy(index, flags, env))
-        return copies[0], copies[1]
+        return self._env_copy(0), self._env_copy(1)
+
+    def _env_copy(self, index: int) -> EnvCopy:
+        """Copy `index` as it is on disk now; decoded again only if its bytes
+        differ from the last read (the same bytes decode the same)."""
+        blob = _read_or_empty(self._env_paths[index])
+        key = _env_key(blob)
+        seen = self._env_seen[index]
+        if seen is not None and seen[0] == key:
+            return seen[1]
+        flags, env = decode_env(blob) if blob else (0, None)
+        copy = EnvCopy(index, flags, env)
+        self._env_seen[index] = (key, copy)
+        return copy
 
     def read_env(self) -> BootEnv:
         """The current environment, or U-Boot's default if no copy is valid."""
@@ -201,10 +217,10 @@ class Flash:
         target = 0 if chosen is None else 1 - chosen.index
         flags = 0 if chosen is None else (chosen.flags + 1) & 0xFF
         blob = encode_env(env, flags)
-        path = self.boot_dir / _COPIES[target]
+        path = self._env_paths[target]
         cut = self._tear(step, len(blob))
         if cut is not None:
-            old = path.read_bytes() if path.exists() else b""
+            old = _read_or_empty(path)
             old = old.ljust(len(blob), b"\xff")  # erased flash reads 0xFF
             atomic_write(path, blob[: cut[1]] + old[cut[1] :], durable=self.durable)
             raise PowerCut(cut[0], torn=True)
@@ -220,7 +236,7 @@ class Flash:
     # -- slots ----------------------------------------------------------------
 
     def slot_path(self, slot: Slot) -> Path:
-        return self.root / f"slot_{slot.value.lower()}.img"
+        return self._slot_paths[slot]
 
     def probe(self, slot: Slot) -> bool:
         """Whether the partition can be opened for writing."""
@@ -333,6 +349,25 @@ class Flash:
     def remove_record(self, name: str) -> None:
         (self.data_dir / f"{name}.json").unlink(missing_ok=True)
         fsync_dir(self.data_dir, self.durable)
+
+
+def _env_key(blob: bytes) -> tuple[int, bytes]:
+    """A copy's bytes as (length, the bytes before its NUL padding), or
+    (length, all of them) if it does not end in NULs: equal keys are equal
+    bytes, and a remembered copy holds ~100 bytes, not 8 KiB per vehicle."""
+    end = blob.find(b"\0\0", 5)  # after the CRC and flags, which may hold NULs
+    if end >= 0 and blob.endswith(_NULS[: len(blob) - end]):
+        return len(blob), blob[:end]
+    return len(blob), blob
+
+
+def _read_or_empty(path: str) -> bytes:
+    """The file's bytes, or b"" if it is not there (one open, no stat first)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return b""
 
 
 def _copy(out: BinaryIO, chunks: Iterable[bytes], limit: int) -> int:

@@ -83,6 +83,7 @@ from v2c.vehicle_sim.ota.agent.effects import (
     StartDownload,
     StartInstall,
 )
+from v2c.vehicle_sim.ota.agent.reports import named_state
 from v2c.vehicle_sim.ota.agent.steps import InstallStep as Step
 from v2c.vehicle_sim.ota.agent.steps import PowerCut
 from v2c.vehicle_sim.ota.agent.vehicle_state import VehicleConditions
@@ -122,6 +123,11 @@ class VehicleRuntime:
     ) -> None:
         self.directory = Path(directory)
         self.spec = spec
+        # Once, not per message: the topics and the state file's path.
+        self._status_topic = spec.topic("status")
+        self._available_topic = spec.topic("available")
+        self._command_topic = spec.command_topic()
+        self._agent_path = str(self.directory / AGENT_FILE)
         self.config = config or RuntimeConfig()
         self.sim = sim
         self.trusted = spec.key_store(trusted)
@@ -153,6 +159,7 @@ class VehicleRuntime:
         )
         self.agent = UpdateAgent(spec.vehicle_id, self.trusted, policy=self.policy)
         self.last_status: OTAStatus | None = None
+        self._state: tuple[str, str] = ("IDLE", "")  # of last_status, named once per report
         self.reports: list[OTAStatus] = []
         self.report_count = 0
         self.delivered = 0
@@ -182,11 +189,7 @@ class VehicleRuntime:
     @property
     def state(self) -> tuple[str, str]:
         """(state, reason) of the last report, or ("IDLE", "") before any."""
-        status = self.last_status
-        if status is None:
-            return ("IDLE", "")
-        reason = OTAStatus.Reason.Name(status.reason) if status.reason else ""
-        return (OTAStatus.State.Name(status.state), reason)
+        return self._state
 
     @property
     def busy(self) -> bool:
@@ -237,12 +240,12 @@ class VehicleRuntime:
         """An inbound MQTT message; returns once the agent persisted its decision
         (the session acknowledges it then, so the broker redelivers what a
         power cut lost before that)."""
-        if topic == self.spec.topic("available"):
+        if topic == self._available_topic:
             self.notifications += 1
             await self._deliver(
                 lambda agent, now: agent.on_notification(payload, self._conditions_on_offer(), now)
             )
-        elif topic == self.spec.command_topic():
+        elif topic == self._command_topic:
             self.commands += 1
             await self._deliver(lambda agent, now: agent.on_command(payload, now))
 
@@ -364,7 +367,7 @@ class VehicleRuntime:
                     logger.info("%s: dropped: %s", self.vehicle_id, why)
 
     async def _save(self, state: dict[str, Any]) -> None:
-        path = self.directory / AGENT_FILE
+        path = self._agent_path
         if self.config.durable:
             await asyncio.to_thread(atomic_write_json, path, state, durable=True)
         else:
@@ -375,6 +378,7 @@ class VehicleRuntime:
     def _publish(self, report: Report) -> None:
         status = report.status
         self.last_status = status
+        self._state = named_state(status)
         self.report_count += 1
         if self.config.keep_reports:
             self.reports.append(status)
@@ -382,9 +386,7 @@ class VehicleRuntime:
             self._on_report(self, status)
         if self.session is None:
             return
-        delivered = self.session.publish(
-            self.spec.topic("status"), status.SerializeToString(), OTA_QOS
-        )
+        delivered = self.session.publish(self._status_topic, status.SerializeToString(), OTA_QOS)
         agent, update_id, sequence = self.agent, status.update_id, status.sequence
         unverified = status.notification_unverified
 
@@ -483,7 +485,7 @@ class VehicleRuntime:
         self._post(lambda agent, now: agent.on_committed(update_id, now))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per event, and a frozen __init__ costs more
 class _Event:
     generation: int | None
     call: AgentCall | None
