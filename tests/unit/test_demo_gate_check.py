@@ -44,3 +44,13 @@ def test_without_auto_rollback_only_a_pause_is_right() -> None:
 def test_a_passing_canary_must_release_the_rollout() -> None:
     assert gate_problem(_campaign("in_progress", 1, completed=20)) == ""
     assert "not released" in gate_problem(_campaign("in_progress", 0, completed=20))
+
+
+def test_a_rollback_after_the_gate_passed_rewrites_the_canary_and_is_no_gate_problem() -> None:
+    # The canary completed and passed; wave 1's failures then rolled the whole
+    # campaign back, the canary's vehicles with it.
+    campaign = _campaign("rolled_back", 1, rolled_back=20)
+    campaign["gate"] = {"verdict": "pass", "reason": "success rate 100.0% >= 95%"}
+    assert gate_problem(campaign) == ""
+    campaign["gate"] = None  # no passed gate on record: a release past a failing canary
+    assert "but the campaign is rolled_back at wave 1" in gate_problem(campaign)

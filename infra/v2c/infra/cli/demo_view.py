@@ -172,6 +172,13 @@ def gate_problem(campaign: dict[str, Any]) -> str:
     )
     decision = evaluate_gate(counters, thresholds)
     status, wave = campaign["status"], campaign["current_wave"]
+    recorded = (campaign.get("gate") or {}).get("verdict")
+    if status == CampaignStatus.ROLLED_BACK and wave >= 1 and recorded == GateVerdict.PASS:
+        # The gate passed and released the rollout; a later wave's failures
+        # then rolled the whole campaign back (BR-OTA-019/020), the canary's
+        # completed vehicles with it, so its counters no longer show what the
+        # gate saw: the rollback, not the gate, is what they now record.
+        return ""
     if decision.verdict is GateVerdict.PASS and wave < 1 and status != CampaignStatus.PAUSED:
         return f"gate passes ({decision.reason}) but the rollout was not released"
     # A failing gate pauses; updates already in flight then finish, and if their
