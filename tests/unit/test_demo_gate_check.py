@@ -50,7 +50,16 @@ def test_a_rollback_after_the_gate_passed_rewrites_the_canary_and_is_no_gate_pro
     # The canary completed and passed; wave 1's failures then rolled the whole
     # campaign back, the canary's vehicles with it.
     campaign = _campaign("rolled_back", 1, rolled_back=20)
-    campaign["gate"] = {"verdict": "pass", "reason": "success rate 100.0% >= 95%"}
+    campaign["gate"] = {
+        "verdict": "pass",
+        "completed": 20,
+        "failures": 0,
+        "finished": 20,
+        "eligible": 20,
+    }
     assert gate_problem(campaign) == ""
-    campaign["gate"] = None  # no passed gate on record: a release past a failing canary
+    # The counts on record must pass the rules themselves, whatever the verdict says.
+    campaign["gate"] |= {"completed": 14, "failures": 6}
+    assert "but the campaign is rolled_back at wave 1" in gate_problem(campaign)
+    campaign["gate"] = None  # no gate on record: a release past a failing canary
     assert "but the campaign is rolled_back at wave 1" in gate_problem(campaign)

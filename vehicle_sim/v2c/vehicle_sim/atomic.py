@@ -32,9 +32,14 @@ def fsync_dir(path: Path, durable: bool = True) -> None:
         os.close(fd)
 
 
+def temp_name(name: str) -> str:
+    """The name `atomic_write` stages a file called `name` under."""
+    return f".{name}.tmp"
+
+
 def temp_path(path: Path) -> Path:
     """Where `atomic_write` stages `path` (what a power cut may leave behind)."""
-    return path.with_name(f".{path.name}.tmp")
+    return path.with_name(temp_name(path.name))
 
 
 def atomic_write(path: Path | str, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
@@ -47,7 +52,7 @@ def atomic_write(path: Path | str, data: bytes, *, durable: bool = True, mode: i
     temp file says they are needed (the same files result)."""
     target = os.fspath(path)
     head, name = os.path.split(target)
-    tmp = os.path.join(head, f".{name}.tmp")
+    tmp = os.path.join(head, temp_name(name))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         descriptor = os.open(tmp, flags, mode)

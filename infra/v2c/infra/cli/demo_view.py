@@ -172,8 +172,11 @@ def gate_problem(campaign: dict[str, Any]) -> str:
     )
     decision = evaluate_gate(counters, thresholds)
     status, wave = campaign["status"], campaign["current_wave"]
-    recorded = (campaign.get("gate") or {}).get("verdict")
-    if status == CampaignStatus.ROLLED_BACK and wave >= 1 and recorded == GateVerdict.PASS:
+    if (
+        status == CampaignStatus.ROLLED_BACK
+        and wave >= 1
+        and _passed_on_record(campaign, thresholds)
+    ):
         # The gate passed and released the rollout; a later wave's failures
         # then rolled the whole campaign back (BR-OTA-019/020), the canary's
         # completed vehicles with it, so its counters no longer show what the
@@ -192,6 +195,21 @@ def gate_problem(campaign: dict[str, Any]) -> str:
     if decision.verdict is GateVerdict.WAIT:
         return f"the canary has not finished ({decision.reason})"
     return ""
+
+
+def _passed_on_record(campaign: dict[str, Any], thresholds: GateThresholds) -> bool:
+    """Whether the counts the gate recorded when it released the rollout pass
+    the gate rules, judged here again rather than taken on the gate's word."""
+    gate = campaign.get("gate") or {}
+    try:
+        completed, failures = int(gate["completed"]), int(gate["failures"])
+        pending = int(gate["eligible"]) - int(gate["finished"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if min(completed, failures, pending) < 0:
+        return False
+    seen = CampaignCounters(pending=pending, completed=completed, failed=failures)
+    return evaluate_gate(seen, thresholds).verdict is GateVerdict.PASS
 
 
 class DemoView:

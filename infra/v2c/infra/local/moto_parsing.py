@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from v2c.infra.local.moto_responses import DATA_PLANE
+from v2c.infra.local.moto_responses import DATA_PLANE, same
 
 _MARK: Final = "_v2c_direct_params"
 # Distinct condition/filter expressions whose tokens are kept: the stack
@@ -188,17 +188,6 @@ def direct_params(action: str, content_type: str | None, body: bytes) -> dict[st
     except Exception:  # whatever fails here, moto's parser words it
         return None
     return params
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as values, types and key order (`==` alone takes 1 for True, 1.0 for 1)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is dict:
-        return list(a) == list(b) and all(same(a[key], b[key]) for key in a)
-    if type(a) is list:
-        return len(a) == len(b) and all(map(same, a, b))
-    return bool(a == b) or (a != a and b != b)  # NaN, which JSON allows
 
 
 def cached_lexing(

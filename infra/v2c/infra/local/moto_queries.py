@@ -11,7 +11,8 @@ as many.
 
 `install` hands moto's own `Table.query` the candidates only: on the table,
 the items under the queried hash key (a dict lookup); on an index, the items
-whose index hash key attributes equal the query's (one pass, no sort). The
+whose index hash key attributes equal the query's (one pass over the
+table, then only the candidates sorted in table order). The
 candidates keep `all_items`' order, so moto's own filtering, sorting,
 paging, limits and projection run unchanged on them and give the same
 answer: moto drops every item a key condition refuses, and the candidates
@@ -25,6 +26,7 @@ and raises if the answers differ.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -90,25 +92,51 @@ def install(*, verify: bool = False) -> None:
     if getattr(Table.query, _MARK, False):
         return
     moto_query = Table.query
+    moto_all_items = Table.all_items
     signature = inspect.signature(moto_query)
+    # The query being narrowed on this thread, and its candidates: moto reads
+    # the table through `all_items`, and for that one call on that one table
+    # it reads the candidates instead. Per thread, so that nothing else moto
+    # runs meanwhile (another request, a table export's own thread) sees them.
+    narrowing = threading.local()
+
+    def all_items(self: Any) -> Any:
+        if getattr(narrowing, "table", None) is self:
+            return list(narrowing.items)
+        return moto_all_items(self)
 
     def query(self: Any, *args: Any, **kwargs: Any) -> Any:
         narrowed = candidates(self, signature.bind(self, *args, **kwargs).arguments)
         if narrowed is None:
             return moto_query(self, *args, **kwargs)
-        # moto reads the table through `all_items`; for this one call (the
-        # server's DynamoDB lock keeps other requests out) it reads the
-        # candidates instead.
-        self.all_items = lambda: list(narrowed)
+        narrowing.table, narrowing.items = self, narrowed
         try:
-            result = moto_query(self, *args, **kwargs)
+            result = _outcome(moto_query, self, *args, **kwargs)
         finally:
-            del self.all_items
+            narrowing.table = narrowing.items = None
         if verify:
-            theirs = moto_query(self, *args, **kwargs)
-            if _answer(theirs) != _answer(result):
-                raise QueriesDiffer(f"{_answer(theirs)!r} != {_answer(result)!r}")
+            theirs = _outcome(moto_query, self, *args, **kwargs)
+            if _seen(theirs) != _seen(result):
+                raise QueriesDiffer(f"{_seen(theirs)!r} != {_seen(result)!r}")
+        if isinstance(result, BaseException):
+            raise result
         return result
 
     setattr(query, _MARK, True)
+    Table.all_items = all_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
+
+
+def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """The call's answer, or the exception it raised (compared in verify mode)."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:  # moto's own refusal, raised again by the caller
+        return exc
+
+
+def _seen(outcome: Any) -> Any:
+    """What a caller sees of a query's outcome: the answer, or the error's type and words."""
+    if isinstance(outcome, BaseException):
+        return (type(outcome).__name__, str(outcome))
+    return _answer(outcome)

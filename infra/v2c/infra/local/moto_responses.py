@@ -131,12 +131,23 @@ def wire_maps(moto_dynamo_to_dict: Callable[[Any], Any]) -> Callable[[Any], Any]
     return to_wire_maps
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal as values, types and key order (`==` alone takes 1 for True, 1.0 for 1)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(same(a[key], b[key]) for key in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same, a, b))
+    return bool(a == b) or (a != a and b != b)  # NaN, which JSON allows
+
+
 def _checked(
     ours: Callable[[Any], Any], moto_dynamo_to_dict: Callable[[Any], Any]
 ) -> Callable[[Any], Any]:
     def to_wire_maps(obj: Any) -> Any:
         mine, theirs = ours(obj), moto_dynamo_to_dict(obj)
-        if mine != theirs:
+        if not same(mine, theirs):
             raise AnswersDiffer(f"dynamo_to_dict: {theirs!r} != {mine!r}")
         return mine
 

@@ -85,7 +85,14 @@ def validation_tree(verify: bool) -> Callable[[str], Any]:
         UpdateExpressionParser,
     )
 
-    cached = functools.lru_cache(maxsize=_TREES)(UpdateExpressionParser.make)
+    lru = functools.lru_cache(maxsize=_TREES)(UpdateExpressionParser.make)
+
+    def cached(expression: Any) -> Any:
+        # Not a string (a malformed request): moto's own parser words the refusal.
+        return (
+            lru(expression) if type(expression) is str else UpdateExpressionParser.make(expression)
+        )
+
     if not verify:
         return cached
 
