@@ -13,8 +13,9 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.utilities import dynamo_to_dict
 
 from v2c.infra.local.moto_queries import candidates
-from v2c.infra.local.moto_responses import direct_body, same, wire_maps
+from v2c.infra.local.moto_responses import direct_body, wire_maps
 from v2c.infra.local.moto_updates import Plan, fits, placeholders, plan, validation_tree
+from v2c.infra.local.moto_verify import same
 
 MEMBERS = frozenset({"Item", "Items", "Count", "ConsumedCapacity", "LastEvaluatedKey"})
 

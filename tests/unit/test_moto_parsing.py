@@ -23,8 +23,8 @@ from v2c.infra.local.moto_parsing import (
     compile_shape,
     direct_params,
     direct_parsing,
-    same,
 )
+from v2c.infra.local.moto_verify import same
 
 JSON_1_0 = "application/x-amz-json-1.0"
 

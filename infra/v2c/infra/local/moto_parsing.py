@@ -43,7 +43,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from v2c.infra.local.moto_responses import DATA_PLANE, same
+from v2c.infra.local.moto_responses import DATA_PLANE
+from v2c.infra.local.moto_verify import ShortcutDiffers, same
 
 _MARK: Final = "_v2c_direct_params"
 # Distinct condition/filter expressions whose tokens are kept: the stack
@@ -53,11 +54,11 @@ _LEXINGS: Final = 1024
 Convert = Callable[[Any], Any]
 
 
-class ParamsDiffer(AssertionError):
+class ParamsDiffer(ShortcutDiffers):
     """The direct parameters and moto's parser's differ (`verify=True` only)."""
 
 
-class LexingDiffers(AssertionError):
+class LexingDiffers(ShortcutDiffers):
     """A cached lexing and a fresh one differ (`verify=True` only)."""
 
 

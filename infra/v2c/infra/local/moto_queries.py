@@ -30,10 +30,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
+from v2c.infra.local.moto_verify import ShortcutDiffers
+
 _MARK: Final = "_v2c_narrow_query"
 
 
-class QueriesDiffer(AssertionError):
+class QueriesDiffer(ShortcutDiffers):
     """The narrowed query and moto's own answered differently (`verify=True` only)."""
 
 

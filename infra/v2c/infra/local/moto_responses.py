@@ -36,6 +36,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from v2c.infra.local.moto_verify import ShortcutDiffers, same
+
 _MARK: Final = "_v2c_direct_json"
 CONTENT_TYPE: Final = "application/x-amz-json-1.0"
 
@@ -56,7 +58,7 @@ DATA_PLANE: Final = frozenset(
 )
 
 
-class AnswersDiffer(AssertionError):
+class AnswersDiffer(ShortcutDiffers):
     """The direct answer and moto's own differ (`verify=True` only)."""
 
 
@@ -129,17 +131,6 @@ def wire_maps(moto_dynamo_to_dict: Callable[[Any], Any]) -> Callable[[Any], Any]
         return moto_dynamo_to_dict(obj)
 
     return to_wire_maps
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as values, types and key order (`==` alone takes 1 for True, 1.0 for 1)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is dict:
-        return list(a) == list(b) and all(same(a[key], b[key]) for key in a)
-    if type(a) is list:
-        return len(a) == len(b) and all(map(same, a, b))
-    return bool(a == b) or (a != a and b != b)  # NaN, which JSON allows
 
 
 def _checked(

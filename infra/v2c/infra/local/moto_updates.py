@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from v2c.infra.local.moto_verify import ShortcutDiffers
+
 _MARK: Final = "_v2c_direct_update"
 _SET: Final = re.compile(r"^SET (#\w+ = :\w+(?:, #\w+ = :\w+)*)(?: REMOVE (#\w+(?:, #\w+)*))?$")
 _PAIR: Final = re.compile(r"(#\w+) = (:\w+)")
@@ -58,7 +60,7 @@ _SETS: Final = frozenset({"SS", "NS", "BS"})
 _TREES: Final = 4096
 
 
-class UpdatesDiffer(AssertionError):
+class UpdatesDiffer(ShortcutDiffers):
     """The direct update and moto's own left different items (`verify=True` only)."""
 
 
